@@ -1,0 +1,29 @@
+"""edgead: train, export and run diffusion-based visual anomaly detection on edge devices.
+
+Public API (loaded lazily so that ``import edgead`` stays cheap)::
+
+    from edgead import Detector, Result, load_bundle
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["Detector", "Result", "load_bundle", "__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .bundle import load_bundle
+    from .runtime.detector import Detector, Result
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Detector", "Result"):
+        from .runtime import detector
+
+        return getattr(detector, name)
+    if name == "load_bundle":
+        from .bundle import load_bundle
+
+        return load_bundle
+    raise AttributeError(f"module 'edgead' has no attribute {name!r}")

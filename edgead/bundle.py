@@ -1,0 +1,314 @@
+"""The model bundle on disk: manifest + ONNX graphs + TensorRT engines + extras.
+
+    name.edgead/
+      manifest.yaml     schema version, method, pre-processing, method constants, calibration,
+                        stages (I/O contracts, sha256), extras, engines, provenance
+      graphs/*.onnx
+      engines/<gpu>-trt<version>-<precision>/*.plan
+      extras/*.npy      fixed noise (DiffusionAD), memory bank (PatchCore), ...
+
+Loading is strict: an unknown key, another schema version, a missing file or a sha256 mismatch
+is a BundleError naming the file. This module imports no ML framework.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+
+from . import __version__
+from .config import from_dict, to_dict
+from .errors import BundleError, ConfigError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.yaml"
+StageName = Literal["encoder", "denoiser_step", "decoder", "feature_extractor", "segmenter"]
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: list[int | str]
+    """Dimensions; a string names a dynamic axis (e.g. "batch")."""
+
+
+@dataclass
+class StageEntry:
+    name: StageName
+    file: str
+    sha256: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    opset: int
+
+
+@dataclass
+class ExtraEntry:
+    name: str
+    file: str
+    sha256: str
+
+
+@dataclass
+class EngineFile:
+    stage: StageName
+    file: str
+    sha256: str
+
+
+@dataclass
+class EngineSet:
+    """TensorRT engines built on one device for one precision."""
+
+    directory: str
+    gpu: str
+    compute_capability: str
+    tensorrt_version: str
+    precision: Literal["fp16", "fp32"]
+    obtained_precision: str
+    max_batch: int
+    files: list[EngineFile]
+
+
+@dataclass
+class Preprocess:
+    """How a uint8 RGB image becomes the graph input: resize, x/255, (x - mean) / std, NCHW."""
+
+    image_size: list[int]
+    mean: list[float]
+    std: list[float]
+    channel_order: Literal["RGB"] = "RGB"
+    input_dtype: Literal["uint8"] = "uint8"
+    interpolation: Literal["linear", "area"] = "linear"
+
+
+@dataclass
+class DiffusionADParams:
+    t_s: int
+    t_b: int
+    alpha_bar_s: float
+    alpha_bar_b: float
+    guidance_w: float
+    top_k: int
+    num_train_timesteps: int
+    beta_schedule: str
+    beta_start: float
+    beta_end: float
+
+
+@dataclass
+class PatchCoreParams:
+    feature_stride: int
+    neighbourhood: int
+    memory_bank_size: int
+
+
+@dataclass
+class Stats:
+    min: float
+    max: float
+    threshold: float
+    mean: float
+    std: float
+
+
+@dataclass
+class Calibration:
+    """Thresholds and normalisation from anomaly-free validation images (never test images)."""
+
+    rule: str
+    k_sigma: float
+    n_images: int
+    source: str
+    image: Stats
+    pixel: Stats
+
+
+@dataclass
+class Scoring:
+    image_score: Literal["top_k_mean", "max"]
+    smoothing_sigma: float = 0.0
+
+
+@dataclass
+class Manifest:
+    schema_version: int
+    edgead_version: str
+    method: Literal["diffusionad", "patchcore"]
+    created: str
+    preprocess: Preprocess
+    scoring: Scoring
+    stages: list[StageEntry]
+    calibration: Calibration | None = None
+    diffusionad: DiffusionADParams | None = None
+    patchcore: PatchCoreParams | None = None
+    extras: list[ExtraEntry] = field(default_factory=list)
+    engines: list[EngineSet] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def stage(self, name: str) -> StageEntry:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise BundleError(
+            f"bundle has no stage {name!r}; it has {', '.join(s.name for s in self.stages)}"
+        )
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Bundle:
+    root: Path
+    manifest: Manifest
+
+    @property
+    def method(self) -> str:
+        return self.manifest.method
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    def stage_path(self, name: str) -> Path:
+        return self.path(self.manifest.stage(name).file)
+
+    def extra(self, name: str) -> np.ndarray:
+        for e in self.manifest.extras:
+            if e.name == name:
+                return np.load(self.path(e.file), allow_pickle=False)
+        raise BundleError(f"bundle {self.root} has no extra {name!r}")
+
+    def verify(self) -> None:
+        """Check every listed file exists and matches its sha256."""
+        entries: list[tuple[str, str]] = [(s.file, s.sha256) for s in self.manifest.stages]
+        entries += [(e.file, e.sha256) for e in self.manifest.extras]
+        entries += [(f.file, f.sha256) for es in self.manifest.engines for f in es.files]
+        for rel, digest in entries:
+            p = self.path(rel)
+            if not p.is_file():
+                raise BundleError(f"bundle {self.root} is incomplete: {rel} is missing")
+            if sha256_file(p) != digest:
+                raise BundleError(
+                    f"bundle {self.root} is corrupt: sha256 of {rel} does not match the manifest "
+                    "(re-export the bundle with 'edgead export')"
+                )
+
+    def save_manifest(self) -> None:
+        _write_manifest(self.root, self.manifest)
+
+
+def _write_manifest(root: Path, manifest: Manifest) -> None:
+    tmp = root / (MANIFEST + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(manifest), sort_keys=False))
+    os.replace(tmp, root / MANIFEST)
+
+
+def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
+    """Open a bundle directory, check its schema and (by default) every file's sha256."""
+    root = Path(path)
+    if not root.exists():
+        raise BundleError(f"bundle not found: {root}")
+    if not root.is_dir():
+        raise BundleError(f"{root} is not a bundle directory (expected a folder with {MANIFEST})")
+    mf = root / MANIFEST
+    if not mf.is_file():
+        raise BundleError(f"{root} is not a bundle: {MANIFEST} is missing")
+    try:
+        raw = yaml.safe_load(mf.read_text())
+    except yaml.YAMLError as exc:
+        raise BundleError(f"{mf} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise BundleError(f"{mf} is corrupt: expected a mapping at the top level")
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"{root}: bundle schema version {version!r} is not supported by edgead {__version__} "
+            f"(supports {SCHEMA_VERSION}); re-export it with this edgead version"
+        )
+    try:
+        manifest = from_dict(Manifest, raw, "manifest")
+    except ConfigError as exc:
+        raise BundleError(f"{mf} is invalid: {exc}") from None
+    if getattr(manifest, manifest.method) is None:
+        raise BundleError(f"{mf} is invalid: method {manifest.method} has no '{manifest.method}' section")
+    bundle = Bundle(root, manifest)
+    if verify:
+        bundle.verify()
+    return bundle
+
+
+class BundleWriter:
+    """Builds a bundle in a temporary folder beside ``out`` and moves it in place at the end.
+
+    An existing ``out`` is an error unless ``overwrite`` is set; then it is replaced only after
+    the new bundle is complete.
+    """
+
+    def __init__(self, out: str | Path, overwrite: bool = False):
+        self.out = Path(out)
+        if self.out.exists() and not overwrite:
+            raise BundleError(f"{self.out} already exists; pass --overwrite to replace it (nothing was changed)")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
+        self.stages: list[StageEntry] = []
+        self.extras: list[ExtraEntry] = []
+
+    def __enter__(self) -> BundleWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def graph_path(self, stage: str) -> Path:
+        p = self.tmp / "graphs" / f"{stage}.onnx"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def add_stage(self, name: str, inputs: list[TensorSpec], outputs: list[TensorSpec], opset: int) -> StageEntry:
+        p = self.graph_path(name)
+        if not p.is_file():
+            raise BundleError(f"graph for stage {name} was not written to {p}")
+        entry = StageEntry(name, f"graphs/{name}.onnx", sha256_file(p), inputs, outputs, opset)  # type: ignore[arg-type]
+        self.stages.append(entry)
+        return entry
+
+    def add_extra(self, name: str, array: np.ndarray) -> None:
+        p = self.tmp / "extras" / f"{name}.npy"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        np.save(p, np.ascontiguousarray(array), allow_pickle=False)
+        self.extras.append(ExtraEntry(name, f"extras/{name}.npy", sha256_file(p)))
+
+    def open_staged(self, manifest: Manifest) -> Bundle:
+        """The bundle as written so far (for calibration and parity before it is final)."""
+        _write_manifest(self.tmp, manifest)
+        return Bundle(self.tmp, manifest)
+
+    def commit(self, manifest: Manifest) -> Bundle:
+        _write_manifest(self.tmp, manifest)
+        Bundle(self.tmp, manifest).verify()
+        backup = None
+        if self.out.exists():
+            backup = self.out.with_name(self.out.name + ".old")
+            if backup.exists():
+                shutil.rmtree(backup)
+            os.replace(self.out, backup)
+        os.replace(self.tmp, self.out)
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+        return Bundle(self.out, manifest)

@@ -1,0 +1,326 @@
+"""The ``edgead`` command: train, export, run, predict, evaluate, benchmark, validate, demo.
+
+Every expected failure (EdgeadError) ends as one ``error: ...`` line and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import ConfigError, EdgeadError
+
+log = logging.getLogger("edgead")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt")
+
+
+class EdgeadGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgeadError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=EdgeadGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgead")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """Diffusion-based visual anomaly detection for edge devices.
+
+    train (PyTorch) -> export (ONNX, TensorRT) -> run (camera, video, images; no PyTorch).
+    """
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if verbose == 0:  # OpenCV's own warnings (V4L2, FFmpeg) would bury edgead's one-line errors
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+
+def _progress() -> bool:
+    return sys.stderr.isatty()
+
+
+def _overrides(pairs: dict[str, object], extra: tuple[str, ...]) -> list[str]:
+    out = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in pairs.items() if v is not None]
+    return out + list(extra)
+
+
+# ------------------------------------------------------------------------------------- train
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML configuration file.")
+@click.option("--data", help="Dataset root (MVTec layout or good/ + defect folders).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder for checkpoints.")
+@click.option("--method", type=click.Choice(["diffusionad", "patchcore"]), help="Method (default diffusionad).")
+@click.option("--preset", type=click.Choice(["tiny", "s", "m", "paper"]), help="Network size (default s).")
+@click.option("--image-size", type=int, help="Training resolution, a multiple of 32 (default 256).")
+@click.option("--steps", type=int, help="Optimiser steps (default 20000).")
+@click.option("--batch-size", type=int, help="Batch size, half normal and half synthetic (default 16).")
+@click.option("--max-minutes", type=float, help="Stop after this many minutes and keep the checkpoint.")
+@click.option("--textures", type=click.Path(file_okay=False), help="Folder of textures for synthetic anomalies.")
+@click.option("--foreground/--no-foreground", default=None, help="Put synthetic anomalies on the object only.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Training device (default auto).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config field, e.g. train.learning_rate=2e-4.")
+def train(config_path, data, out, method, preset, image_size, steps, batch_size, max_minutes, textures,
+          foreground, device, resume, sets) -> None:
+    """Train a model on anomaly-free images and save a checkpoint in --out."""
+    from .config import load_config
+    from .errors import require
+
+    require("torch", 'pip install "edgead[train]"', "Training")
+    overrides = _overrides({
+        "method": method, "data.path": data, "model.preset": preset, "data.image_size": image_size,
+        "train.steps": steps, "train.batch_size": batch_size, "train.max_minutes": max_minutes,
+        "data.textures": textures, "data.foreground": foreground, "train.device": device,
+    }, sets)
+    config = load_config(config_path, overrides)
+    if config.method == "patchcore":
+        from .training.patchcore import fit_patchcore
+
+        summary = fit_patchcore(config, out, progress=_progress())
+    else:
+        from .training.diffusionad import DiffusionADTrainer
+
+        summary = DiffusionADTrainer(config, out, resume=resume).fit(progress=_progress())
+    click.echo(json.dumps({"run": str(out), **summary}, default=str))
+
+
+# ------------------------------------------------------------------------------------ export
+@main.command()
+@click.argument("source", type=click.Path())
+@click.option("--out", type=click.Path(), help="Bundle folder to create (when SOURCE is a training run).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
+@click.option("--data", help="Dataset for calibration/parity if it moved since training.")
+@click.option("--parity-images", default="32", show_default=True,
+              help="Validation+test images compared with PyTorch, or 'all'.")
+@click.option("--engine", type=click.Choice(["fp16", "fp32"]), help="Build TensorRT engines into the bundle SOURCE.")
+@click.option("--workspace", type=float, default=2.0, show_default=True, help="TensorRT workspace (GB).")
+@click.option("--batch", type=int, default=1, show_default=True, help="Largest batch the engines accept.")
+def export(source, out, overwrite, data, parity_images, engine, workspace, batch) -> None:
+    """Export a training run to a bundle, or build TensorRT engines for a bundle.
+
+    \b
+    edgead export runs/tire --out tire.edgead          ONNX graphs, calibration, parity check
+    edgead export tire.edgead --engine fp16            TensorRT engines for this GPU
+    """
+    if engine is not None:
+        from .export.tensorrt import build_engines
+
+        engine_set, report = build_engines(source, engine, workspace_gb=workspace, max_batch=batch,
+                                           overwrite=overwrite)
+        click.echo(json.dumps({"engines": engine_set.directory, **report}, default=str))
+        return
+    if out is None:
+        raise ConfigError("export of a training run needs --out BUNDLE")
+    from .errors import require
+
+    require("torch", 'pip install "edgead[train]"', "Exporting")
+    n = None if parity_images == "all" else _int(parity_images, "--parity-images")
+    from .export.exporter import export_run
+
+    bundle, parity = export_run(source, out, overwrite=overwrite, data=data, parity_images=n,
+                                progress=_progress())
+    cal = bundle.manifest.calibration
+    click.echo(json.dumps({
+        "bundle": str(bundle.root),
+        "stages": [s.name for s in bundle.manifest.stages],
+        "image_threshold": cal.image.threshold if cal else None,
+        "parity": parity,
+    }, default=str))
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer or 'all', got {value!r}") from None
+    if n < 1:
+        raise ConfigError(f"{name} must be >= 1, got {n}")
+    return n
+
+
+# --------------------------------------------------------------------------------------- run
+@main.command()
+@click.option("--bundle", required=True, type=click.Path(), help="Bundle folder.")
+@click.option("--camera", type=int, help="OpenCV camera index (0 is the first camera).")
+@click.option("--source", help="Video file, rtsp:// or http:// URL, GStreamer pipeline (with '!'), image folder or glob.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, help="Process every N-th frame.")
+@click.option("--roi", help="Region of interest x,y,width,height (pixels of the source frame).")
+@click.option("--show", is_flag=True, help="Show an OpenCV window with overlay, verdict and FPS (q quits).")
+@click.option("--save", type=click.Path(dir_okay=False), help="Write an annotated video (.mp4, .avi, .mkv).")
+@click.option("--save-fps", type=float, default=10.0, show_default=True, help="Frame rate of --save.")
+@click.option("--jsonl", type=click.Path(dir_okay=False), help="One JSON line per processed frame.")
+@click.option("--save-anomalies", type=click.Path(file_okay=False), help="Save frame, overlay and mask of anomalous frames.")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many processed frames.")
+@click.option("--loop", is_flag=True, help="Restart a video file at its end.")
+@click.option("--reconnect-attempts", type=click.IntRange(min=0), help="Give up a dropped live source after N tries (default: never).")
+@click.option("--status-every", type=float, default=5.0, show_default=True, help="Seconds between status lines.")
+@click.option("--overwrite", is_flag=True, help="Allow replacing existing --save/--jsonl/--save-anomalies outputs.")
+def run(bundle, camera, source, backend, stride, roi, show, save, save_fps, jsonl, save_anomalies, max_frames,
+        loop, reconnect_attempts, status_every, overwrite) -> None:
+    """Run a bundle on a live camera or stream (or a video/images) until stopped.
+
+    \b
+    edgead run --bundle tire.edgead --camera 0 --show
+    edgead run --bundle tire.edgead --source line.mp4 --save out.mp4 --jsonl events.jsonl
+    """
+    import threading
+
+    from .runtime.detector import Detector
+    from .runtime.runner import run_stream
+    from .runtime.sinks import AnomalySaver, JsonlSink, VideoSink, WindowSink
+    from .runtime.sources import open_source
+    from .runtime.stream import Roi
+
+    if (camera is None) == (source is None):
+        raise ConfigError("give exactly one of --camera N or --source SPEC")
+    region = Roi.parse(roi)
+    stop = threading.Event()
+    det = Detector.load(bundle, backend=backend)
+    sinks = []
+    try:
+        if jsonl:
+            sinks.append(JsonlSink(jsonl, overwrite))
+        if save:
+            sinks.append(VideoSink(save, save_fps, overwrite))
+        if save_anomalies:
+            sinks.append(AnomalySaver(save_anomalies, overwrite))
+        if show:
+            sinks.append(WindowSink(stop))
+        src = open_source(camera if camera is not None else source, reconnect_attempts=reconnect_attempts, loop=loop)
+    except BaseException:
+        for s in sinks:
+            s.close()
+        det.close()
+        raise
+    click.echo(f"running {det.method} on {src.name} with {det.backend_name} ({det.choice.reason})", err=True)
+    with det:
+        stats = run_stream(det, src, sinks, stride=stride, roi=region, max_frames=max_frames,
+                           status_every_s=status_every, echo=lambda m: click.echo(m, err=True), stop=stop)
+    click.echo(stats.status_line(), err=True)
+    click.echo(json.dumps({"stopped_by": stats.stopped_by, "frames": stats.frames, "anomalies": stats.anomalies,
+                           "fps": round(stats.fps, 2), "latency_ms": stats.latency_ms, "source": stats.source}))
+
+
+# ----------------------------------------------------------------------------------- predict
+@main.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--bundle", required=True, type=click.Path(), help="Bundle folder.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), help="Save an overlay per image here.")
+@click.option("--jsonl", type=click.Path(dir_okay=False), help="Write one JSON line per image.")
+@click.option("--overwrite", is_flag=True, help="Allow replacing an existing --jsonl file or non-empty --out folder.")
+def predict(images, bundle, backend, out, jsonl, overwrite) -> None:
+    """Score image files (paths, folders or globs) and print a verdict per image.
+
+    Prints: path, raw score, normalised score (threshold at 0.5), verdict.
+    """
+    from .runtime.detector import Detector
+    from .runtime.sources import expand_images
+
+    files = expand_images(images)
+    _check_outputs(out, jsonl, overwrite)
+    names = _overlay_names(files)
+    writer = _open_new(jsonl) if jsonl else None
+    n_bad = 0
+    try:
+        with Detector.load(bundle, backend=backend) as det:
+            for f in files:
+                r = det.predict(f)
+                n_bad += r.is_anomalous
+                verdict = "ANOMALY" if r.is_anomalous else "ok"
+                click.echo(f"{f}\t{r.score:.6f}\t{r.normalised_score:.3f}\t{verdict}")
+                if writer:
+                    writer.write(json.dumps(r.to_dict()) + "\n")
+                if out:
+                    from .data.io import write_image
+
+                    write_image(Path(out) / names[f], r.overlay(color="rgb"))
+    finally:
+        if writer:
+            writer.close()
+    click.echo(f"{len(files)} images, {n_bad} anomalous", err=True)
+
+
+def _check_outputs(folder: str | None, file: str | None, overwrite: bool) -> None:
+    """Refuse to replace what the user already has unless --overwrite was given."""
+    if overwrite:
+        return
+    if folder and Path(folder).is_dir() and any(Path(folder).iterdir()):
+        raise ConfigError(f"{folder} is not empty; pass --overwrite to write into it")
+    if file and Path(file).exists():
+        raise ConfigError(f"{file} already exists; pass --overwrite to replace it")
+
+
+def _overlay_names(files: list[Path]) -> dict[Path, str]:
+    """<folder>_<stem>_overlay.png, with a counter where two inputs would still collide."""
+    names: dict[Path, str] = {}
+    used: set[str] = set()
+    for i, f in enumerate(files):
+        name = f"{f.parent.name}_{f.stem}_overlay.png"
+        if name in used:
+            name = f"{f.parent.name}_{f.stem}_{i}_overlay.png"
+        used.add(name)
+        names[f] = name
+    return names
+
+
+def _open_new(path: str):
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p.open("w")
+
+
+# ---------------------------------------------------------------------------------- evaluate
+@main.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--data", required=True, help="Dataset with test images (MVTec test/ or labelled folders).")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
+@click.option("--sheet", type=click.Path(file_okay=False), help="Save a sheet of example images here.")
+def evaluate(bundle, data, backend, out, sheet) -> None:
+    """Compute image and pixel AUROC/AP/F1max and AUPRO@0.3 on a test set."""
+    from .data.datasets import load_dataset
+    from .evaluation.evaluate import evaluate as run_eval
+    from .evaluation.evaluate import format_table, save_sheets
+    from .runtime.detector import Detector
+
+    ds = load_dataset(data, validation_fraction=0.0)
+    with Detector.load(bundle, backend=backend) as det:
+        run = run_eval(det, ds, progress=_progress())
+        if sheet:
+            run.report["sheets"] = [str(p) for p in save_sheets(det, run, Path(sheet))]
+    click.echo(format_table(run.report))
+    if out:
+        p = Path(out)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(run.report, indent=2))
+        click.echo(f"report written to {p}", err=True)
+
+
+# -------------------------------------------------------------------------------------- demo
+@main.command()
+@click.option("--out", default="demo-output", show_default=True, type=click.Path(file_okay=False))
+@click.option("--steps", default=600, show_default=True, type=int, help="Training steps of the tiny model.")
+@click.option("--overwrite", is_flag=True, help="Replace a previous demo in --out.")
+def demo(out, steps, overwrite) -> None:
+    """Generate a small product data set, train, export, detect and evaluate, all on this CPU."""
+    from .demo import run_demo
+
+    run_demo(Path(out), steps=steps, overwrite=overwrite, progress=_progress(), echo=click.echo)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

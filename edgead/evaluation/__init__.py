@@ -1,0 +1,1 @@
+"""Metrics, evaluation runs and reports (numpy/OpenCV only, no torch)."""

@@ -1,0 +1,113 @@
+"""``edgead evaluate``: run a bundle over a dataset's test split and compute every metric."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data.datasets import AnomalyDataset, Sample
+from ..data.io import read_image, read_mask
+from ..errors import DataError
+from ..runtime.detector import Detector
+from .metrics import image_metrics, pixel_metrics
+
+
+@dataclass
+class EvaluationRun:
+    samples: list[Sample]
+    scores: np.ndarray
+    maps: np.ndarray
+    masks: np.ndarray | None
+    report: dict = field(default_factory=dict)
+
+
+def evaluate(detector: Detector, dataset: AnomalyDataset, batch: int = 4, progress: bool = True) -> EvaluationRun:
+    from tqdm.auto import tqdm
+
+    samples = dataset.test
+    if not samples:
+        raise DataError(f"{dataset.root} has no test images (expected test/<good|defect>/ or defect folders)")
+    labels = np.array([s.label for s in samples])
+    if labels.all() or not labels.any():
+        raise DataError(f"{dataset.root}: evaluation needs both good and anomalous test images")
+    h, w = detector.image_size
+    maps, scores = [], []
+    t0 = time.perf_counter()
+    for i in tqdm(range(0, len(samples), batch), disable=not progress, desc="evaluate", unit="batch"):
+        rgbs = [read_image(s.path) for s in samples[i:i + batch]]
+        m, s, _ = detector.score_maps(rgbs)
+        maps.append(m)
+        scores.append(s)
+    seconds = time.perf_counter() - t0
+    maps_a, scores_a = np.concatenate(maps), np.concatenate(scores)
+    have_masks = all(s.mask_path is not None for s in samples if s.label)
+    gt = None
+    if have_masks:
+        gt = np.stack([
+            read_mask(s.mask_path, h) if s.mask_path is not None else np.zeros((h, w), bool)
+            for s in samples
+        ])
+    cal = detector.manifest.calibration
+    thr = cal.image.threshold if cal is not None else float("nan")
+    decisions = scores_a > thr
+    report: dict = {
+        "dataset": str(dataset.root),
+        "bundle": str(detector.bundle.root),
+        "method": detector.method,
+        "backend": detector.backend_name,
+        "test_images": {"good": int((labels == 0).sum()), "anomalous": int(labels.sum())},
+        "image": image_metrics(labels, scores_a),
+        "pixel": pixel_metrics(maps_a, gt) if gt is not None else None,
+        "at_calibrated_threshold": {
+            "threshold": thr,
+            "false_reject_rate": float(decisions[labels == 0].mean()),
+            "miss_rate": float((~decisions[labels == 1]).mean()),
+            "accuracy": float((decisions == labels.astype(bool)).mean()),
+        },
+        "per_defect_auroc": {},
+        "seconds_per_image": seconds / len(samples),
+    }
+    from .metrics import auroc
+
+    good = labels == 0
+    for defect in sorted({s.defect for s in samples if s.label}):
+        sel = good | np.array([s.defect == defect for s in samples])
+        report["per_defect_auroc"][defect] = auroc(labels[sel], scores_a[sel])
+    return EvaluationRun(samples, scores_a, maps_a, gt, report)
+
+
+def format_table(report: dict) -> str:
+    rows = [("image", report["image"]), ("pixel", report.get("pixel"))]
+    lines = [f"{'level':<7}{'AUROC':>8}{'AP':>8}{'F1max':>8}{'AUPRO@0.3':>11}"]
+    for name, m in rows:
+        if m is None:
+            lines.append(f"{name:<7}{'(no masks)':>35}")
+            continue
+        pro = m.get("aupro_0.3")
+        lines.append(
+            f"{name:<7}{m['auroc']:>8.3f}{m['ap']:>8.3f}{m['f1max']:>8.3f}"
+            + (f"{pro:>11.3f}" if pro is not None else f"{'-':>11}")
+        )
+    c = report["at_calibrated_threshold"]
+    lines.append(
+        f"at the calibrated threshold: false rejects {c['false_reject_rate']:.1%}, "
+        f"misses {c['miss_rate']:.1%}, accuracy {c['accuracy']:.1%}"
+    )
+    if report.get("per_defect_auroc"):
+        lines.append("image AUROC per defect: " + ", ".join(
+            f"{k} {v:.3f}" for k, v in report["per_defect_auroc"].items()))
+    return "\n".join(lines)
+
+
+def save_sheets(detector: Detector, run: EvaluationRun, out_dir: Path, per_class: int = 3) -> list[Path]:
+    """Input / reconstruction / map / predicted mask / ground truth rows for a few images."""
+    from .report import sample_sheet
+
+    good = [i for i, s in enumerate(run.samples) if s.label == 0][:per_class]
+    bad = [i for i, s in enumerate(run.samples) if s.label == 1]
+    step = max(1, len(bad) // per_class)
+    chosen = good + bad[::step][:per_class]
+    return [sample_sheet(detector, run, chosen, out_dir / "sheet.png")]

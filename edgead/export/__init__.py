@@ -1,0 +1,1 @@
+"""PyTorch -> ONNX stages, calibration, parity checks and TensorRT engines."""

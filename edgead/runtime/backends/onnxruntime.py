@@ -1,0 +1,82 @@
+"""ONNX Runtime backend: CPU, CUDA and TensorRT execution providers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from ...bundle import TensorSpec
+from ...errors import BackendError, require
+from .base import Backend
+
+Provider = Literal["cpu", "cuda", "tensorrt"]
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def ort_module():
+    return require(
+        "onnxruntime",
+        'pip install "edgead[cpu]" (or "edgead[gpu]" on an NVIDIA machine; never both)',
+        "Running ONNX graphs",
+    )
+
+
+def available_providers() -> list[str]:
+    return list(ort_module().get_available_providers())
+
+
+class OnnxRuntimeBackend(Backend):
+    def __init__(
+        self,
+        path: Path,
+        inputs: list[TensorSpec],
+        outputs: list[TensorSpec],
+        provider: Provider = "cpu",
+        threads: int | None = None,
+        cache_dir: Path | None = None,
+    ):
+        super().__init__(path, inputs, outputs)
+        ort = ort_module()
+        if provider not in PROVIDERS:
+            raise BackendError(f"provider must be one of {', '.join(PROVIDERS)}; got {provider!r}")
+        wanted = PROVIDERS[provider]
+        if wanted not in ort.get_available_providers():
+            raise BackendError(
+                f"ONNX Runtime has no {wanted} here (available: {', '.join(ort.get_available_providers())}); "
+                "install onnxruntime-gpu (pip install \"edgead[gpu]\") on a machine with CUDA"
+            )
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+        providers: list = [wanted]
+        if provider == "tensorrt":
+            trt_opts = {"trt_fp16_enable": False}
+            if cache_dir is not None:
+                trt_opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir))
+            providers = [(wanted, trt_opts), "CUDAExecutionProvider", "CPUExecutionProvider"]
+        elif provider == "cuda":
+            providers = [wanted, "CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as exc:  # ORT raises its own exception types
+            raise BackendError(f"ONNX Runtime cannot load {path}: {exc}") from None
+        self.name = f"onnxruntime-{provider}"
+        self.output_names = [o.name for o in outputs]
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            values = self.session.run(self.output_names, feeds)
+        except Exception as exc:
+            raise BackendError(f"ONNX Runtime failed on {self.path.name}: {exc}") from None
+        return dict(zip(self.output_names, values))
+
+    def close(self) -> None:
+        self.session = None

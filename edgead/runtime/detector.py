@@ -1,0 +1,233 @@
+"""The Python API a factory application embeds: ``Detector`` and ``Result``.
+
+    detector = Detector.load("tire.edgead")            # backend="auto" picks the fastest
+    result = detector.predict(frame)                   # BGR uint8 frame from OpenCV
+    if result.is_anomalous:
+        reject(result.normalised_score)
+        cv2.imwrite("bad.png", result.overlay())
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+from ..bundle import Bundle, Stats, load_bundle
+from ..errors import BundleError, InputError
+from .backends import Backend, BackendChoice, choose_backend, open_stage
+from .pipelines import pipeline_class
+from .preprocess import as_rgb, to_batch
+from .scoring import image_scores, normalise, smooth
+
+log = logging.getLogger(__name__)
+Color = Literal["bgr", "rgb"]
+
+
+@dataclass
+class Result:
+    """One frame's verdict. Maps and masks have the input image's height and width."""
+
+    score: float
+    """Raw image score in the method's units (compare with ``threshold``)."""
+    normalised_score: float
+    """Score mapped to [0, 1] with the calibrated threshold at 0.5."""
+    is_anomalous: bool
+    anomaly_map: np.ndarray
+    """float32 HxW, raw pixel scores."""
+    mask: np.ndarray
+    """bool HxW, pixels above the calibrated pixel threshold."""
+    threshold: float
+    latency_ms: dict[str, float]
+    """Per part: preprocess, each stage, orchestration, postprocess, total."""
+    image: np.ndarray | None = field(default=None, repr=False)
+    """The uint8 RGB input the result was computed from (attached by stream and predict)."""
+    source: str | None = None
+    frame_index: int | None = None
+    timestamp: float | None = None
+    pixel_stats: Stats | None = field(default=None, repr=False)
+
+    def overlay(self, color: Color = "bgr", alpha: float = 0.45, text: bool = True) -> np.ndarray:
+        """Heat map blended on the image, the mask's contour, score and verdict (uint8)."""
+        from .overlay import draw_overlay
+
+        if self.image is None:
+            raise InputError("this Result has no image attached; call predict(..., keep_image=True)")
+        out = draw_overlay(self, alpha=alpha, text=text)
+        return cv2.cvtColor(out, cv2.COLOR_RGB2BGR) if color == "bgr" else out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary (no arrays)."""
+        return {
+            "source": self.source,
+            "frame_index": self.frame_index,
+            "timestamp": self.timestamp,
+            "score": round(float(self.score), 6),
+            "normalised_score": round(float(self.normalised_score), 6),
+            "is_anomalous": bool(self.is_anomalous),
+            "anomalous_pixels": int(self.mask.sum()),
+            "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
+        }
+
+
+class Detector:
+    """Runs a bundle on images: pre-processing, the method's stages, scoring and decision."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        backend: str = "auto",
+        device: int = 0,
+        threads: int | None = None,
+        require_calibration: bool = True,
+    ):
+        if require_calibration and bundle.manifest.calibration is None:
+            raise BundleError(f"bundle {bundle.root} is not calibrated; re-export it with 'edgead export'")
+        self.bundle = bundle
+        self.manifest = bundle.manifest
+        self.choice: BackendChoice = choose_backend(backend, bundle)
+        cls = pipeline_class(bundle)
+        self.backends: dict[str, Backend] = {}
+        try:
+            for stage in cls.stages:
+                self.backends[stage] = open_stage(self.choice, bundle, stage, threads=threads, device=device)
+        except Exception:
+            self.close()
+            raise
+        self.pipeline = cls(bundle, self.backends)
+        log.info("backend %s (%s)", self.choice.name, self.choice.reason)
+
+    @classmethod
+    def load(
+        cls,
+        bundle: str | Path | Bundle,
+        backend: str = "auto",
+        device: int = 0,
+        threads: int | None = None,
+        verify: bool = True,
+    ) -> Detector:
+        """Open a bundle directory; ``backend`` is auto, tensorrt, onnxruntime or onnxruntime-<cpu|cuda|tensorrt>."""
+        b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=verify)
+        return cls(b, backend=backend, device=device, threads=threads)
+
+    # -- properties -------------------------------------------------------------------------
+    @property
+    def backend_name(self) -> str:
+        return self.choice.name
+
+    @property
+    def method(self) -> str:
+        return self.manifest.method
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        h, w = self.manifest.preprocess.image_size
+        return h, w
+
+    @property
+    def threshold(self) -> float:
+        cal = self.manifest.calibration
+        return float("nan") if cal is None else cal.image.threshold
+
+    # -- inference --------------------------------------------------------------------------
+    def predict(self, image: np.ndarray | str | Path, color: Color = "bgr", keep_image: bool = True) -> Result:
+        """One image: a path, or a uint8 HxW / HxWx3 / HxWx4 array in ``color`` channel order."""
+        return self.predict_batch([image], color=color, keep_image=keep_image)[0]
+
+    def predict_batch(
+        self, images: Sequence[np.ndarray | str | Path], color: Color = "bgr", keep_image: bool = True
+    ) -> list[Result]:
+        if color not in ("bgr", "rgb"):
+            raise InputError(f"color must be 'bgr' or 'rgb', got {color!r}")
+        if len(images) == 0:
+            return []
+        t0 = time.perf_counter()
+        rgbs = [as_rgb(im, color) for im in images]
+        sources = [str(im) if isinstance(im, (str, Path)) else None for im in images]
+        return self._infer(rgbs, sources, t0, keep_image)
+
+    def predict_rgb(self, rgbs: list[np.ndarray], keep_image: bool = True) -> list[Result]:
+        """Fast path for already-converted uint8 RGB frames (used by streams)."""
+        return self._infer(rgbs, [None] * len(rgbs), time.perf_counter(), keep_image)
+
+    def score_maps(self, rgbs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        """Smoothed maps at model resolution, raw image scores and per-part timings (ms).
+
+        Needs no calibration: export uses it to calibrate.
+        """
+        m = self.manifest
+        t0 = time.perf_counter()
+        x = to_batch(rgbs, m.preprocess)
+        t1 = time.perf_counter()
+        out = self.pipeline.run(x)
+        t2 = time.perf_counter()
+        maps = smooth(out.maps, m.scoring.smoothing_sigma)
+        top_k = m.diffusionad.top_k if m.diffusionad is not None else 1
+        scores = image_scores(maps, m.scoring.image_score, top_k)
+        t3 = time.perf_counter()
+        timings = {"preprocess": (t1 - t0) * 1e3, **out.timings_ms, "postprocess": (t3 - t2) * 1e3}
+        return maps, scores, timings
+
+    def _infer(self, rgbs: list[np.ndarray], sources: list[str | None], t0: float, keep_image: bool) -> list[Result]:
+        cal = self.manifest.calibration
+        if cal is None:
+            raise BundleError(f"bundle {self.bundle.root} is not calibrated; re-export it with 'edgead export'")
+        t_in = time.perf_counter()
+        maps, scores, timings = self.score_maps(rgbs)
+        t_post = time.perf_counter()
+        norm = normalise(scores, cal.image)
+        results = []
+        for i, rgb in enumerate(rgbs):
+            h, w = rgb.shape[:2]
+            amap = maps[i]
+            if amap.shape != (h, w):
+                amap = cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR)
+            results.append(
+                Result(
+                    score=float(scores[i]),
+                    normalised_score=float(norm[i]),
+                    is_anomalous=bool(scores[i] > cal.image.threshold),
+                    anomaly_map=amap,
+                    mask=amap > cal.pixel.threshold,
+                    threshold=cal.image.threshold,
+                    latency_ms={},
+                    image=rgb if keep_image else None,
+                    source=sources[i],
+                    pixel_stats=cal.pixel,
+                )
+            )
+        t_end = time.perf_counter()
+        # image decoding / colour conversion before score_maps counts as pre-processing
+        timings["preprocess"] += (t_in - t0) * 1e3
+        timings["postprocess"] += (t_end - t_post) * 1e3
+        timings["total"] = (t_end - t0) * 1e3
+        n = len(rgbs)
+        for r in results:
+            r.latency_ms = {k: v / n for k, v in timings.items()}
+        return results
+
+    def stream(self, source: Any, **options: Any) -> Iterator[Result]:
+        """Results for every frame of a camera, video, URL, GStreamer pipeline or image folder.
+
+        See ``edgead.runtime.stream.stream_results`` for the options (stride, roi, on_result...).
+        """
+        from .stream import stream_results
+
+        return stream_results(self, source, **options)
+
+    def close(self) -> None:
+        for b in self.backends.values():
+            b.close()
+        self.backends = {}
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

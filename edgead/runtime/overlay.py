@@ -1,0 +1,46 @@
+"""Overlays like the common anomaly-detection visualisers: heat map, mask contour, verdict."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from ..bundle import Stats
+from .scoring import normalise
+
+if TYPE_CHECKING:
+    from .detector import Result
+
+RED = (230, 40, 40)
+GREEN = (40, 200, 60)
+
+
+def heat_map(anomaly_map: np.ndarray, stats: Stats | None) -> np.ndarray:
+    """RGB JET colouring with the pixel threshold at the middle of the scale."""
+    if stats is not None:
+        norm = normalise(anomaly_map, stats)
+    else:
+        lo, hi = float(anomaly_map.min()), float(anomaly_map.max())
+        norm = (anomaly_map - lo) / max(hi - lo, 1e-12)
+    u8 = np.clip(norm * 255.0, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(u8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+def draw_overlay(result: Result, alpha: float = 0.45, text: bool = True) -> np.ndarray:
+    image = result.image
+    assert image is not None
+    out = cv2.addWeighted(image, 1.0 - alpha, heat_map(result.anomaly_map, result.pixel_stats), alpha, 0)
+    contours, _ = cv2.findContours(result.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    thickness = max(1, round(min(image.shape[:2]) / 200))
+    cv2.drawContours(out, contours, -1, RED, thickness)
+    if text:
+        verdict = "ANOMALY" if result.is_anomalous else "OK"
+        label = f"{verdict} {result.normalised_score:.2f}"
+        scale = max(0.4, min(image.shape[:2]) / 500)
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        cv2.rectangle(out, (0, 0), (tw + 8, th + base + 8), (0, 0, 0), -1)
+        cv2.putText(out, label, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    RED if result.is_anomalous else GREEN, thickness, cv2.LINE_AA)
+    return out

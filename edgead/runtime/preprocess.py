@@ -1,0 +1,58 @@
+"""Pre-processing declared by the bundle (timm-style): resize, scale, normalise, NCHW float32.
+
+Images arrive as uint8 (HxW, HxWx3 or HxWx4) in a declared channel order; nothing is guessed
+from pixel values, so a dark and a bright frame take the same path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..bundle import Preprocess
+from ..data.io import read_image, to_rgb_uint8
+from ..errors import DataError, InputError
+
+INTERPOLATION = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}
+
+
+def as_rgb(image: np.ndarray | str | Path, color: str = "bgr") -> np.ndarray:
+    """A path or a uint8 array in ``color`` order -> contiguous uint8 RGB HxWx3."""
+    if isinstance(image, (str, Path)):
+        try:
+            return read_image(image)
+        except DataError as exc:
+            raise InputError(str(exc)) from None
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"expected an image path or a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise InputError(
+            f"expected a uint8 image array, got dtype {image.dtype} "
+            "(convert with (x * 255).round().astype(np.uint8) if it holds values in [0, 1])"
+        )
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise InputError(
+            f"expected an image of shape HxW, HxWx3 or HxWx4, got {tuple(image.shape)}"
+        )
+    if min(image.shape[:2]) < 8:
+        raise InputError(f"image of shape {tuple(image.shape)} is too small")
+    try:
+        return to_rgb_uint8(image, "image", color)
+    except DataError as exc:
+        raise InputError(str(exc)) from None
+
+
+def to_input(rgb: np.ndarray, spec: Preprocess) -> np.ndarray:
+    """uint8 RGB HxWx3 -> float32 [3, H, W] as the graphs expect."""
+    h, w = spec.image_size
+    if rgb.shape[:2] != (h, w):
+        rgb = cv2.resize(rgb, (w, h), interpolation=INTERPOLATION[spec.interpolation])
+    x = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
+    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def to_batch(images: list[np.ndarray], spec: Preprocess) -> np.ndarray:
+    return np.stack([to_input(im, spec) for im in images])

@@ -1,0 +1,114 @@
+"""``edgead run``: the loop a line engineer leaves running next to a camera.
+
+Reads frames, runs the detector, feeds every sink, prints a status line every few seconds
+(FPS, latency percentiles, anomalies, bad frames, reconnects) and ends cleanly on q, Ctrl-C,
+SIGTERM or the end of a file source, closing every sink so the outputs stay valid.
+"""
+
+from __future__ import annotations
+
+import collections
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .sinks import Sink, WindowSink
+from .sources import FrameSource, SourceStats
+from .stream import stream_results
+
+if TYPE_CHECKING:
+    from .detector import Detector
+
+
+@dataclass
+class RunStats:
+    frames: int = 0
+    anomalies: int = 0
+    elapsed_s: float = 0.0
+    fps: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    stopped_by: str = "end of source"
+
+    def status_line(self) -> str:
+        lat = self.latency_ms
+        src = self.source
+        return (
+            f"{self.fps:6.1f} fps | latency p50 {lat.get('p50', 0):.1f} p90 {lat.get('p90', 0):.1f} "
+            f"p99 {lat.get('p99', 0):.1f} ms | frames {self.frames} | anomalies {self.anomalies} | "
+            f"bad frames {src.get('bad_frames', 0)} | reconnects {src.get('reconnects', 0)}"
+        )
+
+
+class _Terminate(Exception):
+    """Raised in the main thread by the SIGTERM handler."""
+
+
+def run_stream(
+    detector: Detector,
+    source: FrameSource,
+    sinks: list[Sink],
+    stride: int = 1,
+    roi: Any = None,
+    max_frames: int | None = None,
+    status_every_s: float = 5.0,
+    echo: Callable[[str], None] = print,
+    stop: threading.Event | None = None,
+) -> RunStats:
+    stop = stop or threading.Event()
+    latencies: collections.deque[float] = collections.deque(maxlen=2000)  # bounded: flat memory
+    stats = RunStats()
+    window = [s for s in sinks if isinstance(s, WindowSink)]
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def on_term(signum, frame):
+            raise _Terminate()
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+    t0 = last_status = time.perf_counter()
+    frames_at_status = 0
+
+    def refresh(now: float) -> None:
+        stats.elapsed_s = now - t0
+        stats.fps = stats.frames / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
+        if latencies:
+            a = np.fromiter(latencies, float)
+            stats.latency_ms = {f"p{q}": float(np.percentile(a, q)) for q in (50, 90, 99)}
+        stats.source = asdict(source.stats) if isinstance(source.stats, SourceStats) else {}
+
+    try:
+        for result in stream_results(detector, source, stride=stride, roi=roi, max_frames=max_frames, stop=stop):
+            stats.frames += 1
+            stats.anomalies += result.is_anomalous
+            latencies.append(result.latency_ms.get("total", 0.0))
+            for sink in sinks:
+                sink.write(result)
+            now = time.perf_counter()
+            if now - last_status >= status_every_s:
+                refresh(now)
+                recent = (stats.frames - frames_at_status) / (now - last_status)
+                for w in window:
+                    w.fps = recent
+                echo(stats.status_line())
+                last_status, frames_at_status = now, stats.frames
+        if stop.is_set():
+            stats.stopped_by = "stop request (q)"
+        elif max_frames is not None and stats.frames >= max_frames:
+            stats.stopped_by = "--max-frames"
+    except KeyboardInterrupt:
+        stats.stopped_by = "Ctrl-C"
+    except _Terminate:
+        stats.stopped_by = "SIGTERM"
+    finally:
+        for sink in sinks:
+            sink.close()
+        source.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    refresh(time.perf_counter())
+    return stats

@@ -1,0 +1,142 @@
+"""Where results go: window, annotated video, JSON lines, saved anomalous frames.
+
+Every sink writes as it goes and ``close()`` finalises its file, so an interrupted run still
+leaves a valid video and a JSON-lines file with one complete line per processed frame.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from ..data.io import write_image
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .detector import Result
+
+FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "FFV1", ".mov": "mp4v"}
+
+
+class Sink(ABC):
+    @abstractmethod
+    def write(self, result: Result) -> None: ...
+
+    def close(self) -> None:  # noqa: B027 - optional for subclasses
+        """Flush and close files or windows."""
+
+
+def refuse_existing(path: Path, overwrite: bool, what: str) -> None:
+    if overwrite:
+        return
+    if path.is_file() or (path.is_dir() and any(path.iterdir())):
+        raise ConfigError(f"{what} {path} already exists; pass --overwrite to replace it")
+
+
+class JsonlSink(Sink):
+    """One JSON object per processed frame, flushed line by line."""
+
+    def __init__(self, path: str | Path, overwrite: bool = False):
+        self.path = Path(path)
+        refuse_existing(self.path, overwrite, "JSON-lines file")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = self.path.open("w")
+
+    def write(self, result: Result) -> None:
+        d = result.to_dict()
+        ts = result.timestamp
+        d["time"] = _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat() if ts else None
+        self.file.write(json.dumps(d) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class VideoSink(Sink):
+    """Annotated video; the codec follows the file extension (.mp4, .avi, .mkv)."""
+
+    def __init__(self, path: str | Path, fps: float = 10.0, overwrite: bool = False):
+        self.path = Path(path)
+        if self.path.suffix.lower() not in FOURCC:
+            raise ConfigError(f"--save {self.path}: use one of {', '.join(FOURCC)} as the extension")
+        refuse_existing(self.path, overwrite, "video")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fps = fps
+        self.writer: cv2.VideoWriter | None = None
+        self.size: tuple[int, int] | None = None
+        self.frames = 0
+
+    def write(self, result: Result) -> None:
+        frame = result.overlay(color="bgr")
+        if self.writer is None:
+            h, w = frame.shape[:2]
+            self.size = (w, h)
+            fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
+            self.writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, self.size)
+            if not self.writer.isOpened():
+                raise ConfigError(f"OpenCV cannot write video {self.path} with codec {FOURCC[self.path.suffix.lower()]}")
+        if (frame.shape[1], frame.shape[0]) != self.size:
+            frame = cv2.resize(frame, self.size)
+        self.writer.write(frame)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+
+class AnomalySaver(Sink):
+    """For each anomalous frame: the frame, its overlay and its mask as PNG files."""
+
+    def __init__(self, folder: str | Path, overwrite: bool = False):
+        self.folder = Path(folder)
+        refuse_existing(self.folder, overwrite, "folder")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.saved = 0
+
+    def write(self, result: Result) -> None:
+        if not result.is_anomalous or result.image is None:
+            return
+        stem = f"{result.frame_index if result.frame_index is not None else self.saved:08d}"
+        write_image(self.folder / f"{stem}_frame.png", result.image)
+        write_image(self.folder / f"{stem}_overlay.png", result.overlay(color="rgb"))
+        write_image(self.folder / f"{stem}_mask.png", result.mask.astype(np.uint8) * 255)
+        self.saved += 1
+
+
+class WindowSink(Sink):
+    """An OpenCV window with overlay, verdict and FPS; pressing q asks the run to stop."""
+
+    def __init__(self, stop: threading.Event, title: str = "edgead"):
+        self.stop, self.title = stop, title
+        self.fps = 0.0
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        except cv2.error as exc:
+            raise ConfigError(
+                f"--show needs a display and an OpenCV build with GUI support ({exc.err or exc}); "
+                "on a headless machine use --save or --jsonl instead"
+            ) from None
+
+    def write(self, result: Result) -> None:
+        frame = result.overlay(color="bgr")
+        cv2.putText(frame, f"{self.fps:.1f} fps", (4, frame.shape[0] - 8), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.imshow(self.title, frame)
+        if cv2.waitKey(1) & 0xFF == ord("q"):
+            self.stop.set()
+
+    def close(self) -> None:
+        try:
+            cv2.destroyWindow(self.title)
+        except cv2.error:
+            pass

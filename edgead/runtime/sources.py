@@ -1,0 +1,312 @@
+"""Frame sources: camera index, video file, RTSP/HTTP URL, GStreamer pipeline, image folder/glob.
+
+Files (videos, images) are read in order, never dropping a frame. Live sources (cameras, URLs,
+GStreamer) are read on their own thread that keeps only the newest frame, so a slow model never
+builds up lag; a live source that drops is reopened with exponential back-off and the gap is
+reported. A frame that cannot be decoded is skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..data.io import IMAGE_SUFFIXES, list_images, read_image
+from ..errors import DataError, SourceError
+
+log = logging.getLogger(__name__)
+GLOB_CHARS = set("*?[")
+
+
+@dataclass
+class Frame:
+    index: int
+    """Position in the source (files) or capture counter (live)."""
+    image: np.ndarray
+    """uint8 RGB HxWx3."""
+    timestamp: float
+    source: str
+
+
+@dataclass
+class SourceStats:
+    frames_read: int = 0
+    bad_frames: int = 0
+    reconnects: int = 0
+    dropped_live_frames: int = 0
+    gaps_s: list[float] = field(default_factory=list)
+
+
+class FrameSource(ABC):
+    """Iterate ``Frame``s; ``close()`` releases the device. Usable as a context manager."""
+
+    live = False
+
+    def __init__(self, name: str):
+        self.name = name
+        self.stats = SourceStats()
+
+    @abstractmethod
+    def frames(self) -> Iterator[Frame]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional for subclasses
+        """Release the capture device or file."""
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _checked_rgb(frame: Any) -> np.ndarray | None:
+    """A decoded OpenCV BGR frame as RGB, or None when it is empty or malformed."""
+    if not isinstance(frame, np.ndarray) or frame.size == 0 or frame.dtype != np.uint8:
+        return None
+    if frame.ndim == 2:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+    if frame.ndim != 3 or frame.shape[2] not in (3, 4):
+        return None
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB if frame.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
+
+
+class ImageFilesSource(FrameSource):
+    def __init__(self, files: list[Path], name: str):
+        super().__init__(name)
+        if not files:
+            raise SourceError(f"no images found for {name}")
+        self.files = files
+
+    def frames(self) -> Iterator[Frame]:
+        for i, f in enumerate(self.files):
+            try:
+                rgb = read_image(f)
+            except DataError as exc:
+                self.stats.bad_frames += 1
+                log.warning("skipping frame %d: %s", i, exc)
+                continue
+            self.stats.frames_read += 1
+            yield Frame(i, rgb, time.time(), str(f))
+
+
+class VideoFileSource(FrameSource):
+    """A video file, every frame in order; undecodable frames are skipped.
+
+    With ``loop=True`` the file restarts at its end (demos, soak tests); frame indices keep
+    counting up.
+    """
+
+    def __init__(self, path: Path, open_capture: Callable[[], Any] | None = None, loop: bool = False):
+        super().__init__(str(path))
+        self.loop = loop
+        self._open = open_capture or (lambda: cv2.VideoCapture(str(path)))
+        self.cap = self._open()
+        if not self.cap.isOpened():
+            raise SourceError(f"cannot open video file {path} (unsupported codec or not a video)")
+        self.total = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+
+    def frames(self) -> Iterator[Frame]:
+        index, failures, offset = 0, 0, 0
+        while True:
+            ok, frame = self.cap.read()
+            if not ok:
+                # past the end, or a frame the decoder rejects: skip a few, then stop
+                if self.total and index - offset < self.total and failures < 5:
+                    failures += 1
+                    self.stats.bad_frames += 1
+                    index += 1
+                    continue
+                if self.loop and index > offset:
+                    self.cap.release()
+                    self.cap = self._open()
+                    offset, failures = index, 0
+                    continue
+                return
+            rgb = _checked_rgb(frame)
+            if rgb is None:
+                self.stats.bad_frames += 1
+            else:
+                failures = 0
+                self.stats.frames_read += 1
+                yield Frame(index, rgb, time.time(), self.name)
+            index += 1
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+class LiveSource(FrameSource):
+    """Camera, URL or GStreamer pipeline read on a thread that keeps only the newest frame."""
+
+    live = True
+
+    def __init__(
+        self,
+        name: str,
+        open_capture: Callable[[], Any],
+        max_backoff_s: float = 10.0,
+        reconnect_attempts: int | None = None,
+        first_frame_timeout_s: float = 10.0,
+    ):
+        super().__init__(name)
+        self._open = open_capture
+        self.max_backoff_s = max_backoff_s
+        self.reconnect_attempts = reconnect_attempts
+        self.first_frame_timeout_s = first_frame_timeout_s
+        self.cap = open_capture()
+        if self.cap is None or not self.cap.isOpened():
+            raise SourceError(f"cannot open {name} (not connected, wrong index/URL, or in use)")
+        self._lock = threading.Condition()
+        self._latest: Frame | None = None
+        self._stop = threading.Event()
+        self._finished = False
+        self._error: str | None = None
+        self._thread = threading.Thread(target=self._reader, name=f"edgead-capture-{name}", daemon=True)
+        self._thread.start()
+
+    def _reader(self) -> None:
+        index, attempts = 0, 0
+        while not self._stop.is_set():
+            ok, frame = self.cap.read()
+            if ok:
+                rgb = _checked_rgb(frame)
+                if rgb is None:
+                    with self._lock:
+                        self.stats.bad_frames += 1
+                    continue
+                with self._lock:
+                    if self._latest is not None:
+                        self.stats.dropped_live_frames += 1
+                    self._latest = Frame(index, rgb, time.time(), self.name)
+                    self.stats.frames_read += 1
+                    self._lock.notify_all()
+                index += 1
+                attempts = 0
+                continue
+            # the stream dropped: reopen with exponential back-off
+            gap_start = time.time()
+            self.cap.release()
+            backoff = 0.5
+            while not self._stop.is_set():
+                if self.reconnect_attempts is not None and attempts >= self.reconnect_attempts:
+                    with self._lock:
+                        self._error = f"{self.name} stopped delivering frames; gave up after {attempts} reconnect attempts"
+                        self._finished = True
+                        self._lock.notify_all()
+                    return
+                attempts += 1
+                log.warning("%s dropped; reconnecting in %.1f s (attempt %d)", self.name, backoff, attempts)
+                if self._stop.wait(backoff):
+                    break
+                self.cap = self._open()
+                if self.cap is not None and self.cap.isOpened():
+                    gap = time.time() - gap_start
+                    with self._lock:
+                        self.stats.reconnects += 1
+                        self.stats.gaps_s.append(round(gap, 3))
+                    log.warning("%s reconnected after a %.1f s gap", self.name, gap)
+                    break
+                backoff = min(backoff * 2, self.max_backoff_s)
+        with self._lock:
+            self._finished = True
+            self._lock.notify_all()
+
+    def frames(self) -> Iterator[Frame]:
+        first = True
+        while True:
+            with self._lock:
+                deadline = time.time() + self.first_frame_timeout_s if first else None
+                while self._latest is None and not self._finished:
+                    remaining = None if deadline is None else deadline - time.time()
+                    if remaining is not None and remaining <= 0:
+                        raise SourceError(f"{self.name} opened but delivered no frame in {self.first_frame_timeout_s:.0f} s")
+                    self._lock.wait(timeout=0.5 if remaining is None else min(0.5, remaining))
+                if self._latest is None:
+                    if self._error:
+                        raise SourceError(self._error)
+                    return
+                frame, self._latest = self._latest, None
+            first = False
+            yield frame
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if self.cap is not None:
+            self.cap.release()
+
+
+def expand_images(specs: tuple[str, ...] | list[str]) -> list[Path]:
+    """Image paths from files, folders and glob patterns, in the order given."""
+    files: list[Path] = []
+    for spec in specs:
+        p = Path(spec)
+        if GLOB_CHARS & set(spec):
+            matches = sorted(Path(m) for m in glob.glob(spec, recursive=True))
+            matches = [m for m in matches if m.suffix.lower() in IMAGE_SUFFIXES]
+            if not matches:
+                raise SourceError(f"no images match {spec!r}")
+            files.extend(matches)
+        elif p.is_dir():
+            found = list_images(p)
+            if not found:
+                raise SourceError(f"no images in folder {p}")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise SourceError(f"no such file or folder: {p}")
+    return files
+
+
+def open_source(
+    spec: str | int,
+    reconnect_attempts: int | None = None,
+    open_capture: Callable[[], Any] | None = None,
+    loop: bool = False,
+) -> FrameSource:
+    """Pick the source kind from ``spec`` (see module docstring) and open it."""
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
+        index = int(spec)
+        return LiveSource(
+            f"camera {index}", open_capture or (lambda: cv2.VideoCapture(index)),
+            reconnect_attempts=reconnect_attempts,
+        )
+    s = str(spec)
+    if "!" in s:
+        return LiveSource(
+            "GStreamer pipeline", open_capture or (lambda: cv2.VideoCapture(s, cv2.CAP_GSTREAMER)),
+            reconnect_attempts=reconnect_attempts,
+        )
+    if s.split("://", 1)[0].lower() in ("rtsp", "rtsps", "http", "https", "rtmp", "udp", "tcp"):
+        return LiveSource(_redact(s), open_capture or (lambda: cv2.VideoCapture(s, cv2.CAP_FFMPEG)),
+                          reconnect_attempts=reconnect_attempts)
+    p = Path(s)
+    if GLOB_CHARS & set(s) or p.is_dir():
+        return ImageFilesSource(expand_images([s]), s)
+    if p.is_file():
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            return ImageFilesSource([p], s)
+        return VideoFileSource(p, open_capture, loop=loop)
+    raise SourceError(
+        f"source {s!r} is not a camera index, URL, GStreamer pipeline (with '!'), "
+        "existing video file, image, folder or glob"
+    )
+
+
+def _redact(url: str) -> str:
+    """Hide credentials of rtsp://user:pass@host URLs in logs."""
+    scheme, _, rest = url.partition("://")
+    if "@" in rest.split("/", 1)[0]:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}://{rest}"

@@ -1,0 +1,19 @@
+"""DDPM noise schedules (Ho et al. 2020): beta_t and alpha-bar_t = prod_{s<=t} (1 - beta_s)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def alphas_cumprod(
+    num_train_timesteps: int = 1000,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    beta_schedule: str = "linear",
+) -> np.ndarray:
+    """alpha-bar for t = 0 .. T-1 (float64), identical to diffusers' DDPMScheduler."""
+    if beta_schedule == "linear":
+        betas = np.linspace(beta_start, beta_end, num_train_timesteps, dtype=np.float32)
+    else:
+        raise ValueError(f"beta_schedule must be one of 'linear'; got {beta_schedule!r}")
+    return np.cumprod(1.0 - betas.astype(np.float64))

@@ -1,0 +1,1 @@
+"""PyTorch training (needs ``pip install "edgead[train]"``); never imported by the runtime."""

@@ -1,0 +1,96 @@
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from edgead.bundle import BundleWriter, load_bundle
+from edgead.errors import BundleError
+
+
+def _copy(bundle, tmp_path):
+    dst = tmp_path / "copy.edgead"
+    shutil.copytree(bundle, dst)
+    return dst
+
+
+def test_bundle_contents_and_contract(tiny_bundle):
+    b = load_bundle(tiny_bundle)
+    m = b.manifest
+    assert m.method == "diffusionad" and m.schema_version == 1
+    assert [s.name for s in m.stages] == ["denoiser_step", "segmenter"]
+    den = m.stage("denoiser_step")
+    assert [i.name for i in den.inputs] == ["x_t", "t"] and den.inputs[0].shape == ["batch", 3, 64, 64]
+    assert den.opset >= 17
+    assert b.extra("noise_s").shape == (1, 3, 64, 64)
+    assert not np.array_equal(b.extra("noise_s"), b.extra("noise_b"))
+    cal = m.calibration
+    assert cal.n_images == 6 and cal.source == "validation/good"
+    assert cal.image.min <= cal.image.mean <= cal.image.max
+    assert m.provenance["dataset"]["fingerprint"]
+    assert m.provenance["export"]["parity"]["end_to_end"]["decision_mismatches"] == []
+
+
+def test_graph_metadata_names_the_stage(tiny_bundle):
+    import onnx
+
+    model = onnx.load(str(tiny_bundle / "graphs" / "segmenter.onnx"))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["stage"] == "segmenter" and meta["method"] == "diffusionad"
+    assert [i.name for i in model.graph.input] == ["image", "reconstruction"]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_tampered_graph_is_detected(tiny_bundle, tmp_path):
+    b = _copy(tiny_bundle, tmp_path)
+    with open(b / "graphs" / "segmenter.onnx", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(BundleError, match="sha256 of graphs/segmenter.onnx does not match"):
+        load_bundle(b)
+
+
+def test_missing_file_is_detected(tiny_bundle, tmp_path):
+    b = _copy(tiny_bundle, tmp_path)
+    (b / "extras" / "noise_b.npy").unlink()
+    with pytest.raises(BundleError, match="extras/noise_b.npy is missing"):
+        load_bundle(b)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update(schema_version=99), "schema version 99 is not supported"),
+    (lambda m: m.update(colour="blue"), "unknown key 'manifest.colour'"),
+    (lambda m: m["preprocess"].update(channel_order="BGR"), "channel_order must be one of 'RGB'"),
+    (lambda m: m.pop("diffusionad"), "has no 'diffusionad' section"),
+])
+def test_strict_manifest(tiny_bundle, tmp_path, edit, message):
+    b = _copy(tiny_bundle, tmp_path)
+    data = yaml.safe_load((b / "manifest.yaml").read_text())
+    edit(data)
+    (b / "manifest.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(BundleError, match=message):
+        load_bundle(b)
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(BundleError, match="bundle not found"):
+        load_bundle(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BundleError, match="manifest.yaml is missing"):
+        load_bundle(tmp_path / "empty")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "manifest.yaml").write_text("{{{")
+    with pytest.raises(BundleError, match="not valid YAML"):
+        load_bundle(tmp_path / "bad")
+
+
+def test_writer_never_overwrites_silently(tmp_path):
+    out = tmp_path / "x.edgead"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(BundleError, match="already exists; pass --overwrite"):
+        BundleWriter(out)
+    assert (out / "keep.txt").read_text() == "mine"
+    with BundleWriter(out, overwrite=True) as w:
+        tmp = w.tmp
+        assert tmp.exists()
+    assert not tmp.exists() and (out / "keep.txt").exists()  # abandoned writer leaves nothing

@@ -1,0 +1,108 @@
+import cv2
+import numpy as np
+import pytest
+
+from edgead import Detector, load_bundle
+from edgead.errors import BackendError, InputError
+from edgead.runtime.backends import choose_backend
+from edgead.runtime.scoring import fit_stats, image_scores, normalise, smooth, top_k_mean
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_bundle):
+    with Detector.load(tiny_bundle, backend="onnxruntime-cpu") as d:
+        yield d
+
+
+def _frame(seed=0, size=64):
+    return np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+
+
+def test_same_frame_same_score(detector):
+    f = _frame()
+    a, b = detector.predict(f), detector.predict(f.copy())
+    assert a.score == b.score
+    np.testing.assert_array_equal(a.anomaly_map, b.anomaly_map)
+
+
+def test_batch_equals_single(detector):
+    frames = [_frame(i) for i in range(3)]
+    batch = detector.predict_batch(frames)
+    for f, r in zip(frames, batch):
+        assert r.score == pytest.approx(detector.predict(f).score, abs=1e-6)
+
+
+def test_result_fields(detector, demo_data):
+    path = next((demo_data / "test" / "hole").iterdir())
+    r = detector.predict(path)
+    assert r.source == str(path)
+    assert r.anomaly_map.shape == (64, 64) and r.anomaly_map.dtype == np.float32
+    assert r.mask.dtype == bool and 0.0 <= r.normalised_score <= 1.0
+    assert r.is_anomalous == (r.score > detector.threshold)
+    assert r.is_anomalous == (r.normalised_score > 0.5) or r.normalised_score == 0.5
+    for part in ("preprocess", "denoiser_step", "segmenter", "postprocess", "total"):
+        assert r.latency_ms[part] >= 0
+    assert r.overlay().shape == (64, 64, 3)
+    d = r.to_dict()
+    assert set(d) >= {"score", "normalised_score", "is_anomalous", "latency_ms"}
+
+
+def test_maps_follow_the_input_size(detector):
+    r = detector.predict(_frame(size=64)[:48])  # non-square, not the model size
+    assert r.anomaly_map.shape == (48, 64) and r.mask.shape == (48, 64)
+    assert r.overlay(color="rgb").shape == (48, 64, 3)
+
+
+def test_colour_order_is_explicit(detector):
+    rgb = _frame(3)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    assert detector.predict(rgb, color="rgb").score == detector.predict(bgr, color="bgr").score
+    gray = rgb[..., 0]
+    assert detector.predict(gray).anomaly_map.shape == gray.shape
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.zeros((64, 64, 3), np.float32), "expected a uint8 image array, got dtype float32"),
+    (np.zeros((64, 64, 2), np.uint8), r"shape HxW, HxWx3 or HxWx4, got \(64, 64, 2\)"),
+    (np.zeros((2, 2, 3), np.uint8), "too small"),
+    ("does/not/exist.png", "image not found"),
+    (42, "expected an image path or a numpy array, got int"),
+])
+def test_bad_input_is_named(detector, image, message):
+    with pytest.raises(InputError, match=message):
+        detector.predict(image)
+
+
+def test_backend_checks_inputs(detector):
+    den = detector.backends["denoiser_step"]
+    x = np.zeros((2, 3, 64, 64), np.float32)
+    with pytest.raises(BackendError, match=r"received inputs \['x_t'\], expected \['t', 'x_t'\]"):
+        den.run({"x_t": x})
+    with pytest.raises(BackendError, match="input 't' has dtype int64, expected float32"):
+        den.run({"x_t": x, "t": np.zeros(2, np.int64)})
+    with pytest.raises(BackendError, match=r"input 'x_t' has shape \(2, 3, 32, 32\)"):
+        den.run({"x_t": np.zeros((2, 3, 32, 32), np.float32), "t": np.zeros(2, np.float32)})
+
+
+def test_backend_choice(tiny_bundle):
+    b = load_bundle(tiny_bundle)
+    choice = choose_backend("auto", b)
+    assert choice.name == "onnxruntime-cpu" and "TensorRT" in choice.reason
+    with pytest.raises(BackendError, match="backend must be one of auto, tensorrt"):
+        choose_backend("magic", b)
+
+
+def test_scoring_golden_numbers():
+    maps = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4)
+    np.testing.assert_allclose(top_k_mean(maps, 3), [14.0, 30.0])
+    np.testing.assert_allclose(image_scores(maps, "max"), [15.0, 31.0])
+    with pytest.raises(ValueError, match="image_score must be one of"):
+        image_scores(maps, "median")
+    s = fit_stats(np.array([1.0, 2.0, 3.0]), k_sigma=2.0)
+    assert s.threshold == pytest.approx(2.0 + 2.0 * np.std([1, 2, 3]))
+    assert normalise(s.threshold, s) == pytest.approx(0.5)
+    assert normalise(1e9, s) == 1.0 and normalise(-1e9, s) == 0.0
+    impulse = np.zeros((1, 21, 21), np.float32)
+    impulse[0, 10, 10] = 1
+    blurred = smooth(impulse, 2.0)
+    assert blurred.sum() == pytest.approx(1.0, abs=1e-3) and blurred[0, 10, 10] < 0.1

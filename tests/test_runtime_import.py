@@ -1,0 +1,41 @@
+"""The runtime must import and run with torch, diffusers, torchvision and timm absent."""
+
+import subprocess
+import sys
+
+BLOCKER = """
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'diffusers', 'torchvision', 'timm', 'onnx', 'safetensors'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+def run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", BLOCKER + code], capture_output=True, text=True)
+
+
+def test_runtime_imports_without_training_stack():
+    r = run("import edgead.runtime, edgead.evaluation.evaluate, edgead.bundle; from edgead import Detector, Result, load_bundle; print('ok')")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok"
+
+
+def test_blocker_really_blocks():
+    r = run("import torch")
+    assert r.returncode != 0 and "blocked: torch" in r.stderr
+
+
+def test_detector_runs_without_torch(tiny_bundle):
+    code = f"""
+import numpy as np
+from edgead import Detector
+with Detector.load({str(tiny_bundle)!r}, backend='onnxruntime-cpu') as d:
+    r = d.predict(np.full((64, 64, 3), 128, np.uint8))
+    print(r.anomaly_map.shape, type(r.is_anomalous).__name__)
+"""
+    r = run(code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "(64, 64) bool"

@@ -1,0 +1,187 @@
+"""Sources, sinks and the run loop, driven by every source kind that can exist without a camera."""
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from edgead import Detector
+from edgead.errors import InputError, SourceError
+from edgead.runtime.runner import run_stream
+from edgead.runtime.sinks import AnomalySaver, JsonlSink, VideoSink
+from edgead.runtime.sources import ImageFilesSource, LiveSource, open_source
+from edgead.runtime.stream import Roi
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_bundle):
+    with Detector.load(tiny_bundle, backend="onnxruntime-cpu") as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def video(demo_data, tmp_path_factory):
+    """A lossless video of the demo test images (decoded frames equal the PNG files)."""
+    files = sorted(demo_data.glob("test/*/*.png"))
+    path = tmp_path_factory.mktemp("video") / "line.mkv"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 5, (64, 64))
+    for f in files:
+        w.write(cv2.imread(str(f)))
+    w.release()
+    return path, files
+
+
+def test_video_run_matches_predict(detector, video, tmp_path):
+    path, files = video
+    jsonl, out = tmp_path / "e.jsonl", tmp_path / "out.mp4"
+    sinks = [JsonlSink(jsonl), VideoSink(out, fps=5), AnomalySaver(tmp_path / "bad")]
+    stats = run_stream(detector, open_source(str(path)), sinks, echo=lambda m: None)
+    lines = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    assert stats.frames == len(lines) == len(files) and stats.stopped_by == "end of source"
+    assert [x["frame_index"] for x in lines] == list(range(len(files)))
+    for line, f in zip(lines, files):
+        assert line["score"] == pytest.approx(detector.predict(f).score, abs=1e-6)
+    cap = cv2.VideoCapture(str(out))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == len(files)
+    saved = list((tmp_path / "bad").glob("*_overlay.png"))
+    assert len(saved) == stats.anomalies == sum(x["is_anomalous"] for x in lines)
+
+
+def test_folder_stride_and_roi(detector, demo_data):
+    src = open_source(str(demo_data / "test" / "good"))
+    results = list(detector.stream(src, stride=2, roi="8,4,40,48"))
+    assert [r.frame_index for r in results] == [0, 2, 4]
+    assert results[0].anomaly_map.shape == (48, 40)
+    with pytest.raises(InputError, match="outside the 64x64 frame"):
+        list(detector.stream(str(demo_data / "test" / "good"), roi="40,40,40,40"))
+
+
+def test_corrupt_image_is_skipped_and_counted(detector, demo_data, tmp_path):
+    good = sorted((demo_data / "test" / "good").glob("*.png"))[:2]
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"broken")
+    src = ImageFilesSource([good[0], junk, good[1]], "mixed")
+    results = list(detector.stream(src))
+    assert len(results) == 2 and src.stats.bad_frames == 1
+
+
+def test_camera_that_does_not_open():
+    with pytest.raises(SourceError, match="cannot open camera 97"):
+        open_source(97)
+    with pytest.raises(SourceError, match="is not a camera index, URL"):
+        open_source("no/such/video.mp4")
+
+
+class FakeCapture:
+    """Delivers ``n`` frames (optionally a corrupt one), then fails like a dropped stream."""
+
+    def __init__(self, n, bad_at=None, delay=0.0):
+        self.n, self.bad_at, self.delay, self.i = n, bad_at, delay, 0
+
+    def isOpened(self):
+        return True
+
+    def read(self):
+        time.sleep(self.delay)
+        if self.i >= self.n:
+            return False, None
+        self.i += 1
+        if self.i == self.bad_at:
+            return True, np.zeros((5, 5, 2), np.uint8)
+        return True, np.full((64, 64, 3), self.i % 255, np.uint8)
+
+    def release(self):
+        pass
+
+
+class ClosedCapture(FakeCapture):
+    def isOpened(self):
+        return False
+
+
+def test_stream_that_fails_mid_way_reports_and_gives_up(detector):
+    opened = [FakeCapture(5, bad_at=2, delay=0.01)]
+    src = LiveSource("fake cam", lambda: opened.pop() if opened else ClosedCapture(0), reconnect_attempts=2)
+    got = []
+    with pytest.raises(SourceError, match="gave up after 2 reconnect attempts"):
+        for r in detector.stream(src):
+            got.append(r)
+    assert len(got) >= 1 and src.stats.bad_frames == 1
+
+
+def test_stream_reconnects_and_reports_the_gap(detector):
+    caps = [FakeCapture(3, delay=0.01), FakeCapture(3, delay=0.01)]
+    src = LiveSource("flaky", lambda: caps.pop(0) if caps else ClosedCapture(0), reconnect_attempts=1)
+    results = []
+    with pytest.raises(SourceError):
+        for r in detector.stream(src):
+            results.append(r)
+    assert src.stats.reconnects == 1 and len(src.stats.gaps_s) == 1 and len(results) >= 2
+
+
+def test_live_source_keeps_only_the_newest_frame(detector):
+    src = LiveSource("fast cam", lambda: FakeCapture(10_000, delay=0.001))
+    seen = []
+    for r in detector.stream(src, max_frames=5):
+        seen.append(r.frame_index)
+        time.sleep(0.05)  # a slow consumer
+    src.close()
+    assert src.stats.dropped_live_frames > 20
+    assert all(b - a > 1 for a, b in zip(seen, seen[1:]))  # always the newest, never a backlog
+
+
+def test_stop_event_ends_the_run(detector, video):
+    stop = threading.Event()
+    stop.set()
+    stats = run_stream(detector, open_source(str(video[0]), loop=True), [], stop=stop, echo=lambda m: None)
+    assert stats.frames == 0 and stats.stopped_by == "stop request (q)"
+
+
+def test_sigterm_closes_outputs_cleanly(tiny_bundle, video, tmp_path):
+    jsonl, out = tmp_path / "e.jsonl", tmp_path / "o.avi"
+    p = subprocess.Popen([sys.executable, "-m", "edgead.cli", "run", "--bundle", str(tiny_bundle), "--source",
+                          str(video[0]), "--loop", "--jsonl", str(jsonl), "--save", str(out),
+                          "--backend", "onnxruntime-cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not jsonl.exists() or len(jsonl.read_text().splitlines()) < 40):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=30)
+    assert p.returncode == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["stopped_by"] == "SIGTERM" and summary["frames"] >= 40  # looped past the 15-frame file
+    lines = jsonl.read_text().splitlines()
+    assert len(lines) == summary["frames"] and all(json.loads(x)["score"] >= 0 for x in lines)
+    cap = cv2.VideoCapture(str(out))
+    assert cap.isOpened() and cap.read()[0]
+
+
+def test_run_cli_errors_are_one_line(tiny_bundle, tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "edgead.cli", "run", "--bundle", str(tiny_bundle), *args],
+                              capture_output=True, text=True)
+
+    r = run("--camera", "97")
+    assert r.returncode == 1 and r.stderr.strip() == "error: cannot open camera 97 (not connected, wrong index/URL, or in use)"
+    r = run("--camera", "0", "--source", "x.mp4")
+    assert r.returncode == 2 and "exactly one of --camera" in r.stderr
+    r = run("--source", "x", "--roi", "1,2,3")
+    assert "error: --roi must be x,y,width,height" in r.stderr
+    (tmp_path / "e.jsonl").write_text("keep me\n")
+    r = run("--source", str(tmp_path), "--jsonl", str(tmp_path / "e.jsonl"))
+    assert "already exists; pass --overwrite" in r.stderr
+    assert (tmp_path / "e.jsonl").read_text() == "keep me\n"
+
+
+def test_roi_parsing():
+    assert Roi.parse("1,2,30,40") == Roi(1, 2, 30, 40)
+    assert Roi.parse(None) is None
