@@ -310,6 +310,53 @@ def evaluate(bundle, data, backend, out, sheet) -> None:
         click.echo(f"report written to {p}", err=True)
 
 
+# --------------------------------------------------------------------------------- benchmark
+@main.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="The larger batch measured besides 1.")
+@click.option("--runs", type=click.IntRange(min=1), default=20, show_default=True, help="Timed runs per batch size.")
+@click.option("--checkpoint", type=click.Path(file_okay=False), help="Training run: also time PyTorch eager, alternating.")
+@click.option("--images", type=click.Path(file_okay=False), help="Folder of images to time on (default: random frames).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
+def benchmark(bundle, backend, batch, runs, checkpoint, images, out) -> None:
+    """Latency per part (median, p90), throughput, peak memory; runtime vs PyTorch eager."""
+    from .evaluation.speed import benchmark as run_benchmark
+    from .evaluation.speed import format_report
+
+    report = run_benchmark(bundle, backend, batch, runs, checkpoint=checkpoint, images=images, progress=_progress())
+    click.echo(format_report(report))
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=2))
+
+
+# ---------------------------------------------------------------------------------- validate
+@main.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--images", type=click.Path(file_okay=False), help="Real images (default: the bundle's sample images).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), help="Tolerance set (default: from the engines).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
+def validate(bundle, backend, images, precision, out) -> None:
+    """Compare a backend with ONNX Runtime CPU per stage and end to end; exit 1 outside tolerance."""
+    from .runtime.detector import Detector
+    from .runtime.validate import images_from, sample_images
+    from .runtime.validate import validate as run_validate
+
+    with Detector.load(bundle, backend=backend) as det:
+        imgs = images_from(images, det.image_size[0]) if images else sample_images(det.bundle)
+        if precision is None:
+            precision = "fp16" if det.backend_name == "tensorrt" and any(
+                es.precision == "fp16" for es in det.manifest.engines) else "fp32"
+        report = run_validate(det, imgs, precision=precision)
+    click.echo(report.table())
+    if out:
+        Path(out).write_text(json.dumps(report.to_dict(), indent=2))
+    if not report.passed:
+        sys.exit(1)
+
+
 # -------------------------------------------------------------------------------------- demo
 @main.command()
 @click.option("--out", default="demo-output", show_default=True, type=click.Path(file_okay=False))

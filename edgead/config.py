@@ -74,8 +74,11 @@ class PatchCoreConfig:
 
     layers: tuple[int, ...] = (1, 2)
     """Feature scales (0: stride 4, 1: stride 8, 2: stride 16) that form a patch descriptor."""
-    coreset_fraction: float = 0.1
-    """Share of training patches kept by greedy coreset subsampling (1.0 keeps all)."""
+    coreset_fraction: float = 0.01
+    """Share of training patches kept by greedy k-center coreset subsampling (1.0 keeps all).
+
+    PatchCore reports 1% close to 10% in quality; the greedy search costs O(bank x patches).
+    """
     neighbourhood: int = 3
     """Patch features are averaged over a neighbourhood x neighbourhood window."""
     weights: str | None = None

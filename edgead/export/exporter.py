@@ -40,6 +40,15 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
+def add_sample_images(w: BundleWriter, ds: AnomalyDataset, size: int, n: int = 8) -> None:
+    """A few anomaly-free validation images (uint8, model size) for validating engines on the device."""
+    from ..data.io import read_image, resize
+
+    images = [resize(read_image(s.path), size) for s in ds.validation[:n]]
+    if images:
+        w.add_extra("sample_images", np.stack(images))
+
+
 def _write_stage(w: BundleWriter, module, contract: StageContract, method: str) -> None:
     export_stage(module, contract, w.graph_path(contract.name), method)
     w.add_stage(contract.name, list(contract.inputs), list(contract.outputs), OPSET)
@@ -84,7 +93,7 @@ def export_run(
     if config.method == "patchcore":
         from .patchcore import export_patchcore
 
-        return export_patchcore(Path(run_dir), meta, config, ds, out, overwrite, progress)
+        return export_patchcore(Path(run_dir), meta, config, ds, out, overwrite, progress, parity_images)
     raise EdgeadError(f"cannot export method {config.method!r}; valid: diffusionad, patchcore")
 
 
@@ -125,6 +134,7 @@ def _export_diffusionad(run_dir, meta, config, ds, out, overwrite, parity_images
         rng = np.random.default_rng(d.noise_seed)
         w.add_extra("noise_s", rng.standard_normal((1, 3, size, size)).astype(np.float32))
         w.add_extra("noise_b", rng.standard_normal((1, 3, size, size)).astype(np.float32))
+        add_sample_images(w, ds, size)
         manifest = base_manifest(
             config, w.stages, Scoring("top_k_mean", config.calibration.smoothing_sigma), meta, ds
         )

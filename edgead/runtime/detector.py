@@ -86,20 +86,26 @@ class Detector:
         device: int = 0,
         threads: int | None = None,
         require_calibration: bool = True,
+        backends: dict[str, Backend] | None = None,
     ):
+        """``backends`` (one per stage) replaces backend selection, e.g. to benchmark PyTorch."""
         if require_calibration and bundle.manifest.calibration is None:
             raise BundleError(f"bundle {bundle.root} is not calibrated; re-export it with 'edgead export'")
         self.bundle = bundle
         self.manifest = bundle.manifest
-        self.choice: BackendChoice = choose_backend(backend, bundle)
         cls = pipeline_class(bundle)
-        self.backends: dict[str, Backend] = {}
-        try:
-            for stage in cls.stages:
-                self.backends[stage] = open_stage(self.choice, bundle, stage, threads=threads, device=device)
-        except Exception:
-            self.close()
-            raise
+        if backends is not None:
+            self.choice = BackendChoice(next(iter(backends.values())).name, "given")
+            self.backends = dict(backends)
+        else:
+            self.choice = choose_backend(backend, bundle)
+            self.backends = {}
+            try:
+                for stage in cls.stages:
+                    self.backends[stage] = open_stage(self.choice, bundle, stage, threads=threads, device=device)
+            except Exception:
+                self.close()
+                raise
         self.pipeline = cls(bundle, self.backends)
         log.info("backend %s (%s)", self.choice.name, self.choice.reason)
 

