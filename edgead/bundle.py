@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from . import __version__
-from .config import from_dict, to_dict
+from .config import from_dict, read_yaml_mapping, to_dict
 from .errors import BundleError, ConfigError
 
 SCHEMA_VERSION = 1
@@ -228,12 +228,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     mf = root / MANIFEST
     if not mf.is_file():
         raise BundleError(f"{root} is not a bundle: {MANIFEST} is missing")
-    try:
-        raw = yaml.safe_load(mf.read_text())
-    except yaml.YAMLError as exc:
-        raise BundleError(f"{mf} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise BundleError(f"{mf} is corrupt: expected a mapping at the top level")
+    raw = read_yaml_mapping(mf, BundleError)
     version = raw.get("schema_version")
     if version != SCHEMA_VERSION:
         raise BundleError(

@@ -15,7 +15,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, EdgeadError
 
 Method = Literal["diffusionad", "patchcore"]
 Preset = Literal["tiny", "s", "m", "paper"]
@@ -295,6 +295,19 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def read_yaml_mapping(path: Path, error: type[EdgeadError] = ConfigError) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (empty file: empty mapping); ``error`` on anything else."""
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise error(f"{path} is not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise error(f"{path} is corrupt: expected a mapping at the top level")
+    return loaded
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a YAML config (or the defaults), apply overrides, validate."""
     data: dict[str, Any] = {}
@@ -302,14 +315,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p} is not valid YAML: {exc}") from None
-        if loaded is not None:
-            if not isinstance(loaded, dict):
-                raise ConfigError(f"{p} must hold a mapping at the top level")
-            data = loaded
+        data = read_yaml_mapping(p)
     apply_overrides(data, list(overrides or []))
     return from_dict(ExperimentConfig, data).validate()
 

@@ -23,6 +23,12 @@ def test_runtime_imports_without_training_stack():
     assert r.stdout.strip() == "ok"
 
 
+def test_engine_builder_and_validation_import_without_torch():
+    """`edgead export BUNDLE --engine` and `edgead validate` run on devices without PyTorch."""
+    r = run("import edgead.export.tensorrt, edgead.runtime.validate, edgead.evaluation.speed, edgead.cli; print('ok')")
+    assert r.returncode == 0, r.stderr
+
+
 def test_blocker_really_blocks():
     r = run("import torch")
     assert r.returncode != 0 and "blocked: torch" in r.stderr

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -185,3 +186,12 @@ def test_run_cli_errors_are_one_line(tiny_bundle, tmp_path):
 def test_roi_parsing():
     assert Roi.parse("1,2,30,40") == Roi(1, 2, 30, 40)
     assert Roi.parse(None) is None
+
+
+def test_example_integration_script(tiny_bundle, video, tmp_path):
+    r = subprocess.run([sys.executable, "examples/reject_on_anomaly.py", "--bundle", str(tiny_bundle),
+                        "--source", str(video[0]), "--dry-run", "--evidence", str(tmp_path / "ev")],
+                       capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr
+    n_rejects = int(r.stderr.strip().splitlines()[-1].split()[-2])
+    assert n_rejects == len(list((tmp_path / "ev").glob("*.jpg")))

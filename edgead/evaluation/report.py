@@ -33,6 +33,7 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, tit
         cv2.putText(img, f"{v:.1f}", (int(x0 + v * (x1 - x0)) - 10, y0 + 18), font, 0.4, (0, 0, 0), 1)
         cv2.putText(img, f"{v:.1f}", (x0 - 32, int(y0 - v * (y0 - y1)) + 4), font, 0.4, (0, 0, 0), 1)
     cv2.putText(img, "false positive rate", (size // 2 - 60, size - 10), font, 0.45, (0, 0, 0), 1)
+    cv2.putText(img, "TPR", (x0 - 40, y1 + 25), font, 0.45, (0, 0, 0), 1)
     cv2.putText(img, title, (x0, 20), font, 0.5, (0, 0, 0), 1)
     for k, (name, (labels, scores)) in enumerate(curves.items()):
         fpr, tpr, _ = roc_curve(labels, scores)

@@ -7,6 +7,7 @@ with the TensorRT provider, with the CUDA provider, then on the CPU, and reports
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -84,7 +85,11 @@ def open_stage(choice: BackendChoice, bundle: Bundle, stage: str, threads: int |
         file = next(f for f in engine_set.files if f.stage == stage)
         return TensorRTBackend(bundle.path(file.file), entry.inputs, entry.outputs, device=device)
     provider = choice.name.removeprefix("onnxruntime-")
-    cache = Path(bundle.root) / "engines" / "ort-trt-cache" if provider == "tensorrt" else None
+    cache = None
+    if provider == "tensorrt":  # ORT builds TensorRT engines on first use; cache them per graph, outside the bundle
+        root = Path(os.environ.get("EDGEAD_CACHE_DIR", Path.home() / ".cache" / "edgead"))
+        cache = root / "ort-tensorrt" / entry.sha256[:16]
+        cache.mkdir(parents=True, exist_ok=True)
     return OnnxRuntimeBackend(bundle.path(entry.file), entry.inputs, entry.outputs,
                               provider=provider, threads=threads, cache_dir=cache)  # type: ignore[arg-type]
 
