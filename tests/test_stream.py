@@ -147,6 +147,30 @@ def test_stop_event_ends_the_run(detector, video):
     assert stats.frames == 0 and stats.stopped_by == "stop request (q)"
 
 
+class StalledCapture(FakeCapture):
+    """One frame, then a read that blocks like a camera whose cable was pulled."""
+
+    def read(self):
+        if self.i:
+            time.sleep(0.05)
+            return False, None
+        self.i += 1
+        return True, np.full((64, 64, 3), 7, np.uint8)
+
+
+def test_interrupt_ends_a_stalled_live_source_promptly(detector):
+    caps = [StalledCapture(1)]
+    src = LiveSource("stalled", lambda: caps.pop(0) if caps else ClosedCapture(0), reconnect_attempts=1000)
+    got = []
+    t = threading.Timer(0.5, src.interrupt)  # what the SIGTERM handler calls
+    t.start()
+    t0 = time.perf_counter()
+    for r in detector.stream(src):
+        got.append(r)
+    src.close()
+    assert len(got) == 1 and time.perf_counter() - t0 < 5  # not stuck in the reconnect back-off
+
+
 def test_sigterm_closes_outputs_cleanly(tiny_bundle, video, tmp_path):
     jsonl, out = tmp_path / "e.jsonl", tmp_path / "o.avi"
     p = subprocess.Popen([sys.executable, "-m", "edgead.cli", "run", "--bundle", str(tiny_bundle), "--source",

@@ -45,10 +45,6 @@ class RunStats:
         )
 
 
-class _Terminate(Exception):
-    """Raised in the main thread by the SIGTERM handler."""
-
-
 def run_stream(
     detector: Detector,
     source: FrameSource,
@@ -65,9 +61,14 @@ def run_stream(
     stats = RunStats()
     window = [s for s in sinks if isinstance(s, WindowSink)]
     previous = None
+    terminated = threading.Event()
     if threading.current_thread() is threading.main_thread():
         def on_term(signum, frame):
-            raise _Terminate()
+            # Only set flags: raising here would abort a backend call mid-frame and surface as a
+            # backend error. The loop finishes the frame in hand and stops; outputs close normally.
+            terminated.set()
+            stop.set()
+            source.interrupt()
 
         previous = signal.signal(signal.SIGTERM, on_term)
     t0 = last_status = time.perf_counter()
@@ -96,14 +97,14 @@ def run_stream(
                     w.fps = recent
                 echo(stats.status_line())
                 last_status, frames_at_status = now, stats.frames
-        if stop.is_set():
+        if terminated.is_set():
+            stats.stopped_by = "SIGTERM"
+        elif stop.is_set():
             stats.stopped_by = "stop request (q)"
         elif max_frames is not None and stats.frames >= max_frames:
             stats.stopped_by = "--max-frames"
     except KeyboardInterrupt:
         stats.stopped_by = "Ctrl-C"
-    except _Terminate:
-        stats.stopped_by = "SIGTERM"
     finally:
         for sink in sinks:
             sink.close()

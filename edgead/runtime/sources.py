@@ -59,6 +59,9 @@ class FrameSource(ABC):
     @abstractmethod
     def frames(self) -> Iterator[Frame]: ...
 
+    def interrupt(self) -> None:  # noqa: B027 - optional for subclasses
+        """Ask ``frames()`` to end soon. Safe from a signal handler: it only sets a flag."""
+
     def close(self) -> None:  # noqa: B027 - optional for subclasses
         """Release the capture device or file."""
 
@@ -226,7 +229,7 @@ class LiveSource(FrameSource):
         while True:
             with self._lock:
                 deadline = time.time() + self.first_frame_timeout_s if first else None
-                while self._latest is None and not self._finished:
+                while self._latest is None and not self._finished and not self._stop.is_set():
                     remaining = None if deadline is None else deadline - time.time()
                     if remaining is not None and remaining <= 0:
                         raise SourceError(f"{self.name} opened but delivered no frame in {self.first_frame_timeout_s:.0f} s")
@@ -238,6 +241,9 @@ class LiveSource(FrameSource):
                 frame, self._latest = self._latest, None
             first = False
             yield frame
+
+    def interrupt(self) -> None:
+        self._stop.set()
 
     def close(self) -> None:
         self._stop.set()
