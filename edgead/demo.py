@@ -65,7 +65,7 @@ def run_demo(out: Path, steps: int = 600, overwrite: bool = False, progress: boo
         save_sheets(det, run, out)
     (out / "report.json").write_text(json.dumps(run.report, indent=2))
     echo(format_table(run.report))
-    echo(f"parity (ONNX Runtime vs PyTorch): max |score diff| {parity['end_to_end']['max_abs_score_diff']:.2e}, "
-         f"decisions agree {parity['end_to_end']['decisions_agree']}/{parity['images']}")
+    echo(f"parity (ONNX Runtime vs PyTorch): max |score diff| {parity['score_max_abs_diff']:.2e}, "
+         f"decisions agree {parity['decisions_agree']}/{parity['images']}")
     echo(f"outputs in {out}: demo.edgead (bundle), results.jsonl, overlays/, sheet.png, report.json")
     return {"train": summary, "parity": parity, "report": run.report, "timings": timings}

@@ -28,7 +28,7 @@ def test_bundle_contents_and_contract(tiny_bundle):
     assert cal.n_images == 6 and cal.source == "validation/good"
     assert cal.image.min <= cal.image.mean <= cal.image.max
     assert m.provenance["dataset"]["fingerprint"]
-    assert m.provenance["export"]["parity"]["end_to_end"]["decision_mismatches"] == []
+    assert m.provenance["export"]["parity"]["decision_mismatches"] == []
 
 
 def test_graph_metadata_names_the_stage(tiny_bundle):

@@ -27,8 +27,8 @@ def test_tire_train_export_evaluate(tmp_path):
     bundle, parity = export_run(tmp_path / "run", tmp_path / "tire.edgead", parity_images=None, progress=False)
     ds = load_dataset(tire)
     assert parity["images"] == len(ds.validation) + len(ds.test) == 29 + 112
-    assert parity["end_to_end"]["decision_mismatches"] == []
-    assert parity["end_to_end"]["decisions_agree"] == 141
+    assert parity["reference"] == "pytorch-eager" and parity["backend"] == "onnxruntime-cpu"
+    assert parity["decision_mismatches"] == [] and parity["decisions_agree"] == 141 and parity["passed"]
     with Detector.load(bundle.root, backend="onnxruntime-cpu") as det:
         report = evaluate(det, ds, progress=False).report
     for level in ("image", "pixel"):

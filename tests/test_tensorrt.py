@@ -221,7 +221,7 @@ def test_trt11_fp16_graph_keeps_fp32_io(tiny_bundle, tmp_path):
 
 def test_network_flags_and_profiles():
     trt = FakeTRT()
-    assert network_flags(trt, 10, "fp16") == 0 and network_flags(trt, 11, "fp32") == 2
+    assert network_flags(trt, 10) == 0 and network_flags(trt, 11) == 2
     assert profile_shapes(["batch", 3, 64, 64], 4) == ((1, 3, 64, 64), (4, 3, 64, 64), (4, 3, 64, 64))
 
 

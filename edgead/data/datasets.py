@@ -61,6 +61,12 @@ class AnomalyDataset:
             h.update(s.path.read_bytes())
         return h.hexdigest()
 
+    def provenance(self) -> dict:
+        """What a training run records about its data (and export checks against)."""
+        return {"root": str(self.root), "layout": self.layout, "fingerprint": self.fingerprint(),
+                "train_images": len(self.train), "validation_images": len(self.validation),
+                "validation_source": self.validation_source}
+
     def describe(self) -> str:
         n_bad = sum(s.label for s in self.test)
         return (

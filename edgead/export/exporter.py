@@ -121,15 +121,16 @@ def base_manifest(config: ExperimentConfig, stages, scoring: Scoring, meta: dict
 def _export_diffusionad(run_dir, meta, config, ds, out, overwrite, parity_images, progress):
     from ..schedulers import alphas_cumprod
     from ..training.diffusionad import load_diffusionad
-    from .parity import diffusionad_parity
-    from .stages import DenoiserStep, denoiser_step_contract, segmenter_contract
+    from .parity import check_parity
+    from .stages import denoiser_step_contract, segmenter_contract
+    from .torch_backend import diffusionad_stages
 
-    model = load_diffusionad(run_dir)
+    modules = diffusionad_stages(load_diffusionad(run_dir))
     size, d, s = config.data.image_size, config.diffusionad, config.schedule
     ab = alphas_cumprod(s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule)
     with BundleWriter(out, overwrite) as w:
-        _write_stage(w, DenoiserStep(model.denoiser), denoiser_step_contract(size), "diffusionad")
-        _write_stage(w, model.segmenter, segmenter_contract(size), "diffusionad")
+        _write_stage(w, modules["denoiser_step"], denoiser_step_contract(size), "diffusionad")
+        _write_stage(w, modules["segmenter"], segmenter_contract(size), "diffusionad")
         # fixed noise e1, e2 (seeded at export): the same frame always gets the same score
         rng = np.random.default_rng(d.noise_seed)
         w.add_extra("noise_s", rng.standard_normal((1, 3, size, size)).astype(np.float32))
@@ -150,7 +151,7 @@ def _export_diffusionad(run_dir, meta, config, ds, out, overwrite, parity_images
             progress=progress,
         )
         staged = w.open_staged(manifest)
-        parity = diffusionad_parity(model, staged, _parity_images(ds, parity_images), progress=progress)
+        parity = check_parity(modules, staged, _parity_images(ds, parity_images), progress=progress)
         manifest.provenance["export"]["parity"] = parity
         bundle = w.commit(manifest)
     return bundle, parity

@@ -45,7 +45,7 @@ FP16_BLOCKED_OPS = ["InstanceNormalization", "GroupNormalization", "LayerNormali
 BATCH_FACTOR = {("diffusionad", "denoiser_step"): 2}
 
 
-def network_flags(trt: Any, major: int, precision: str) -> int:
+def network_flags(trt: Any, major: int) -> int:
     """TensorRT 11 networks are strongly typed; TensorRT 10 keeps the default (weakly typed)."""
     if major >= 11:
         return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
@@ -100,7 +100,7 @@ def build_plan(trt: Any, onnx_path: Path, inputs: list, precision: str, workspac
     major = trt_major(trt_version(trt))
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(network_flags(trt, major, precision))
+    network = builder.create_network(network_flags(trt, major))
     parser = trt.OnnxParser(network, logger)
     with tempfile.TemporaryDirectory() as tmp:
         source = onnx_path

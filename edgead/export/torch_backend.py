@@ -33,15 +33,20 @@ class TorchBackend(Backend):
         return {n: o.numpy() for n, o in zip(self.out_names, outs)}
 
 
+def diffusionad_stages(model) -> dict[str, torch.nn.Module]:
+    """The DiffusionAD networks as one module per exported stage."""
+    from .stages import DenoiserStep
+
+    return {"denoiser_step": DenoiserStep(model.denoiser), "segmenter": model.segmenter}
+
+
 def torch_stages(run_dir: str | Path) -> dict[str, torch.nn.Module]:
     """The training run's networks as one module per exported stage."""
     _, config = read_checkpoint_meta(run_dir)
     if config.method == "diffusionad":
         from ..training.diffusionad import load_diffusionad
-        from .stages import DenoiserStep
 
-        model = load_diffusionad(run_dir)
-        return {"denoiser_step": DenoiserStep(model.denoiser), "segmenter": model.segmenter}
+        return diffusionad_stages(load_diffusionad(run_dir))
     from ..training.patchcore import build_patch_features
 
     return {"feature_extractor": build_patch_features(config)}

@@ -1,4 +1,5 @@
-"""``edgead validate``: a backend against ONNX Runtime CPU on real images, Polygraphy-style.
+"""A backend against a reference on real images, Polygraphy-style: ``edgead validate`` (reference:
+ONNX Runtime CPU) and the export parity check (reference: the PyTorch modules).
 
 Per stage: the reference pipeline's recorded inputs are fed to the backend under test and each
 output is compared (max abs / max relative error, NaN/Inf). End to end: image scores of both
@@ -7,6 +8,7 @@ pipelines, their rank agreement (Spearman) and decision agreement.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -57,6 +59,7 @@ class ValidationReport:
     score_max_abs_diff: float = 0.0
     score_rank_correlation: float = 1.0
     decisions_agree: int = 0
+    decision_mismatches: list[str] = field(default_factory=list)
     passed: bool = True
 
     def to_dict(self) -> dict:
@@ -71,6 +74,10 @@ class ValidationReport:
                          f"{'yes' if o.finite else 'NO':<6}  {'PASS' if o.passed else 'FAIL'}")
         lines.append(f"image scores: max |diff| {self.score_max_abs_diff:.3e}, rank correlation "
                      f"{self.score_rank_correlation:.4f}, decisions agree {self.decisions_agree}/{self.images}")
+        if self.decision_mismatches:
+            more = len(self.decision_mismatches) - 5
+            lines.append("decision mismatches: " + ", ".join(self.decision_mismatches[:5])
+                         + (f" and {more} more" if more > 0 else ""))
         lines.append("PASSED" if self.passed else "FAILED")
         return "\n".join(lines)
 
@@ -109,41 +116,60 @@ def compare_outputs(stage: str, out: dict[str, np.ndarray], ref: dict[str, np.nd
     return checks
 
 
-def validate(detector: Detector, images: list[np.ndarray], precision: str = "fp32",
-             reference_backend: str = "onnxruntime-cpu") -> ValidationReport:
-    """Compare ``detector``'s backend with ONNX Runtime CPU on uint8 RGB ``images``."""
+def _worst(a: OutputCheck | None, b: OutputCheck) -> OutputCheck:
+    if a is None:
+        return b
+    return OutputCheck(b.stage, b.output, max(a.max_abs, b.max_abs), max(a.max_rel, b.max_rel),
+                       a.finite and b.finite, a.passed and b.passed)
+
+
+def validate(detector: Detector, images: Iterable[np.ndarray], precision: str = "fp32",
+             reference: Detector | None = None, tolerance: dict | None = None,
+             names: list[str] | None = None, progress: bool = False) -> ValidationReport:
+    """Compare ``detector``'s stages and scores with ``reference`` on uint8 RGB ``images``.
+
+    The reference (default: ONNX Runtime CPU on the same bundle) runs the pipeline with its
+    stage inputs recorded; those exact inputs then go to ``detector``'s backends, so a stage is
+    judged on its own error, not on what earlier stages passed down. ``names`` label decision
+    mismatches (default: the image's index).
+    """
+    from tqdm.auto import tqdm
+
     bundle = detector.bundle
-    ref = Detector(bundle, backend=reference_backend, require_calibration=False)
+    tol = tolerance or TOLERANCES[precision]
+    ref = reference or Detector(bundle, backend="onnxruntime-cpu", require_calibration=False)
+    inner = ref.backends
+    recorders = {k: RecordingBackend(v) for k, v in inner.items()}
+    ref.pipeline.backends = ref.backends = recorders
+    worst: dict[tuple[str, str], OutputCheck] = {}  # one line per stage output: worst over all calls
+    ref_scores, test_scores = [], []
     try:
-        ref.pipeline.backends = ref.backends = {k: RecordingBackend(v) for k, v in ref.backends.items()}
-        tol = TOLERANCES[precision]
-        report = ValidationReport(detector.backend_name, reference_backend, len(images), tol)
-        ref_scores, test_scores = [], []
-        for im in images:
+        for im in tqdm(images, disable=not progress, desc="validate", unit="image",
+                       total=len(names) if names is not None else None):
             ref_scores.append(ref.score_maps([im])[1][0])
             test_scores.append(detector.score_maps([im])[1][0])
-        for stage, rec in ref.backends.items():
-            for feeds, outs in rec.calls:
-                got = detector.backends[stage].run(feeds)
-                report.outputs += compare_outputs(stage, got, outs, tol["atol"], tol["rtol"])
-        # one line per stage output: worst case over all calls
-        worst: dict[tuple[str, str], OutputCheck] = {}
-        for c in report.outputs:
-            key = (c.stage, c.output)
-            w = worst.get(key)
-            worst[key] = c if w is None else OutputCheck(
-                c.stage, c.output, max(w.max_abs, c.max_abs), max(w.max_rel, c.max_rel),
-                w.finite and c.finite, w.passed and c.passed)
-        report.outputs = list(worst.values())
+            for stage, rec in recorders.items():
+                for feeds, outs in rec.calls:
+                    got = detector.backends[stage].run(feeds)
+                    for c in compare_outputs(stage, got, outs, tol["atol"], tol["rtol"]):
+                        worst[(c.stage, c.output)] = _worst(worst.get((c.stage, c.output)), c)
+                rec.calls.clear()  # compared per image: memory stays flat over many images
     finally:
-        ref.close()
+        ref.pipeline.backends = ref.backends = inner
+        if reference is None:
+            ref.close()
+    if not ref_scores:
+        raise BundleError("no images to validate on")
     rs, ts = np.array(ref_scores), np.array(test_scores)
     cal = bundle.manifest.calibration
     thr = cal.image.threshold if cal is not None else np.inf
+    labels = names or [str(i) for i in range(len(rs))]
+    report = ValidationReport(detector.backend_name, ref.backend_name, len(rs), tol, list(worst.values()))
     report.score_max_abs_diff = float(np.abs(rs - ts).max())
     report.score_rank_correlation = _rank_correlation(rs, ts)
-    report.decisions_agree = int(((rs > thr) == (ts > thr)).sum())
-    report.passed = all(o.passed for o in report.outputs) and report.decisions_agree == len(images)
+    report.decision_mismatches = [labels[i] for i in np.flatnonzero((rs > thr) != (ts > thr))]
+    report.decisions_agree = len(rs) - len(report.decision_mismatches)
+    report.passed = all(o.passed for o in report.outputs) and not report.decision_mismatches
     return report
 
 

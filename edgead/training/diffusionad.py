@@ -191,10 +191,7 @@ class DiffusionADTrainer:
         )
         gen = torch.Generator(device=self.device).manual_seed(tc.seed * 1_000_003 + step)
         amp = tc.mixed_precision and self.device.type == "cuda"
-        extra = {"dataset": {"root": str(dataset.root), "layout": dataset.layout,
-                             "fingerprint": dataset.fingerprint(), "train_images": len(dataset.train),
-                             "validation_images": len(dataset.validation),
-                             "validation_source": dataset.validation_source}}
+        extra = {"dataset": dataset.provenance()}
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log_file = (self.run_dir / "train_log.jsonl").open("a")
         denoiser.train()

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..config import ExperimentConfig
 from ..data.datasets import load_dataset
-from ..errors import ConfigError
+from ..errors import ConfigError, EdgeadError
 from .backbone import FEATURE_CHANNELS, FEATURE_STRIDES, load_backbone
 from .checkpoint import save_checkpoint
 from .diffusionad import load_images, to_tensor
@@ -94,8 +94,6 @@ def fit_patchcore(config: ExperimentConfig, run_dir: str | Path, progress: bool 
         raise ConfigError("no training data: pass --data DIR or set data.path in the config")
     run = Path(run_dir)
     if (run / "config.yaml").is_file():
-        from ..errors import EdgeadError
-
         raise EdgeadError(f"{run} already holds a training run; choose another --out (nothing was overwritten)")
     t0 = time.perf_counter()
     ds = load_dataset(config.data.path, config.data.validation_fraction, config.data.split_seed)
@@ -109,10 +107,7 @@ def fit_patchcore(config: ExperimentConfig, run_dir: str | Path, progress: bool 
     seconds = time.perf_counter() - t0
     save_checkpoint(
         run, config, None, {},
-        extra={"dataset": {"root": str(ds.root), "layout": ds.layout, "fingerprint": ds.fingerprint(),
-                           "train_images": len(ds.train), "validation_images": len(ds.validation),
-                           "validation_source": ds.validation_source},
-               "train_seconds": round(seconds, 1), "steps_done": 0},
+        extra={"dataset": ds.provenance(), "train_seconds": round(seconds, 1), "steps_done": 0},
     )
     from safetensors.torch import save_file
 
