@@ -20,8 +20,8 @@ from pathlib import Path
 
 from edgead.config import load_config
 from edgead.data.datasets import load_dataset
-from edgead.evaluation.evaluate import evaluate, format_table
-from edgead.evaluation.report import roc_figure, sample_sheet
+from edgead.evaluation.evaluate import evaluate, format_table, save_sheets
+from edgead.evaluation.report import roc_figure
 from edgead.export.exporter import export_run
 from edgead.runtime.detector import Detector
 
@@ -75,7 +75,7 @@ def main() -> None:
         for method, bundle in methods.items():
             with Detector.load(bundle, backend="onnxruntime-cpu") as det:
                 ev = evaluate(det, ds, progress=False)
-                sheet = sample_sheet(det, ev, _examples(ev), a.out / "sheets" / f"{name}-{method.split()[0]}.png")
+                (sheet,) = save_sheets(det, ev, a.out / "sheets", name=f"{name}-{method.split()[0]}.png")
                 steps = det.manifest.provenance.get("training", {}).get("steps")
             ev.report["sheet"] = str(sheet)
             ev.report["training_steps"] = steps
@@ -87,12 +87,6 @@ def main() -> None:
     (a.out / "quality.json").write_text(json.dumps(results, indent=2))
     (a.out / "quality.md").write_text(markdown(results))
     print(markdown(results))
-
-
-def _examples(ev, n: int = 3) -> list[int]:
-    good = [i for i, s in enumerate(ev.samples) if s.label == 0][:n]
-    bad = [i for i, s in enumerate(ev.samples) if s.label == 1]
-    return good + bad[:: max(1, len(bad) // n)][:n]
 
 
 def markdown(results: dict) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from edgead.runtime.sources import open_source
 
 def current_rss_mb() -> float:
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20  # 64 KiB pages on some arm64 kernels
 
 
 class MemoryProbe(Sink):

@@ -102,7 +102,8 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def save_sheets(detector: Detector, run: EvaluationRun, out_dir: Path, per_class: int = 3) -> list[Path]:
+def save_sheets(detector: Detector, run: EvaluationRun, out_dir: Path, per_class: int = 3,
+                name: str = "sheet.png") -> list[Path]:
     """Input / reconstruction / map / predicted mask / ground truth rows for a few images."""
     from .report import sample_sheet
 
@@ -110,4 +111,4 @@ def save_sheets(detector: Detector, run: EvaluationRun, out_dir: Path, per_class
     bad = [i for i, s in enumerate(run.samples) if s.label == 1]
     step = max(1, len(bad) // per_class)
     chosen = good + bad[::step][:per_class]
-    return [sample_sheet(detector, run, chosen, out_dir / "sheet.png")]
+    return [sample_sheet(detector, run, chosen, out_dir / name)]
