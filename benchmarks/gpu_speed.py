@@ -19,9 +19,11 @@ import numpy as np
 import torch
 
 from edgead.config import load_config
-from edgead.data.io import list_images, read_image, resize
-from edgead.training.diffusionad import DiffusionADModel, load_diffusionad
-from edgead.training.networks import build_denoiser, build_segmenter, resolve_network
+from edgead.data.io import list_images, read_image
+from edgead.data.preprocess import Preprocess, resize
+from edgead.training.diffusionad import DiffusionADModel
+from edgead.training.diffusionad import load_model as load_diffusionad
+from edgead.training.diffusionad.networks import build_denoiser, build_segmenter, resolve_network
 
 
 def build_model(run: str | None, preset: str, size: int) -> DiffusionADModel:
@@ -164,7 +166,7 @@ def main() -> None:
     size = model.config.data.image_size
     rng = np.random.default_rng(0)
     if a.images:
-        imgs = [resize(read_image(p), size) for p in list_images(a.images)[:8]]
+        imgs = [resize(read_image(p), Preprocess.for_size(size)) for p in list_images(a.images)[:8]]
     else:
         imgs = [rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(8)]
     report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,

@@ -22,7 +22,7 @@ from edgead.config import load_config
 from edgead.data.datasets import load_dataset
 from edgead.evaluation.evaluate import evaluate, format_table, save_sheets
 from edgead.evaluation.report import roc_figure
-from edgead.export.exporter import export_run
+from edgead.export.flow import export_run
 from edgead.runtime.detector import Detector
 
 FOREGROUND = {"tire": True, "hazelnut_toy": True}
@@ -35,13 +35,13 @@ def bundle_for(run: Path, bundle: Path, data: Path) -> Path:
 
 
 def train_diffusionad(data: Path, run: Path, minutes: float, textures: str | None) -> None:
-    from edgead.training.diffusionad import DiffusionADTrainer
+    from edgead.training import train
 
     overrides = [f"data.path={data}", "model.preset=s", f"train.max_minutes={minutes}", "train.steps=1000000",
                  f"data.foreground={str(FOREGROUND.get(data.name, False)).lower()}", "train.learning_rate=2e-4"]
     if textures:
         overrides.append(f"data.textures={textures}")
-    DiffusionADTrainer(load_config(None, overrides), run).fit(progress=True)
+    train(load_config(None, overrides), run)
 
 
 def main() -> None:
@@ -62,9 +62,9 @@ def main() -> None:
         methods = {}
         pc_run, pc_bundle = work / f"{name}-patchcore", work / f"{name}-patchcore.edgead"
         if not pc_run.exists():
-            from edgead.training.patchcore import fit_patchcore
+            from edgead.training import train
 
-            fit_patchcore(load_config(None, ["method=patchcore", f"data.path={data}"]), pc_run, progress=True)
+            train(load_config(None, ["method=patchcore", f"data.path={data}"]), pc_run)
         methods["patchcore (baseline)"] = bundle_for(pc_run, pc_bundle, data)
         if a.diffusionad_run:
             run = Path(a.diffusionad_run.format(set=name))

@@ -26,19 +26,12 @@ import yaml
 
 from . import __version__
 from .config import from_dict, read_yaml_mapping, to_dict
+from .contracts import StageContract, StageName, TensorSpec
+from .data.preprocess import Preprocess
 from .errors import BundleError, ConfigError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.yaml"
-StageName = Literal["encoder", "denoiser_step", "decoder", "feature_extractor", "segmenter"]
-
-
-@dataclass
-class TensorSpec:
-    name: str
-    dtype: str
-    shape: list[int | str]
-    """Dimensions; a string names a dynamic axis (e.g. "batch")."""
 
 
 @dataclass
@@ -49,6 +42,9 @@ class StageEntry:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     opset: int
+    description: str = ""
+    batch_factor: int = 1
+    """Graph samples per frame (engines for frame batch B are built for B * batch_factor)."""
 
 
 @dataclass
@@ -80,39 +76,6 @@ class EngineSet:
 
 
 @dataclass
-class Preprocess:
-    """How a uint8 RGB image becomes the graph input: resize, x/255, (x - mean) / std, NCHW."""
-
-    image_size: list[int]
-    mean: list[float]
-    std: list[float]
-    channel_order: Literal["RGB"] = "RGB"
-    input_dtype: Literal["uint8"] = "uint8"
-    interpolation: Literal["linear", "area"] = "linear"
-
-
-@dataclass
-class DiffusionADParams:
-    t_s: int
-    t_b: int
-    alpha_bar_s: float
-    alpha_bar_b: float
-    guidance_w: float
-    top_k: int
-    num_train_timesteps: int
-    beta_schedule: str
-    beta_start: float
-    beta_end: float
-
-
-@dataclass
-class PatchCoreParams:
-    feature_stride: int
-    neighbourhood: int
-    memory_bank_size: int
-
-
-@dataclass
 class Stats:
     min: float
     max: float
@@ -135,22 +98,29 @@ class Calibration:
 
 @dataclass
 class Scoring:
-    image_score: Literal["top_k_mean", "max"]
+    """Anomaly map -> image score (anomalib's post-processor, read by ``runtime.postprocess``)."""
+
+    image_score: Literal["max", "top_k_mean", "pooled_max"]
     smoothing_sigma: float = 0.0
+    """Gaussian blur of the map before scoring (pixels; 0 = off)."""
+    top_k: int = 1
+    """top_k_mean: mean of the k largest map values."""
+    pool: int = 1
+    """pooled_max: max after a pool x pool average pool (stride 1)."""
 
 
 @dataclass
 class Manifest:
     schema_version: int
     edgead_version: str
-    method: Literal["diffusionad", "patchcore"]
+    method: str
     created: str
     preprocess: Preprocess
     scoring: Scoring
     stages: list[StageEntry]
+    params: Any = None
+    """The method's parameters: an instance of its registered ``params`` dataclass."""
     calibration: Calibration | None = None
-    diffusionad: DiffusionADParams | None = None
-    patchcore: PatchCoreParams | None = None
     extras: list[ExtraEntry] = field(default_factory=list)
     engines: list[EngineSet] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -235,12 +205,24 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
             f"{root}: bundle schema version {version!r} is not supported by edgead {__version__} "
             f"(supports {SCHEMA_VERSION}); re-export it with this edgead version"
         )
+    from .methods import get_method
+
+    raw_params = raw.pop("params", None)
     try:
         manifest = from_dict(Manifest, raw, "manifest")
+        spec = get_method(manifest.method)
+        if raw_params is None:
+            raise ConfigError(f"method {manifest.method} needs a 'params' section")
+        manifest.params = from_dict(spec.params, raw_params, "manifest.params")
     except ConfigError as exc:
         raise BundleError(f"{mf} is invalid: {exc}") from None
-    if getattr(manifest, manifest.method) is None:
-        raise BundleError(f"{mf} is invalid: method {manifest.method} has no '{manifest.method}' section")
+    stages = [s.name for s in manifest.stages]
+    if stages != list(spec.stages):
+        raise BundleError(f"{mf} is invalid: method {spec.name} has the stages {', '.join(spec.stages)}; "
+                          f"this bundle lists {', '.join(stages) or 'none'}")
+    missing = sorted(set(spec.extras) - {e.name for e in manifest.extras})
+    if missing:
+        raise BundleError(f"{mf} is invalid: method {spec.name} needs the extras {', '.join(missing)}")
     bundle = Bundle(root, manifest)
     if verify:
         bundle.verify()
@@ -275,11 +257,12 @@ class BundleWriter:
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
-    def add_stage(self, name: str, inputs: list[TensorSpec], outputs: list[TensorSpec], opset: int) -> StageEntry:
-        p = self.graph_path(name)
+    def add_stage(self, contract: StageContract, opset: int) -> StageEntry:
+        p = self.graph_path(contract.name)
         if not p.is_file():
-            raise BundleError(f"graph for stage {name} was not written to {p}")
-        entry = StageEntry(name, f"graphs/{name}.onnx", sha256_file(p), inputs, outputs, opset)  # type: ignore[arg-type]
+            raise BundleError(f"graph for stage {contract.name} was not written to {p}")
+        entry = StageEntry(contract.name, f"graphs/{contract.name}.onnx", sha256_file(p), list(contract.inputs),
+                           list(contract.outputs), opset, contract.description, contract.batch_factor)
         self.stages.append(entry)
         return entry
 

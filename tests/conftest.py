@@ -35,17 +35,17 @@ def demo_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(demo_data, tmp_path_factory) -> Path:
     from edgead.config import load_config
-    from edgead.training.diffusionad import DiffusionADTrainer
+    from edgead.training import train
 
     run = tmp_path_factory.mktemp("runs") / "tiny"
     cfg = load_config(None, [f"data.path={demo_data}", "train.steps=30", *TINY])
-    DiffusionADTrainer(cfg, run).fit(progress=False)
+    train(cfg, run, progress=False)
     return run
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_run, tmp_path_factory) -> Path:
-    from edgead.export.exporter import export_run
+    from edgead.export.flow import export_run
 
     out = tmp_path_factory.mktemp("bundles") / "tiny.edgead"
     bundle, _ = export_run(tiny_run, out, parity_images=8, progress=False)

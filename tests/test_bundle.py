@@ -17,8 +17,12 @@ def _copy(bundle, tmp_path):
 def test_bundle_contents_and_contract(tiny_bundle):
     b = load_bundle(tiny_bundle)
     m = b.manifest
-    assert m.method == "diffusionad" and m.schema_version == 1
+    assert m.method == "diffusionad" and m.schema_version == 2
     assert [s.name for s in m.stages] == ["denoiser_step", "segmenter"]
+    assert [s.batch_factor for s in m.stages] == [2, 1]  # [x_ts; x_tb] per frame
+    assert m.params.t_s == 200 and 0 < m.params.alpha_bar_b < m.params.alpha_bar_s < 1
+    assert m.scoring.image_score == "top_k_mean" and m.scoring.top_k == 50
+    assert m.preprocess.interpolation == "area"
     den = m.stage("denoiser_step")
     assert [i.name for i in den.inputs] == ["x_t", "t"] and den.inputs[0].shape == ["batch", 3, 64, 64]
     assert den.opset >= 17
@@ -60,7 +64,11 @@ def test_missing_file_is_detected(tiny_bundle, tmp_path):
     (lambda m: m.update(schema_version=99), "schema version 99 is not supported"),
     (lambda m: m.update(colour="blue"), "unknown key 'manifest.colour'"),
     (lambda m: m["preprocess"].update(channel_order="BGR"), "channel_order must be one of 'RGB'"),
-    (lambda m: m.pop("diffusionad"), "has no 'diffusionad' section"),
+    (lambda m: m.pop("params"), "needs a 'params' section"),
+    (lambda m: m["params"].update(t_s="early"), "manifest.params.t_s must be an integer"),
+    (lambda m: m.update(method="magic"), "unknown method 'magic'; registered methods: diffusionad"),
+    (lambda m: m.update(stages=m["stages"][:1]), "has the stages denoiser_step, segmenter; this bundle lists denoiser_step"),
+    (lambda m: m.update(extras=[e for e in m["extras"] if e["name"] != "noise_s"]), "needs the extras noise_s"),
 ])
 def test_strict_manifest(tiny_bundle, tmp_path, edit, message):
     b = _copy(tiny_bundle, tmp_path)

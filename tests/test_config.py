@@ -8,7 +8,7 @@ def test_defaults_are_the_papers():
     c = load_config()
     assert (c.diffusionad.t_s, c.diffusionad.t_b, c.diffusionad.tau) == (200, 400, 300)
     assert c.diffusionad.top_k == 50 and c.diffusionad.focal_weight == 5.0
-    assert c.schedule.num_train_timesteps == 1000 and c.schedule.beta_schedule == "linear"
+    assert c.diffusionad.schedule.num_train_timesteps == 1000 and c.diffusionad.schedule.beta_schedule == "linear"
     assert c.model.preset == "s"
 
 

@@ -1,10 +1,12 @@
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from edgead.data.datasets import load_dataset
 from edgead.data.io import read_image, to_rgb_uint8, write_image
-from edgead.data.synthesis import AnomalySynthesizer, foreground_mask, perlin_mask, perlin_noise
+from edgead.data import synthesis
+from edgead.data.synthesis import AnomalySynthesizer, foreground_mask, perlin_masks, perlin_noise
 from edgead.errors import DataError
 
 
@@ -88,31 +90,34 @@ def test_channel_order_is_declared_not_guessed():
         to_rgb_uint8(np.zeros((4, 4, 5), np.uint8))
 
 
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
 def test_perlin_noise_range_and_determinism():
-    a = perlin_noise((64, 64), (4, 8), np.random.default_rng(3))
-    b = perlin_noise((64, 64), (4, 8), np.random.default_rng(3))
-    np.testing.assert_array_equal(a, b)
-    assert a.shape == (64, 64) and np.abs(a).max() <= np.sqrt(2) + 1e-9 and a.std() > 0.05
-    m = perlin_mask(64, np.random.default_rng(0))
-    assert set(np.unique(m)) <= {0.0, 1.0}
+    res = torch.tensor([4, 1]), torch.tensor([8, 2])
+    a = perlin_noise(2, 64, *res, _gen(3))
+    b = perlin_noise(2, 64, *res, _gen(3))
+    assert torch.equal(a, b)
+    assert a.shape == (2, 64, 64) and a.abs().max() <= np.sqrt(2) + 1e-6 and a.std() > 0.05
+    m = perlin_masks(3, 64, _gen(0), torch.device("cpu"))
+    assert m.shape == (3, 1, 64, 64) and set(m.unique().tolist()) <= {0.0, 1.0}
 
 
 def test_synthesis_follows_equation_12():
     rng = np.random.default_rng(5)
-    normal = (rng.uniform(0, 255, (64, 64, 3))).astype(np.uint8)
-    texture = np.full((64, 64, 3), 0, np.uint8)
-    syn = AnomalySynthesizer(64, [texture])
-    for seed in range(6):
-        out, mask = syn(normal, np.random.default_rng(seed))
-        outside = mask == 0
-        np.testing.assert_array_equal(out[outside], normal[outside])  # (1 - M) * N untouched
-        assert mask.any()
-        # inside: a blend beta*N + (1-beta)*A with beta in [0.2, 0.8] never keeps N exactly
-        inside = mask == 1
-        assert out[inside].shape[0] == int(mask.sum())
-    a1 = syn(normal, np.random.default_rng(9))
-    a2 = syn(normal, np.random.default_rng(9))
-    np.testing.assert_array_equal(a1[0], a2[0])
+    normal = torch.from_numpy(rng.uniform(0, 1, (6, 3, 64, 64)).astype(np.float32))
+    texture = torch.zeros(1, 3, 64, 64, dtype=torch.uint8)
+    syn = AnomalySynthesizer(64, texture)
+    out, mask = syn(normal, _gen(1))
+    assert out.shape == normal.shape and mask.shape == (6, 1, 64, 64)
+    outside = (mask == 0).expand_as(normal)
+    assert torch.equal(out[outside], normal[outside])  # (1 - M) * N untouched
+    assert (mask.flatten(1).amax(1) == 1).all()  # every sample got an anomaly
+    inside = (mask == 1).expand_as(normal)
+    assert (out[inside] - normal[inside]).abs().mean() > 0.01  # a blend with another appearance
+    again, _ = syn(normal, _gen(1))
+    assert torch.equal(out, again)  # the generator alone decides
 
 
 def test_foreground_restricts_anomalies():
@@ -120,15 +125,32 @@ def test_foreground_restricts_anomalies():
     cv2.circle(img, (32, 32), 14, (230, 200, 90), -1)
     fg = foreground_mask(img)
     assert fg[32, 32] == 1 and fg[2, 2] == 0
-    syn = AnomalySynthesizer(64, [], foreground=True)
-    for seed in range(5):
-        _, mask = syn(img, np.random.default_rng(seed))
-        assert (mask * (1 - fg)).sum() == 0
+    syn = AnomalySynthesizer(64)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float().repeat(5, 1, 1, 1) / 255
+    fg_t = torch.from_numpy(fg)[None, None].repeat(5, 1, 1, 1)
+    _, mask = syn(x, _gen(0), fg_t)
+    assert (mask * (1 - fg_t)).sum() == 0 and mask.sum() > 0
+
+
+def test_augmentations_match_opencv():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    eq = np.stack([cv2.equalizeHist(np.ascontiguousarray(img[..., c])) for c in range(3)])
+    np.testing.assert_array_equal((synthesis._equalize(x, None)[0] * 255).round().numpy(), eq)
+    blur = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 2.0)
+    np.testing.assert_allclose(synthesis.gaussian_blur(x, 2.0)[0].permute(1, 2, 0).numpy() * 255, blur, atol=0.5)
+    hsv = synthesis.rgb_to_hsv(x)
+    assert torch.allclose(synthesis.hsv_to_rgb(hsv), x, atol=1e-5)
+    cv_sat = cv2.cvtColor(img, cv2.COLOR_RGB2HSV_FULL)[..., 1].astype(np.float32)
+    np.testing.assert_allclose(hsv[0, 1].numpy() * 255, cv_sat, atol=1.0)
+    shuffled = synthesis.shuffle_patches(x, 4, _gen(2))
+    assert torch.equal(shuffled.flatten().sort().values, x.flatten().sort().values)  # same pixels, moved
 
 
 def test_texture_folder(tmp_path):
     write_image(tmp_path / "t" / "a.jpg", np.full((40, 50, 3), 9, np.uint8))
     syn = AnomalySynthesizer.from_folder(32, tmp_path / "t")
-    assert len(syn.textures) == 1 and syn.textures[0].shape == (32, 32, 3)
+    assert syn.textures.shape == (1, 3, 32, 32) and syn.textures.dtype == torch.uint8
     with pytest.raises(DataError, match="texture folder not found"):
         AnomalySynthesizer.from_folder(32, tmp_path / "nope")

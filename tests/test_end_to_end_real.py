@@ -18,12 +18,12 @@ def test_tire_train_export_evaluate(tmp_path):
     from edgead.config import load_config
     from edgead.data.datasets import load_dataset
     from edgead.evaluation.evaluate import evaluate
-    from edgead.export.exporter import export_run
-    from edgead.training.diffusionad import DiffusionADTrainer
+    from edgead.export.flow import export_run
+    from edgead.training import train
 
     tire = shared_dataset("tire")
     cfg = load_config(None, [f"data.path={tire}", "train.steps=40", "data.foreground=true", *TINY])
-    DiffusionADTrainer(cfg, tmp_path / "run").fit(progress=False)
+    train(cfg, tmp_path / "run", progress=False)
     bundle, parity = export_run(tmp_path / "run", tmp_path / "tire.edgead", parity_images=None, progress=False)
     ds = load_dataset(tire)
     assert parity["images"] == len(ds.validation) + len(ds.test) == 29 + 112

@@ -4,7 +4,7 @@ import pytest
 from edgead.data.datasets import load_dataset
 from edgead.data.io import read_image
 from edgead.errors import BundleError
-from edgead.export.exporter import export_run
+from edgead.export.flow import export_run
 from edgead.errors import ParityError
 from edgead.runtime.validate import compare_outputs
 
@@ -55,7 +55,7 @@ def test_calibration_uses_only_validation_images(tiny_bundle, demo_data):
 
     ds = load_dataset(demo_data)
     with Detector.load(tiny_bundle, backend="onnxruntime-cpu") as d:
-        _, scores, _ = d.score_maps([read_image(s.path) for s in ds.validation])
+        scores = d.score_batch([read_image(s.path) for s in ds.validation]).scores
         cal = d.manifest.calibration
     assert cal.image.max == pytest.approx(scores.max(), rel=1e-6)
     assert cal.image.mean == pytest.approx(scores.mean(), rel=1e-6)

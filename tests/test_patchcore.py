@@ -40,19 +40,19 @@ def test_backbone_features_have_documented_strides():
 def test_patchcore_fit_export_predict(demo_data, tmp_path):
     from edgead import Detector, load_bundle
     from edgead.config import load_config
-    from edgead.export.exporter import export_run
-    from edgead.training.patchcore import fit_patchcore
+    from edgead.export.flow import export_run
+    from edgead.training import train
 
     cfg = load_config(None, ["method=patchcore", f"data.path={demo_data}", "data.image_size=64",
                              "patchcore.coreset_fraction=0.05"])
-    summary = fit_patchcore(cfg, tmp_path / "pc", progress=False)
+    summary = train(cfg, tmp_path / "pc", progress=False)
     assert summary["memory_bank"] == [round(16 * 64 * 0.05), 152]
     bundle, parity = export_run(tmp_path / "pc", tmp_path / "pc.edgead", parity_images=None, progress=False)
     assert parity["decision_mismatches"] == []
     features = {o["stage"]: o for o in parity["outputs"]}["feature_extractor"]
     assert features["finite"] and features["max_abs"] < 1e-3
     m = load_bundle(bundle.root).manifest
-    assert m.scoring.image_score == "max" and m.scoring.smoothing_sigma == 4.0 and m.patchcore.feature_stride == 8
+    assert m.scoring.image_score == "max" and m.scoring.smoothing_sigma == 4.0 and m.params.feature_stride == 8
     with Detector.load(bundle.root, backend="onnxruntime-cpu") as det:
         hole = det.predict(next((demo_data / "test" / "hole").iterdir()))
         good = det.predict(next((demo_data / "test" / "good").iterdir()))

@@ -84,10 +84,13 @@ def test_backend_checks_inputs(detector):
         den.run({"x_t": np.zeros((2, 3, 32, 32), np.float32), "t": np.zeros(2, np.float32)})
 
 
-def test_backend_choice(tiny_bundle):
+def test_backend_choice(tiny_bundle, monkeypatch):
+    import edgead.runtime.backends as backends
+
     b = load_bundle(tiny_bundle)
-    choice = choose_backend("auto", b)
-    assert choice.name == "onnxruntime-cpu" and "TensorRT" in choice.reason
+    monkeypatch.setattr(backends, "_ort_providers", lambda: ["CPUExecutionProvider"])
+    choice = choose_backend("auto", b)  # no engines in the bundle: native TensorRT is skipped with a reason
+    assert choice.name == "onnxruntime-cpu" and "no native TensorRT" in choice.reason
     with pytest.raises(BackendError, match="backend must be one of auto, tensorrt"):
         choose_backend("magic", b)
 

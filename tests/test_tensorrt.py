@@ -264,7 +264,6 @@ def test_backend_selection_order(tiny_bundle, monkeypatch):
 
 
 def test_tensorrt_backend_without_tensorrt_names_the_install(tiny_bundle):
-    pytest.importorskip("edgead")
     try:
         import tensorrt  # noqa: F401
         pytest.skip("TensorRT is installed here")
@@ -276,17 +275,27 @@ def test_tensorrt_backend_without_tensorrt_names_the_install(tiny_bundle):
 
 def test_validate_detects_a_wrong_backend(tiny_bundle):
     from edgead import Detector
-    from edgead.runtime.validate import RecordingBackend, validate
+    from edgead.runtime.backends.base import Backend
+    from edgead.runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from edgead.runtime.validate import validate
 
-    class Noisy(RecordingBackend):
+    class Noisy(Backend):  # a backend whose segmenter output is off by 0.01
+        name = "noisy"
+
+        def __init__(self, inner):
+            super().__init__(inner.path, inner.inputs, inner.outputs)
+            self.inner = inner
+
         def _run(self, feeds):
             return {k: v + 0.01 for k, v in self.inner.run(feeds).items()}
 
     imgs = [np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8) for i in range(3)]
-    with Detector.load(tiny_bundle, backend="onnxruntime-cpu") as det:
+    b = load_bundle(tiny_bundle)
+    ort = {s.name: OnnxRuntimeBackend(b.path(s.file), s.inputs, s.outputs) for s in b.manifest.stages}
+    with Detector(b, backends=dict(ort)) as det:
         assert validate(det, imgs).passed
-        det.backends["segmenter"] = Noisy(det.backends["segmenter"])
-        det.pipeline.backends = det.backends
+    ort = {s.name: OnnxRuntimeBackend(b.path(s.file), s.inputs, s.outputs) for s in b.manifest.stages}
+    with Detector(b, backends={**ort, "segmenter": Noisy(ort["segmenter"])}) as det:
         report = validate(det, imgs)
     assert not report.passed
     seg = next(o for o in report.outputs if o.stage == "segmenter")

@@ -66,14 +66,6 @@ def read_mask(path: str | Path, size: int | None = None) -> np.ndarray:
     return image > 0
 
 
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[:2] == (size, size):
-        return image
-    shrinking = image.shape[0] > size or image.shape[1] > size
-    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interp)
-
-
 def write_image(path: str | Path, rgb: np.ndarray) -> None:
     """Write uint8 RGB (or single-channel) to any format OpenCV knows, creating folders."""
     p = Path(path)

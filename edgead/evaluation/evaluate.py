@@ -38,9 +38,9 @@ def evaluate(detector: Detector, dataset: AnomalyDataset, batch: int = 4, progre
     t0 = time.perf_counter()
     for i in tqdm(range(0, len(samples), batch), disable=not progress, desc="evaluate", unit="batch"):
         rgbs = [read_image(s.path) for s in samples[i:i + batch]]
-        m, s, _ = detector.score_maps(rgbs)
-        maps.append(m)
-        scores.append(s)
+        scored = detector.score_batch(rgbs)
+        maps.append(scored.maps)
+        scores.append(scored.scores)
     seconds = time.perf_counter() - t0
     maps_a, scores_a = np.concatenate(maps), np.concatenate(scores)
     have_masks = all(s.mask_path is not None for s in samples if s.label)

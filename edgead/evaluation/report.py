@@ -10,7 +10,7 @@ import numpy as np
 
 from ..data.io import read_image, write_image
 from ..runtime.overlay import heat_map
-from ..runtime.preprocess import to_batch
+from ..data.preprocess import to_image
 from .metrics import roc_curve
 
 if TYPE_CHECKING:
@@ -59,11 +59,10 @@ def sample_sheet(detector: Detector, run: EvaluationRun, indices: list[int], pat
     for i in indices:
         s = run.samples[i]
         rgb = read_image(s.path)
-        out = detector.pipeline.run(to_batch([rgb], m.preprocess))
+        scored = detector.score_batch([rgb])
         tiles = [rgb]
-        if out.reconstruction is not None:
-            r = out.reconstruction[0].transpose(1, 2, 0) * np.asarray(m.preprocess.std) + np.asarray(m.preprocess.mean)
-            tiles.append(np.clip(r * 255, 0, 255).astype(np.uint8))
+        if scored.reconstruction is not None:
+            tiles.append(to_image(scored.reconstruction[0], m.preprocess))
         cal = m.calibration
         pixel_stats = cal.pixel if cal is not None else None
         tiles.append(heat_map(run.maps[i], pixel_stats))

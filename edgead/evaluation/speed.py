@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.io import list_images, read_image, resize
+from ..data.io import list_images, read_image
+from ..data.preprocess import resize
 from ..runtime.detector import Detector
 
 
@@ -31,7 +32,7 @@ def _frames(det: Detector, images: str | None, n: int) -> list[np.ndarray]:
             from ..errors import DataError
 
             raise DataError(f"no images in {images}")
-        return [resize(read_image(files[i % len(files)]), h) for i in range(n)]
+        return [resize(read_image(files[i % len(files)]), det.manifest.preprocess) for i in range(n)]
     rng = np.random.default_rng(0)
     return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
 
@@ -64,17 +65,16 @@ def benchmark(bundle: str | Path, backend: str = "auto", batch: int = 8, runs: i
     from tqdm.auto import tqdm
 
     det = Detector.load(bundle, backend=backend)
-    stages = type(det.pipeline).stages
+    stages = tuple(s.name for s in det.manifest.stages)
     frames = _frames(det, images, max(batch, 1))
     for b in sorted({1, batch}):
         _once(det, frames[:b])
     rss_runtime = peak_rss_mb()  # before PyTorch is imported: what a deployment pays
     engines = {"runtime": det}
     if checkpoint is not None:
-        from ..export.torch_backend import TorchBackend, torch_stages
+        from ..export.torch_backend import torch_backends
 
-        modules = torch_stages(checkpoint)
-        engines["pytorch"] = Detector(det.bundle, backends={s: TorchBackend(modules[s], det.bundle, s) for s in stages})
+        engines["pytorch"] = Detector(det.bundle, backends=torch_backends(checkpoint, det.bundle))
     report: dict = {
         "bundle": str(bundle), "method": det.method, "backend": det.backend_name,
         "image_size": list(det.image_size), "runs": runs, "machine": platform.machine(),

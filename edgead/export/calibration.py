@@ -25,9 +25,9 @@ def run_images(detector: Detector, paths: list[Path], batch: int = 4, progress: 
     maps, scores = [], []
     for i in tqdm(range(0, len(paths), batch), disable=not progress, desc=desc, unit="batch"):
         rgbs = [read_image(p) for p in paths[i:i + batch]]
-        m, s, _ = detector.score_maps(rgbs)
-        maps.append(m)
-        scores.append(s)
+        scored = detector.score_batch(rgbs)
+        maps.append(scored.maps)
+        scores.append(scored.scores)
     return np.concatenate(maps), np.concatenate(scores)
 
 

@@ -10,11 +10,26 @@ import onnx
 import torch
 
 from .. import __version__
+from ..contracts import StageContract
 from ..errors import ExportError
-from .stages import StageContract
 
 log = logging.getLogger(__name__)
 OPSET = 17
+
+
+def sample_inputs(contract: StageContract, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Random example inputs (batch >= 2: the dynamo exporter fixes a batch of 1).
+
+    An input named ``t`` is a timestep: integer values as float32, as the pipelines feed it.
+    """
+    out = []
+    for spec in contract.inputs:
+        shape = [batch if isinstance(d, str) else d for d in spec.shape]
+        if spec.name == "t":
+            out.append(torch.randint(0, 1000, shape, generator=generator).float())
+        else:
+            out.append(torch.randn(shape, generator=generator))
+    return tuple(out)
 
 
 def export_stage(
@@ -26,7 +41,7 @@ def export_stage(
     opset: int = OPSET,
 ) -> Path:
     module = module.eval().cpu()
-    inputs = contract.sample_inputs(example_batch, torch.Generator().manual_seed(0))
+    inputs = sample_inputs(contract, example_batch, torch.Generator().manual_seed(0))
     in_names = [s.name for s in contract.inputs]
     out_names = [s.name for s in contract.outputs]
     axes = {n: {0: "batch"} for n in in_names + out_names}

@@ -1,43 +1,39 @@
-"""Export of the PatchCore baseline: feature_extractor graph + memory bank, calibrated, checked."""
+"""The PatchCore baseline's part of the export flow: feature_extractor graph + memory bank."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 from safetensors.torch import load_file
 
-from ..bundle import BundleWriter, PatchCoreParams, Scoring
+from ..bundle import Scoring
 from ..errors import EdgeadError
-from .calibration import calibrate
-from .parity import check_parity
+from ..methods.patchcore import PatchCoreParams
+from .flow import MethodExport
+from .stages import feature_extractor_contract
 
 
-def export_patchcore(run_dir: Path, meta, config, ds, out, overwrite, progress, parity_images=None):
-    from ..training.patchcore import build_patch_features
-    from .exporter import _parity_images, _write_stage, add_sample_images, base_manifest
-    from .stages import feature_extractor_contract
+class PatchCoreExport(MethodExport):
+    def __init__(self, *args):
+        super().__init__(*args)
+        from ..training.patchcore import build_patch_features
 
-    bank_file = run_dir / "memory_bank.safetensors"
-    if not bank_file.is_file():
-        raise EdgeadError(f"{run_dir} has no memory_bank.safetensors; fit it with 'edgead train --method patchcore'")
-    bank = load_file(str(bank_file))["memory_bank"].numpy()
-    model = build_patch_features(config)
-    size = config.data.image_size
-    with BundleWriter(out, overwrite) as w:
-        _write_stage(w, model, feature_extractor_contract(size, model.channels, model.stride), "patchcore")
-        w.add_extra("memory_bank", bank.astype(np.float32))
-        add_sample_images(w, ds, size)
-        sigma = config.calibration.smoothing_sigma or 4.0  # PatchCore's Gaussian blur
-        manifest = base_manifest(config, w.stages, Scoring("max", sigma), meta, ds)
-        manifest.patchcore = PatchCoreParams(model.stride, config.patchcore.neighbourhood, int(bank.shape[0]))
-        manifest.extras = w.extras
-        staged = w.open_staged(manifest)
-        manifest.calibration = calibrate(staged, [s.path for s in ds.validation], config.calibration,
-                                         ds.validation_source, progress=progress)
-        staged = w.open_staged(manifest)
-        parity = check_parity({"feature_extractor": model}, staged, _parity_images(ds, parity_images),
-                              progress=progress)
-        manifest.provenance["export"]["parity"] = parity
-        bundle = w.commit(manifest)
-    return bundle, parity
+        bank_file = self.run_dir / "memory_bank.safetensors"
+        if not bank_file.is_file():
+            raise EdgeadError(f"{self.run_dir} has no memory_bank.safetensors; fit it with "
+                              "'edgead train --method patchcore'")
+        self.bank = load_file(str(bank_file))["memory_bank"].numpy().astype(np.float32)
+        self.model = build_patch_features(self.config)
+
+    def stages(self):
+        size = self.config.data.image_size
+        return {"feature_extractor": (self.model, feature_extractor_contract(size, self.model.channels,
+                                                                             self.model.stride))}
+
+    def extras(self):
+        return {"memory_bank": self.bank}
+
+    def params(self) -> PatchCoreParams:
+        return PatchCoreParams(self.model.stride, self.config.patchcore.neighbourhood, int(self.bank.shape[0]))
+
+    def scoring(self) -> Scoring:
+        return Scoring("max", self.config.patchcore.smoothing_sigma)

@@ -1,64 +1,32 @@
-"""Stage contracts (names, dtypes, dynamic axes, sample inputs) and one wrapper module per stage.
+"""Stage wrappers (one small ``nn.Module`` per stage, no monkeypatching) and the generic contracts.
 
-The runtime never reads this file: the contract is written into the bundle manifest and each
+The runtime never reads this file: contracts are written into the bundle manifest and each
 graph's metadata_props at export.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from ..bundle import TensorSpec
+from ..contracts import StageContract, TensorSpec, image_spec
 
 
-@dataclass(frozen=True)
-class StageContract:
-    name: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    description: str
-
-    def sample_inputs(self, batch: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
-        """Random example inputs (batch >= 2: the dynamo exporter fixes a batch of 1)."""
-        out = []
-        for spec in self.inputs:
-            shape = [batch if isinstance(d, str) else d for d in spec.shape]
-            if spec.name == "t":
-                out.append(torch.randint(0, 1000, shape, generator=generator).float())
-            else:
-                out.append(torch.randn(shape, generator=generator))
-        return tuple(out)
-
-
-def _img(name: str, size: int, channels: int = 3) -> TensorSpec:
-    return TensorSpec(name, "float32", ["batch", channels, size, size])
-
-
-def denoiser_step_contract(size: int) -> StageContract:
+def denoiser_step_contract(size: int | tuple[int, int], channels: int = 3, batch_factor: int = 1,
+                           description: str = "") -> StageContract:
     return StageContract(
         "denoiser_step",
-        (_img("x_t", size), TensorSpec("t", "float32", ["batch"])),
-        (_img("eps", size),),
-        "eps_theta(x_t, t): predicted noise; t is the timestep index as float32",
-    )
-
-
-def segmenter_contract(size: int) -> StageContract:
-    return StageContract(
-        "segmenter",
-        (_img("image", size), _img("reconstruction", size)),
-        (_img("mask", size, 1),),
-        "anomaly probability per pixel from concat(image, reconstruction), both in [-1, 1]",
+        (image_spec("x_t", size, channels), TensorSpec("t", "float32", ["batch"])),
+        (image_spec("eps", size, channels),),
+        description or "eps_theta(x_t, t): predicted noise; t is the timestep index as float32, one per sample",
+        batch_factor,
     )
 
 
 def feature_extractor_contract(size: int, channels: int, stride: int) -> StageContract:
     return StageContract(
         "feature_extractor",
-        (_img("image", size),),
+        (image_spec("image", size),),
         (TensorSpec("features", "float32", ["batch", channels, size // stride, size // stride]),),
         "patch features (ImageNet CNN, neighbourhood-averaged) at one stride",
     )

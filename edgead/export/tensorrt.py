@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 PINNED_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE")
 FP16_BLOCKED_OPS = ["InstanceNormalization", "GroupNormalization", "LayerNormalization", "Softmax",
                     "ReduceMean", "ReduceSum", "Pow", "Sqrt"]
-# how many graph samples a pipeline feeds a stage per frame (DiffusionAD batches x_ts and x_tb)
-BATCH_FACTOR = {("diffusionad", "denoiser_step"): 2}
 
 
 def network_flags(trt: Any, major: int) -> int:
@@ -183,7 +181,7 @@ def _build_all(trt, bundle: Bundle, tmp_dir: Path, directory: str, precision: st
                workspace_gb: float, max_batch: int, pin: bool) -> tuple[EngineSet, dict]:
     files, stages = [], {}
     for stage in bundle.manifest.stages:
-        factor = BATCH_FACTOR.get((bundle.method, stage.name), 1)
+        factor = stage.batch_factor  # graph samples per frame, from the stage contract
         plan, obtained, half, total = build_plan(trt, bundle.path(stage.file), stage.inputs, precision,
                                                  workspace_gb, max_batch * factor, pin_fp32=pin)
         header = EngineHeader(

@@ -13,7 +13,6 @@ import torch
 
 from ..bundle import Bundle
 from ..runtime.backends.base import Backend
-from ..training.checkpoint import read_checkpoint_meta
 
 
 class TorchBackend(Backend):
@@ -33,20 +32,12 @@ class TorchBackend(Backend):
         return {n: o.numpy() for n, o in zip(self.out_names, outs)}
 
 
-def diffusionad_stages(model) -> dict[str, torch.nn.Module]:
-    """The DiffusionAD networks as one module per exported stage."""
-    from .stages import DenoiserStep
-
-    return {"denoiser_step": DenoiserStep(model.denoiser), "segmenter": model.segmenter}
-
-
 def torch_stages(run_dir: str | Path) -> dict[str, torch.nn.Module]:
-    """The training run's networks as one module per exported stage."""
-    _, config = read_checkpoint_meta(run_dir)
-    if config.method == "diffusionad":
-        from ..training.diffusionad import load_diffusionad
+    """The training run's networks as one module per exported stage (any registered method)."""
+    from .flow import method_export
 
-        return diffusionad_stages(load_diffusionad(run_dir))
-    from ..training.patchcore import build_patch_features
+    return method_export(run_dir).torch_modules()
 
-    return {"feature_extractor": build_patch_features(config)}
+
+def torch_backends(run_dir: str | Path, bundle: Bundle) -> dict[str, Backend]:
+    return {stage: TorchBackend(module, bundle, stage) for stage, module in torch_stages(run_dir).items()}

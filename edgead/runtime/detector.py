@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,11 +21,12 @@ import cv2
 import numpy as np
 
 from ..bundle import Bundle, Stats, load_bundle
+from ..data.preprocess import to_batch
 from ..errors import BundleError, InputError
 from .backends import Backend, BackendChoice, choose_backend, open_stage
 from .pipelines import pipeline_class
-from .preprocess import as_rgb, to_batch
-from .scoring import image_scores, normalise, smooth
+from .preprocess import as_rgb
+from .scoring import PostProcessor
 
 log = logging.getLogger(__name__)
 Color = Literal["bgr", "rgb"]
@@ -76,6 +78,19 @@ class Result:
         }
 
 
+@dataclass
+class ScoredBatch:
+    """What ``Detector.score_batch`` returns: maps at model resolution before any decision."""
+
+    maps: np.ndarray
+    """float32 [B, h, w] smoothed anomaly maps."""
+    scores: np.ndarray
+    """float64 [B] raw image scores."""
+    timings_ms: dict[str, float]
+    reconstruction: np.ndarray | None = None
+    """float32 [B, 3, h, w] in the model's input space, for methods that reconstruct."""
+
+
 class Detector:
     """Runs a bundle on images: pre-processing, the method's stages, scoring and decision."""
 
@@ -93,20 +108,27 @@ class Detector:
             raise BundleError(f"bundle {bundle.root} is not calibrated; re-export it with 'edgead export'")
         self.bundle = bundle
         self.manifest = bundle.manifest
-        cls = pipeline_class(bundle)
+        self.postprocess = PostProcessor(bundle.manifest.scoring, bundle.manifest.calibration)
+        stages = [s.name for s in bundle.manifest.stages]
         if backends is not None:
+            if sorted(backends) != sorted(stages):
+                raise BundleError(f"backends given for {sorted(backends)}, the bundle has the stages {stages}")
             self.choice = BackendChoice(next(iter(backends.values())).name, "given")
             self.backends = dict(backends)
         else:
             self.choice = choose_backend(backend, bundle)
             self.backends = {}
             try:
-                for stage in cls.stages:
+                for stage in stages:
                     self.backends[stage] = open_stage(self.choice, bundle, stage, threads=threads, device=device)
             except Exception:
                 self.close()
                 raise
-        self.pipeline = cls(bundle, self.backends)
+        try:
+            self.pipeline = pipeline_class(bundle)(bundle, self.backends)
+        except Exception:
+            self.close()
+            raise
         log.info("backend %s (%s)", self.choice.name, self.choice.reason)
 
     @classmethod
@@ -138,8 +160,7 @@ class Detector:
 
     @property
     def threshold(self) -> float:
-        cal = self.manifest.calibration
-        return float("nan") if cal is None else cal.image.threshold
+        return self.postprocess.threshold
 
     # -- inference --------------------------------------------------------------------------
     def predict(self, image: np.ndarray | str | Path, color: Color = "bgr", keep_image: bool = True) -> Result:
@@ -162,45 +183,66 @@ class Detector:
         """Fast path for already-converted uint8 RGB frames (used by streams)."""
         return self._infer(rgbs, [None] * len(rgbs), time.perf_counter(), keep_image)
 
-    def score_maps(self, rgbs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    def score_batch(self, rgbs: list[np.ndarray]) -> ScoredBatch:
         """Smoothed maps at model resolution, raw image scores and per-part timings (ms).
 
         Needs no calibration: export uses it to calibrate.
         """
-        m = self.manifest
         t0 = time.perf_counter()
-        x = to_batch(rgbs, m.preprocess)
+        x = to_batch(rgbs, self.manifest.preprocess)
         t1 = time.perf_counter()
         out = self.pipeline.run(x)
         t2 = time.perf_counter()
-        maps = smooth(out.maps, m.scoring.smoothing_sigma)
-        top_k = m.diffusionad.top_k if m.diffusionad is not None else 1
-        scores = image_scores(maps, m.scoring.image_score, top_k)
+        maps = self.postprocess.maps(out.maps)
+        scores = self.postprocess.scores(maps)
         t3 = time.perf_counter()
         timings = {"preprocess": (t1 - t0) * 1e3, **out.timings_ms, "postprocess": (t3 - t2) * 1e3}
-        return maps, scores, timings
+        return ScoredBatch(maps, scores, timings, out.reconstruction)
+
+    @contextmanager
+    def record_stages(self) -> Iterator[list[tuple[str, dict[str, np.ndarray], dict[str, np.ndarray]]]]:
+        """Collect (stage, feeds, outputs) copies of every stage call made inside the block."""
+        calls: list[tuple[str, dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+
+        def observe(stage: str, feeds: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> None:
+            calls.append((stage, {k: v.copy() for k, v in feeds.items()}, {k: v.copy() for k, v in out.items()}))
+
+        self.pipeline.observers.append(observe)
+        try:
+            yield calls
+        finally:
+            self.pipeline.observers.remove(observe)
+
+    def run_stage(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One stage's backend on the given feeds (for comparisons; pipelines run stages themselves)."""
+        if stage not in self.backends:
+            raise BundleError(f"bundle has no stage {stage!r}; it has {', '.join(self.backends)}")
+        return self.backends[stage].run(feeds)
 
     def _infer(self, rgbs: list[np.ndarray], sources: list[str | None], t0: float, keep_image: bool) -> list[Result]:
         cal = self.manifest.calibration
         if cal is None:
             raise BundleError(f"bundle {self.bundle.root} is not calibrated; re-export it with 'edgead export'")
         t_in = time.perf_counter()
-        maps, scores, timings = self.score_maps(rgbs)
+        scored = self.score_batch(rgbs)
+        timings = scored.timings_ms
         t_post = time.perf_counter()
-        norm = normalise(scores, cal.image)
+        post = self.postprocess
+        norm = post.normalised(scored.scores)
+        anomalous = post.is_anomalous(scored.scores)
         results = []
         for i, rgb in enumerate(rgbs):
             h, w = rgb.shape[:2]
-            amap = maps[i]
+            amap = scored.maps[i]
             if amap.shape != (h, w):
                 amap = cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR)
             results.append(
                 Result(
-                    score=float(scores[i]),
+                    score=float(scored.scores[i]),
                     normalised_score=float(norm[i]),
-                    is_anomalous=bool(scores[i] > cal.image.threshold),
+                    is_anomalous=bool(anomalous[i]),
                     anomaly_map=amap,
-                    mask=amap > cal.pixel.threshold,
+                    mask=post.pixel_mask(amap),
                     threshold=cal.image.threshold,
                     latency_ms={},
                     image=rgb if keep_image else None,
@@ -209,7 +251,7 @@ class Detector:
                 )
             )
         t_end = time.perf_counter()
-        # image decoding / colour conversion before score_maps counts as pre-processing
+        # image decoding / colour conversion before score_batch counts as pre-processing
         timings["preprocess"] += (t_in - t0) * 1e3
         timings["postprocess"] += (t_end - t_post) * 1e3
         timings["total"] = (t_end - t0) * 1e3

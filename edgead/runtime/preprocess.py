@@ -1,21 +1,18 @@
-"""Pre-processing declared by the bundle (timm-style): resize, scale, normalise, NCHW float32.
+"""Images handed to the runtime -> uint8 RGB, by their declared type and channel order.
 
 Images arrive as uint8 (HxW, HxWx3 or HxWx4) in a declared channel order; nothing is guessed
-from pixel values, so a dark and a bright frame take the same path.
+from pixel values, so a dark and a bright frame take the same path. The model input is then
+made by ``edgead.data.preprocess`` (the definition training uses too).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from ..bundle import Preprocess
 from ..data.io import read_image, to_rgb_uint8
 from ..errors import DataError, InputError
-
-INTERPOLATION = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}
 
 
 def as_rgb(image: np.ndarray | str | Path, color: str = "bgr") -> np.ndarray:
@@ -42,17 +39,3 @@ def as_rgb(image: np.ndarray | str | Path, color: str = "bgr") -> np.ndarray:
         return to_rgb_uint8(image, "image", color)
     except DataError as exc:
         raise InputError(str(exc)) from None
-
-
-def to_input(rgb: np.ndarray, spec: Preprocess) -> np.ndarray:
-    """uint8 RGB HxWx3 -> float32 [3, H, W] as the graphs expect."""
-    h, w = spec.image_size
-    if rgb.shape[:2] != (h, w):
-        rgb = cv2.resize(rgb, (w, h), interpolation=INTERPOLATION[spec.interpolation])
-    x = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
-    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
-
-
-def to_batch(images: list[np.ndarray], spec: Preprocess) -> np.ndarray:
-    return np.stack([to_input(im, spec) for im in images])

@@ -1,4 +1,6 @@
-"""Post-processing in numpy/OpenCV: smoothing, image scores, calibration and normalisation.
+"""Post-processing in numpy/OpenCV (anomalib's ``PostProcessor`` idea): anomaly maps -> image scores,
+normalised scores, decisions and pixel masks, all from the bundle manifest's ``scoring`` and
+``calibration`` sections. ``Detector`` holds no method knowledge: it asks a ``PostProcessor``.
 
 Normalisation follows anomalib's min-max convention so that the threshold maps to 0.5:
 
@@ -12,11 +14,16 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..bundle import Stats
+from ..bundle import Calibration, Scoring, Stats
+
+IMAGE_SCORES = ("max", "top_k_mean", "pooled_max")
 
 
 def smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of each [H, W] map (kernel 2*round(4 sigma)+1, as scipy's default truncate)."""
+    """Gaussian blur of each [H, W] map (kernel 2*round(4 sigma)+1, as scipy's default truncate).
+
+    Border: OpenCV's BORDER_REFLECT (abc|cba), which is scipy.ndimage's ``reflect`` mode.
+    """
     if sigma <= 0:
         return maps
     k = 2 * int(round(4 * sigma)) + 1
@@ -31,12 +38,25 @@ def top_k_mean(maps: np.ndarray, k: int) -> np.ndarray:
     return top.astype(np.float64).mean(axis=1)
 
 
-def image_scores(maps: np.ndarray, rule: str, top_k: int = 1) -> np.ndarray:
+def pooled_max(maps: np.ndarray, pool: int) -> np.ndarray:
+    """Max of each map after a pool x pool average pool, stride 1, no padding (DiAD's image score)."""
+    out = []
+    for m in maps:
+        p = min(pool, *m.shape)
+        s = cv2.integral(m.astype(np.float64))  # (H+1, W+1) summed-area table
+        window = s[p:, p:] - s[:-p, p:] - s[p:, :-p] + s[:-p, :-p]
+        out.append(window.max() / (p * p))
+    return np.asarray(out, np.float64)
+
+
+def image_scores(maps: np.ndarray, rule: str, top_k: int = 1, pool: int = 1) -> np.ndarray:
     if rule == "top_k_mean":
         return top_k_mean(maps, top_k)
     if rule == "max":
         return maps.reshape(maps.shape[0], -1).max(axis=1).astype(np.float64)
-    raise ValueError(f"image_score must be one of 'top_k_mean', 'max'; got {rule!r}")
+    if rule == "pooled_max":
+        return pooled_max(maps, pool)
+    raise ValueError(f"image_score must be one of {', '.join(map(repr, IMAGE_SCORES))}; got {rule!r}")
 
 
 def fit_stats(values: np.ndarray, k_sigma: float, lower: float | None = None) -> Stats:
@@ -57,3 +77,39 @@ def fit_stats(values: np.ndarray, k_sigma: float, lower: float | None = None) ->
 def normalise(values: np.ndarray | float, stats: Stats) -> np.ndarray:
     span = max(stats.max - stats.min, 1e-12)
     return np.clip((np.asarray(values, np.float64) - stats.threshold) / span + 0.5, 0.0, 1.0)
+
+
+class PostProcessor:
+    """Maps -> smoothed maps and image scores; scores -> normalised scores and decisions."""
+
+    def __init__(self, scoring: Scoring, calibration: Calibration | None = None):
+        if scoring.image_score not in IMAGE_SCORES:
+            raise ValueError(f"image_score must be one of {IMAGE_SCORES}; got {scoring.image_score!r}")
+        self.scoring, self.calibration = scoring, calibration
+
+    def maps(self, raw: np.ndarray) -> np.ndarray:
+        return smooth(raw, self.scoring.smoothing_sigma)
+
+    def scores(self, maps: np.ndarray) -> np.ndarray:
+        s = self.scoring
+        return image_scores(maps, s.image_score, s.top_k, s.pool)
+
+    @property
+    def threshold(self) -> float:
+        return float("nan") if self.calibration is None else self.calibration.image.threshold
+
+    def normalised(self, scores: np.ndarray) -> np.ndarray:
+        return normalise(scores, self._cal().image)
+
+    def is_anomalous(self, scores: np.ndarray) -> np.ndarray:
+        return np.asarray(scores) > self._cal().image.threshold
+
+    def pixel_mask(self, anomaly_map: np.ndarray) -> np.ndarray:
+        return anomaly_map > self._cal().pixel.threshold
+
+    def _cal(self) -> Calibration:
+        if self.calibration is None:
+            from ..errors import BundleError
+
+            raise BundleError("the bundle is not calibrated; re-export it with 'edgead export'")
+        return self.calibration

@@ -16,27 +16,9 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..errors import BundleError
-from .backends.base import Backend
 from .detector import Detector
 
 TOLERANCES = {"fp32": {"atol": 1e-3, "rtol": 1e-3}, "fp16": {"atol": 5e-2, "rtol": 2e-2}}
-
-
-class RecordingBackend(Backend):
-    """Wraps a backend and keeps copies of every feed and output (reference side)."""
-
-    def __init__(self, inner: Backend):
-        super().__init__(inner.path, inner.inputs, inner.outputs)
-        self.inner, self.name = inner, inner.name
-        self.calls: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
-
-    def _run(self, feeds):
-        out = self.inner.run(feeds)
-        self.calls.append(({k: v.copy() for k, v in feeds.items()}, {k: v.copy() for k, v in out.items()}))
-        return out
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 @dataclass
@@ -138,24 +120,19 @@ def validate(detector: Detector, images: Iterable[np.ndarray], precision: str = 
     bundle = detector.bundle
     tol = tolerance or TOLERANCES[precision]
     ref = reference or Detector(bundle, backend="onnxruntime-cpu", require_calibration=False)
-    inner = ref.backends
-    recorders = {k: RecordingBackend(v) for k, v in inner.items()}
-    ref.pipeline.backends = ref.backends = recorders
     worst: dict[tuple[str, str], OutputCheck] = {}  # one line per stage output: worst over all calls
     ref_scores, test_scores = [], []
     try:
         for im in tqdm(images, disable=not progress, desc="validate", unit="image",
                        total=len(names) if names is not None else None):
-            ref_scores.append(ref.score_maps([im])[1][0])
-            test_scores.append(detector.score_maps([im])[1][0])
-            for stage, rec in recorders.items():
-                for feeds, outs in rec.calls:
-                    got = detector.backends[stage].run(feeds)
-                    for c in compare_outputs(stage, got, outs, tol["atol"], tol["rtol"]):
-                        worst[(c.stage, c.output)] = _worst(worst.get((c.stage, c.output)), c)
-                rec.calls.clear()  # compared per image: memory stays flat over many images
+            with ref.record_stages() as calls:
+                ref_scores.append(ref.score_batch([im]).scores[0])
+            test_scores.append(detector.score_batch([im]).scores[0])
+            for stage, feeds, outs in calls:  # compared per image: memory stays flat over many images
+                got = detector.run_stage(stage, feeds)
+                for c in compare_outputs(stage, got, outs, tol["atol"], tol["rtol"]):
+                    worst[(c.stage, c.output)] = _worst(worst.get((c.stage, c.output)), c)
     finally:
-        ref.pipeline.backends = ref.backends = inner
         if reference is None:
             ref.close()
     if not ref_scores:
@@ -173,10 +150,11 @@ def validate(detector: Detector, images: Iterable[np.ndarray], precision: str = 
     return report
 
 
-def images_from(folder: str | Path, size: int, limit: int = 16) -> list[np.ndarray]:
-    from ..data.io import list_images, read_image, resize
+def images_from(folder: str | Path, limit: int = 16) -> list[np.ndarray]:
+    """Up to ``limit`` images of a folder, as read (the pipeline resizes them)."""
+    from ..data.io import list_images, read_image
 
     files = list_images(folder)[:limit]
     if not files:
         raise BundleError(f"no images in {folder}")
-    return [resize(read_image(f), size) for f in files]
+    return [read_image(f) for f in files]

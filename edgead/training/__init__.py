@@ -1,1 +1,21 @@
-"""PyTorch training (needs ``pip install "edgead[train]"``); never imported by the runtime."""
+"""PyTorch training (needs ``pip install "edgead[train]"``); never imported by the runtime.
+
+Shared pieces live here (checkpoints, the optimisation loop, device-resident training images,
+the ImageNet backbone); each method's networks and trainer live in a folder of their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import ExperimentConfig
+from ..errors import ConfigError
+
+
+def train(config: ExperimentConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train ``config.method`` into ``run_dir`` through the method registry."""
+    from ..methods import get_method
+
+    if config.data.path is None:
+        raise ConfigError("no training data: pass --data DIR or set data.path in the config")
+    return get_method(config.method).load("trainer")(config, Path(run_dir), resume=resume, progress=progress)

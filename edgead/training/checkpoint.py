@@ -12,7 +12,7 @@ half-written checkpoint behind.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,21 @@ from ..errors import ConfigError, EdgeadError
 
 CONFIG_FILE = "config.yaml"
 STATE_FILE = "trainer_state.pt"
+
+
+def migrate_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """Configurations written by edgead 0.1 in today's layout (keys that moved or were retired)."""
+    raw = dict(raw)
+    if "schedule" in raw:  # 0.1: one top-level schedule, DiffusionAD's
+        raw.setdefault("diffusionad", {})["schedule"] = raw.pop("schedule")
+    weights = raw.get("patchcore", {}).pop("weights", None)
+    if weights is not None:
+        raw.setdefault("backbone", {})["weights"] = weights
+    sigma = raw.get("calibration", {}).pop("smoothing_sigma", None)
+    if sigma:  # 0.1 kept the map smoothing with the calibration
+        raw.setdefault(raw.get("method", "diffusionad"), {})["smoothing_sigma"] = sigma
+    raw.get("train", {}).pop("num_workers", None)  # 0.1's loader workers (synthesis now runs on the device)
+    return raw
 
 
 def _atomic(path: Path, write) -> None:
@@ -46,7 +61,7 @@ def save_checkpoint(
     meta = {
         "edgead_version": __version__,
         "method": config.method,
-        "network": to_dict(asdict(network)) if network is not None else None,
+        "network": to_dict(asdict(network) if is_dataclass(network) else network) if network is not None else None,
         "config": to_dict(config),
         **(extra or {}),
     }
@@ -58,16 +73,19 @@ def save_checkpoint(
     _atomic(run_dir / CONFIG_FILE, lambda p: p.write_text(yaml.safe_dump(meta, sort_keys=False)))
 
 
-def read_checkpoint_meta(run_dir: str | Path) -> tuple[dict[str, Any], ExperimentConfig]:
+def read_checkpoint_meta(run_dir: str | Path, method: str | None = None) -> tuple[dict[str, Any], ExperimentConfig]:
+    """The run's metadata and configuration; ``method`` (if given) must be the run's method."""
     d = Path(run_dir)
     f = d / CONFIG_FILE
     if not f.is_file():
         raise EdgeadError(f"{d} is not a training run: {CONFIG_FILE} is missing (train with 'edgead train')")
     try:
-        meta = yaml.safe_load(f.read_text())
-        config = from_dict(ExperimentConfig, meta["config"]).validate()
-    except (yaml.YAMLError, KeyError, TypeError, ConfigError) as exc:
+        meta = yaml.safe_load(f.read_bytes().decode("utf-8"))
+        config = from_dict(ExperimentConfig, migrate_config(meta["config"])).validate()
+    except (yaml.YAMLError, UnicodeDecodeError, KeyError, TypeError, AttributeError, ConfigError) as exc:
         raise EdgeadError(f"{f} is corrupt: {exc}") from None
+    if method is not None and config.method != method:
+        raise EdgeadError(f"{d} holds a {config.method} model, not {method}")
     return meta, config
 
 
@@ -84,4 +102,31 @@ def load_weights(run_dir: Path, name: str, module: torch.nn.Module) -> torch.nn.
 
 def load_trainer_state(run_dir: Path) -> dict[str, Any] | None:
     f = Path(run_dir) / STATE_FILE
-    return torch.load(f, map_location="cpu", weights_only=True) if f.is_file() else None
+    if not f.is_file():
+        return None
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise EdgeadError(f"cannot load {f}: {exc} (the run cannot be resumed; train into a new --out)") from None
+
+
+def open_run(run_dir: Path, config: ExperimentConfig, resume: bool) -> dict[str, Any] | None:
+    """Refuse to overwrite a run; on resume, its trainer state (the configuration is the run's own)."""
+    has_run = (run_dir / CONFIG_FILE).is_file()
+    if has_run and not resume:
+        raise EdgeadError(
+            f"{run_dir} already holds a training run; pass --resume to continue it "
+            "or choose another --out (nothing was overwritten)"
+        )
+    if not resume:
+        return None
+    if not has_run:
+        raise EdgeadError(f"--resume: {run_dir} holds no training run to continue")
+    _, stored = read_checkpoint_meta(run_dir)
+    if (stored.method, stored.model, stored.data.image_size) != (config.method, config.model, config.data.image_size):
+        raise EdgeadError(f"--resume: {run_dir} was trained with another method, model or image size; "
+                          "resume with the run's configuration (edgead train --out RUN --resume)")
+    state = load_trainer_state(run_dir)
+    if state is None:
+        raise EdgeadError(f"--resume: {run_dir} has no {STATE_FILE} (optimiser state); it cannot be continued")
+    return state

@@ -78,9 +78,9 @@ class TensorRTBackend(Backend):
         path: Path,
         inputs: list[TensorSpec],
         outputs: list[TensorSpec],
+        bundle_root: Path,
         device: int = 0,
         cuda_graph: bool = False,
-        bundle_root: Path | None = None,
     ):
         super().__init__(path, inputs, outputs)
         trt = trt_module()
@@ -89,7 +89,7 @@ class TensorRTBackend(Backend):
         self.trt, self.cuda = trt, cuda
         self.cuda.wrapper().check(self.cuda.wrapper().handle.cudaSetDevice(device))
         header, blob = read_engine(path)
-        check_engine_header(header, path, bundle_root or Path(path).parents[2], local_gpu(device), trt_version(trt))
+        check_engine_header(header, path, bundle_root, local_gpu(device), trt_version(trt))
         self.header = header
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 from ...bundle import Bundle
-from ...errors import BundleError
 from .base import Pipeline, PipelineOutput
 
 
 def pipeline_class(bundle: Bundle) -> type[Pipeline]:
-    method = bundle.manifest.method
-    if method == "diffusionad":
-        from .diffusionad import DiffusionADPipeline
+    """The runtime pipeline the method registry names for this bundle's method."""
+    from ...methods import get_method
 
-        return DiffusionADPipeline
-    if method == "patchcore":
-        from .patchcore import PatchCorePipeline
-
-        return PatchCorePipeline
-    raise BundleError(f"no runtime pipeline for method {method!r}; valid: diffusionad, patchcore")
+    return get_method(bundle.manifest.method).load("pipeline")
 
 
 __all__ = ["Pipeline", "PipelineOutput", "pipeline_class"]

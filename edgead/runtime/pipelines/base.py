@@ -1,15 +1,21 @@
-"""The pipeline contract: float32 NCHW input batch -> anomaly maps at model resolution."""
+"""The pipeline contract: float32 NCHW input batch -> anomaly maps at model resolution.
+
+A pipeline runs its stages through ``self.stage(name, feeds, timings)``: that is where the
+timings are taken and where observers (``Detector.record_stages``) see every feed and output.
+"""
 
 from __future__ import annotations
 
 import time
-from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ...bundle import Bundle
 from ..backends import Backend
+
+StageObserver = Callable[[str, dict[str, np.ndarray], dict[str, np.ndarray]], None]
 
 
 @dataclass
@@ -21,18 +27,20 @@ class PipelineOutput:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
-class Pipeline(ABC):
-    stages: tuple[str, ...] = ()
-
+class Pipeline:
     def __init__(self, bundle: Bundle, backends: dict[str, Backend]):
         self.bundle = bundle
         self.backends = backends
+        self.params = bundle.manifest.params
+        self.observers: list[StageObserver] = []
 
-    def _timed(self, timings: dict[str, float], stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def stage(self, name: str, feeds: dict[str, np.ndarray], timings: dict[str, float]) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
-        out = self.backends[stage].run(feeds)
-        timings[stage] = timings.get(stage, 0.0) + (time.perf_counter() - t0) * 1e3
+        out = self.backends[name].run(feeds)
+        timings[name] = timings.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
+        for observe in self.observers:
+            observe(name, feeds, out)
         return out
 
-    @abstractmethod
-    def run(self, x: np.ndarray) -> PipelineOutput: ...
+    def run(self, x: np.ndarray) -> PipelineOutput:
+        raise NotImplementedError

@@ -20,17 +20,17 @@ from .base import Pipeline, PipelineOutput
 
 
 class DiffusionADPipeline(Pipeline):
-    stages = ("denoiser_step", "segmenter")
-
     def __init__(self, bundle: Bundle, backends: dict[str, Backend]):
         super().__init__(bundle, backends)
-        p = bundle.manifest.diffusionad
-        if p is None:
-            raise BundleError(f"bundle {bundle.root} has no diffusionad section")
-        self.params = p
+        p = self.params
         self.scheduler = NormGuidedOneStepScheduler(p.alpha_bar_s, p.alpha_bar_b, p.guidance_w)
+        h, w = bundle.manifest.preprocess.image_size
         self.noise_s = bundle.extra("noise_s").astype(np.float32)
         self.noise_b = bundle.extra("noise_b").astype(np.float32)
+        for name, noise in (("noise_s", self.noise_s), ("noise_b", self.noise_b)):
+            if noise.shape != (1, 3, h, w):
+                raise BundleError(f"bundle {bundle.root}: extra {name} has shape {noise.shape}, "
+                                  f"the manifest's image size needs (1, 3, {h}, {w})")
 
     def run(self, x: np.ndarray) -> PipelineOutput:
         timings: dict[str, float] = {}
@@ -40,10 +40,10 @@ class DiffusionADPipeline(Pipeline):
         x_t = np.concatenate([x_ts, x_tb])
         t = np.array([self.params.t_s] * b + [self.params.t_b] * b, dtype=np.float32)
         orchestration = time.perf_counter() - t0
-        eps = self._timed(timings, "denoiser_step", {"x_t": x_t, "t": t})["eps"]
+        eps = self.stage("denoiser_step", {"x_t": x_t, "t": t}, timings)["eps"]
         t1 = time.perf_counter()
         x0_hat = self.scheduler.step(x_ts, x_tb, eps[:b], eps[b:]).astype(np.float32)
         orchestration += time.perf_counter() - t1
-        mask = self._timed(timings, "segmenter", {"image": x, "reconstruction": x0_hat})["mask"]
+        mask = self.stage("segmenter", {"image": x, "reconstruction": x0_hat}, timings)["mask"]
         timings["orchestration"] = orchestration * 1e3
         return PipelineOutput(np.ascontiguousarray(mask[:, 0], dtype=np.float32), x0_hat, timings)

@@ -15,18 +15,19 @@ from .base import Pipeline, PipelineOutput
 
 
 class PatchCorePipeline(Pipeline):
-    stages = ("feature_extractor",)
-
     def __init__(self, bundle: Bundle, backends: dict[str, Backend]):
         super().__init__(bundle, backends)
-        if bundle.manifest.patchcore is None:
-            raise BundleError(f"bundle {bundle.root} has no patchcore section")
-        self.scorer = NearestNeighbourScorer(bundle.extra("memory_bank"))
+        bank = bundle.extra("memory_bank")
+        channels = bundle.manifest.stage("feature_extractor").outputs[0].shape[1]
+        if bank.ndim != 2 or bank.shape != (self.params.memory_bank_size, channels):
+            raise BundleError(f"bundle {bundle.root}: memory bank has shape {bank.shape}, the manifest "
+                              f"declares ({self.params.memory_bank_size}, {channels})")
+        self.scorer = NearestNeighbourScorer(bank)
         self.size = tuple(bundle.manifest.preprocess.image_size)
 
     def run(self, x: np.ndarray) -> PipelineOutput:
         timings: dict[str, float] = {}
-        feats = self._timed(timings, "feature_extractor", {"image": x})["features"]
+        feats = self.stage("feature_extractor", {"image": x}, timings)["features"]
         t0 = time.perf_counter()
         d = self.scorer.distances(feats)
         h, w = self.size

@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from ..config import ModelConfig
-from ..errors import ConfigError
+from ...config import ModelConfig
+from ...errors import ConfigError
 
 
 @dataclass(frozen=True)

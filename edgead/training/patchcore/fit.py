@@ -18,12 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ExperimentConfig
-from ..data.datasets import load_dataset
-from ..errors import ConfigError, EdgeadError
-from .backbone import FEATURE_CHANNELS, FEATURE_STRIDES, load_backbone
-from .checkpoint import save_checkpoint
-from .diffusionad import load_images, to_tensor
+from ...config import ExperimentConfig
+from ...data.datasets import load_dataset
+from ...data.preprocess import Preprocess
+from ...errors import EdgeadError
+from ..backbone import FEATURE_CHANNELS, FEATURE_STRIDES, load_backbone
+from ..checkpoint import save_checkpoint
+from ..data import load_images, numpy_batch
 
 log = logging.getLogger(__name__)
 
@@ -80,26 +81,26 @@ def greedy_coreset(x: torch.Tensor, n: int, seed: int = 0, projection_dim: int =
 
 def build_patch_features(config: ExperimentConfig) -> PatchFeatures:
     p = config.patchcore
-    return PatchFeatures(load_backbone(p.weights), p.layers, p.neighbourhood).eval()
+    return PatchFeatures(load_backbone(config.backbone.weights), p.layers, p.neighbourhood).eval()
 
 
 @torch.no_grad()
-def extract(model: PatchFeatures, images: np.ndarray, batch: int = 8) -> torch.Tensor:
-    out = [model(to_tensor(images[i:i + batch])) for i in range(0, len(images), batch)]
+def extract(model: nn.Module, images: np.ndarray, spec: Preprocess, batch: int = 8) -> torch.Tensor:
+    out = [model(numpy_batch(images[i:i + batch], spec)) for i in range(0, len(images), batch)]
     return torch.cat(out)
 
 
-def fit_patchcore(config: ExperimentConfig, run_dir: str | Path, progress: bool = True) -> dict:
-    if config.data.path is None:
-        raise ConfigError("no training data: pass --data DIR or set data.path in the config")
+def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progress: bool = True) -> dict:
+    """Fit the memory bank (no optimisation, so nothing to resume)."""
     run = Path(run_dir)
     if (run / "config.yaml").is_file():
         raise EdgeadError(f"{run} already holds a training run; choose another --out (nothing was overwritten)")
     t0 = time.perf_counter()
     ds = load_dataset(config.data.path, config.data.validation_fraction, config.data.split_seed)
     model = build_patch_features(config)
-    images = load_images([s.path for s in ds.train], config.data.image_size)
-    feats = extract(model, images)  # [N, C, h, w]
+    spec = Preprocess.for_size(config.data.image_size)
+    images = load_images([s.path for s in ds.train], spec)
+    feats = extract(model, images, spec)  # [N, C, h, w]
     patches = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
     n = max(1, int(round(patches.shape[0] * config.patchcore.coreset_fraction)))
     idx = greedy_coreset(patches, n, seed=config.train.seed, progress=progress)

@@ -1,0 +1,156 @@
+"""``edgead export RUN``: one flow for every method — training run -> calibrated, parity-checked bundle.
+
+    write stages (ONNX, checked, contract stamped) -> write extras -> method statistics
+    -> calibrate on anomaly-free validation images -> parity against PyTorch -> commit
+
+A method contributes a ``MethodExport`` (registered in ``edgead.methods``): its stage modules
+with their contracts, its extras, its manifest parameters and its scoring. Calibration and
+parity run through the runtime itself. The bundle appears at ``out`` only when every step passed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import platform
+import random
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..bundle import SCHEMA_VERSION, Bundle, BundleWriter, Manifest, Scoring
+from ..config import ExperimentConfig, to_dict
+from ..contracts import StageContract
+from ..data.datasets import AnomalyDataset, load_dataset
+from ..data.io import read_image
+from ..data.preprocess import Preprocess, resize
+from ..errors import DataError, ExportError
+from ..methods import get_method
+from ..training.checkpoint import read_checkpoint_meta
+from .calibration import calibrate
+from .onnx_export import OPSET, export_stage
+
+log = logging.getLogger(__name__)
+
+
+class MethodExport(ABC):
+    """One method's part of the export flow (PyTorch side)."""
+
+    def __init__(self, run_dir: Path, meta: dict[str, Any], config: ExperimentConfig):
+        self.run_dir, self.meta, self.config = Path(run_dir), meta, config
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return Preprocess.for_size(self.config.data.image_size)
+
+    @abstractmethod
+    def stages(self) -> dict[str, tuple[torch.nn.Module, StageContract]]:
+        """Stage name -> (module computing it, its contract), in pipeline order."""
+
+    def extras(self) -> dict[str, np.ndarray]:
+        """Arrays the runtime pipeline needs besides the graphs."""
+        return {}
+
+    @abstractmethod
+    def params(self) -> Any:
+        """The manifest's method parameters (an instance of the method's ``params`` dataclass)."""
+
+    @abstractmethod
+    def scoring(self) -> Scoring:
+        """How the runtime turns the method's anomaly map into an image score."""
+
+    def fit_statistics(self, bundle: Bundle, images: list[Path], progress: bool = False) -> None:
+        """Statistics the pipeline needs from anomaly-free images before calibration (default: none).
+
+        Runs on the staged bundle through the runtime; updates ``bundle.manifest.params``.
+        """
+
+    def torch_modules(self) -> dict[str, torch.nn.Module]:
+        return {name: module for name, (module, _) in self.stages().items()}
+
+
+def method_export(run_dir: str | Path) -> MethodExport:
+    """The export hooks of the training run in ``run_dir``."""
+    meta, config = read_checkpoint_meta(run_dir)
+    return get_method(config.method).load("exporter")(Path(run_dir), meta, config)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _parity_images(ds: AnomalyDataset, n: int | None, seed: int = 0) -> list[Path]:
+    """Validation images first, then test images (verification only, nothing is fitted)."""
+    pool = [s.path for s in ds.validation] + [s.path for s in ds.test]
+    if n is None or n >= len(pool):
+        return pool
+    return sorted(random.Random(seed).sample(pool, n))
+
+
+def _dataset(config: ExperimentConfig, data: str | None) -> AnomalyDataset:
+    root = data or config.data.path
+    if root is None:
+        raise DataError("no dataset for calibration: pass --data DIR")
+    return load_dataset(root, config.data.validation_fraction, config.data.split_seed)
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+
+    return {"torch": str(torch.__version__), "onnx": str(onnx.__version__),
+            "onnxruntime": str(onnxruntime.__version__), "python": platform.python_version()}
+
+
+def export_run(
+    run_dir: str | Path,
+    out: str | Path,
+    overwrite: bool = False,
+    data: str | None = None,
+    parity_images: int | None = 32,
+    progress: bool = True,
+) -> tuple[Bundle, dict]:
+    hooks = method_export(run_dir)
+    config, spec = hooks.config, get_method(hooks.config.method)
+    ds = _dataset(config, data)
+    stages = hooks.stages()
+    if list(stages) != list(spec.stages):
+        raise ExportError(f"the {spec.name} exporter produced the stages {list(stages)}, "
+                          f"its registration declares {list(spec.stages)}")
+    with BundleWriter(out, overwrite) as w:
+        for module, contract in stages.values():
+            export_stage(module, contract, w.graph_path(contract.name), spec.name)
+            w.add_stage(contract, OPSET)
+        for name, array in hooks.extras().items():
+            w.add_extra(name, array)
+        pre = hooks.preprocess
+        samples = [resize(read_image(s.path), pre) for s in ds.validation[:8]]
+        if samples:  # for validating engines on the device without the data set
+            w.add_extra("sample_images", np.stack(samples))
+        manifest = Manifest(
+            schema_version=SCHEMA_VERSION, edgead_version=__version__, method=spec.name, created=_now(),
+            preprocess=pre, scoring=hooks.scoring(), stages=w.stages, params=hooks.params(), extras=w.extras,
+            provenance={
+                "training": {"config": to_dict(config), "steps": hooks.meta.get("steps_done"),
+                             "train_seconds": hooks.meta.get("train_seconds"),
+                             "trained_with": hooks.meta.get("edgead_version")},
+                "dataset": hooks.meta.get("dataset", {}),
+                "calibration_data": str(ds.root),
+                "export": {"versions": _versions()},
+            },
+        )
+        validation = [s.path for s in ds.validation]
+        hooks.fit_statistics(w.open_staged(manifest), validation, progress=progress)
+        manifest.calibration = calibrate(w.open_staged(manifest), validation, config.calibration,
+                                         ds.validation_source, progress=progress)
+        from .parity import check_parity
+
+        parity = check_parity(hooks.torch_modules(), w.open_staged(manifest), _parity_images(ds, parity_images),
+                              progress=progress)
+        manifest.provenance["export"]["parity"] = parity
+        bundle = w.commit(manifest)
+    return bundle, parity

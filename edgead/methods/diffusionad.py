@@ -1,0 +1,75 @@
+"""DiffusionAD (Zhang et al.): norm-guided one-step denoising in pixel space + a segmentation network.
+
+Declarations only (torch-free): the configuration section, the manifest parameters and the
+table entry. Training: ``edgead/training/diffusionad/``; export: ``edgead/export/diffusionad.py``;
+runtime: ``edgead/runtime/pipelines/diffusionad.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import ScheduleConfig
+from ..errors import ConfigError
+from .registry import MethodSpec
+
+
+@dataclass
+class DiffusionADConfig:
+    """Paper §IV: the two noise levels, the guidance weight and the segmentation loss."""
+
+    t_s: int = 200
+    """Small noise level used at inference (paper: 200)."""
+    t_b: int = 400
+    """Big noise level used at inference (paper: 400)."""
+    tau: int = 300
+    """Training splits t into S = [0, tau) and B = [tau, T) (paper: 300)."""
+    guidance_w: float = 1.0
+    top_k: int = 50
+    """Image score = mean of the top_k pixels of the predicted mask."""
+    focal_gamma: float = 4.0
+    focal_weight: float = 5.0
+    noise_seed: int = 0
+    """Seed of the fixed noise tensors written into the bundle at export."""
+    smoothing_sigma: float = 0.0
+    """Gaussian smoothing of the mask before scoring (pixels; 0 = off, as the paper)."""
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def check(self, config, where: str) -> None:
+        self.schedule.check(f"{where}.schedule")
+        T = self.schedule.num_train_timesteps
+        if not 0 <= self.t_s < self.t_b < T:
+            raise ConfigError(f"{where} needs 0 <= t_s < t_b < num_train_timesteps ({T}), "
+                              f"got t_s={self.t_s}, t_b={self.t_b}")
+        if not 0 < self.tau < T:
+            raise ConfigError(f"{where}.tau must be in (0, {T}), got {self.tau}")
+        if self.top_k < 1:
+            raise ConfigError(f"{where}.top_k must be >= 1, got {self.top_k}")
+        if self.smoothing_sigma < 0:
+            raise ConfigError(f"{where}.smoothing_sigma must be >= 0, got {self.smoothing_sigma}")
+
+
+@dataclass
+class DiffusionADParams:
+    """What the runtime needs besides the graphs: the two levels and their alpha-bars."""
+
+    t_s: int
+    t_b: int
+    alpha_bar_s: float
+    alpha_bar_b: float
+    guidance_w: float
+    schedule: ScheduleConfig
+
+
+SPEC = MethodSpec(
+    name="diffusionad",
+    summary="DiffusionAD: norm-guided one-step pixel diffusion + segmentation network",
+    config=DiffusionADConfig,
+    params=DiffusionADParams,
+    stages=("denoiser_step", "segmenter"),
+    extras=("noise_s", "noise_b"),
+    trainer="edgead.training.diffusionad:train",
+    exporter="edgead.export.diffusionad:DiffusionADExport",
+    pipeline="edgead.runtime.pipelines.diffusionad:DiffusionADPipeline",
+    tiny=("model.preset=tiny", "train.batch_size=4", "train.learning_rate=1e-3"),
+)

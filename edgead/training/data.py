@@ -1,0 +1,65 @@
+"""Training images: read and pre-processed exactly as the runtime does, then kept on the device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.io import read_image
+from ..data.preprocess import Preprocess, normalise, resize
+from ..data.synthesis import foreground_mask
+from ..errors import ConfigError
+
+
+def load_images(paths: list[Path], spec: Preprocess) -> np.ndarray:
+    """uint8 RGB [N, H, W, 3] at the model size, resized as the runtime resizes."""
+    return np.stack([resize(read_image(p), spec) for p in paths])
+
+
+def to_model_input(images_u8: torch.Tensor, spec: Preprocess) -> torch.Tensor:
+    """uint8 [B, 3, H, W] (any device) -> the graphs' input space, as ``preprocess.to_input``."""
+    return normalise(images_u8.float() / 255.0, spec, channel_axis=1)
+
+
+def from_unit(x01: torch.Tensor, spec: Preprocess) -> torch.Tensor:
+    """float [B, 3, H, W] in [0, 1] -> the graphs' input space."""
+    return normalise(x01, spec, channel_axis=1)
+
+
+def numpy_batch(images: np.ndarray, spec: Preprocess) -> torch.Tensor:
+    """uint8 [B, H, W, 3] numpy -> model input on the CPU."""
+    return to_model_input(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2), spec)
+
+
+class DeviceImages:
+    """Training images (uint8) and their object foregrounds, resident on the training device.
+
+    Batches are drawn and anomalies synthesised on the device itself: no loader workers, no
+    host-to-device copies per step.
+    """
+
+    def __init__(self, images: np.ndarray, device: torch.device, foreground: bool = False):
+        self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
+        self.foreground = None
+        if foreground:
+            fg = np.stack([foreground_mask(im) for im in images])[:, None]
+            self.foreground = torch.from_numpy(fg).to(device=device, dtype=torch.uint8)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def draw(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``n`` random images as float [n, 3, H, W] in [0, 1], with their foregrounds."""
+        idx = torch.randint(0, len(self), (n,), generator=generator, device=self.images.device)
+        fg = self.foreground[idx] if self.foreground is not None else None
+        return self.images[idx].float() / 255.0, fg
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is 'cuda' but no CUDA GPU is visible to PyTorch")
+    return torch.device(name)
