@@ -86,14 +86,25 @@ class Stats:
 
 @dataclass
 class Calibration:
-    """Thresholds and normalisation from anomaly-free validation images (never test images)."""
+    """Thresholds and normalisation from anomaly-free images (never test images)."""
 
-    rule: str
-    k_sigma: float
+    rule: Literal["tolerance", "k_sigma"]
     n_images: int
     source: str
     image: Stats
     pixel: Stats
+    k: float
+    """The factor used: the tolerance factor, or k_sigma."""
+    transform: Literal["log", "none"] = "none"
+    target_frr: float | None = None
+    confidence: float | None = None
+    threshold_interval: list[float] | None = None
+    """90% bootstrap interval of the image threshold over the calibration images."""
+    calibration_frr: float = 0.0
+    """Share of the calibration images themselves above the threshold."""
+    synthetic_miss_rate: float | None = None
+    """Share of synthetic anomalies (made from the calibration images) below the threshold."""
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass

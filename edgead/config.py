@@ -99,9 +99,17 @@ class TrainConfig:
 
 @dataclass
 class CalibrationConfig:
-    """Thresholds from anomaly-free validation images only: mean + k_sigma * std."""
+    """Thresholds from anomaly-free images only (see edgead/runtime/calibration.py)."""
 
+    rule: Literal["tolerance", "k_sigma"] = "tolerance"
+    """tolerance: a normal tolerance limit aimed at target_frr; k_sigma: mean + k_sigma * std."""
+    target_frr: float = 0.01
+    """Share of good parts the threshold may reject (tolerance rule)."""
+    confidence: float = 0.95
+    """Probability that the true false-reject rate is at most target_frr (tolerance rule)."""
     k_sigma: float = 3.0
+    min_images: int = 20
+    """Below this many good images the threshold is flagged as uncertain."""
 
 
 @dataclass
@@ -158,8 +166,12 @@ class ExperimentConfig:
             raise ConfigError(f"train.learning_rate must be > 0, got {t.learning_rate}")
         if t.max_minutes is not None and t.max_minutes <= 0:
             raise ConfigError(f"train.max_minutes must be > 0, got {t.max_minutes}")
-        if self.calibration.k_sigma < 0:
+        c = self.calibration
+        if c.k_sigma < 0:
             raise ConfigError("calibration.k_sigma must be >= 0")
+        if not 0 < c.target_frr < 0.5 or not 0.5 <= c.confidence < 1:
+            raise ConfigError(f"calibration needs 0 < target_frr < 0.5 and 0.5 <= confidence < 1, "
+                              f"got {c.target_frr}, {c.confidence}")
         for name, section in self.sections.items():
             check = getattr(section, "check", None)
             if check is not None:

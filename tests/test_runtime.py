@@ -5,7 +5,9 @@ import pytest
 from edgead import Detector, load_bundle
 from edgead.errors import BackendError, InputError
 from edgead.runtime.backends import choose_backend
-from edgead.runtime.scoring import fit_stats, image_scores, normalise, smooth, top_k_mean
+from edgead.config import CalibrationConfig
+from edgead.runtime.calibration import fit
+from edgead.runtime.scoring import image_scores, normalise, pooled_max, smooth, top_k_mean
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +103,51 @@ def test_scoring_golden_numbers():
     np.testing.assert_allclose(image_scores(maps, "max"), [15.0, 31.0])
     with pytest.raises(ValueError, match="image_score must be one of"):
         image_scores(maps, "median")
-    s = fit_stats(np.array([1.0, 2.0, 3.0]), k_sigma=2.0)
-    assert s.threshold == pytest.approx(2.0 + 2.0 * np.std([1, 2, 3]))
+    s, k, _ = fit(np.array([1.0, 2.0, 3.0]), CalibrationConfig(rule="k_sigma", k_sigma=2.0))
+    assert s.threshold == pytest.approx(2.0 + 2.0 * np.std([1, 2, 3])) and k == 2.0
+    # DiAD's score: max after an average pool (stride 1, no padding)
+    ramp = np.arange(36, dtype=np.float32).reshape(1, 6, 6)
+    np.testing.assert_allclose(pooled_max(ramp, 2), [(28 + 29 + 34 + 35) / 4])
+    np.testing.assert_allclose(image_scores(ramp, "pooled_max", pool=6), [ramp.mean()])
     assert normalise(s.threshold, s) == pytest.approx(0.5)
     assert normalise(1e9, s) == 1.0 and normalise(-1e9, s) == 0.0
     impulse = np.zeros((1, 21, 21), np.float32)
     impulse[0, 10, 10] = 1
     blurred = smooth(impulse, 2.0)
     assert blurred.sum() == pytest.approx(1.0, abs=1e-3) and blurred[0, 10, 10] < 0.1
+
+
+@pytest.mark.parametrize("n, frr, conf", [(3, 0.01, 0.95), (5, 0.05, 0.9), (10, 0.01, 0.95), (29, 0.01, 0.95),
+                                          (200, 0.001, 0.99)])
+def test_tolerance_factor_is_the_exact_noncentral_t_quantile(n, frr, conf):
+    from scipy.stats import nct, norm
+
+    from edgead.runtime.calibration import tolerance_factor
+
+    exact = nct.ppf(conf, n - 1, norm.ppf(1 - frr) * np.sqrt(n)) / np.sqrt(n)
+    assert tolerance_factor(n, frr, conf) == pytest.approx(exact, rel=2e-3)
+
+
+def test_tolerance_threshold_targets_the_false_reject_rate():
+    from edgead.runtime.calibration import calibration_from_scores
+
+    rng = np.random.default_rng(0)
+    cfg = CalibrationConfig(target_frr=0.05, confidence=0.9, min_images=20)
+    misses = []
+    for _ in range(200):  # how often does the threshold from 30 good images reject more than 5%?
+        scores = rng.lognormal(-3.0, 0.4, 30)
+        cal = calibration_from_scores(scores, scores, 0.0, cfg, "test")
+        true_frr = 1 - norm_cdf((np.log(cal.image.threshold) + 3.0) / 0.4)
+        misses.append(true_frr > 0.05)
+    assert cal.transform == "log" and cal.warnings == []
+    assert np.mean(misses) <= 0.1 + 0.05  # at most 1 - confidence (plus sampling slack)
+    few = calibration_from_scores(np.array([0.1, 0.12, 0.11]), np.array([0.1, 0.12, 0.11]), 0.0, cfg, "test")
+    assert few.k > 5 and "only 3 anomaly-free images" in few.warnings[0]
+    lo, hi = few.threshold_interval
+    assert lo <= few.image.threshold <= hi or hi - lo >= 0
+
+
+def norm_cdf(x):
+    from statistics import NormalDist
+
+    return NormalDist().cdf(float(x))

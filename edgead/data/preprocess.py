@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 
 INTERPOLATION = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
+UNIT = np.float32(1.0 / 255.0)
+"""uint8 -> [0, 1] is a multiplication by this float32 constant, in numpy and torch alike (bit-identical)."""
 
 
 @dataclass
@@ -55,7 +57,7 @@ def normalise(x01: np.ndarray, spec: Preprocess, channel_axis: int = -1):
 
 def to_input(rgb: np.ndarray, spec: Preprocess) -> np.ndarray:
     """uint8 RGB HxWx3 -> float32 [3, H, W] as the graphs expect."""
-    x = resize(rgb, spec).astype(np.float32) * np.float32(1.0 / 255.0)
+    x = resize(rgb, spec).astype(np.float32) * UNIT
     return np.ascontiguousarray(normalise(x, spec).transpose(2, 0, 1))
 
 

@@ -30,8 +30,8 @@ from ..data.io import read_image
 from ..data.preprocess import Preprocess, resize
 from ..errors import DataError, ExportError
 from ..methods import get_method
+from ..runtime.calibration import calibrate
 from ..training.checkpoint import read_checkpoint_meta
-from .calibration import calibrate
 from .onnx_export import OPSET, export_stage
 
 log = logging.getLogger(__name__)

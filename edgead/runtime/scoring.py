@@ -59,21 +59,6 @@ def image_scores(maps: np.ndarray, rule: str, top_k: int = 1, pool: int = 1) -> 
     raise ValueError(f"image_score must be one of {', '.join(map(repr, IMAGE_SCORES))}; got {rule!r}")
 
 
-def fit_stats(values: np.ndarray, k_sigma: float, lower: float | None = None) -> Stats:
-    """Threshold = mean + k_sigma * std of values from normal images."""
-    v = np.asarray(values, np.float64)
-    if v.size == 0 or not np.all(np.isfinite(v)):
-        raise ValueError("calibration needs finite scores from at least one normal image")
-    mean, std = float(v.mean()), float(v.std())
-    return Stats(
-        min=float(v.min()) if lower is None else float(lower),
-        max=float(v.max()),
-        threshold=mean + k_sigma * std,
-        mean=mean,
-        std=std,
-    )
-
-
 def normalise(values: np.ndarray | float, stats: Stats) -> np.ndarray:
     span = max(stats.max - stats.min, 1e-12)
     return np.clip((np.asarray(values, np.float64) - stats.threshold) / span + 0.5, 0.0, 1.0)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..data.io import read_image
-from ..data.preprocess import Preprocess, normalise, resize
+from ..data.preprocess import UNIT, Preprocess, normalise, resize
 from ..data.synthesis import foreground_mask
 from ..errors import ConfigError
 
@@ -20,7 +20,7 @@ def load_images(paths: list[Path], spec: Preprocess) -> np.ndarray:
 
 def to_model_input(images_u8: torch.Tensor, spec: Preprocess) -> torch.Tensor:
     """uint8 [B, 3, H, W] (any device) -> the graphs' input space, as ``preprocess.to_input``."""
-    return normalise(images_u8.float() / 255.0, spec, channel_axis=1)
+    return normalise(images_u8.float() * float(UNIT), spec, channel_axis=1)
 
 
 def from_unit(x01: torch.Tensor, spec: Preprocess) -> torch.Tensor:
@@ -54,7 +54,7 @@ class DeviceImages:
         """``n`` random images as float [n, 3, H, W] in [0, 1], with their foregrounds."""
         idx = torch.randint(0, len(self), (n,), generator=generator, device=self.images.device)
         fg = self.foreground[idx] if self.foreground is not None else None
-        return self.images[idx].float() / 255.0, fg
+        return self.images[idx].float() * float(UNIT), fg
 
 
 def pick_device(name: str) -> torch.device:

@@ -13,6 +13,7 @@ from torch import nn
 
 from ...config import ModelConfig
 from ...errors import ConfigError
+from ..unet import build_unet
 
 
 @dataclass(frozen=True)
@@ -66,24 +67,8 @@ def resolve_network(model: ModelConfig, image_size: int) -> DiffusionADNetworkCo
 
 
 def build_denoiser(cfg: DiffusionADNetworkConfig, image_size: int):
-    from diffusers import UNet2DModel
-
-    down = []
-    for i in range(len(cfg.block_out_channels)):
-        res = image_size // (2**i)
-        down.append("AttnDownBlock2D" if res in cfg.attention_resolutions else "DownBlock2D")
-    up = [b.replace("Down", "Up") for b in reversed(down)]
-    return UNet2DModel(
-        sample_size=image_size,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=cfg.block_out_channels,
-        layers_per_block=cfg.layers_per_block,
-        down_block_types=tuple(down),
-        up_block_types=tuple(up),
-        attention_head_dim=cfg.attention_head_dim,
-        norm_num_groups=cfg.norm_num_groups,
-    )
+    return build_unet(image_size, 3, 3, cfg.block_out_channels, cfg.layers_per_block, cfg.attention_resolutions,
+                      cfg.attention_head_dim, cfg.norm_num_groups)
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:

@@ -1,0 +1,173 @@
+"""Calibration from anomaly-free images only: thresholds, normalisation and how sure we are of them.
+
+Rule ``tolerance`` (default): the image threshold is a one-sided normal tolerance limit of the
+good images' scores (log-transformed when they are all positive, as anomaly scores are skewed):
+
+    threshold = exp(mean + k * std)     k = k(n, target_frr, confidence)
+
+so that with probability ``confidence`` at most ``target_frr`` of good parts score above it. k is
+the exact factor, t'_confidence(n - 1, z_(1 - target_frr) * sqrt(n)) / sqrt(n) (noncentral t),
+computed here without scipy. With few images k grows (n = 3: k = 10.6 for 1% at 95%) instead of
+pretending to know the tail; the threshold's 90% bootstrap interval is recorded and a warning
+is given below ``min_images``. Rule ``k_sigma``: mean + k_sigma * std (edgead 0.1).
+
+The pixel threshold applies the same rule to each good image's map maximum, so "a good image
+shows no anomalous pixel" is what it targets. Test images are never used here; ``edgead
+calibrate`` re-runs this on a line's own good parts without retraining.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import Bundle, Calibration, Stats
+from ..config import CalibrationConfig
+from ..data.io import read_image
+from ..errors import DataError
+from .detector import Detector
+
+log = logging.getLogger(__name__)
+MIN_TOLERANCE_IMAGES = 3
+
+
+def _norm_cdf(x: np.ndarray) -> np.ndarray:
+    """Standard normal CDF (Abramowitz & Stegun 7.1.26 for erfc, |error| < 1.5e-7)."""
+    z = np.abs(x) / math.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * z)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    erfc = poly * np.exp(-z * z)
+    return np.where(x >= 0, 1.0 - 0.5 * erfc, 0.5 * erfc)
+
+
+def _norm_ppf(q: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(q)
+
+
+@functools.lru_cache(maxsize=256)
+def tolerance_factor(n: int, target_frr: float, confidence: float) -> float:
+    """k of the one-sided normal tolerance limit mean + k * std (n samples)."""
+    if n < MIN_TOLERANCE_IMAGES:
+        raise ValueError(f"a tolerance limit needs at least {MIN_TOLERANCE_IMAGES} values, got {n}")
+    nu, delta = n - 1, _norm_ppf(1.0 - target_frr) * math.sqrt(n)
+    # W = sqrt(V / nu), V ~ chi2(nu):  P(T' <= x) = E[ Phi(x W - delta) ]
+    w = np.linspace(1e-6, 1.0 + 12.0 / math.sqrt(nu) + 6.0 * (nu < 8), 8001)
+    v = nu * w * w
+    log_chi2 = (nu / 2 - 1) * np.log(v) - v / 2 - (nu / 2) * math.log(2) - math.lgamma(nu / 2)
+    density = np.exp(log_chi2) * 2 * nu * w
+    density /= np.trapezoid(density, w)
+
+    def cdf(x: float) -> float:
+        return float(np.trapezoid(_norm_cdf(x * w - delta) * density, w))
+
+    lo, hi = 0.0, 10.0 * delta + 100.0
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if cdf(mid) < confidence else (lo, mid)
+    return 0.5 * (lo + hi) / math.sqrt(n)
+
+
+def _rule_threshold(values: np.ndarray, config: CalibrationConfig) -> tuple[float, float, str]:
+    """(threshold, factor, transform) for one set of good-image values."""
+    if config.rule == "k_sigma":
+        return float(values.mean() + config.k_sigma * values.std()), config.k_sigma, "none"
+    if config.rule != "tolerance":
+        raise ValueError(f"calibration.rule must be one of 'tolerance', 'k_sigma'; got {config.rule!r}")
+    k = tolerance_factor(len(values), config.target_frr, config.confidence)
+    if np.all(values > 0):
+        logs = np.log(values)
+        return float(np.exp(logs.mean() + k * logs.std(ddof=1))), k, "log"
+    return float(values.mean() + k * values.std(ddof=1)), k, "none"
+
+
+def fit(values: np.ndarray, config: CalibrationConfig, lower: float | None = None) -> tuple[Stats, float, str]:
+    v = np.asarray(values, np.float64)
+    if v.size == 0 or not np.all(np.isfinite(v)):
+        raise ValueError("calibration needs finite scores from anomaly-free images")
+    threshold, k, transform = _rule_threshold(v, config)
+    stats = Stats(min=float(v.min()) if lower is None else float(lower), max=float(v.max()),
+                  threshold=threshold, mean=float(v.mean()), std=float(v.std()))
+    return stats, k, transform
+
+
+def _bootstrap_interval(values: np.ndarray, config: CalibrationConfig, draws: int = 200) -> list[float]:
+    """90% interval of the threshold over bootstrap resamples of the good images (seeded)."""
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(draws):
+        sample = values[rng.integers(0, len(values), len(values))]
+        if sample.std() > 0:
+            out.append(_rule_threshold(sample, config)[0])
+    if not out:
+        return [float(values[0])] * 2
+    return [float(np.percentile(out, 5)), float(np.percentile(out, 95))]
+
+
+def calibration_from_scores(scores: np.ndarray, map_maxima: np.ndarray, map_min: float,
+                            config: CalibrationConfig, source: str) -> Calibration:
+    n = len(scores)
+    if config.rule == "tolerance" and n < MIN_TOLERANCE_IMAGES:
+        raise DataError(f"calibration needs at least {MIN_TOLERANCE_IMAGES} anomaly-free images for the "
+                        f"tolerance rule, got {n}; add good images (validation/good, or --good DIR)")
+    image, k, transform = fit(scores, config)
+    pixel, _, _ = fit(map_maxima, config, lower=map_min)
+    interval = _bootstrap_interval(np.asarray(scores, np.float64), config)
+    warnings = []
+    if n < config.min_images:
+        warnings.append(
+            f"only {n} anomaly-free images calibrated the threshold ({config.min_images} or more recommended): "
+            f"its 90% bootstrap interval is {interval[0]:.4g} to {interval[1]:.4g}; re-calibrate on a line's own "
+            "good parts with 'edgead calibrate BUNDLE --good DIR'"
+        )
+    for w in warnings:
+        log.warning(w)
+    return Calibration(
+        rule=config.rule, n_images=n, source=source, image=image, pixel=pixel, k=k, transform=transform,
+        target_frr=config.target_frr if config.rule == "tolerance" else None,
+        confidence=config.confidence if config.rule == "tolerance" else None,
+        threshold_interval=interval,
+        calibration_frr=float(np.mean(np.asarray(scores) > image.threshold)),
+        warnings=warnings,
+    )
+
+
+def run_images(detector: Detector, images: Iterable[Path | np.ndarray], batch: int = 4, progress: bool = False,
+               desc: str = "score", total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothed maps [N, h, w] and image scores [N] for image files or uint8 RGB arrays, in batches."""
+    from tqdm.auto import tqdm
+
+    maps, scores, pending = [], [], []
+
+    def flush():
+        scored = detector.score_batch(pending)
+        maps.append(scored.maps)
+        scores.append(scored.scores)
+        pending.clear()
+
+    for item in tqdm(images, disable=not progress, desc=desc, unit="image", total=total):
+        pending.append(read_image(item) if isinstance(item, (str, Path)) else item)
+        if len(pending) == batch:
+            flush()
+    if pending:
+        flush()
+    if not scores:
+        raise DataError("no anomaly-free images to calibrate on")
+    return np.concatenate(maps), np.concatenate(scores)
+
+
+def calibrate(bundle: Bundle, images: list[Path] | Iterable[np.ndarray], config: CalibrationConfig, source: str,
+              backend: str = "onnxruntime-cpu", progress: bool = False, total: int | None = None) -> Calibration:
+    det = Detector(bundle, backend=backend, require_calibration=False)
+    try:
+        maps, scores = run_images(det, images, progress=progress, desc="calibrate", total=total)
+    finally:
+        det.close()
+    maxima = maps.reshape(len(maps), -1).max(axis=1)
+    return calibration_from_scores(scores, maxima, float(maps.min()), config, source)
