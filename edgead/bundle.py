@@ -95,7 +95,7 @@ class Calibration:
     pixel: Stats
     k: float
     """The factor used: the tolerance factor, or k_sigma."""
-    transform: Literal["log", "none"] = "none"
+    transform: Literal["logit", "log", "none"] = "none"
     target_frr: float | None = None
     confidence: float | None = None
     threshold_interval: list[float] | None = None
@@ -118,6 +118,8 @@ class Scoring:
     """top_k_mean: mean of the k largest map values."""
     pool: int = 1
     """pooled_max: max after a pool x pool average pool (stride 1)."""
+    unit_interval: bool = False
+    """Maps and scores are probabilities in [0, 1] (calibration then works on their logit)."""
 
 
 @dataclass

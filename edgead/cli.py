@@ -362,6 +362,41 @@ def validate(bundle, backend, images, precision, out) -> None:
         sys.exit(1)
 
 
+# --------------------------------------------------------------------------------- calibrate
+@main.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--good", "good", multiple=True, required=True,
+              help="Anomaly-free parts: image, folder, glob, video file, or a camera/stream with --max-frames. Repeatable.")
+@click.option("--target-frr", type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
+              help="False-reject rate the threshold aims at (default 0.01).")
+@click.option("--confidence", type=click.FloatRange(0.5, 1, max_open=True), help="Confidence in that rate (default 0.95).")
+@click.option("--rule", type=click.Choice(["tolerance", "k_sigma"]), help="Threshold rule (default tolerance).")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Use at most this many frames.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+def calibrate(bundle, good, target_frr, confidence, rule, max_frames, backend) -> None:
+    """Re-calibrate a bundle's thresholds on a line's own good parts (no retraining, no PyTorch).
+
+    \b
+    edgead calibrate tire.edgead --good line_good/ --target-frr 0.005
+    edgead calibrate tire.edgead --good good_shift.mp4
+    """
+    from .bundle import load_bundle
+    from .config import CalibrationConfig
+    from .runtime.calibration import recalibrate
+
+    b = load_bundle(bundle)
+    cfg = CalibrationConfig(**{k: v for k, v in {"target_frr": target_frr, "confidence": confidence,
+                                                  "rule": rule}.items() if v is not None})
+    old, new = recalibrate(b, list(good), cfg, backend=backend, max_frames=max_frames, progress=_progress())
+    for w in new.warnings:
+        click.echo(f"warning: {w}", err=True)
+    click.echo(json.dumps({
+        "bundle": str(b.root), "images": new.n_images, "rule": new.rule, "target_frr": new.target_frr,
+        "image_threshold": new.image.threshold, "previous_image_threshold": old.image.threshold if old else None,
+        "threshold_interval_90": new.threshold_interval, "pixel_threshold": new.pixel.threshold,
+    }))
+
+
 # -------------------------------------------------------------------------------------- demo
 @main.command()
 @click.option("--out", default="demo-output", show_default=True, type=click.Path(file_okay=False))

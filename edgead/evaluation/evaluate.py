@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..data.datasets import AnomalyDataset, Sample
+from ..data.datasets import AnomalyDataset, Sample, content_hash
 from ..data.io import read_image, read_mask
 from ..errors import DataError
 from ..runtime.detector import Detector
 from .metrics import image_metrics, pixel_metrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -24,12 +27,23 @@ class EvaluationRun:
     report: dict = field(default_factory=dict)
 
 
+def training_images_among(samples: list[Sample], detector: Detector) -> list[Sample]:
+    """Test samples whose bytes equal a training image of the bundle's model."""
+    trained = set(detector.manifest.provenance.get("dataset", {}).get("train_hashes", []))
+    return [s for s in samples if trained and content_hash(s.path) in trained]
+
+
 def evaluate(detector: Detector, dataset: AnomalyDataset, batch: int = 4, progress: bool = True) -> EvaluationRun:
     from tqdm.auto import tqdm
 
     samples = dataset.test
     if not samples:
         raise DataError(f"{dataset.root} has no test images (expected test/<good|defect>/ or defect folders)")
+    seen = training_images_among(samples, detector)
+    if seen:
+        log.warning("%d of %d test images were training images of this model; they are left out of the metrics",
+                    len(seen), len(samples))
+        samples = [s for s in samples if s not in seen]
     labels = np.array([s.label for s in samples])
     if labels.all() or not labels.any():
         raise DataError(f"{dataset.root}: evaluation needs both good and anomalous test images")
@@ -66,7 +80,12 @@ def evaluate(detector: Detector, dataset: AnomalyDataset, batch: int = 4, progre
             "false_reject_rate": float(decisions[labels == 0].mean()),
             "miss_rate": float((~decisions[labels == 1]).mean()),
             "accuracy": float((decisions == labels.astype(bool)).mean()),
+            "rule": cal.rule if cal else None, "target_frr": cal.target_frr if cal else None,
+            "calibration_images": cal.n_images if cal else None,
+            "threshold_interval_90": cal.threshold_interval if cal else None,
+            "synthetic_miss_rate": cal.synthetic_miss_rate if cal else None,
         },
+        "excluded_training_images": len(seen),
         "per_defect_auroc": {},
         "seconds_per_image": seconds / len(samples),
     }
@@ -93,9 +112,15 @@ def format_table(report: dict) -> str:
         )
     c = report["at_calibrated_threshold"]
     lines.append(
-        f"at the calibrated threshold: false rejects {c['false_reject_rate']:.1%}, "
+        f"at the calibrated threshold {c['threshold']:.4g}: false rejects {c['false_reject_rate']:.1%}, "
         f"misses {c['miss_rate']:.1%}, accuracy {c['accuracy']:.1%}"
     )
+    if c.get("rule"):
+        target = f", target false-reject rate {c['target_frr']:.1%}" if c.get("target_frr") is not None else ""
+        synth = c.get("synthetic_miss_rate")
+        lines.append(f"  threshold from {c['calibration_images']} good images ({c['rule']} rule{target}); "
+                     f"90% interval {c['threshold_interval_90'][0]:.4g}..{c['threshold_interval_90'][1]:.4g}"
+                     + (f"; misses {synth:.0%} of synthetic anomalies" if synth is not None and synth == synth else ""))
     if report.get("per_defect_auroc"):
         lines.append("image AUROC per defect: " + ", ".join(
             f"{k} {v:.3f}" for k, v in report["per_defect_auroc"].items()))

@@ -50,4 +50,4 @@ class DiffusionADExport(MethodExport):
 
     def scoring(self) -> Scoring:
         d = self.config.diffusionad
-        return Scoring("top_k_mean", d.smoothing_sigma, top_k=d.top_k)
+        return Scoring("top_k_mean", d.smoothing_sigma, top_k=d.top_k, unit_interval=True)  # mask probabilities

@@ -106,6 +106,29 @@ def _versions() -> dict[str, str]:
             "onnxruntime": str(onnxruntime.__version__), "python": platform.python_version()}
 
 
+def synthetic_miss_rate(bundle: Bundle, images: list[Path], config: ExperimentConfig, seed: int = 0) -> float:
+    """Share of synthetic anomalies (one per calibration image, the training synthesis) the threshold misses.
+
+    A check, not a fit: nothing is tuned on it. A threshold that misses most of them is too high.
+    """
+    from ..data.synthesis import AnomalySynthesizer
+    from ..runtime.detector import Detector
+    from ..training.data import DeviceImages, load_images
+
+    if not images:
+        return float("nan")
+    pre = bundle.manifest.preprocess
+    data = DeviceImages(load_images(images, pre), torch.device("cpu"), config.data.foreground)
+    synth = AnomalySynthesizer(pre.image_size[0])
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        anomalous, _ = synth(data.images.float() / 255.0, g, data.foreground)
+    frames = list((anomalous.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8))
+    with Detector(bundle, backend="onnxruntime-cpu") as det:
+        scores = np.concatenate([det.score_batch(frames[i:i + 4]).scores for i in range(0, len(frames), 4)])
+    return float(np.mean(~det.postprocess.is_anomalous(scores)))
+
+
 def export_run(
     run_dir: str | Path,
     out: str | Path,
@@ -147,6 +170,7 @@ def export_run(
         hooks.fit_statistics(w.open_staged(manifest), validation, progress=progress)
         manifest.calibration = calibrate(w.open_staged(manifest), validation, config.calibration,
                                          ds.validation_source, progress=progress)
+        manifest.calibration.synthetic_miss_rate = synthetic_miss_rate(w.open_staged(manifest), validation, config)
         from .parity import check_parity
 
         parity = check_parity(hooks.torch_modules(), w.open_staged(manifest), _parity_images(ds, parity_images),

@@ -1,9 +1,11 @@
 """Calibration from anomaly-free images only: thresholds, normalisation and how sure we are of them.
 
 Rule ``tolerance`` (default): the image threshold is a one-sided normal tolerance limit of the
-good images' scores (log-transformed when they are all positive, as anomaly scores are skewed):
+good images' scores, transformed to where a normal tail is plausible: the logit for methods whose
+scores are probabilities (the threshold then stays below 1), the log for positive scores (anomaly
+scores are right-skewed), none otherwise:
 
-    threshold = exp(mean + k * std)     k = k(n, target_frr, confidence)
+    threshold = g^-1(mean + k * std) of g(scores)     k = k(n, target_frr, confidence)
 
 so that with probability ``confidence`` at most ``target_frr`` of good parts score above it. k is
 the exact factor, t'_confidence(n - 1, z_(1 - target_frr) * sqrt(n)) / sqrt(n) (noncentral t),
@@ -74,51 +76,66 @@ def tolerance_factor(n: int, target_frr: float, confidence: float) -> float:
     return 0.5 * (lo + hi) / math.sqrt(n)
 
 
-def _rule_threshold(values: np.ndarray, config: CalibrationConfig) -> tuple[float, float, str]:
-    """(threshold, factor, transform) for one set of good-image values."""
+TRANSFORMS = {
+    "logit": (lambda v: np.log(v / (1 - v)), lambda y: 1 / (1 + math.exp(-y))),
+    "log": (np.log, math.exp),
+    "none": (lambda v: v, float),
+}
+
+
+def _transform(values: np.ndarray, unit_interval: bool) -> str:
+    if unit_interval and np.all((values > 0) & (values < 1)):
+        return "logit"
+    return "log" if np.all(values > 0) else "none"
+
+
+def _rule_threshold(values: np.ndarray, config: CalibrationConfig, transform: str) -> tuple[float, float]:
+    """(threshold, factor) for one set of good-image values."""
     if config.rule == "k_sigma":
-        return float(values.mean() + config.k_sigma * values.std()), config.k_sigma, "none"
+        return float(values.mean() + config.k_sigma * values.std()), config.k_sigma
     if config.rule != "tolerance":
         raise ValueError(f"calibration.rule must be one of 'tolerance', 'k_sigma'; got {config.rule!r}")
     k = tolerance_factor(len(values), config.target_frr, config.confidence)
-    if np.all(values > 0):
-        logs = np.log(values)
-        return float(np.exp(logs.mean() + k * logs.std(ddof=1))), k, "log"
-    return float(values.mean() + k * values.std(ddof=1)), k, "none"
+    forward, inverse = TRANSFORMS[transform]
+    y = forward(values)
+    return float(inverse(float(y.mean() + k * y.std(ddof=1)))), k
 
 
-def fit(values: np.ndarray, config: CalibrationConfig, lower: float | None = None) -> tuple[Stats, float, str]:
+def fit(values: np.ndarray, config: CalibrationConfig, lower: float | None = None,
+        unit_interval: bool = False) -> tuple[Stats, float, str]:
     v = np.asarray(values, np.float64)
     if v.size == 0 or not np.all(np.isfinite(v)):
         raise ValueError("calibration needs finite scores from anomaly-free images")
-    threshold, k, transform = _rule_threshold(v, config)
+    transform = _transform(v, unit_interval) if config.rule == "tolerance" else "none"
+    threshold, k = _rule_threshold(v, config, transform)
     stats = Stats(min=float(v.min()) if lower is None else float(lower), max=float(v.max()),
                   threshold=threshold, mean=float(v.mean()), std=float(v.std()))
     return stats, k, transform
 
 
-def _bootstrap_interval(values: np.ndarray, config: CalibrationConfig, draws: int = 200) -> list[float]:
+def _bootstrap_interval(values: np.ndarray, config: CalibrationConfig, transform: str,
+                        draws: int = 200) -> list[float]:
     """90% interval of the threshold over bootstrap resamples of the good images (seeded)."""
     rng = np.random.default_rng(0)
     out = []
     for _ in range(draws):
         sample = values[rng.integers(0, len(values), len(values))]
         if sample.std() > 0:
-            out.append(_rule_threshold(sample, config)[0])
+            out.append(_rule_threshold(sample, config, transform)[0])
     if not out:
         return [float(values[0])] * 2
     return [float(np.percentile(out, 5)), float(np.percentile(out, 95))]
 
 
 def calibration_from_scores(scores: np.ndarray, map_maxima: np.ndarray, map_min: float,
-                            config: CalibrationConfig, source: str) -> Calibration:
+                            config: CalibrationConfig, source: str, unit_interval: bool = False) -> Calibration:
     n = len(scores)
     if config.rule == "tolerance" and n < MIN_TOLERANCE_IMAGES:
         raise DataError(f"calibration needs at least {MIN_TOLERANCE_IMAGES} anomaly-free images for the "
                         f"tolerance rule, got {n}; add good images (validation/good, or --good DIR)")
-    image, k, transform = fit(scores, config)
-    pixel, _, _ = fit(map_maxima, config, lower=map_min)
-    interval = _bootstrap_interval(np.asarray(scores, np.float64), config)
+    image, k, transform = fit(scores, config, unit_interval=unit_interval)
+    pixel, _, _ = fit(map_maxima, config, lower=map_min, unit_interval=unit_interval)
+    interval = _bootstrap_interval(np.asarray(scores, np.float64), config, transform)
     warnings = []
     if n < config.min_images:
         warnings.append(
@@ -170,4 +187,39 @@ def calibrate(bundle: Bundle, images: list[Path] | Iterable[np.ndarray], config:
     finally:
         det.close()
     maxima = maps.reshape(len(maps), -1).max(axis=1)
-    return calibration_from_scores(scores, maxima, float(maps.min()), config, source)
+    return calibration_from_scores(scores, maxima, float(maps.min()), config, source,
+                                   bundle.manifest.scoring.unit_interval)
+
+
+def good_frames(specs: list[str], max_frames: int | None = None) -> Iterable[np.ndarray]:
+    """uint8 RGB frames from image files, folders, globs, videos or live sources, in order."""
+    from .sources import open_source
+
+    n = 0
+    for spec in specs:
+        with open_source(spec) as src:
+            if src.live and max_frames is None:
+                raise DataError(f"{spec} is a live source: give --max-frames to say how many frames to use")
+            for frame in src.frames():
+                yield frame.image
+                n += 1
+                if max_frames is not None and n >= max_frames:
+                    return
+
+
+def recalibrate(bundle: Bundle, specs: list[str], config: CalibrationConfig, backend: str = "auto",
+                max_frames: int | None = None, progress: bool = False) -> tuple[Calibration | None, Calibration]:
+    """New thresholds for ``bundle`` from a line's own good parts; the old ones go to the history."""
+    import datetime as dt
+
+    old = bundle.manifest.calibration
+    new = calibrate(bundle, good_frames(specs, max_frames), config, ", ".join(specs), backend=backend,
+                    progress=progress)
+    history = bundle.manifest.provenance.setdefault("calibration_history", [])
+    if old is not None:
+        history.append({"replaced": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+                        "source": old.source, "n_images": old.n_images, "rule": old.rule,
+                        "image_threshold": old.image.threshold, "pixel_threshold": old.pixel.threshold})
+    bundle.manifest.calibration = new
+    bundle.save_manifest()
+    return old, new
