@@ -7,31 +7,33 @@
       engines/<gpu>-trt<version>-<precision>/*.plan
       extras/*.npy      fixed noise (DiffusionAD), memory bank (PatchCore), ...
 
-Loading is strict: an unknown key, another schema version, a missing file or a sha256 mismatch
-is a BundleError naming the file. This module imports no ML framework.
+Loading is strict: an unknown key, another schema version, a missing file, a path outside the
+bundle or a sha256 mismatch is a BundleError naming the file. The manifest itself is covered: its
+last line is the sha256 of everything above it, so an edited threshold is refused, and a bundle
+may carry an Ed25519 signature of the manifest (``edgead.signing``). This module imports no ML
+framework.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import numpy as np
 import yaml
 
 from . import __version__
-from .config import from_dict, read_yaml_mapping, to_dict
+from .config import from_dict, read_yaml_text, to_dict
 from .contracts import StageContract, StageName, TensorSpec
 from .data.preprocess import Preprocess
 from .errors import BundleError, ConfigError
 
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.yaml"
+INTEGRITY = "# sha256 of the lines above: "
 
 
 @dataclass
@@ -165,7 +167,15 @@ class Bundle:
         return self.manifest.method
 
     def path(self, relative: str) -> Path:
-        return self.root / relative
+        """A file the manifest names; it must lie inside the bundle (no absolute path, '..' or symlink out)."""
+        rel = PurePosixPath(relative)
+        if not relative or rel.is_absolute() or ".." in rel.parts or "\\" in relative:
+            raise BundleError(f"bundle {self.root} is invalid: the manifest names {relative!r}, which is not a "
+                              "path inside the bundle")
+        full = self.root / rel
+        if not full.resolve().is_relative_to(self.root.resolve()):
+            raise BundleError(f"bundle {self.root} is invalid: {relative} points outside the bundle (symbolic link)")
+        return full
 
     def stage_path(self, name: str) -> Path:
         return self.path(self.manifest.stage(name).file)
@@ -173,15 +183,22 @@ class Bundle:
     def extra(self, name: str) -> np.ndarray:
         for e in self.manifest.extras:
             if e.name == name:
-                return np.load(self.path(e.file), allow_pickle=False)
+                try:
+                    return np.load(self.path(e.file), allow_pickle=False)
+                except (OSError, ValueError) as exc:
+                    raise BundleError(f"bundle {self.root}: cannot read {e.file}: {exc}") from None
         raise BundleError(f"bundle {self.root} has no extra {name!r}")
 
-    def verify(self) -> None:
-        """Check every listed file exists and matches its sha256."""
+    def files(self) -> list[tuple[str, str]]:
+        """(path, sha256) of every file the manifest lists."""
         entries: list[tuple[str, str]] = [(s.file, s.sha256) for s in self.manifest.stages]
         entries += [(e.file, e.sha256) for e in self.manifest.extras]
         entries += [(f.file, f.sha256) for es in self.manifest.engines for f in es.files]
-        for rel, digest in entries:
+        return entries
+
+    def verify(self) -> None:
+        """Check every listed file exists and matches its sha256."""
+        for rel, digest in self.files():
             p = self.path(rel)
             if not p.is_file():
                 raise BundleError(f"bundle {self.root} is incomplete: {rel} is missing")
@@ -191,18 +208,66 @@ class Bundle:
                     "(re-export the bundle with 'edgead export')"
                 )
 
-    def save_manifest(self) -> None:
+    @property
+    def signed(self) -> bool:
+        from .signing import SIGNATURE
+
+        return (self.root / SIGNATURE).is_file()
+
+    def save_manifest(self, sign_key: str | Path | None = None) -> bool:
+        """Write the manifest (a change invalidates any signature: re-signed with ``sign_key``).
+
+        Returns True when a signature had to be dropped (the bundle must be signed again).
+        """
+        was_signed = self.signed
         _write_manifest(self.root, self.manifest)
+        if sign_key is not None:
+            from .signing import sign
+
+            sign(self.root, sign_key)
+            return False
+        return was_signed
 
 
 def _write_manifest(root: Path, manifest: Manifest) -> None:
-    tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(manifest), sort_keys=False))
-    os.replace(tmp, root / MANIFEST)
+    from .outputs import atomic_write
+    from .signing import SIGNATURE
+
+    body = yaml.safe_dump(to_dict(manifest), sort_keys=False)
+    atomic_write(root / MANIFEST, body + INTEGRITY + hashlib.sha256(body.encode()).hexdigest() + "\n")
+    (root / SIGNATURE).unlink(missing_ok=True)  # it covered the previous manifest
 
 
-def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
-    """Open a bundle directory, check its schema and (by default) every file's sha256."""
+def _read_manifest(mf: Path) -> dict[str, Any]:
+    try:
+        text = mf.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise BundleError(f"{mf} is corrupt: not a text file") from None
+    body, sep, digest = text.rpartition(INTEGRITY)
+    raw = read_yaml_text(body if sep else text, str(mf), BundleError)
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"{mf.parent}: bundle schema version {version!r} is not supported by edgead {__version__} "
+            f"(supports {SCHEMA_VERSION}); re-export it with this edgead version"
+        )
+    if not sep:
+        raise BundleError(f"{mf} has no integrity line (edited by hand or truncated); re-export the bundle")
+    if hashlib.sha256(body.encode()).hexdigest() != digest.strip():
+        raise BundleError(f"{mf} was changed after edgead wrote it (its sha256 does not match); re-export "
+                          "the bundle, or change thresholds with 'edgead calibrate'")
+    return raw
+
+
+def load_bundle(path: str | Path, verify: bool = True, trusted_keys: list[Path] | None = None) -> Bundle:
+    """Open a bundle directory, check its manifest, schema and (by default) every file's sha256.
+
+    ``trusted_keys`` (default: the files in $EDGEAD_TRUSTED_KEYS): when any are given, the bundle
+    must carry a valid signature by one of them.
+    """
+    from .signing import trusted_keys_from_env
+    from .signing import verify as verify_signature
+
     root = Path(path)
     if not root.exists():
         raise BundleError(f"bundle not found: {root}")
@@ -211,13 +276,10 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     mf = root / MANIFEST
     if not mf.is_file():
         raise BundleError(f"{root} is not a bundle: {MANIFEST} is missing")
-    raw = read_yaml_mapping(mf, BundleError)
-    version = raw.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise BundleError(
-            f"{root}: bundle schema version {version!r} is not supported by edgead {__version__} "
-            f"(supports {SCHEMA_VERSION}); re-export it with this edgead version"
-        )
+    raw = _read_manifest(mf)
+    keys = trusted_keys if trusted_keys is not None else trusted_keys_from_env()
+    if keys:
+        verify_signature(root, keys)
     from .methods import get_method
 
     raw_params = raw.pop("params", None)
@@ -237,6 +299,8 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     if missing:
         raise BundleError(f"{mf} is invalid: method {spec.name} needs the extras {', '.join(missing)}")
     bundle = Bundle(root, manifest)
+    for rel, _ in bundle.files():
+        bundle.path(rel)  # every path inside the bundle, also when the hashes are not checked
     if verify:
         bundle.verify()
     return bundle
@@ -250,11 +314,15 @@ class BundleWriter:
     """
 
     def __init__(self, out: str | Path, overwrite: bool = False):
+        from .outputs import check_writable, new_temp_dir
+
         self.out = Path(out)
         if self.out.exists() and not overwrite:
             raise BundleError(f"{self.out} already exists; pass --overwrite to replace it (nothing was changed)")
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
+        if self.out.exists() and not self.out.is_dir():
+            raise BundleError(f"{self.out} is a file, not a bundle folder; choose another --out")
+        check_writable(self.out, "bundle")
+        self.tmp = new_temp_dir(self.out, "writing")
         self.stages: list[StageEntry] = []
         self.extras: list[ExtraEntry] = []
 
@@ -291,15 +359,9 @@ class BundleWriter:
         return Bundle(self.tmp, manifest)
 
     def commit(self, manifest: Manifest) -> Bundle:
+        from .outputs import publish_dir
+
         _write_manifest(self.tmp, manifest)
         Bundle(self.tmp, manifest).verify()
-        backup = None
-        if self.out.exists():
-            backup = self.out.with_name(self.out.name + ".old")
-            if backup.exists():
-                shutil.rmtree(backup)
-            os.replace(self.out, backup)
-        os.replace(self.tmp, self.out)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
+        publish_dir(self.tmp, self.out)  # replaces exactly ``out``; nothing beside it is touched
         return Bundle(self.out, manifest)

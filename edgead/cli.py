@@ -70,7 +70,7 @@ def _overrides(pairs: dict[str, object], extra: tuple[str, ...]) -> list[str]:
 @click.option("--textures", type=click.Path(file_okay=False), help="Folder of textures for synthetic anomalies.")
 @click.option("--foreground/--no-foreground", default=None, help="Put synthetic anomalies on the object only.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Training device (default auto).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out with its own configuration.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config field, e.g. train.learning_rate=2e-4.")
 def train(config_path, data, out, method, preset, image_size, steps, batch_size, max_minutes, textures,
           foreground, device, resume, sets) -> None:
@@ -84,7 +84,14 @@ def train(config_path, data, out, method, preset, image_size, steps, batch_size,
         "train.steps": steps, "train.batch_size": batch_size, "train.max_minutes": max_minutes,
         "data.textures": textures, "data.foreground": foreground, "train.device": device,
     }, sets)
-    config = load_config(config_path, overrides)
+    if resume:
+        if config_path:
+            raise ConfigError("--resume continues a run with its own configuration; leave out --config")
+        from .training.checkpoint import resume_config
+
+        config = resume_config(out, overrides)
+    else:
+        config = load_config(config_path, overrides)
     from .training import train as train_method
 
     # a bar on a terminal, a progress line every few seconds in a log file
@@ -112,7 +119,8 @@ def methods() -> None:
 @click.option("--engine", type=click.Choice(["fp16", "fp32"]), help="Build TensorRT engines into the bundle SOURCE.")
 @click.option("--workspace", type=float, default=2.0, show_default=True, help="TensorRT workspace (GB).")
 @click.option("--batch", type=int, default=1, show_default=True, help="Largest batch the engines accept.")
-def export(source, out, overwrite, data, parity_images, engine, workspace, batch) -> None:
+@click.option("--sign-key", type=click.Path(dir_okay=False), help="Sign the bundle with this private key.")
+def export(source, out, overwrite, data, parity_images, engine, workspace, batch, sign_key) -> None:
     """Export a training run to a bundle, or build TensorRT engines for a bundle.
 
     \b
@@ -123,7 +131,8 @@ def export(source, out, overwrite, data, parity_images, engine, workspace, batch
         from .export.tensorrt import build_engines
 
         engine_set, report = build_engines(source, engine, workspace_gb=workspace, max_batch=batch,
-                                           overwrite=overwrite)
+                                           overwrite=overwrite, sign_key=sign_key)
+        _resigned(report.pop("signature_dropped", False), source)
         click.echo(json.dumps({"engines": engine_set.directory, **report}, default=str))
         return
     if out is None:
@@ -136,6 +145,10 @@ def export(source, out, overwrite, data, parity_images, engine, workspace, batch
 
     bundle, parity = export_run(source, out, overwrite=overwrite, data=data, parity_images=n,
                                 progress=_progress())
+    if sign_key:
+        from .signing import sign as sign_bundle
+
+        sign_bundle(bundle.root, sign_key)
     cal = bundle.manifest.calibration
     click.echo(json.dumps({
         "bundle": str(bundle.root),
@@ -193,22 +206,24 @@ def run(bundle, camera, source, backend, stride, roi, show, save, save_fps, json
         raise ConfigError("give exactly one of --camera N or --source SPEC")
     region = Roi.parse(roi)
     stop = threading.Event()
-    det = Detector.load(bundle, backend=backend)
-    sinks = []
+    sinks = []  # outputs are checked here, before anything loads; files appear with the first result
+    if jsonl:
+        sinks.append(JsonlSink(jsonl, overwrite))
+    if save:
+        sinks.append(VideoSink(save, save_fps, overwrite))
+    if save_anomalies:
+        sinks.append(AnomalySaver(save_anomalies, overwrite))
+    det = None
     try:
-        if jsonl:
-            sinks.append(JsonlSink(jsonl, overwrite))
-        if save:
-            sinks.append(VideoSink(save, save_fps, overwrite))
-        if save_anomalies:
-            sinks.append(AnomalySaver(save_anomalies, overwrite))
+        det = Detector.load(bundle, backend=backend)
         if show:
             sinks.append(WindowSink(stop))
         src = open_source(camera if camera is not None else source, reconnect_attempts=reconnect_attempts, loop=loop)
     except BaseException:
         for s in sinks:
             s.close()
-        det.close()
+        if det is not None:
+            det.close()
         raise
     click.echo(f"running {det.method} on {src.name} with {det.backend_name} ({det.choice.reason})", err=True)
     with det:
@@ -217,6 +232,11 @@ def run(bundle, camera, source, backend, stride, roi, show, save, save_fps, json
     click.echo(stats.status_line(), err=True)
     click.echo(json.dumps({"stopped_by": stats.stopped_by, "frames": stats.frames, "anomalies": stats.anomalies,
                            "fps": round(stats.fps, 2), "latency_ms": stats.latency_ms, "source": stats.source}))
+    lost = stats.source.get("lost_frames", 0)
+    if lost and not src.live:
+        click.echo(f"error: {lost} frames of {src.name} could not be decoded (damaged file); the others were processed",
+                   err=True)
+        sys.exit(1)
 
 
 # ----------------------------------------------------------------------------------- predict
@@ -230,43 +250,41 @@ def run(bundle, camera, source, backend, stride, roi, show, save, save_fps, json
 def predict(images, bundle, backend, out, jsonl, overwrite) -> None:
     """Score image files (paths, folders or globs) and print a verdict per image.
 
-    Prints: path, raw score, normalised score (threshold at 0.5), verdict.
+    Prints: path, raw score, normalised score (threshold at 0.5), verdict. An unreadable image
+    is reported and skipped; the exit code is 1 when any image could not be scored.
     """
+    from .errors import InputError
+    from .outputs import atomic_write, check_new_dir, check_new_file
     from .runtime.detector import Detector
     from .runtime.sources import expand_images
 
     files = expand_images(images)
-    _check_outputs(out, jsonl, overwrite)
+    check_new_dir(out, overwrite, "overlay folder")
+    check_new_file(jsonl, overwrite, "JSON-lines file")
     names = _overlay_names(files)
-    writer = _open_new(jsonl) if jsonl else None
-    n_bad = 0
-    try:
-        with Detector.load(bundle, backend=backend) as det:
-            for f in files:
+    lines, n_bad, failed = [], 0, []
+    with Detector.load(bundle, backend=backend) as det:
+        for f in files:
+            try:
                 r = det.predict(f)
-                n_bad += r.is_anomalous
-                verdict = "ANOMALY" if r.is_anomalous else "ok"
-                click.echo(f"{f}\t{r.score:.6f}\t{r.normalised_score:.3f}\t{verdict}")
-                if writer:
-                    writer.write(json.dumps(r.to_dict()) + "\n")
-                if out:
-                    from .data.io import write_image
+            except InputError as exc:
+                failed.append(str(f))
+                click.echo(f"error: {exc}", err=True)
+                continue
+            n_bad += r.is_anomalous
+            verdict = "ANOMALY" if r.is_anomalous else "ok"
+            click.echo(f"{f}\t{r.score:.6f}\t{r.normalised_score:.3f}\t{verdict}")
+            lines.append(json.dumps(r.to_dict()) + "\n")
+            if out:
+                from .data.io import write_image
 
-                    write_image(Path(out) / names[f], r.overlay(color="rgb"))
-    finally:
-        if writer:
-            writer.close()
-    click.echo(f"{len(files)} images, {n_bad} anomalous", err=True)
-
-
-def _check_outputs(folder: str | None, file: str | None, overwrite: bool) -> None:
-    """Refuse to replace what the user already has unless --overwrite was given."""
-    if overwrite:
-        return
-    if folder and Path(folder).is_dir() and any(Path(folder).iterdir()):
-        raise ConfigError(f"{folder} is not empty; pass --overwrite to write into it")
-    if file and Path(file).exists():
-        raise ConfigError(f"{file} already exists; pass --overwrite to replace it")
+                write_image(Path(out) / names[f], r.overlay(color="rgb"))
+    if jsonl:
+        atomic_write(jsonl, "".join(lines))
+    click.echo(f"{len(files) - len(failed)} images scored, {n_bad} anomalous"
+               + (f", {len(failed)} could not be read" if failed else ""), err=True)
+    if failed:
+        sys.exit(1)
 
 
 def _overlay_names(files: list[Path]) -> dict[Path, str]:
@@ -282,12 +300,6 @@ def _overlay_names(files: list[Path]) -> dict[Path, str]:
     return names
 
 
-def _open_new(path: str):
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    return p.open("w")
-
-
 # ---------------------------------------------------------------------------------- evaluate
 @main.command()
 @click.argument("bundle", type=click.Path())
@@ -295,13 +307,17 @@ def _open_new(path: str):
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
 @click.option("--sheet", type=click.Path(file_okay=False), help="Save a sheet of example images here.")
-def evaluate(bundle, data, backend, out, sheet) -> None:
+@click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file or writing into a non-empty --sheet folder.")
+def evaluate(bundle, data, backend, out, sheet, overwrite) -> None:
     """Compute image and pixel AUROC/AP/F1max and AUPRO@0.3 on a test set."""
     from .data.datasets import load_dataset
     from .evaluation.evaluate import evaluate as run_eval
     from .evaluation.evaluate import format_table, save_sheets
+    from .outputs import atomic_write, check_new_dir, check_new_file
     from .runtime.detector import Detector
 
+    check_new_file(out, overwrite, "report")
+    check_new_dir(sheet, overwrite, "sheet folder")
     ds = load_dataset(data, validation_fraction=0.0)
     with Detector.load(bundle, backend=backend) as det:
         run = run_eval(det, ds, progress=_progress())
@@ -309,10 +325,8 @@ def evaluate(bundle, data, backend, out, sheet) -> None:
             run.report["sheets"] = [str(p) for p in save_sheets(det, run, Path(sheet))]
     click.echo(format_table(run.report))
     if out:
-        p = Path(out)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(run.report, indent=2))
-        click.echo(f"report written to {p}", err=True)
+        atomic_write(out, json.dumps(run.report, indent=2))
+        click.echo(f"report written to {out}", err=True)
 
 
 # --------------------------------------------------------------------------------- benchmark
@@ -324,16 +338,18 @@ def evaluate(bundle, data, backend, out, sheet) -> None:
 @click.option("--checkpoint", type=click.Path(file_okay=False), help="Training run: also time PyTorch eager, alternating.")
 @click.option("--images", type=click.Path(file_okay=False), help="Folder of images to time on (default: random frames).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
-def benchmark(bundle, backend, batch, runs, checkpoint, images, out) -> None:
+@click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file.")
+def benchmark(bundle, backend, batch, runs, checkpoint, images, out, overwrite) -> None:
     """Latency per part (median, p90), throughput, peak memory; runtime vs PyTorch eager."""
     from .evaluation.speed import benchmark as run_benchmark
     from .evaluation.speed import format_report
+    from .outputs import atomic_write, check_new_file
 
+    check_new_file(out, overwrite, "report")
     report = run_benchmark(bundle, backend, batch, runs, checkpoint=checkpoint, images=images, progress=_progress())
     click.echo(format_report(report))
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=2))
+        atomic_write(out, json.dumps(report, indent=2))
 
 
 # ---------------------------------------------------------------------------------- validate
@@ -343,12 +359,15 @@ def benchmark(bundle, backend, batch, runs, checkpoint, images, out) -> None:
 @click.option("--images", type=click.Path(file_okay=False), help="Real images (default: the bundle's sample images).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), help="Tolerance set (default: from the engines).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
-def validate(bundle, backend, images, precision, out) -> None:
+@click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file.")
+def validate(bundle, backend, images, precision, out, overwrite) -> None:
     """Compare a backend with ONNX Runtime CPU per stage and end to end; exit 1 outside tolerance."""
+    from .outputs import atomic_write, check_new_file
     from .runtime.detector import Detector
     from .runtime.validate import images_from, sample_images
     from .runtime.validate import validate as run_validate
 
+    check_new_file(out, overwrite, "report")
     with Detector.load(bundle, backend=backend) as det:
         imgs = images_from(images) if images else sample_images(det.bundle)
         if precision is None:
@@ -357,7 +376,7 @@ def validate(bundle, backend, images, precision, out) -> None:
         report = run_validate(det, imgs, precision=precision)
     click.echo(report.table())
     if out:
-        Path(out).write_text(json.dumps(report.to_dict(), indent=2))
+        atomic_write(out, json.dumps(report.to_dict(), indent=2))
     if not report.passed:
         sys.exit(1)
 
@@ -373,7 +392,8 @@ def validate(bundle, backend, images, precision, out) -> None:
 @click.option("--rule", type=click.Choice(["tolerance", "k_sigma"]), help="Threshold rule (default tolerance).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Use at most this many frames.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-def calibrate(bundle, good, target_frr, confidence, rule, max_frames, backend) -> None:
+@click.option("--sign-key", type=click.Path(dir_okay=False), help="Sign the changed bundle with this private key.")
+def calibrate(bundle, good, target_frr, confidence, rule, max_frames, backend, sign_key) -> None:
     """Re-calibrate a bundle's thresholds on a line's own good parts (no retraining, no PyTorch).
 
     \b
@@ -387,7 +407,9 @@ def calibrate(bundle, good, target_frr, confidence, rule, max_frames, backend) -
     b = load_bundle(bundle)
     cfg = CalibrationConfig(**{k: v for k, v in {"target_frr": target_frr, "confidence": confidence,
                                                   "rule": rule}.items() if v is not None})
-    old, new = recalibrate(b, list(good), cfg, backend=backend, max_frames=max_frames, progress=_progress())
+    old, new, dropped = recalibrate(b, list(good), cfg, backend=backend, max_frames=max_frames,
+                                    progress=_progress(), sign_key=sign_key)
+    _resigned(dropped, b.root)
     for w in new.warnings:
         click.echo(f"warning: {w}", err=True)
     click.echo(json.dumps({
@@ -395,6 +417,54 @@ def calibrate(bundle, good, target_frr, confidence, rule, max_frames, backend) -
         "image_threshold": new.image.threshold, "previous_image_threshold": old.image.threshold if old else None,
         "threshold_interval_90": new.threshold_interval, "pixel_threshold": new.pixel.threshold,
     }))
+
+
+# ------------------------------------------------------------------------------- signatures
+@main.command()
+@click.option("--out", required=True, metavar="PREFIX", help="Writes PREFIX.key (private, 0600) and PREFIX.pub.")
+def keygen(out) -> None:
+    """Make an Ed25519 key pair for signing bundles (keep the .key file on the build server)."""
+    from .signing import generate_keys
+
+    private, public = generate_keys(out)
+    click.echo(json.dumps({"private_key": str(private), "public_key": str(public)}))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--key", required=True, type=click.Path(dir_okay=False), help="Private key from 'edgead keygen'.")
+def sign(bundle, key) -> None:
+    """Sign a bundle, so that line PCs with EDGEAD_TRUSTED_KEYS accept it."""
+    from .bundle import load_bundle
+    from .signing import sign as sign_bundle
+
+    b = load_bundle(bundle, trusted_keys=[])  # integrity first: never sign a corrupt bundle
+    click.echo(json.dumps({"bundle": str(b.root), "signed_by": sign_bundle(b.root, key)}))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--key", "keys", multiple=True, type=click.Path(dir_okay=False),
+              help="Trusted public key (repeatable; default: $EDGEAD_TRUSTED_KEYS).")
+def verify(bundle, keys) -> None:
+    """Check a bundle: manifest integrity, every file's sha256, paths, and the signature if keys are given."""
+    from pathlib import Path as _P
+
+    from .bundle import load_bundle
+    from .signing import trusted_keys_from_env
+    from .signing import verify as verify_signature
+
+    trusted = [_P(k) for k in keys] or trusted_keys_from_env()
+    b = load_bundle(bundle, trusted_keys=[])
+    signer = verify_signature(b.root, trusted) if trusted else None
+    click.echo(json.dumps({"bundle": str(b.root), "files": len(b.files()) + 1, "integrity": "ok",
+                           "signed": b.signed, "signed_by_trusted_key": signer}))
+
+
+def _resigned(dropped: bool, bundle) -> None:
+    if dropped:
+        click.echo(f"warning: {bundle} was signed; the change invalidated the signature. Sign it again: "
+                   f"edgead sign {bundle} --key OWNER.key (or pass --sign-key)", err=True)
 
 
 # -------------------------------------------------------------------------------------- demo

@@ -317,17 +317,28 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def read_yaml_mapping(path: Path, error: type[EdgeadError] = ConfigError) -> dict[str, Any]:
-    """A YAML file that must hold a mapping (empty file: empty mapping); ``error`` on anything else."""
+def read_yaml_text(text: str, where: str, error: type[EdgeadError] = ConfigError) -> dict[str, Any]:
+    """YAML text that must hold a mapping (empty: empty mapping); ``error`` on anything else."""
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise error(f"{path} is not valid YAML: {exc}") from None
+        raise error(f"{where} is not valid YAML: {exc}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise error(f"{path} is corrupt: expected a mapping at the top level")
+        raise error(f"{where} is corrupt: expected a mapping at the top level")
     return loaded
+
+
+def read_yaml_mapping(path: Path, error: type[EdgeadError] = ConfigError) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; a binary or unreadable file is ``error`` too."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{path} is not a YAML file: it is not UTF-8 text") from None
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror}") from None
+    return read_yaml_text(text, str(path), error)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -14,6 +14,22 @@ def _copy(bundle, tmp_path):
     return dst
 
 
+def _read(b):
+    from edgead.bundle import INTEGRITY
+
+    return yaml.safe_load((b / "manifest.yaml").read_text().rpartition(INTEGRITY)[0])
+
+
+def _rewrite(b, data):
+    """Write a manifest with a valid integrity line (as a tool that knows the format would)."""
+    import hashlib
+
+    from edgead.bundle import INTEGRITY
+
+    body = yaml.safe_dump(data, sort_keys=False)
+    (b / "manifest.yaml").write_text(body + INTEGRITY + hashlib.sha256(body.encode()).hexdigest() + "\n")
+
+
 def test_bundle_contents_and_contract(tiny_bundle):
     b = load_bundle(tiny_bundle)
     m = b.manifest
@@ -72,9 +88,9 @@ def test_missing_file_is_detected(tiny_bundle, tmp_path):
 ])
 def test_strict_manifest(tiny_bundle, tmp_path, edit, message):
     b = _copy(tiny_bundle, tmp_path)
-    data = yaml.safe_load((b / "manifest.yaml").read_text())
+    data = _read(b)
     edit(data)
-    (b / "manifest.yaml").write_text(yaml.safe_dump(data))
+    _rewrite(b, data)
     with pytest.raises(BundleError, match=message):
         load_bundle(b)
 

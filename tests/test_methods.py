@@ -57,15 +57,15 @@ def test_train_export_predict(name, method_bundle, demo_data):
 def test_bundle_without_a_required_extra_is_refused(name, method_bundle, tmp_path):
     import shutil
 
-    import yaml
-
     root, _ = method_bundle(name)
     copy = tmp_path / "b.edgead"
     shutil.copytree(root, copy)
-    manifest = yaml.safe_load((copy / "manifest.yaml").read_text())
+    from .test_bundle import _read, _rewrite
+
+    manifest = _read(copy)
     extra = get_method(name).extras[0]
     manifest["extras"] = [e for e in manifest["extras"] if e["name"] != extra]
-    (copy / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    _rewrite(copy, manifest)
     with pytest.raises(BundleError, match=f"needs the extras {extra}"):
         load_bundle(copy, verify=False)
 

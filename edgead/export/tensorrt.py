@@ -136,7 +136,7 @@ def build_plan(trt: Any, onnx_path: Path, inputs: list, precision: str, workspac
 
 def build_engines(bundle_path: str | Path, precision: str, workspace_gb: float = 2.0, max_batch: int = 1,
                   overwrite: bool = False, trt: Any = None, gpu: GpuInfo | None = None,
-                  validator=None) -> tuple[EngineSet, dict]:
+                  validator=None, sign_key: str | Path | None = None) -> tuple[EngineSet, dict]:
     """Build, validate and record one engine per stage. ``trt``/``gpu``/``validator`` are for tests."""
     if precision not in ("fp16", "fp32"):
         raise ExportError(f"--engine must be one of fp16, fp32; got {precision!r}")
@@ -173,7 +173,7 @@ def build_engines(bundle_path: str | Path, precision: str, workspace_gb: float =
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir, ignore_errors=True)
     bundle.manifest.engines = [es for es in bundle.manifest.engines if es.directory != directory] + [engine_set]
-    bundle.save_manifest()
+    report["signature_dropped"] = bundle.save_manifest(sign_key)
     return engine_set, report
 
 

@@ -208,8 +208,12 @@ def good_frames(specs: list[str], max_frames: int | None = None) -> Iterable[np.
 
 
 def recalibrate(bundle: Bundle, specs: list[str], config: CalibrationConfig, backend: str = "auto",
-                max_frames: int | None = None, progress: bool = False) -> tuple[Calibration | None, Calibration]:
-    """New thresholds for ``bundle`` from a line's own good parts; the old ones go to the history."""
+                max_frames: int | None = None, progress: bool = False,
+                sign_key: str | Path | None = None) -> tuple[Calibration | None, Calibration, bool]:
+    """New thresholds for ``bundle`` from a line's own good parts; the old ones go to the history.
+
+    Returns (old, new, signature_dropped).
+    """
     import datetime as dt
 
     old = bundle.manifest.calibration
@@ -221,5 +225,4 @@ def recalibrate(bundle: Bundle, specs: list[str], config: CalibrationConfig, bac
                         "source": old.source, "n_images": old.n_images, "rule": old.rule,
                         "image_threshold": old.image.threshold, "pixel_threshold": old.pixel.threshold})
     bundle.manifest.calibration = new
-    bundle.save_manifest()
-    return old, new
+    return old, new, bundle.save_manifest(sign_key)

@@ -41,7 +41,8 @@ class RunStats:
         return (
             f"{self.fps:6.1f} fps | latency p50 {lat.get('p50', 0):.1f} p90 {lat.get('p90', 0):.1f} "
             f"p99 {lat.get('p99', 0):.1f} ms | frames {self.frames} | anomalies {self.anomalies} | "
-            f"bad frames {src.get('bad_frames', 0)} | reconnects {src.get('reconnects', 0)}"
+            f"bad frames {src.get('bad_frames', 0)} | lost frames {src.get('lost_frames', 0)} | "
+            f"reconnects {src.get('reconnects', 0)}"
         )
 
 

@@ -4,7 +4,7 @@ normalised scores, decisions and pixel masks, all from the bundle manifest's ``s
 
 Normalisation follows anomalib's min-max convention so that the threshold maps to 0.5:
 
-    normalised = clip((score - threshold) / (max - min) + 0.5, 0, 1)
+    normalised = clip((score - threshold) / span + 0.5, 0, 1),  span = max(max, threshold) - min(min, threshold)
 
 with min, max and threshold measured on anomaly-free validation images.
 """
@@ -60,7 +60,9 @@ def image_scores(maps: np.ndarray, rule: str, top_k: int = 1, pool: int = 1) -> 
 
 
 def normalise(values: np.ndarray | float, stats: Stats) -> np.ndarray:
-    span = max(stats.max - stats.min, 1e-12)
+    """Threshold at 0.5; the span covers the good images and the threshold, so a threshold above
+    every good score (few calibration images) does not squash all scores to 0 or 1."""
+    span = max(max(stats.max, stats.threshold) - min(stats.min, stats.threshold), 1e-12)
     return np.clip((np.asarray(values, np.float64) - stats.threshold) / span + 0.5, 0.0, 1.0)
 
 

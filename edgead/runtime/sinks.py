@@ -1,7 +1,9 @@
 """Where results go: window, annotated video, JSON lines, saved anomalous frames.
 
 Every sink writes as it goes and ``close()`` finalises its file, so an interrupted run still
-leaves a valid video and a JSON-lines file with one complete line per processed frame.
+leaves a valid video and a JSON-lines file with one complete line per processed frame. Files and
+folders are created at the first result, so a run that fails at start leaves nothing behind
+that would block the corrected rerun.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from ..data.io import write_image
 from ..errors import ConfigError
+from ..outputs import check_new_dir, check_new_file
 
 if TYPE_CHECKING:
     from .detector import Result
@@ -33,23 +36,17 @@ class Sink(ABC):
         """Flush and close files or windows."""
 
 
-def refuse_existing(path: Path, overwrite: bool, what: str) -> None:
-    if overwrite:
-        return
-    if path.is_file() or (path.is_dir() and any(path.iterdir())):
-        raise ConfigError(f"{what} {path} already exists; pass --overwrite to replace it")
-
-
 class JsonlSink(Sink):
     """One JSON object per processed frame, flushed line by line."""
 
     def __init__(self, path: str | Path, overwrite: bool = False):
-        self.path = Path(path)
-        refuse_existing(self.path, overwrite, "JSON-lines file")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = self.path.open("w")
+        self.path = check_new_file(path, overwrite, "JSON-lines file")
+        self.file = None
 
     def write(self, result: Result) -> None:
+        if self.file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = self.path.open("w")
         d = result.to_dict()
         ts = result.timestamp
         d["time"] = _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat() if ts else None
@@ -57,7 +54,8 @@ class JsonlSink(Sink):
         self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 class VideoSink(Sink):
@@ -67,8 +65,7 @@ class VideoSink(Sink):
         self.path = Path(path)
         if self.path.suffix.lower() not in FOURCC:
             raise ConfigError(f"--save {self.path}: use one of {', '.join(FOURCC)} as the extension")
-        refuse_existing(self.path, overwrite, "video")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_new_file(self.path, overwrite, "video")
         self.fps = fps
         self.writer: cv2.VideoWriter | None = None
         self.size: tuple[int, int] | None = None
@@ -79,6 +76,7 @@ class VideoSink(Sink):
         if self.writer is None:
             h, w = frame.shape[:2]
             self.size = (w, h)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
             self.writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, self.size)
             if not self.writer.isOpened():
@@ -98,14 +96,13 @@ class AnomalySaver(Sink):
     """For each anomalous frame: the frame, its overlay and its mask as PNG files."""
 
     def __init__(self, folder: str | Path, overwrite: bool = False):
-        self.folder = Path(folder)
-        refuse_existing(self.folder, overwrite, "folder")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder = check_new_dir(folder, overwrite, "anomaly folder")
         self.saved = 0
 
     def write(self, result: Result) -> None:
         if not result.is_anomalous or result.image is None:
             return
+        self.folder.mkdir(parents=True, exist_ok=True)
         stem = f"{result.frame_index if result.frame_index is not None else self.saved:08d}"
         write_image(self.folder / f"{stem}_frame.png", result.image)
         write_image(self.folder / f"{stem}_overlay.png", result.overlay(color="rgb"))

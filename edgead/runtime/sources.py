@@ -42,6 +42,8 @@ class Frame:
 class SourceStats:
     frames_read: int = 0
     bad_frames: int = 0
+    lost_frames: int = 0
+    """Frames of a file source that could not be decoded or were skipped by damage."""
     reconnects: int = 0
     dropped_live_frames: int = 0
     gaps_s: list[float] = field(default_factory=list)
@@ -103,11 +105,16 @@ class ImageFilesSource(FrameSource):
 
 
 class VideoFileSource(FrameSource):
-    """A video file, every frame in order; undecodable frames are skipped.
+    """A video file, every frame in order; damaged sections are skipped and the frames lost counted.
 
+    Two kinds of damage: the decoder fails on a frame (the source then seeks past it and goes on
+    until the file's frame count is reached), or the demuxer resynchronises silently after a
+    damaged section (the jump in the decoder's frame position is counted as lost frames).
     With ``loop=True`` the file restarts at its end (demos, soak tests); frame indices keep
     counting up.
     """
+
+    MAX_FAILURES_UNKNOWN_LENGTH = 5
 
     def __init__(self, path: Path, open_capture: Callable[[], Any] | None = None, loop: bool = False):
         super().__init__(str(path))
@@ -118,31 +125,55 @@ class VideoFileSource(FrameSource):
             raise SourceError(f"cannot open video file {path} (unsupported codec or not a video)")
         self.total = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
 
+    def _index(self, fallback: int) -> int:
+        """Index of the frame just read, from its timestamp (the decoder's frame counter does not
+        see frames the demuxer skipped)."""
+        fps = self.cap.get(cv2.CAP_PROP_FPS) or 0.0
+        msec = self.cap.get(cv2.CAP_PROP_POS_MSEC)
+        if fps <= 0 or msec is None or msec < 0:
+            return fallback
+        return int(round(msec * fps / 1000.0))
+
     def frames(self) -> Iterator[Frame]:
-        index, failures, offset = 0, 0, 0
+        expected, offset, failures = 0, 0, 0  # expected: index (in this pass) of the next frame
         while True:
             ok, frame = self.cap.read()
-            if not ok:
-                # past the end, or a frame the decoder rejects: skip a few, then stop
-                if self.total and index - offset < self.total and failures < 5:
-                    failures += 1
-                    self.stats.bad_frames += 1
-                    index += 1
+            if ok:
+                at = self._index(expected)
+                if failures and at < expected:  # a seek landed before the damage: already delivered
                     continue
-                if self.loop and index > offset:
-                    self.cap.release()
-                    self.cap = self._open()
-                    offset, failures = index, 0
-                    continue
-                return
-            rgb = _checked_rgb(frame)
-            if rgb is None:
-                self.stats.bad_frames += 1
-            else:
                 failures = 0
-                self.stats.frames_read += 1
-                yield Frame(index, rgb, time.time(), self.name)
-            index += 1
+                if at > expected:  # a damaged section the demuxer skipped, or a seek past it
+                    self.stats.lost_frames += at - expected
+                    expected = at
+                rgb = _checked_rgb(frame)
+                if rgb is None:
+                    self.stats.bad_frames += 1
+                    self.stats.lost_frames += 1
+                else:
+                    self.stats.frames_read += 1
+                    yield Frame(offset + expected, rgb, time.time(), self.name)
+                expected += 1
+                continue
+            failures += 1
+            if self.total and expected + failures <= self.total:  # undecodable frame(s): seek past them
+                self.stats.bad_frames += 1
+                self.cap.set(cv2.CAP_PROP_POS_FRAMES, expected + failures)
+                continue
+            if not self.total and failures <= self.MAX_FAILURES_UNKNOWN_LENGTH:
+                self.stats.bad_frames += 1
+                continue
+            if self.total > expected:
+                self.stats.lost_frames += self.total - expected
+            if self.loop and expected > 0:
+                self.cap.release()
+                self.cap = self._open()
+                offset, expected, failures = offset + max(expected, self.total), 0, 0
+                continue
+            if self.stats.lost_frames:
+                log.warning("%s: %d of %d frames could not be decoded (damaged file)", self.name,
+                            self.stats.lost_frames, self.stats.lost_frames + self.stats.frames_read)
+            return
 
     def close(self) -> None:
         self.cap.release()

@@ -130,3 +130,38 @@ def open_run(run_dir: Path, config: ExperimentConfig, resume: bool) -> dict[str,
     if state is None:
         raise EdgeadError(f"--resume: {run_dir} has no {STATE_FILE} (optimiser state); it cannot be continued")
     return state
+
+
+RESUMABLE = ("train.steps", "train.max_minutes", "train.device", "train.checkpoint_every", "train.log_every",
+             "train.mixed_precision", "train.channels_last", "train.compile", "data.path")
+"""Options a resumed run may change; everything else is the run's own and may not differ."""
+
+
+def _leaf(tree: dict[str, Any], key: str) -> Any:
+    node: Any = tree
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def resume_config(run_dir: str | Path, overrides: list[str]) -> ExperimentConfig:
+    """The run's saved configuration with the options a resumed run may change.
+
+    An option that differs from what the run was trained with is an error naming the stored
+    value (edgead 0.1 silently continued with defaults).
+    """
+    from ..config import apply_overrides
+
+    _, stored = read_checkpoint_meta(run_dir)
+    base = to_dict(stored)
+    merged = to_dict(stored)
+    for item in overrides:
+        key = item.partition("=")[0]
+        given = to_dict(from_dict(ExperimentConfig, apply_overrides(to_dict(stored), [item])))
+        old, new = _leaf(base, key), _leaf(given, key)
+        if key in RESUMABLE:
+            apply_overrides(merged, [item])
+        elif new != old:
+            raise ConfigError(f"--resume: {run_dir} was trained with {key}={old!r}, the option gives {new!r}; "
+                              "leave it out to continue the run as it was trained, or train into another --out")
+    return from_dict(ExperimentConfig, merged).validate()

@@ -59,7 +59,8 @@ def choose_backend(requested: str, bundle: Bundle) -> BackendChoice:
             engine_set = find_engine_set(bundle)
             return BackendChoice("tensorrt", f"native TensorRT with engines {engine_set.directory}")
         except EdgeadError as exc:  # not installed, no GPU, or no engines for this GPU
-            skipped = f"no native TensorRT: {exc}"
+            log.info("native TensorRT skipped: %s", exc)
+            skipped = "no native TensorRT engines usable here; -v says why"
     else:
         skipped = "ONNX Runtime requested"
     for provider, name in (

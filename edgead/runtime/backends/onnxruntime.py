@@ -19,6 +19,27 @@ PROVIDERS = {
 }
 
 
+ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+             "tensor(int32)": "int32", "tensor(uint8)": "uint8"}
+
+
+def check_contract(path: Path, graph: list[tuple[str, str, list]], contract: list[TensorSpec], kind: str) -> None:
+    """The graph's inputs or outputs against the manifest's stage contract: names, dtypes, ranks, fixed dims."""
+    names = [g[0] for g in graph]
+    if names != [c.name for c in contract]:
+        raise BackendError(f"{path.name}: the graph's {kind}s are {names}, the bundle's contract says "
+                           f"{[c.name for c in contract]} (graph and manifest do not belong together; re-export)")
+    for (name, dtype, shape), spec in zip(graph, contract):
+        if ORT_TYPES.get(dtype, dtype) != spec.dtype:
+            raise BackendError(f"{path.name}: {kind} {name!r} is {dtype} in the graph, {spec.dtype} in the contract")
+        fixed = [d if isinstance(d, int) else None for d in shape]
+        if len(shape) != len(spec.shape) or any(
+            isinstance(want, int) and have is not None and have != want for have, want in zip(fixed, spec.shape)
+        ):
+            raise BackendError(f"{path.name}: {kind} {name!r} has shape {list(shape)} in the graph, "
+                               f"{spec.shape} in the contract")
+
+
 def ort_module():
     return require(
         "onnxruntime",
@@ -68,6 +89,8 @@ class OnnxRuntimeBackend(Backend):
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as exc:  # ORT raises its own exception types
             raise BackendError(f"ONNX Runtime cannot load {path}: {exc}") from None
+        check_contract(path, [(i.name, i.type, i.shape) for i in self.session.get_inputs()], inputs, "input")
+        check_contract(path, [(o.name, o.type, o.shape) for o in self.session.get_outputs()], outputs, "output")
         self.name = f"onnxruntime-{provider}"
         self.output_names = [o.name for o in outputs]
 

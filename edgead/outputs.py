@@ -1,0 +1,126 @@
+"""Writing without losing anything the user has.
+
+Every output edgead writes goes through here: an existing path is refused unless ``--overwrite``
+was given, writability is checked before long work starts, files are written under a temporary
+name and renamed into place (an interrupted write never leaves half a file), and replacing a
+folder replaces exactly that folder. New files and folders get the usual permissions under the
+process umask (``tempfile`` would make them private to the user).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _existing_ancestor(p: Path) -> Path:
+    p = p.absolute()
+    while not p.exists():
+        p = p.parent
+    return p
+
+
+def check_writable(path: str | Path, what: str) -> None:
+    """The nearest existing folder above ``path`` must be writable (checked before long work)."""
+    anchor = _existing_ancestor(Path(path).parent)
+    if not anchor.is_dir():
+        raise ConfigError(f"cannot write {what} {path}: {anchor} is a file, not a folder")
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {what} {path}: no permission to write in {anchor}")
+
+
+def check_new_file(path: str | Path | None, overwrite: bool, what: str) -> Path | None:
+    """An output file that must not exist yet (or may be replaced with ``overwrite``)."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{what} {p} is a folder; give a file name")
+    if p.exists() and not overwrite:
+        raise ConfigError(f"{what} {p} already exists; pass --overwrite to replace it (nothing was changed)")
+    check_writable(p, what)
+    return p
+
+
+def check_new_dir(path: str | Path | None, overwrite: bool, what: str) -> Path | None:
+    """An output folder that must not exist or be empty (or may be written into with ``overwrite``)."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{what} {p} is a file; give a folder")
+    if p.is_dir() and any(p.iterdir()) and not overwrite:
+        raise ConfigError(f"{what} {p} is not empty; pass --overwrite to write into it (nothing was changed)")
+    check_writable(p / "x", what)
+    return p
+
+
+def make_dirs(path: str | Path) -> Path:
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> Path:
+    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode() if isinstance(data, str) else data
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # the umask applies
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return p
+
+
+def new_temp_dir(beside: Path, label: str) -> Path:
+    """A fresh folder next to ``beside`` (same file system, so it can be renamed into place)."""
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{beside.name}.{label}-", dir=beside.parent))
+
+
+def apply_umask(root: Path) -> None:
+    """Folders 0777 and files 0666 under the umask, as a plain mkdir/open would have made them."""
+    mask = _umask()
+    for d, dirs, files in os.walk(root):
+        os.chmod(d, 0o777 & ~mask)
+        for f in files:
+            os.chmod(os.path.join(d, f), 0o666 & ~mask)
+
+
+def publish_dir(tmp: Path, out: Path) -> Path:
+    """Move the finished folder ``tmp`` to ``out``, replacing exactly ``out`` if it exists.
+
+    The old ``out`` is first renamed to a fresh hidden name (never a name that could hold the
+    user's files), and only deleted once the new folder is in place.
+    """
+    apply_umask(tmp)
+    if not out.exists():
+        os.replace(tmp, out)
+        return out
+    old = new_temp_dir(out, "replaced")  # an empty placeholder: rename() may replace it
+    os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        os.replace(old, out)  # put the user's folder back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return out
