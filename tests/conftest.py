@@ -50,3 +50,27 @@ def tiny_bundle(tiny_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "tiny.edgead"
     bundle, _ = export_run(tiny_run, out, parity_images=8, progress=False)
     return bundle.root
+
+
+@pytest.fixture(scope="session")
+def method_bundle(demo_data, tmp_path_factory):
+    """A calibrated tiny bundle per registered method, trained on the generated data set (cached)."""
+    cache = {}
+
+    from edgead.config import load_config
+    from edgead.export.flow import export_run
+    from edgead.methods import get_method
+    from edgead.training import train
+
+    def build(name):
+        if name not in cache:
+            spec = get_method(name)
+            root = tmp_path_factory.mktemp(name)
+            cfg = load_config(None, [f"method={name}", f"data.path={demo_data}", "data.image_size=64",
+                                     "train.device=cpu", "train.steps=20", *spec.tiny])
+            train(cfg, root / "run", progress=False)
+            bundle, parity = export_run(root / "run", root / f"{name}.edgead", parity_images=6, progress=False)
+            cache[name] = (bundle.root, parity)
+        return cache[name]
+
+    return build

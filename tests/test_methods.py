@@ -17,25 +17,6 @@ from edgead.training import train
 METHODS = method_names()
 
 
-@pytest.fixture(scope="session")
-def method_bundle(demo_data, tmp_path_factory):
-    """A calibrated tiny bundle per method, trained on the generated data set (cached)."""
-    cache = {}
-
-    def build(name):
-        if name not in cache:
-            spec = get_method(name)
-            root = tmp_path_factory.mktemp(name)
-            cfg = load_config(None, [f"method={name}", f"data.path={demo_data}", "data.image_size=64",
-                                     "train.device=cpu", "train.steps=20", *spec.tiny])
-            train(cfg, root / "run", progress=False)
-            bundle, parity = export_run(root / "run", root / f"{name}.edgead", parity_images=6, progress=False)
-            cache[name] = (bundle.root, parity)
-        return cache[name]
-
-    return build
-
-
 @pytest.mark.parametrize("name", METHODS)
 def test_train_export_predict(name, method_bundle, demo_data):
     root, parity = method_bundle(name)
