@@ -113,9 +113,15 @@ def _images(folder: Path, what: str) -> list[Path]:
     return files
 
 
+MIN_HELD_OUT = 3
+"""Calibration needs at least this many held-out good images (edgead.runtime.calibration)."""
+
+
 def _split(files: list[Path], fraction: float, seed: int, where: Path) -> tuple[list[Path], list[Path]]:
     n_val = int(round(len(files) * fraction)) if fraction > 0 else 0
-    if fraction > 0 and len(files) >= 4:
+    if fraction > 0 and len(files) >= 8:
+        n_val = max(n_val, MIN_HELD_OUT)
+    elif fraction > 0 and len(files) >= 4:
         n_val = max(n_val, 1)
     if len(files) - n_val < 1:
         raise DataError(f"{where}: {len(files)} images are too few to hold out {fraction:.0%} for validation")

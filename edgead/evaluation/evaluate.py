@@ -25,6 +25,8 @@ class EvaluationRun:
     maps: np.ndarray
     masks: np.ndarray | None
     report: dict = field(default_factory=dict)
+    reconstructions: bool = False
+    """The method reconstructs (sheets then show the reconstruction)."""
 
 
 def training_images_among(samples: list[Sample], detector: Detector) -> list[Sample]:
@@ -49,12 +51,14 @@ def evaluate(detector: Detector, dataset: AnomalyDataset, batch: int = 4, progre
         raise DataError(f"{dataset.root}: evaluation needs both good and anomalous test images")
     h, w = detector.image_size
     maps, scores = [], []
+    reconstructs = False
     t0 = time.perf_counter()
     for i in tqdm(range(0, len(samples), batch), disable=not progress, desc="evaluate", unit="batch"):
         rgbs = [read_image(s.path) for s in samples[i:i + batch]]
         scored = detector.score_batch(rgbs)
         maps.append(scored.maps)
         scores.append(scored.scores)
+        reconstructs = scored.reconstruction is not None
     seconds = time.perf_counter() - t0
     maps_a, scores_a = np.concatenate(maps), np.concatenate(scores)
     have_masks = all(s.mask_path is not None for s in samples if s.label)
@@ -95,7 +99,7 @@ def evaluate(detector: Detector, dataset: AnomalyDataset, batch: int = 4, progre
     for defect in sorted({s.defect for s in samples if s.label}):
         sel = good | np.array([s.defect == defect for s in samples])
         report["per_defect_auroc"][defect] = auroc(labels[sel], scores_a[sel])
-    return EvaluationRun(samples, scores_a, maps_a, gt, report)
+    return EvaluationRun(samples, scores_a, maps_a, gt, report, reconstructs)
 
 
 def format_table(report: dict) -> str:

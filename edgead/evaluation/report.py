@@ -52,27 +52,44 @@ def _tile(img: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_NEAREST)
 
 
+def _band(width: int, height: int, text: str, colour=(255, 255, 255), background=(30, 30, 30)) -> np.ndarray:
+    band = np.full((height, width, 3), background, np.uint8)
+    cv2.putText(band, text, (6, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
+    return band
+
+
 def sample_sheet(detector: Detector, run: EvaluationRun, indices: list[int], path: Path, tile: int = 192) -> Path:
-    """One row per image: input, reconstruction, anomaly map, predicted mask, ground truth."""
+    """One row per image (input, reconstruction, anomaly map, predicted mask, ground truth) under a
+    heading per column; each row says its score against the threshold and the verdict."""
     m = detector.manifest
+    cal = m.calibration
+    pixel_stats = cal.pixel if cal is not None else None
+    threshold = detector.threshold
+    titles = ["input"] + (["reconstruction"] if m.params is not None and run.reconstructions else []) + [
+        "map (red: threshold)", "predicted mask"] + (["ground truth"] if run.masks is not None else [])
     rows = []
     for i in indices:
         s = run.samples[i]
         rgb = read_image(s.path)
-        scored = detector.score_batch([rgb])
         tiles = [rgb]
-        if scored.reconstruction is not None:
+        if "reconstruction" in titles:
+            scored = detector.score_batch([rgb])
             tiles.append(to_image(scored.reconstruction[0], m.preprocess))
-        cal = m.calibration
-        pixel_stats = cal.pixel if cal is not None else None
         tiles.append(heat_map(run.maps[i], pixel_stats))
         thr = pixel_stats.threshold if pixel_stats is not None else 0.5
         tiles.append(((run.maps[i] > thr) * 255).astype(np.uint8))
         if run.masks is not None:
             tiles.append((run.masks[i] * 255).astype(np.uint8))
         row = np.concatenate([_tile(t, tile) for t in tiles], axis=1)
-        label = f"{s.defect} score {run.scores[i]:.4f}"
-        cv2.putText(row, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1, cv2.LINE_AA)
+        flagged = bool(run.scores[i] > threshold)
+        right = flagged == bool(s.label)
+        verdict = "ANOMALY" if flagged else "OK"
+        label = (f"{s.path.parent.name}/{s.path.name} ({s.defect}): score {run.scores[i]:.4g} "
+                 f"{'>' if flagged else '<='} threshold {threshold:.4g} -> {verdict}"
+                 + ("" if right else ("  (missed)" if s.label else "  (false reject)")))
+        rows.append(_band(row.shape[1], 24, label, (90, 220, 90) if right else (240, 80, 80)))
         rows.append(row)
-    write_image(path, np.concatenate(rows, axis=0))
+    width = rows[1].shape[1]
+    header = np.concatenate([_band(tile, 28, t, background=(60, 60, 60)) for t in titles], axis=1)[:, :width]
+    write_image(path, np.concatenate([header, *rows], axis=0))
     return path

@@ -21,7 +21,15 @@ from ..runtime.detector import Detector
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+    """Peak resident memory of this process (VmHWM; ru_maxrss survives exec and can be the parent's)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux KiB; macOS would need /1024 again
 
 
 def _frames(det: Detector, images: str | None, n: int) -> list[np.ndarray]:

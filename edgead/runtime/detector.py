@@ -55,8 +55,9 @@ class Result:
     timestamp: float | None = None
     pixel_stats: Stats | None = field(default=None, repr=False)
 
-    def overlay(self, color: Color = "bgr", alpha: float = 0.45, text: bool = True) -> np.ndarray:
-        """Heat map blended on the image, the mask's contour, score and verdict (uint8)."""
+    def overlay(self, color: Color = "bgr", alpha: float = 0.6, text: bool = True) -> np.ndarray:
+        """Heat map blended where the map approaches the pixel threshold, the mask's contour, score
+        and verdict (uint8)."""
         from .overlay import draw_overlay
 
         if self.image is None:

@@ -28,10 +28,22 @@ def heat_map(anomaly_map: np.ndarray, stats: Stats | None) -> np.ndarray:
     return cv2.cvtColor(cv2.applyColorMap(u8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
 
 
-def draw_overlay(result: Result, alpha: float = 0.45, text: bool = True) -> np.ndarray:
+def blend_weights(anomaly_map: np.ndarray, stats: Stats | None, alpha: float) -> np.ndarray:
+    """Per-pixel opacity of the heat map: none below half the pixel threshold (normalised 0.25), rising
+    to ``alpha`` at the threshold, so a good part keeps its true colours and a colour defect stays visible."""
+    if stats is None:
+        return np.full(anomaly_map.shape, alpha, np.float32)
+    norm = normalise(anomaly_map, stats)
+    return (np.clip((norm - 0.25) / 0.25, 0.0, 1.0) * alpha).astype(np.float32)
+
+
+def draw_overlay(result: Result, alpha: float = 0.6, text: bool = True) -> np.ndarray:
     image = result.image
-    assert image is not None
-    out = cv2.addWeighted(image, 1.0 - alpha, heat_map(result.anomaly_map, result.pixel_stats), alpha, 0)
+    if image is None:
+        raise ValueError("draw_overlay needs the result's image")
+    w = blend_weights(result.anomaly_map, result.pixel_stats, alpha)[..., None]
+    heat = heat_map(result.anomaly_map, result.pixel_stats).astype(np.float32)
+    out = (image.astype(np.float32) * (1.0 - w) + heat * w + 0.5).astype(np.uint8)
     contours, _ = cv2.findContours(result.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     thickness = max(1, round(min(image.shape[:2]) / 200))
     cv2.drawContours(out, contours, -1, RED, thickness)
