@@ -71,9 +71,11 @@ def _overrides(pairs: dict[str, object], extra: tuple[str, ...]) -> list[str]:
 @click.option("--foreground/--no-foreground", default=None, help="Put synthetic anomalies on the object only.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Training device (default auto).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out with its own configuration.")
+@click.option("--stage", default="all", show_default=True, metavar="NAME",
+              help="Train one stage of a staged method (d3ad: autoencoder, denoiser, adapt, prior).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config field, e.g. train.learning_rate=2e-4.")
 def train(config_path, data, out, method, preset, image_size, steps, batch_size, max_minutes, textures,
-          foreground, device, resume, sets) -> None:
+          foreground, device, resume, stage, sets) -> None:
     """Train a model on anomaly-free images and save a checkpoint in --out."""
     from .config import load_config
     from .errors import require
@@ -84,9 +86,10 @@ def train(config_path, data, out, method, preset, image_size, steps, batch_size,
         "train.steps": steps, "train.batch_size": batch_size, "train.max_minutes": max_minutes,
         "data.textures": textures, "data.foreground": foreground, "train.device": device,
     }, sets)
-    if resume:
+    existing = (Path(out) / "config.yaml").is_file()
+    if resume or (stage != "all" and existing):  # the run's own configuration, as it was trained
         if config_path:
-            raise ConfigError("--resume continues a run with its own configuration; leave out --config")
+            raise ConfigError("a run is continued with its own configuration; leave out --config")
         from .training.checkpoint import resume_config
 
         config = resume_config(out, overrides)
@@ -95,7 +98,7 @@ def train(config_path, data, out, method, preset, image_size, steps, batch_size,
     from .training import train as train_method
 
     # a bar on a terminal, a progress line every few seconds in a log file
-    summary = train_method(config, out, resume=resume, progress=True)
+    summary = train_method(config, out, resume=resume, progress=True, stage=stage)
     click.echo(json.dumps({"run": str(out), **summary}, default=str))
 
 
@@ -120,7 +123,9 @@ def methods() -> None:
 @click.option("--workspace", type=float, default=2.0, show_default=True, help="TensorRT workspace (GB).")
 @click.option("--batch", type=int, default=1, show_default=True, help="Largest batch the engines accept.")
 @click.option("--sign-key", type=click.Path(dir_okay=False), help="Sign the bundle with this private key.")
-def export(source, out, overwrite, data, parity_images, engine, workspace, batch, sign_key) -> None:
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Inference settings of the method or calibration, e.g. d3ad.dynamic=false, calibration.target_frr=0.005.")
+def export(source, out, overwrite, data, parity_images, engine, workspace, batch, sign_key, sets) -> None:
     """Export a training run to a bundle, or build TensorRT engines for a bundle.
 
     \b
@@ -144,7 +149,7 @@ def export(source, out, overwrite, data, parity_images, engine, workspace, batch
     from .export.flow import export_run
 
     bundle, parity = export_run(source, out, overwrite=overwrite, data=data, parity_images=n,
-                                progress=_progress())
+                                progress=_progress(), overrides=list(sets))
     if sign_key:
         from .signing import sign as sign_bundle
 

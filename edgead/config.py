@@ -74,14 +74,19 @@ class ModelConfig:
     norm_num_groups: int | None = None
     segmenter_channels: int | None = None
     segmenter_depth: int | None = None
+    autoencoder_channels: tuple[int, ...] | None = None
+    """Latent methods: KL autoencoder widths (4 levels, x8 down-sampling)."""
+    autoencoder_layers: int | None = None
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 20000
-    batch_size: int = 16
-    """Half of each batch is left normal, half gets a synthetic anomaly (paper: 8 + 8)."""
-    learning_rate: float = 1e-4
+    steps: int | None = None
+    """Optimiser steps of the method's main network (None: the method's default, DiffusionAD 20000)."""
+    batch_size: int | None = None
+    """None: the method's default (DiffusionAD 16: 8 normal + 8 synthetic, as the paper)."""
+    learning_rate: float | None = None
+    """None: the method's default."""
     seed: int = 0
     device: Device = "auto"
     max_minutes: float | None = None
@@ -110,6 +115,11 @@ class CalibrationConfig:
     k_sigma: float = 3.0
     min_images: int = 20
     """Below this many good images the threshold is flagged as uncertain."""
+
+
+def or_default(value, default):
+    """A configuration value that may be None ("the method's default")."""
+    return default if value is None else value
 
 
 @dataclass
@@ -158,11 +168,11 @@ class ExperimentConfig:
             )
         t = self.train
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
-            if getattr(t, name) < 1:
+            if getattr(t, name) is not None and getattr(t, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(t, name)}")
-        if t.batch_size < 2:
-            raise ConfigError("train.batch_size must be >= 2 (half normal, half synthetic)")
-        if t.learning_rate <= 0:
+        if t.batch_size is not None and t.batch_size < 2:
+            raise ConfigError("train.batch_size must be >= 2")
+        if t.learning_rate is not None and t.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate must be > 0, got {t.learning_rate}")
         if t.max_minutes is not None and t.max_minutes <= 0:
             raise ConfigError(f"train.max_minutes must be > 0, got {t.max_minutes}")

@@ -28,7 +28,7 @@ from ..contracts import StageContract
 from ..data.datasets import AnomalyDataset, load_dataset
 from ..data.io import read_image
 from ..data.preprocess import Preprocess, resize
-from ..errors import DataError, ExportError
+from ..errors import ConfigError, DataError, ExportError
 from ..methods import get_method
 from ..runtime.calibration import calibrate
 from ..training.checkpoint import read_checkpoint_meta
@@ -73,9 +73,23 @@ class MethodExport(ABC):
         return {name: module for name, (module, _) in self.stages().items()}
 
 
-def method_export(run_dir: str | Path) -> MethodExport:
-    """The export hooks of the training run in ``run_dir``."""
+def method_export(run_dir: str | Path, overrides: list[str] | None = None) -> MethodExport:
+    """The export hooks of the training run in ``run_dir``.
+
+    ``overrides`` change inference settings only: keys of the method's own section (e.g.
+    d3ad.dynamic=false for an ablation) or of ``calibration``; anything that shaped the trained
+    networks is the run's and cannot change here.
+    """
     meta, config = read_checkpoint_meta(run_dir)
+    if overrides:
+        from ..config import apply_overrides, from_dict
+
+        for item in overrides:
+            section = item.partition("=")[0].split(".")[0]
+            if section not in (config.method, "calibration"):
+                raise ConfigError(f"export --set {item}: only {config.method}.* and calibration.* can change at "
+                                  "export; the rest is the training run's")
+        config = from_dict(ExperimentConfig, apply_overrides(to_dict(config), overrides)).validate()
     return get_method(config.method).load("exporter")(Path(run_dir), meta, config)
 
 
@@ -136,8 +150,9 @@ def export_run(
     data: str | None = None,
     parity_images: int | None = 32,
     progress: bool = True,
+    overrides: list[str] | None = None,
 ) -> tuple[Bundle, dict]:
-    hooks = method_export(run_dir)
+    hooks = method_export(run_dir, overrides)
     config, spec = hooks.config, get_method(hooks.config.method)
     ds = _dataset(config, data)
     stages = hooks.stages()

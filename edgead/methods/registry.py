@@ -43,6 +43,8 @@ class MethodSpec:
     """Configuration overrides that train in seconds on a CPU (tests, demo)."""
     multi_product: bool = False
     """One model for several products (several --data); calibration is kept per product."""
+    train_stages: tuple[str, ...] = ()
+    """Training stages that can be run alone (``edgead train --stage NAME``), in order."""
 
     def load(self, part: Part) -> Any:
         target = getattr(self, part)
@@ -53,6 +55,7 @@ class MethodSpec:
 BUILTIN: dict[str, str] = {
     "diffusionad": "edgead.methods.diffusionad:SPEC",
     "patchcore": "edgead.methods.patchcore:SPEC",
+    "d3ad": "edgead.methods.d3ad:SPEC",
 }
 _registered: dict[str, MethodSpec] = {}
 _loaded: dict[str, MethodSpec] = {}

@@ -90,6 +90,8 @@ class ScoredBatch:
     timings_ms: dict[str, float]
     reconstruction: np.ndarray | None = None
     """float32 [B, 3, h, w] in the model's input space, for methods that reconstruct."""
+    components: dict[str, np.ndarray] = field(default_factory=dict)
+    """The pipeline's method-specific intermediates (see PipelineOutput.components)."""
 
 
 class Detector:
@@ -198,7 +200,7 @@ class Detector:
         scores = self.postprocess.scores(maps)
         t3 = time.perf_counter()
         timings = {"preprocess": (t1 - t0) * 1e3, **out.timings_ms, "postprocess": (t3 - t2) * 1e3}
-        return ScoredBatch(maps, scores, timings, out.reconstruction)
+        return ScoredBatch(maps, scores, timings, out.reconstruction, out.components)
 
     @contextmanager
     def record_stages(self) -> Iterator[list[tuple[str, dict[str, np.ndarray], dict[str, np.ndarray]]]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -27,3 +29,62 @@ class NearestNeighbourScorer:
             d2 = (part**2).sum(1, keepdims=True) - 2.0 * part @ self.bank.T + self.bank_sq[None]
             out[i:i + self.chunk] = np.sqrt(np.maximum(d2.min(1), 0.0))
         return out.reshape(b, h, w)
+
+
+def roundup(x: float, n: int = 10) -> int:
+    """The reference code's rounding of a start step to the nearest multiple of n (half-way values round up)."""
+    res = math.ceil(x / n) * n
+    if 0 < x % n < n / 2:
+        res -= n
+    return int(res)
+
+
+def adaptive_avg_pool(x: np.ndarray, size: int) -> np.ndarray:
+    """[B, C, H, W] -> [B, C, size, size], PyTorch's adaptive_avg_pool2d windows (floor/ceil bounds)."""
+    b, c, h, w = x.shape
+
+    def bounds(n: int) -> list[tuple[int, int]]:
+        return [(i * n // size, -(-(i + 1) * n // size)) for i in range(size)]
+
+    out = np.empty((b, c, size, size), np.float32)
+    for i, (y0, y1) in enumerate(bounds(h)):
+        for j, (x0, x1) in enumerate(bounds(w)):
+            out[:, :, i, j] = x[:, :, y0:y1, x0:x1].mean(axis=(2, 3))
+    return out
+
+
+class KnnPrior:
+    """D3AD's severity prior: an image's mean L1 distance to its k nearest training images, placed in the
+    histogram of the training images' own distances, chooses how far the reconstruction starts.
+
+        bin   = min(digitize(d, edges, right=True) - 1, bins - 1) + 1        (the reference's mapping)
+        t_max = roundup(max(bin, 2) / bins * max_t)                          (20 ... 80 for max_t 80)
+    """
+
+    def __init__(self, bank: np.ndarray, edges: np.ndarray, k: int, max_t: int):
+        if bank.ndim != 2 or len(bank) < k:
+            raise ValueError(f"the prior's memory bank has shape {bank.shape}; it needs at least k = {k} rows")
+        if edges.ndim != 1 or len(edges) < 3 or not np.all(np.diff(edges) >= 0):
+            raise ValueError(f"the prior's bin edges must be an increasing vector, got shape {edges.shape}")
+        self.bank = np.ascontiguousarray(bank, np.float32)
+        self.edges = np.asarray(edges, np.float64)
+        self.k, self.max_t = k, max_t
+        self.bins = len(edges) - 1
+
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        """[B, D] pooled features -> [B] mean L1 distance to the k nearest bank rows."""
+        if features.ndim != 2 or features.shape[1] != self.bank.shape[1]:
+            raise ValueError(f"prior features have shape {features.shape}, the bank {self.bank.shape}")
+        out = np.empty(len(features), np.float64)
+        for i, f in enumerate(features.astype(np.float32)):
+            d = np.abs(self.bank - f).sum(axis=1, dtype=np.float64)
+            out[i] = np.partition(d, self.k - 1)[: self.k].mean()
+        return out
+
+    def bin_of(self, distance: np.ndarray) -> np.ndarray:
+        b = np.digitize(np.asarray(distance, np.float64), self.edges, right=True) - 1
+        return np.minimum(b, self.bins - 1) + 1
+
+    def t_max(self, distance: np.ndarray) -> np.ndarray:
+        bins = self.bin_of(distance)
+        return np.array([roundup(max(int(b), 2) / self.bins * self.max_t) for b in bins], np.int64)

@@ -12,10 +12,21 @@ from ..config import ExperimentConfig
 from ..errors import ConfigError
 
 
-def train(config: ExperimentConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train ``config.method`` into ``run_dir`` through the method registry."""
+def train(config: ExperimentConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+          stage: str = "all") -> dict:
+    """Train ``config.method`` into ``run_dir`` through the method registry.
+
+    ``stage``: one of the method's training stages (``MethodSpec.train_stages``), or all of them.
+    """
     from ..methods import get_method
 
     if config.data.path is None:
         raise ConfigError("no training data: pass --data DIR or set data.path in the config")
-    return get_method(config.method).load("trainer")(config, Path(run_dir), resume=resume, progress=progress)
+    spec = get_method(config.method)
+    trainer = spec.load("trainer")
+    if stage == "all":
+        return trainer(config, Path(run_dir), resume=resume, progress=progress)
+    if stage not in spec.train_stages:
+        valid = ", ".join(("all", *spec.train_stages))
+        raise ConfigError(f"--stage must be one of {valid} for {spec.name}; got {stage!r}")
+    return trainer(config, Path(run_dir), resume=resume, progress=progress, stage=stage)

@@ -25,6 +25,8 @@ class PipelineOutput:
     reconstruction: np.ndarray | None = None
     """float32 [B, 3, h, w] in the model's input space, where the method reconstructs."""
     timings_ms: dict[str, float] = field(default_factory=dict)
+    components: dict[str, np.ndarray] = field(default_factory=dict)
+    """Method-specific intermediate results (e.g. D3AD's raw latent and feature maps, its start steps)."""
 
 
 class Pipeline:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ...config import ExperimentConfig
+from ...config import ExperimentConfig, or_default
 from ...data.datasets import load_dataset
 from ...data.preprocess import Preprocess
 from ...data.synthesis import AnomalySynthesizer
@@ -116,7 +116,8 @@ class DiffusionADTrainer:
         denoiser = build_denoiser(self.net, size).to(self.device)
         segmenter = build_segmenter(self.net).to(self.device)
         params = list(denoiser.parameters()) + list(segmenter.parameters())
-        optimiser = torch.optim.Adam(params, lr=tc.learning_rate, fused=cuda)
+        steps, batch, lr = or_default(tc.steps, 20000), or_default(tc.batch_size, 16), or_default(tc.learning_rate, 1e-4)
+        optimiser = torch.optim.Adam(params, lr=lr, fused=cuda)
         step, elapsed = 0, 0.0
         if state is not None:
             load_weights(self.run_dir, "denoiser", denoiser)
@@ -136,7 +137,7 @@ class DiffusionADTrainer:
         # one generator for batches, synthesis, timesteps and noise, re-seeded by step on resume
         gen = torch.Generator(device=self.device).manual_seed(tc.seed * 1_000_003 + step)
         amp = tc.mixed_precision and cuda
-        half = tc.batch_size // 2
+        half = batch // 2
         extra = {"dataset": dataset.provenance()}
         denoiser.train()
         segmenter.train()
@@ -161,7 +162,7 @@ class DiffusionADTrainer:
             )
 
         result = run_loop(
-            "train diffusionad", step_fn, save_fn, step, tc.steps, elapsed, self.run_dir / "train_log.jsonl",
+            "train diffusionad", step_fn, save_fn, step, steps, elapsed, self.run_dir / "train_log.jsonl",
             max_minutes=tc.max_minutes, checkpoint_every=tc.checkpoint_every, log_every=tc.log_every,
             progress=progress,
         )

@@ -1,0 +1,105 @@
+"""D3AD's part of the export flow: encoder, denoiser_step, decoder and feature_extractor graphs; the
+kNN memory bank and bin edges; the map normalisation fitted on anomaly-free calibration images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import Bundle, Scoring
+from ..contracts import StageContract, TensorSpec, image_spec
+from ..errors import EdgeadError
+from ..methods.d3ad import D3ADParams
+from .flow import MethodExport
+from .stages import DenoiserStep, denoiser_step_contract
+
+FEATURE_CHANNELS = (40, 112)  # EfficientNet-Lite0 at strides 8 and 16
+
+
+def latent_contracts(size: int) -> tuple[StageContract, StageContract]:
+    h = size // 8
+    encoder = StageContract("encoder", (image_spec("image", size),), (image_spec("latent", h, 4),),
+                            "scaled posterior mean of the KL autoencoder")
+    decoder = StageContract("decoder", (image_spec("latent", h, 4),), (image_spec("image", size),),
+                            "image in [-1, 1] decoded from a scaled latent")
+    return encoder, decoder
+
+
+def d3ad_features_contract(size: int) -> StageContract:
+    return StageContract(
+        "feature_extractor", (image_spec("image", size),),
+        (TensorSpec("features8", "float32", ["batch", FEATURE_CHANNELS[0], size // 8, size // 8]),
+         TensorSpec("features16", "float32", ["batch", FEATURE_CHANNELS[1], size // 16, size // 16])),
+        "EfficientNet-Lite0 (domain-adapted) features at strides 8 and 16",
+    )
+
+
+class D3ADExport(MethodExport):
+    def __init__(self, *args):
+        super().__init__(*args)
+        from ..training.backbone import load_backbone
+        from ..training.checkpoint import load_weights
+        from ..training.d3ad import STAGES, load_prior
+        from ..training.d3ad.features import D3ADFeatures
+        from ..training.latent.autoencoder import LatentDecoder, LatentEncoder
+        from ..training.latent.networks import build_autoencoder, build_latent_unet, resolve_latent_network
+
+        stages = self.meta.get("stages", {})
+        needed = [s for s in STAGES if not (s == "adapt" and not self.config.d3ad.adapt)]
+        missing = [s for s in needed if not stages.get(s, {}).get("complete")]
+        if missing:
+            raise EdgeadError(f"{self.run_dir} is not fully trained: stage {missing[0]} is missing or unfinished "
+                              f"(edgead train --out {self.run_dir} --resume)")
+        size = self.config.data.image_size
+        net = resolve_latent_network(self.config.model, size)
+        ae = load_weights(self.run_dir, "autoencoder", build_autoencoder(net, size)).eval()
+        scale = float(stages["autoencoder"]["latent_scale"])
+        self.encoder, self.decoder = LatentEncoder(ae, scale), LatentDecoder(ae, scale)
+        self.unet = load_weights(self.run_dir, "denoiser", build_latent_unet(net, size)).eval()
+        backbone = load_backbone(self.config.backbone.weights)
+        if self.config.d3ad.adapt:
+            load_weights(self.run_dir, "feature_extractor", backbone)
+        self.features = D3ADFeatures(backbone.eval())
+        self.prior = load_prior(self.run_dir)
+
+    def stages(self):
+        size = self.config.data.image_size
+        encoder, decoder = latent_contracts(size)
+        return {
+            "encoder": (self.encoder, encoder),
+            "denoiser_step": (DenoiserStep(self.unet), denoiser_step_contract(size // 8, channels=4)),
+            "decoder": (self.decoder, decoder),
+            "feature_extractor": (self.features, d3ad_features_contract(size)),
+        }
+
+    def extras(self):
+        out = {"memory_bank": self.prior["memory_bank"].astype(np.float32), "bin_edges": self.prior["bin_edges"]}
+        if self.config.d3ad.start == "noised":  # fixed per bundle: the same frame always gets the same score
+            h = self.config.data.image_size // 8
+            rng = np.random.default_rng(self.config.d3ad.noise_seed)
+            out["noise"] = rng.standard_normal((1, 4, h, h)).astype(np.float32)
+        return out
+
+    def params(self) -> D3ADParams:
+        d = self.config.d3ad
+        return D3ADParams(schedule=d.schedule, guidance_w=d.guidance_w, num_steps=d.num_steps, max_t=d.max_t,
+                          dynamic=d.dynamic, start=d.start, knn_k=d.knn_k, bins=d.bins, prior_pool=d.prior_pool,
+                          latent_weight=d.latent_weight)
+
+    def scoring(self) -> Scoring:
+        return Scoring("max", self.config.d3ad.smoothing_sigma)
+
+    def fit_statistics(self, bundle: Bundle, images: list[Path], progress: bool = False) -> None:
+        """Min and max of the latent and feature maps over the anomaly-free calibration images."""
+        from ..data.io import read_image
+        from ..runtime.detector import Detector
+
+        ranges = {"latent_map": [np.inf, -np.inf], "feature_map": [np.inf, -np.inf]}
+        with Detector(bundle, backend="onnxruntime-cpu", require_calibration=False) as det:
+            for i in range(0, len(images), 4):
+                parts = det.score_batch([read_image(p) for p in images[i:i + 4]]).components
+                for k, r in ranges.items():
+                    r[0], r[1] = min(r[0], float(parts[k].min())), max(r[1], float(parts[k].max()))
+        bundle.manifest.params.latent_range = ranges["latent_map"]
+        bundle.manifest.params.feature_range = ranges["feature_map"]

@@ -1,0 +1,109 @@
+"""D3AD (Tebbe et al., 2024): latent diffusion with dynamic noise from a kNN prior, noiseless start,
+a domain-adapted feature extractor. Declarations only (torch-free); see ``training/d3ad``,
+``export/d3ad.py`` and ``runtime/pipelines/d3ad.py``. METHODS.md lists the reference code's choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..config import ScheduleConfig
+from ..errors import ConfigError
+from .registry import MethodSpec
+
+
+@dataclass
+class AutoencoderTraining:
+    """The KL autoencoder stage (from scratch: no Stable Diffusion weights here)."""
+
+    steps: int | None = None
+    """None: the preset's (tiny 30, s 450 on a CPU, m 20000, paper 50000)."""
+    batch_size: int | None = None
+    crop: int | None = None
+    """Random square crops (pixels); None: the preset's (s: 128)."""
+    learning_rate: float = 2e-4
+    kl_weight: float = 1e-6
+    perceptual_weight: float = 1.0
+
+    def check(self, where: str) -> None:
+        for name in ("steps", "batch_size", "crop"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
+
+
+def d3ad_schedule() -> ScheduleConfig:
+    return ScheduleConfig(beta_start=0.0015, beta_end=0.0195)
+
+
+@dataclass
+class D3ADConfig:
+    schedule: ScheduleConfig = field(default_factory=d3ad_schedule)
+    """linear 0.0015 -> 0.0195, T = 1000 (the reference)."""
+    autoencoder: AutoencoderTraining = field(default_factory=AutoencoderTraining)
+    guidance_w: float = 4.0
+    """DDAD guidance of every reconstruction step towards the input latent."""
+    num_steps: int = 10
+    max_t: int = 80
+    """Largest start step (bin 10); the smallest is max_t / 4 (bins 1-2)."""
+    dynamic: bool = True
+    """Start step from the kNN prior; false: always max_t (the ablation)."""
+    start: Literal["noiseless", "noised"] = "noiseless"
+    """noiseless: sqrt(a) z0 (the paper); noised: the forward process with noise fixed per bundle."""
+    noise_seed: int = 0
+    knn_k: int = 20
+    bins: int = 10
+    prior_pool: int = 16
+    """Stride-8 features are average-pooled to prior_pool x prior_pool before the kNN."""
+    latent_weight: float = 0.85
+    """map = latent_weight * latent distance + (1 - latent_weight) * feature distance."""
+    smoothing_sigma: float = 4.0
+    adapt: bool = True
+    """Domain-adapt the feature extractor (false: ImageNet features, the ablation)."""
+    adapt_epochs: int = 1
+    adapt_learning_rate: float = 1e-4
+    adapt_regulariser: float = 1.0
+    """Weight of the term keeping adapted features of real images close to the frozen backbone's."""
+
+    def check(self, config, where: str) -> None:
+        self.schedule.check(f"{where}.schedule")
+        self.autoencoder.check(f"{where}.autoencoder")
+        if not 1 <= self.num_steps <= self.max_t < self.schedule.num_train_timesteps:
+            raise ConfigError(f"{where} needs 1 <= num_steps <= max_t < num_train_timesteps, got "
+                              f"{self.num_steps}, {self.max_t}, {self.schedule.num_train_timesteps}")
+        if self.knn_k < 1 or self.bins < 2 or self.prior_pool < 1:
+            raise ConfigError(f"{where} needs knn_k >= 1, bins >= 2, prior_pool >= 1")
+        if not 0 <= self.latent_weight <= 1:
+            raise ConfigError(f"{where}.latent_weight must be in [0, 1], got {self.latent_weight}")
+
+
+@dataclass
+class D3ADParams:
+    schedule: ScheduleConfig
+    guidance_w: float
+    num_steps: int
+    max_t: int
+    dynamic: bool
+    start: Literal["noiseless", "noised"]
+    knn_k: int
+    bins: int
+    prior_pool: int
+    latent_weight: float
+    latent_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    """[min, max] of the latent distance map over the anomaly-free calibration images."""
+    feature_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
+
+
+SPEC = MethodSpec(
+    name="d3ad",
+    summary="D3AD: latent diffusion, start step from a kNN prior, noiseless start, adapted features",
+    config=D3ADConfig,
+    params=D3ADParams,
+    stages=("encoder", "denoiser_step", "decoder", "feature_extractor"),
+    extras=("memory_bank", "bin_edges"),
+    trainer="edgead.training.d3ad:train",
+    exporter="edgead.export.d3ad:D3ADExport",
+    pipeline="edgead.runtime.pipelines.d3ad:D3ADPipeline",
+    tiny=("model.preset=tiny", "d3ad.knn_k=5", "train.batch_size=4"),
+    train_stages=("autoencoder", "denoiser", "adapt", "prior"),
+)

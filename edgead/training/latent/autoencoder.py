@@ -1,0 +1,128 @@
+"""The KL autoencoder of the latent methods, trained from scratch on the product's good images.
+
+Loss (METHODS.md; no Stable Diffusion weights exist here): L1 + perceptual (distance of
+channel-normalised EfficientNet-Lite0 features at strides 4/8/16, LPIPS without learned weights)
++ KL (1e-6, on the per-sample sum as in latent diffusion). Trained on random crops with
+horizontal flips (the networks are convolutional). Afterwards the latent scale is fixed as
+1 / std of the training images' latent means (SD's 0.18215 plays this role), so the denoiser sees
+unit-variance latents; encoder and decoder stages carry the scale inside their graphs. The
+posterior *mean* is the latent at inference (determinism).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...data.preprocess import Preprocess
+from ..backbone import load_backbone
+from ..data import DeviceImages, from_unit, to_model_input
+from ..loop import run_loop
+from ..staged import StagedRun
+from .networks import LatentNetworkConfig, build_autoencoder
+
+
+class LatentEncoder(nn.Module):
+    """image in [-1, 1] -> scaled posterior mean (the ``encoder`` stage)."""
+
+    def __init__(self, autoencoder: nn.Module, scale: float):
+        super().__init__()
+        self.autoencoder, self.scale = autoencoder, float(scale)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.encode(image).latent_dist.mean * self.scale
+
+
+class LatentDecoder(nn.Module):
+    """scaled latent -> image in [-1, 1] (the ``decoder`` stage)."""
+
+    def __init__(self, autoencoder: nn.Module, scale: float):
+        super().__init__()
+        self.autoencoder, self.scale = autoencoder, float(scale)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.decode(latent / self.scale).sample.clamp(-1.0, 1.0)
+
+
+def perceptual_distance(features: nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    fa, fb = features(a), features(b)
+    total = a.new_zeros(())
+    for x, y in zip(fa, fb):
+        x = x / (x.norm(dim=1, keepdim=True) + 1e-6)
+        y = y / (y.norm(dim=1, keepdim=True) + 1e-6)
+        total = total + ((x - y) ** 2).sum(1).mean()
+    return total
+
+
+def _random_crop(x: torch.Tensor, crop: int, g: torch.Generator) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    if crop >= min(h, w):
+        return x
+    top = int(torch.randint(0, h - crop + 1, (1,), generator=g, device=g.device))
+    left = int(torch.randint(0, w - crop + 1, (1,), generator=g, device=g.device))
+    return x[..., top:top + crop, left:left + crop]
+
+
+def train_autoencoder(run: StagedRun, net: LatentNetworkConfig, data: DeviceImages, spec: Preprocess,
+                      settings, device: torch.device, progress: bool, backbone_weights=None) -> nn.Module:
+    """Stage ``autoencoder``: returns the trained AutoencoderKL and records the latent scale."""
+    tc = run.config.train
+    size = spec.image_size[0]
+    ae = build_autoencoder(net, size).to(device)
+    optimiser = torch.optim.AdamW(ae.parameters(), lr=settings.learning_rate, weight_decay=0.0)
+    state = run.start("autoencoder")
+    step, elapsed = 0, 0.0
+    if state is not None:
+        from ..checkpoint import load_weights
+
+        load_weights(run.run_dir, "autoencoder", ae)
+        optimiser.load_state_dict(state["optimiser"])
+        step, elapsed = int(state["step"]), float(state["elapsed_s"])
+    features = load_backbone(backbone_weights).to(device)
+    gen = torch.Generator(device=device).manual_seed(tc.seed * 1_000_003 + step + 1)
+    ae.train()
+
+    def step_fn():
+        x01, _ = data.draw(settings.batch_size, gen)
+        flip = torch.rand(x01.shape[0], 1, 1, 1, generator=gen, device=device) < 0.5
+        x = from_unit(_random_crop(torch.where(flip, x01.flip(-1), x01), settings.crop, gen), spec)
+        posterior = ae.encode(x).latent_dist
+        rec = ae.decode(posterior.sample(generator=gen)).sample
+        l1 = (rec - x).abs().mean()
+        perceptual = perceptual_distance(features, rec, x)
+        kl = posterior.kl().mean()
+        loss = l1 + settings.perceptual_weight * perceptual + settings.kl_weight * kl
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        return {"total": loss.detach(), "l1": l1.detach(), "perceptual": perceptual.detach(), "kl": kl.detach()}
+
+    def save_fn(at: int, seconds: float) -> None:
+        run.save("autoencoder", {"autoencoder": ae}, at, seconds, settings.steps, optimiser)
+
+    run_loop("train autoencoder", step_fn, save_fn, step, settings.steps, elapsed, run.run_dir / "train_log.jsonl",
+             max_minutes=tc.max_minutes, checkpoint_every=tc.checkpoint_every, log_every=tc.log_every,
+             progress=progress)
+    ae.eval()
+    if run.complete("autoencoder") and "latent_scale" not in run.progress["autoencoder"]:
+        mean, _ = posterior_moments(ae, data, spec)
+        scale = float(1.0 / mean.std().clamp_min(1e-6))
+        run.save("autoencoder", {"autoencoder": ae}, settings.steps, run.progress["autoencoder"]["seconds"],
+                 settings.steps, None, {"latent_scale": scale})
+    return ae
+
+
+@torch.no_grad()
+def posterior_moments(ae: nn.Module, data: DeviceImages, spec: Preprocess, batch: int = 8):
+    """Posterior mean and std of every training image (unscaled), on the data's device."""
+    means, stds = [], []
+    for i in range(0, len(data), batch):
+        dist = ae.encode(to_model_input(data.images[i:i + batch], spec)).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def latent_scale(run: StagedRun) -> float:
+    return float(run.progress["autoencoder"]["latent_scale"])
+

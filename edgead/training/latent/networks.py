@@ -1,0 +1,93 @@
+"""Network sizes of the latent methods: a KL autoencoder (x8, 4 latent channels) and a latent UNet.
+
+The `s` preset is the one sized for a 2-core CPU: all stages of D3AD train in about 30 minutes
+(measured: a 1.2 M-parameter autoencoder step on eight 128-px crops 1.7 s, a 2.5 M-parameter
+latent UNet step at batch 32 0.7 s). `paper` follows the reference code (SD's kl-f8 widths, a
+guided-diffusion UNet of base 192 with mults 1,2,2,4,4 and attention at 32/16/8/4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ...config import ModelConfig
+from ...errors import ConfigError
+from ..unet import build_unet
+
+LATENT_CHANNELS = 4
+DOWNSAMPLING = 8
+
+
+@dataclass(frozen=True)
+class LatentNetworkConfig:
+    autoencoder_channels: tuple[int, ...]
+    autoencoder_layers: int
+    block_out_channels: tuple[int, ...]
+    """Latent UNet widths per level."""
+    layers_per_block: int
+    attention_resolutions: tuple[int, ...]
+    """Latent-grid sizes with self-attention."""
+    attention_head_dim: int
+    norm_num_groups: int
+
+
+PRESETS: dict[str, LatentNetworkConfig] = {
+    "tiny": LatentNetworkConfig((8, 16, 16, 16), 1, (16, 32), 1, (), 8, 8),
+    "s": LatentNetworkConfig((32, 64, 64, 64), 1, (32, 64, 128), 1, (), 32, 32),
+    "m": LatentNetworkConfig((64, 128, 256, 256), 2, (128, 256, 256, 256), 2, (16, 8), 32, 32),
+    "paper": LatentNetworkConfig((128, 256, 512, 512), 2, (192, 384, 384, 768, 768), 2, (32, 16, 8, 4), 64, 32),
+}
+
+
+def resolve_latent_network(model: ModelConfig, image_size: int) -> LatentNetworkConfig:
+    cfg = PRESETS[model.preset]
+    overrides = {k: getattr(model, k) for k in LatentNetworkConfig.__dataclass_fields__
+                 if getattr(model, k, None) is not None}
+    cfg = replace(cfg, **overrides)
+    if len(cfg.autoencoder_channels) != 4:
+        raise ConfigError("model.autoencoder_channels needs 4 levels (x8 down-sampling), got "
+                          f"{cfg.autoencoder_channels}")
+    for name in ("autoencoder_channels", "block_out_channels"):
+        bad = [c for c in getattr(cfg, name) if c % cfg.norm_num_groups]
+        if bad:
+            raise ConfigError(f"model.{name} {getattr(cfg, name)} must all be divisible by "
+                              f"model.norm_num_groups ({cfg.norm_num_groups})")
+    latent = image_size // DOWNSAMPLING
+    if latent % 2 ** (len(cfg.block_out_channels) - 1):
+        raise ConfigError(f"data.image_size {image_size} gives a {latent}x{latent} latent grid, which "
+                          f"{len(cfg.block_out_channels)} UNet levels cannot halve evenly")
+    return cfg
+
+
+def build_autoencoder(cfg: LatentNetworkConfig, image_size: int):
+    from diffusers import AutoencoderKL
+
+    n = len(cfg.autoencoder_channels)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=cfg.autoencoder_channels,
+        layers_per_block=cfg.autoencoder_layers, latent_channels=LATENT_CHANNELS,
+        norm_num_groups=cfg.norm_num_groups, sample_size=image_size,
+        mid_block_add_attention=(image_size // DOWNSAMPLING) in cfg.attention_resolutions,
+    )
+
+
+def build_latent_unet(cfg: LatentNetworkConfig, image_size: int, in_channels: int = LATENT_CHANNELS):
+    return build_unet(image_size // DOWNSAMPLING, in_channels, LATENT_CHANNELS, cfg.block_out_channels,
+                      cfg.layers_per_block, cfg.attention_resolutions, cfg.attention_head_dim, cfg.norm_num_groups)
+
+
+def training_defaults(preset: str) -> dict:
+    """Step counts and batch sizes of the latent stages per preset (train.* and method fields override)."""
+    table = {
+        "tiny": dict(autoencoder_steps=30, autoencoder_batch=4, autoencoder_crop=64, denoiser_steps=30,
+                     denoiser_batch=8, denoiser_lr=1e-3, adapt_batch=4),
+        # the CPU preset: all stages of D3AD in about 30 minutes on 2 cores (docs/benchmarks.md)
+        "s": dict(autoencoder_steps=450, autoencoder_batch=8, autoencoder_crop=128, denoiser_steps=1000,
+                  denoiser_batch=32, denoiser_lr=2e-4, adapt_batch=8),
+        "m": dict(autoencoder_steps=20000, autoencoder_batch=16, autoencoder_crop=256, denoiser_steps=30000,
+                  denoiser_batch=32, denoiser_lr=1e-4, adapt_batch=16),
+        "paper": dict(autoencoder_steps=50000, autoencoder_batch=8, autoencoder_crop=256, denoiser_steps=60000,
+                      denoiser_batch=30, denoiser_lr=1e-4, adapt_batch=30),
+    }
+    return table[preset]

@@ -1,0 +1,70 @@
+"""Runs trained in stages (latent methods: autoencoder -> denoiser -> ...), each one resumable.
+
+The run's config.yaml records, per stage, the steps done and whether it is complete; each stage
+keeps its optimiser in ``trainer_state_<stage>.pt``. A complete stage is skipped; a started one
+continues only with ``--resume``; a stage whose prerequisites are missing is a clear error.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ..config import ExperimentConfig
+from ..errors import EdgeadError
+from .checkpoint import CONFIG_FILE, read_checkpoint_meta, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class StagedRun:
+    def __init__(self, run_dir: Path, config: ExperimentConfig, resume: bool, stages: tuple[str, ...]):
+        self.run_dir, self.config, self.resume, self.order = Path(run_dir), config, resume, stages
+        self.meta: dict[str, Any] = {}
+        if (self.run_dir / CONFIG_FILE).is_file():
+            self.meta, stored = read_checkpoint_meta(self.run_dir)
+            if (stored.method, stored.model, stored.data.image_size) != (config.method, config.model,
+                                                                          config.data.image_size):
+                raise EdgeadError(f"{self.run_dir} holds a run with another method, model or image size; "
+                                  "continue it with its own configuration (edgead train --out RUN --resume)")
+        self.progress: dict[str, dict[str, Any]] = dict(self.meta.get("stages", {}))
+
+    def complete(self, stage: str) -> bool:
+        return bool(self.progress.get(stage, {}).get("complete"))
+
+    def require(self, stage: str, *before: str) -> None:
+        missing = [s for s in before if not self.complete(s)]
+        if missing:
+            raise EdgeadError(f"stage {stage} needs the stages {', '.join(missing)} first "
+                              f"(edgead train --out {self.run_dir} --stage {missing[0]})")
+
+    def start(self, stage: str) -> dict[str, Any] | None:
+        """The stage's trainer state to continue from (None: start fresh)."""
+        started = stage in self.progress
+        if started and not self.resume:
+            raise EdgeadError(f"{self.run_dir}: stage {stage} was started before; pass --resume to continue it "
+                              "(nothing was overwritten)")
+        f = self.run_dir / f"trainer_state_{stage}.pt"
+        if started and f.is_file():
+            return torch.load(f, map_location="cpu", weights_only=True)
+        return None
+
+    def save(self, stage: str, modules: dict[str, torch.nn.Module], step: int, seconds: float, total: int,
+             optimiser: torch.optim.Optimizer | None = None, extra: dict[str, Any] | None = None) -> None:
+        self.progress[stage] = {"steps_done": step, "steps": total, "complete": step >= total,
+                                "seconds": round(seconds, 1), **(extra or {})}
+        state = {"optimiser": optimiser.state_dict(), "step": step, "elapsed_s": seconds} if optimiser else None
+        keep = {k: v for k, v in self.meta.items() if k not in ("edgead_version", "method", "network", "config")}
+        save_checkpoint(self.run_dir, self.config, None, modules, None, {**keep, "stages": self.progress,
+                                                                         "steps_done": step})
+        if state is not None:
+            torch.save(state, self.run_dir / f"trainer_state_{stage}.pt")
+        self.meta = yaml.safe_load((self.run_dir / CONFIG_FILE).read_text())
+
+    def record(self, key: str, value: Any) -> None:
+        """Keep a value in the run's metadata (e.g. the latent scale)."""
+        self.meta[key] = value
