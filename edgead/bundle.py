@@ -65,7 +65,8 @@ class EngineFile:
 
 @dataclass
 class EngineSet:
-    """TensorRT engines built on one device for one precision."""
+    """TensorRT engines of one flavour, built for one device (or, TensorRT-RTX, for target compute
+    capabilities) and one precision."""
 
     directory: str
     gpu: str
@@ -75,6 +76,11 @@ class EngineSet:
     obtained_precision: str
     max_batch: int
     files: list[EngineFile]
+    flavour: Literal["tensorrt", "rtx"] = "tensorrt"
+    targets: list[str] = field(default_factory=list)
+    """TensorRT-RTX: compute capabilities built for ([]: the builder's portable default)."""
+    validated: bool = True
+    """Compared with ONNX Runtime on real images when built (not possible on a build server without a GPU)."""
 
 
 @dataclass
@@ -136,9 +142,27 @@ class Manifest:
     params: Any = None
     """The method's parameters: an instance of its registered ``params`` dataclass."""
     calibration: Calibration | None = None
+    """Thresholds of a single-product bundle."""
+    products: dict[str, Calibration] = field(default_factory=dict)
+    """Thresholds per product of a bundle that serves several (DiAD); ``calibration`` is then None."""
     extras: list[ExtraEntry] = field(default_factory=list)
     engines: list[EngineSet] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
+
+    def calibration_for(self, product: str | None) -> Calibration | None:
+        """The thresholds to use for ``product`` (None: the bundle's only one); BundleError if unknown."""
+        if not self.products:
+            if product is not None:
+                raise BundleError(f"this bundle serves a single product; leave out the product ({product!r})")
+            return self.calibration
+        if product is None:
+            if len(self.products) == 1:
+                return next(iter(self.products.values()))
+            raise BundleError(f"this bundle serves several products ({', '.join(self.products)}); "
+                              "choose one with --product NAME (Detector.load(..., product=NAME))")
+        if product not in self.products:
+            raise BundleError(f"unknown product {product!r}; this bundle knows: {', '.join(self.products)}")
+        return self.products[product]
 
     def stage(self, name: str) -> StageEntry:
         for s in self.stages:

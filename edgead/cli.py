@@ -59,7 +59,8 @@ def _overrides(pairs: dict[str, object], extra: tuple[str, ...]) -> list[str]:
 # ------------------------------------------------------------------------------------- train
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML configuration file.")
-@click.option("--data", help="Dataset root (MVTec layout or good/ + defect folders).")
+@click.option("--data", multiple=True, help="Dataset root (MVTec layout or good/ + defect folders); "
+              "repeat it for a method that serves several products (diad).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder for checkpoints.")
 @click.option("--method", metavar="NAME", help="Method (default diffusionad); 'edgead methods' lists them.")
 @click.option("--preset", type=click.Choice(["tiny", "s", "m", "paper"]), help="Network size (default s).")
@@ -81,8 +82,9 @@ def train(config_path, data, out, method, preset, image_size, steps, batch_size,
     from .errors import require
 
     require("torch", 'pip install "edgead[train]"', "Training")
+    data_path = None if not data else data[0] if len(data) == 1 else list(data)
     overrides = _overrides({
-        "method": method, "data.path": data, "model.preset": preset, "data.image_size": image_size,
+        "method": method, "data.path": data_path, "model.preset": preset, "data.image_size": image_size,
         "train.steps": steps, "train.batch_size": batch_size, "train.max_minutes": max_minutes,
         "data.textures": textures, "data.foreground": foreground, "train.device": device,
     }, sets)
@@ -116,16 +118,22 @@ def methods() -> None:
 @click.argument("source", type=click.Path())
 @click.option("--out", type=click.Path(), help="Bundle folder to create (when SOURCE is a training run).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
-@click.option("--data", help="Dataset for calibration/parity if it moved since training.")
+@click.option("--data", multiple=True, help="Dataset(s) for calibration/parity if they moved since training.")
 @click.option("--parity-images", default="32", show_default=True,
               help="Validation+test images compared with PyTorch, or 'all'.")
 @click.option("--engine", type=click.Choice(["fp16", "fp32"]), help="Build TensorRT engines into the bundle SOURCE.")
 @click.option("--workspace", type=float, default=2.0, show_default=True, help="TensorRT workspace (GB).")
 @click.option("--batch", type=int, default=1, show_default=True, help="Largest batch the engines accept.")
+@click.option("--trt", "flavour", type=click.Choice(["auto", "tensorrt", "rtx"]), default="auto", show_default=True,
+              help="TensorRT flavour: tensorrt (10/11: Jetson, data-centre GPUs) or rtx (TensorRT for RTX: "
+                   "desktop RTX GPUs; builds without a GPU). auto: whichever is installed, TensorRT first.")
+@click.option("--sm", metavar="LIST", help="TensorRT-RTX target compute capabilities, e.g. 86,89,120 "
+              "(default: this GPU, or without one the portable set).")
 @click.option("--sign-key", type=click.Path(dir_okay=False), help="Sign the bundle with this private key.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Inference settings of the method or calibration, e.g. d3ad.dynamic=false, calibration.target_frr=0.005.")
-def export(source, out, overwrite, data, parity_images, engine, workspace, batch, sign_key, sets) -> None:
+def export(source, out, overwrite, data, parity_images, engine, workspace, batch, flavour, sm, sign_key,
+           sets) -> None:
     """Export a training run to a bundle, or build TensorRT engines for a bundle.
 
     \b
@@ -136,8 +144,11 @@ def export(source, out, overwrite, data, parity_images, engine, workspace, batch
         from .export.tensorrt import build_engines
 
         engine_set, report = build_engines(source, engine, workspace_gb=workspace, max_batch=batch,
-                                           overwrite=overwrite, sign_key=sign_key)
+                                           overwrite=overwrite, sign_key=sign_key, flavour=flavour, sm=sm)
         _resigned(report.pop("signature_dropped", False), source)
+        for name, st in report["stages"].items():
+            click.echo(f"{name:<18} {st['obtained_precision']:<28} built in {st['build_seconds']:.1f} s, "
+                       f"{st['megabytes']:.1f} MB", err=True)
         click.echo(json.dumps({"engines": engine_set.directory, **report}, default=str))
         return
     if out is None:
@@ -148,17 +159,19 @@ def export(source, out, overwrite, data, parity_images, engine, workspace, batch
     n = None if parity_images == "all" else _int(parity_images, "--parity-images")
     from .export.flow import export_run
 
-    bundle, parity = export_run(source, out, overwrite=overwrite, data=data, parity_images=n,
+    bundle, parity = export_run(source, out, overwrite=overwrite, data=list(data) or None, parity_images=n,
                                 progress=_progress(), overrides=list(sets))
     if sign_key:
         from .signing import sign as sign_bundle
 
         sign_bundle(bundle.root, sign_key)
-    cal = bundle.manifest.calibration
+    m = bundle.manifest
+    thresholds = ({name: c.image.threshold for name, c in m.products.items()} if m.products
+                  else m.calibration.image.threshold if m.calibration else None)
     click.echo(json.dumps({
         "bundle": str(bundle.root),
-        "stages": [s.name for s in bundle.manifest.stages],
-        "image_threshold": cal.image.threshold if cal else None,
+        "stages": [s.name for s in m.stages],
+        "image_threshold": thresholds,
         "parity": parity,
     }, default=str))
 
@@ -191,8 +204,9 @@ def _int(value: str, name: str) -> int:
 @click.option("--reconnect-attempts", type=click.IntRange(min=0), help="Give up a dropped live source after N tries (default: never).")
 @click.option("--status-every", type=float, default=5.0, show_default=True, help="Seconds between status lines.")
 @click.option("--overwrite", is_flag=True, help="Allow replacing existing --save/--jsonl/--save-anomalies outputs.")
+@click.option("--product", help="Product whose thresholds apply (bundles that serve several products).")
 def run(bundle, camera, source, backend, stride, roi, show, save, save_fps, jsonl, save_anomalies, max_frames,
-        loop, reconnect_attempts, status_every, overwrite) -> None:
+        loop, reconnect_attempts, status_every, overwrite, product) -> None:
     """Run a bundle on a live camera or stream (or a video/images) until stopped.
 
     \b
@@ -220,7 +234,7 @@ def run(bundle, camera, source, backend, stride, roi, show, save, save_fps, json
         sinks.append(AnomalySaver(save_anomalies, overwrite))
     det = None
     try:
-        det = Detector.load(bundle, backend=backend)
+        det = Detector.load(bundle, backend=backend, product=product)
         if show:
             sinks.append(WindowSink(stop))
         src = open_source(camera if camera is not None else source, reconnect_attempts=reconnect_attempts, loop=loop)
@@ -252,7 +266,8 @@ def run(bundle, camera, source, backend, stride, roi, show, save, save_fps, json
 @click.option("--out", type=click.Path(file_okay=False), help="Save an overlay per image here.")
 @click.option("--jsonl", type=click.Path(dir_okay=False), help="Write one JSON line per image.")
 @click.option("--overwrite", is_flag=True, help="Allow replacing an existing --jsonl file or non-empty --out folder.")
-def predict(images, bundle, backend, out, jsonl, overwrite) -> None:
+@click.option("--product", help="Product whose thresholds apply (bundles that serve several products).")
+def predict(images, bundle, backend, out, jsonl, overwrite, product) -> None:
     """Score image files (paths, folders or globs) and print a verdict per image.
 
     Prints: path, raw score, normalised score (threshold at 0.5), verdict. An unreadable image
@@ -268,7 +283,7 @@ def predict(images, bundle, backend, out, jsonl, overwrite) -> None:
     check_new_file(jsonl, overwrite, "JSON-lines file")
     names = _overlay_names(files)
     lines, n_bad, failed = [], 0, []
-    with Detector.load(bundle, backend=backend) as det:
+    with Detector.load(bundle, backend=backend, product=product) as det:
         for f in files:
             try:
                 r = det.predict(f)
@@ -308,29 +323,45 @@ def _overlay_names(files: list[Path]) -> dict[Path, str]:
 # ---------------------------------------------------------------------------------- evaluate
 @main.command()
 @click.argument("bundle", type=click.Path())
-@click.option("--data", required=True, help="Dataset with test images (MVTec test/ or labelled folders).")
+@click.option("--data", required=True, multiple=True,
+              help="Dataset with test images (MVTec test/ or labelled folders); repeat for several products.")
+@click.option("--product", help="Product of a single --data (default: the dataset's folder name).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
 @click.option("--sheet", type=click.Path(file_okay=False), help="Save a sheet of example images here.")
 @click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file or writing into a non-empty --sheet folder.")
-def evaluate(bundle, data, backend, out, sheet, overwrite) -> None:
-    """Compute image and pixel AUROC/AP/F1max and AUPRO@0.3 on a test set."""
+def evaluate(bundle, data, product, backend, out, sheet, overwrite) -> None:
+    """Compute image and pixel AUROC/AP/F1max and AUPRO@0.3 on a test set (per product, and the mean)."""
+    from .bundle import load_bundle
     from .data.datasets import load_dataset
     from .evaluation.evaluate import evaluate as run_eval
-    from .evaluation.evaluate import format_table, save_sheets
+    from .evaluation.evaluate import format_table, mean_report, save_sheets
     from .outputs import atomic_write, check_new_dir, check_new_file
     from .runtime.detector import Detector
 
     check_new_file(out, overwrite, "report")
     check_new_dir(sheet, overwrite, "sheet folder")
-    ds = load_dataset(data, validation_fraction=0.0)
-    with Detector.load(bundle, backend=backend) as det:
-        run = run_eval(det, ds, progress=_progress())
-        if sheet:
-            run.report["sheets"] = [str(p) for p in save_sheets(det, run, Path(sheet))]
-    click.echo(format_table(run.report))
+    if product and len(data) > 1:
+        raise ConfigError("--product names the product of a single --data; with several, each folder name is its product")
+    b = load_bundle(bundle)
+    reports = {}
+    for root in data:
+        ds = load_dataset(root, validation_fraction=0.0)
+        name = product or (ds.name if b.manifest.products else None)
+        with Detector(b, backend=backend, product=name) as det:
+            run = run_eval(det, ds, progress=_progress())
+            if sheet:
+                name_png = "sheet.png" if len(data) == 1 else f"{ds.name}.png"
+                run.report["sheets"] = [str(p) for p in save_sheets(det, run, Path(sheet), name=name_png)]
+        reports[ds.name] = run.report
+        if len(data) > 1:
+            click.echo(f"== {ds.name}")
+        click.echo(format_table(run.report))
+    report = next(iter(reports.values())) if len(reports) == 1 else {"products": reports, "mean": mean_report(reports)}
+    if len(reports) > 1:
+        click.echo("== mean over products\n" + format_table(report["mean"]))
     if out:
-        atomic_write(out, json.dumps(run.report, indent=2))
+        atomic_write(out, json.dumps(report, indent=2))
         click.echo(f"report written to {out}", err=True)
 
 
@@ -398,7 +429,8 @@ def validate(bundle, backend, images, precision, out, overwrite) -> None:
 @click.option("--max-frames", type=click.IntRange(min=1), help="Use at most this many frames.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--sign-key", type=click.Path(dir_okay=False), help="Sign the changed bundle with this private key.")
-def calibrate(bundle, good, target_frr, confidence, rule, max_frames, backend, sign_key) -> None:
+@click.option("--product", help="Product to re-calibrate (bundles that serve several products).")
+def calibrate(bundle, good, target_frr, confidence, rule, max_frames, backend, sign_key, product) -> None:
     """Re-calibrate a bundle's thresholds on a line's own good parts (no retraining, no PyTorch).
 
     \b
@@ -413,7 +445,7 @@ def calibrate(bundle, good, target_frr, confidence, rule, max_frames, backend, s
     cfg = CalibrationConfig(**{k: v for k, v in {"target_frr": target_frr, "confidence": confidence,
                                                   "rule": rule}.items() if v is not None})
     old, new, dropped = recalibrate(b, list(good), cfg, backend=backend, max_frames=max_frames,
-                                    progress=_progress(), sign_key=sign_key)
+                                    progress=_progress(), sign_key=sign_key, product=product)
     _resigned(dropped, b.root)
     for w in new.warnings:
         click.echo(f"warning: {w}", err=True)

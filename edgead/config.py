@@ -25,8 +25,9 @@ Device = Literal["auto", "cpu", "cuda"]
 class DataConfig:
     """Where the training images are and how synthetic anomalies are made."""
 
-    path: str | None = None
-    """Dataset root: MVTec layout (train/good, ...) or plain folder layout (good/, <defect>/)."""
+    path: str | list[str] | None = None
+    """Dataset root: MVTec layout (train/good, ...) or plain folder layout (good/, <defect>/). Methods
+    that serve several products with one model (DiAD) take a list, one root per product."""
     image_size: int = 256
     """Images are resized to image_size x image_size (a multiple of 32)."""
     validation_fraction: float = 0.1
@@ -151,6 +152,12 @@ class ExperimentConfig:
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     @property
+    def data_paths(self) -> list[str]:
+        """The dataset roots, one per product (a single root is a list of one)."""
+        p = self.data.path
+        return [] if p is None else [p] if isinstance(p, str) else list(p)
+
+    @property
     def method_config(self) -> Any:
         """The configuration section of the selected method."""
         return self.sections[self.method]
@@ -158,7 +165,13 @@ class ExperimentConfig:
     def validate(self) -> ExperimentConfig:
         from .methods import get_method
 
-        get_method(self.method)  # an unknown method lists the registered ones
+        spec = get_method(self.method)  # an unknown method lists the registered ones
+        paths = self.data_paths
+        if len(paths) > 1 and not spec.multi_product:
+            raise ConfigError(f"{self.method} trains one model per product; give one --data (DiAD takes several)")
+        names = [Path(p).name for p in paths]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"the datasets' folder names name the products and must differ, got {names}")
         size = self.data.image_size
         if size < 32 or size % 32:
             raise ConfigError(f"data.image_size must be a multiple of 32 and >= 32, got {size}")
@@ -280,6 +293,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        args = get_args(tp)
+        if args and args[1] is not Any:  # dict[str, X]: every value is an X
+            return {k: _coerce(args[1], v, _join(where, str(k))) for k, v in value.items()}
         return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)

@@ -82,7 +82,7 @@ def test_missing_file_is_detected(tiny_bundle, tmp_path):
     (lambda m: m["preprocess"].update(channel_order="BGR"), "channel_order must be one of 'RGB'"),
     (lambda m: m.pop("params"), "needs a 'params' section"),
     (lambda m: m["params"].update(t_s="early"), "manifest.params.t_s must be an integer"),
-    (lambda m: m.update(method="magic"), "unknown method 'magic'; registered methods: diffusionad"),
+    (lambda m: m.update(method="magic"), "unknown method 'magic'; registered methods: d3ad, diad, diffusionad, patchcore"),
     (lambda m: m.update(stages=m["stages"][:1]), "has the stages denoiser_step, segmenter; this bundle lists denoiser_step"),
     (lambda m: m.update(extras=[e for e in m["extras"] if e["name"] != "noise_s"]), "needs the extras noise_s"),
 ])

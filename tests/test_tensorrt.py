@@ -220,8 +220,11 @@ def test_trt11_fp16_graph_keeps_fp32_io(tiny_bundle, tmp_path):
 
 
 def test_network_flags_and_profiles():
-    trt = FakeTRT()
-    assert network_flags(trt, 10) == 0 and network_flags(trt, 11) == 2
+    from edgead.runtime.backends.trt_env import TensorRT
+
+    assert network_flags(TensorRT("tensorrt", FakeTRT("10.3.0"))) == 0
+    assert network_flags(TensorRT("tensorrt", FakeTRT("11.0.0"))) == 2
+    assert network_flags(TensorRT("rtx", FakeTRT("1.7.1"))) == 2  # TensorRT-RTX: strongly typed only
     assert profile_shapes(["batch", 3, 64, 64], 4) == ((1, 3, 64, 64), (4, 3, 64, 64), (4, 3, 64, 64))
 
 
@@ -229,6 +232,30 @@ def test_obtained_precision_parsing():
     info = {"Layers": [{"Outputs": [{"Format/Datatype": "Half"}]}, {"Outputs": [{"Format/Datatype": "Float"}]}, "x"]}
     assert obtained_precision(json.dumps(info)) == ("fp16", 1, 2)
     assert obtained_precision(json.dumps({"Layers": []})) == ("fp32", 0, 0)
+    # TensorRT 11's inspector has separate DataType and Format fields
+    info11 = {"Layers": [{"Outputs": [{"DataType": "Half", "Format": "Row major linear FP16 format (kLINEAR)"}]},
+                         {"Outputs": [{"DataType": "Float", "Format": "Row major linear FP32 format (kLINEAR)"}]}]}
+    assert obtained_precision(json.dumps(info11)) == ("fp16", 1, 2)
+
+
+def test_precision_from_the_rtx_build_log():
+    from edgead.export.tensorrt import precision_from_build_log
+
+    table = ("Layers:\n"
+             "Name: a, LayerType: kgen, Inputs: [ { Name: x, Datatype: Float }], Outputs: [ { Name: y, Datatype: Half }]\n"
+             "Name: b, LayerType: kgen, Inputs: [ { Name: y, Datatype: Half }], Outputs: [ { Name: z, Datatype: Float }]\n"
+             "Name: c, LayerType: shape_call, Inputs: [], Outputs: []")
+    assert precision_from_build_log(["building", table, "done"]) == ("fp16", 1, 3)
+    with pytest.raises(ExportError, match="no layer table"):
+        precision_from_build_log(["nothing"])
+
+
+def test_rtx_targets_are_checked():
+    from edgead.export.tensorrt import parse_targets
+
+    assert parse_targets("86,89,120") == ["8.6", "8.9", "12.0"] and parse_targets("sm75") == ["7.5"]
+    with pytest.raises(ExportError, match="'90' is not a compute capability TensorRT-RTX builds for"):
+        parse_targets("86,90")
 
 
 def test_engine_header_round_trip_and_checks(tmp_path):
@@ -243,6 +270,14 @@ def test_engine_header_round_trip_and_checks(tmp_path):
         check_engine_header(h2, p, tmp_path, GPU, "10.7.0")
     with pytest.raises(BackendError, match="was built for NVIDIA Orin .* this GPU is NVIDIA H100"):
         check_engine_header(h2, p, tmp_path, GpuInfo("NVIDIA H100", "9.0"), "10.3.0")
+    with pytest.raises(BackendError, match="was built with TensorRT, this machine runs TensorRT-RTX"):
+        check_engine_header(h2, p, tmp_path, GPU, "10.3.0", "rtx")
+    rtx = EngineHeader("d3ad", "decoder", [], [], "fp16", "fp16", "1.7.1", "", "", "0.2.0", "abc", 2,
+                       flavour="rtx", targets=["8.6", "8.9"])
+    check_engine_header(rtx, p, tmp_path, GpuInfo("NVIDIA GeForce RTX 4090", "8.9"), "1.7.1", "rtx")
+    with pytest.raises(BackendError, match="built for compute capabilities 8.6, 8.9; this GPU is NVIDIA H100 "
+                                           r"\(compute 9.0\).*--sm 90"):
+        check_engine_header(rtx, p, tmp_path, GpuInfo("NVIDIA H100", "9.0"), "1.7.1", "rtx")
     (tmp_path / "junk.plan").write_bytes(b"not an engine")
     with pytest.raises(BackendError, match="not an edgead TensorRT engine"):
         read_engine(tmp_path / "junk.plan")
@@ -264,13 +299,15 @@ def test_backend_selection_order(tiny_bundle, monkeypatch):
 
 
 def test_tensorrt_backend_without_tensorrt_names_the_install(tiny_bundle):
+    import edgead.runtime.backends.trt_env as trt_env
+
+    real = trt_env.MODULES
+    trt_env.MODULES = {"tensorrt": "tensorrt_missing", "rtx": "tensorrt_rtx_missing"}
     try:
-        import tensorrt  # noqa: F401
-        pytest.skip("TensorRT is installed here")
-    except ImportError:
-        pass
-    with pytest.raises(EdgeadError, match=r'TensorRT is not installed.*pip install "edgead\[gpu\]"'):
-        choose_backend("tensorrt", load_bundle(tiny_bundle))
+        with pytest.raises(EdgeadError, match=r'TensorRT is not installed.*pip install "edgead\[gpu\]".*edgead\[rtx\]'):
+            choose_backend("tensorrt", load_bundle(tiny_bundle))
+    finally:
+        trt_env.MODULES = real
 
 
 def test_validate_detects_a_wrong_backend(tiny_bundle):
@@ -333,3 +370,43 @@ def test_real_engines_build_and_validate(bundle_copy):
     with Detector.load(bundle_copy, backend="tensorrt") as det:
         assert det.backend_name == "tensorrt"
         det.predict(np.zeros((64, 64, 3), np.uint8))
+
+
+# -------------------------------------------------------------- real TensorRT-RTX builds (no GPU needed)
+def _rtx_version():
+    try:
+        import tensorrt_rtx
+
+        return tensorrt_rtx.__version__
+    except ImportError:
+        return None
+
+
+METHOD_NAMES = __import__("edgead.methods", fromlist=["method_names"]).method_names()
+
+
+@pytest.mark.skipif(_rtx_version() is None, reason='TensorRT-RTX is not installed (pip install "edgead[rtx]")')
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_real_rtx_engines_for_every_stage(name, precision, method_bundle, tmp_path):
+    """Real engines from TensorRT for RTX, built on this CPU for every stage of every method."""
+    root, _ = method_bundle(name)
+    b = tmp_path / "b.edgead"
+    shutil.copytree(root, b)
+    es, report = build_engines(b, precision, flavour="rtx", sm="86,89" if precision == "fp32" else None)
+    bundle = load_bundle(b)  # the manifest lists the engines with their sha256, verified here
+    assert bundle.manifest.engines == [es] and es.flavour == "rtx" and es.tensorrt_version == _rtx_version()
+    assert [f.stage for f in es.files] == [s.name for s in bundle.manifest.stages]
+    assert es.targets == (["8.6", "8.9"] if precision == "fp32" else []) and not es.validated
+    assert "edgead validate" in report["validation"]
+    for f in es.files:
+        header, blob = read_engine(b / f.file)
+        stage = bundle.manifest.stage(f.stage)
+        st = report["stages"][f.stage]
+        assert header.flavour == "rtx" and header.stage == f.stage and header.onnx_sha256 == stage.sha256
+        assert header.targets == es.targets and header.gpu == "" and len(blob) > 1000
+        assert header.max_batch == stage.batch_factor and st["layers"] > 0
+        if precision == "fp16":
+            assert 0 < st["fp16_layers"] < st["layers"], st  # FP16 arithmetic, FP32 I/O and normalisation
+        else:
+            assert st["fp16_layers"] == 0, st

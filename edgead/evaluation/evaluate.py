@@ -31,7 +31,9 @@ class EvaluationRun:
 
 def training_images_among(samples: list[Sample], detector: Detector) -> list[Sample]:
     """Test samples whose bytes equal a training image of the bundle's model."""
-    trained = set(detector.manifest.provenance.get("dataset", {}).get("train_hashes", []))
+    recorded = detector.manifest.provenance.get("dataset", {})
+    sets = recorded if isinstance(recorded, list) else [recorded]  # one entry per product (DiAD)
+    trained = {h for ds in sets for h in ds.get("train_hashes", [])}
     return [s for s in samples if trained and content_hash(s.path) in trained]
 
 
@@ -68,7 +70,7 @@ def evaluate(detector: Detector, dataset: AnomalyDataset, batch: int = 4, progre
             read_mask(s.mask_path, h) if s.mask_path is not None else np.zeros((h, w), bool)
             for s in samples
         ])
-    cal = detector.manifest.calibration
+    cal = detector.calibration
     thr = cal.image.threshold if cal is not None else float("nan")
     decisions = scores_a > thr
     report: dict = {
@@ -100,6 +102,29 @@ def evaluate(detector: Detector, dataset: AnomalyDataset, batch: int = 4, progre
         sel = good | np.array([s.defect == defect for s in samples])
         report["per_defect_auroc"][defect] = auroc(labels[sel], scores_a[sel])
     return EvaluationRun(samples, scores_a, maps_a, gt, report, reconstructs)
+
+
+def mean_report(reports: dict[str, dict]) -> dict:
+    """The mean of per-product reports: every metric averaged over products (the paper's multi-class mean)."""
+    first = next(iter(reports.values()))
+
+    def mean(path: tuple[str, ...]):
+        values = []
+        for r in reports.values():
+            v = r
+            for k in path:
+                v = v.get(k) if isinstance(v, dict) else None
+            if isinstance(v, (int, float)):
+                values.append(float(v))
+        return sum(values) / len(values) if len(values) == len(reports) else None
+
+    out = {"image": {k: mean(("image", k)) for k in first["image"]},
+           "pixel": {k: mean(("pixel", k)) for k in first["pixel"]} if first.get("pixel") else None,
+           "at_calibrated_threshold": {k: mean(("at_calibrated_threshold", k))
+                                       for k in ("threshold", "false_reject_rate", "miss_rate", "accuracy")},
+           "per_defect_auroc": {}, "products": list(reports)}
+    out["at_calibrated_threshold"]["threshold"] = float("nan")
+    return out
 
 
 def format_table(report: dict) -> str:

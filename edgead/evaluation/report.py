@@ -62,7 +62,7 @@ def sample_sheet(detector: Detector, run: EvaluationRun, indices: list[int], pat
     """One row per image (input, reconstruction, anomaly map, predicted mask, ground truth) under a
     heading per column; each row says its score against the threshold and the verdict."""
     m = detector.manifest
-    cal = m.calibration
+    cal = detector.calibration
     pixel_stats = cal.pixel if cal is not None else None
     threshold = detector.threshold
     titles = ["input"] + (["reconstruction"] if m.params is not None and run.reconstructions else []) + [

@@ -8,32 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from ..bundle import Bundle, Scoring
-from ..contracts import StageContract, TensorSpec, image_spec
 from ..errors import EdgeadError
 from ..methods.d3ad import D3ADParams
 from .flow import MethodExport
-from .stages import DenoiserStep, denoiser_step_contract
-
-FEATURE_CHANNELS = (40, 112)  # EfficientNet-Lite0 at strides 8 and 16
-
-
-def latent_contracts(size: int) -> tuple[StageContract, StageContract]:
-    h = size // 8
-    encoder = StageContract("encoder", (image_spec("image", size),), (image_spec("latent", h, 4),),
-                            "scaled posterior mean of the KL autoencoder")
-    decoder = StageContract("decoder", (image_spec("latent", h, 4),), (image_spec("image", size),),
-                            "image in [-1, 1] decoded from a scaled latent")
-    return encoder, decoder
-
-
-def d3ad_features_contract(size: int) -> StageContract:
-    return StageContract(
-        "feature_extractor", (image_spec("image", size),),
-        (TensorSpec("features8", "float32", ["batch", FEATURE_CHANNELS[0], size // 8, size // 8]),
-         TensorSpec("features16", "float32", ["batch", FEATURE_CHANNELS[1], size // 16, size // 16])),
-        "EfficientNet-Lite0 (domain-adapted) features at strides 8 and 16",
-    )
-
+from .stages import DenoiserStep, denoiser_step_contract, features_contract, latent_contracts
 
 class D3ADExport(MethodExport):
     def __init__(self, *args):
@@ -41,7 +19,8 @@ class D3ADExport(MethodExport):
         from ..training.backbone import load_backbone
         from ..training.checkpoint import load_weights
         from ..training.d3ad import STAGES, load_prior
-        from ..training.d3ad.features import D3ADFeatures
+        from ..training.backbone import FeatureStages
+        from ..training.d3ad.features import MAP_STAGES
         from ..training.latent.autoencoder import LatentDecoder, LatentEncoder
         from ..training.latent.networks import build_autoencoder, build_latent_unet, resolve_latent_network
 
@@ -60,7 +39,7 @@ class D3ADExport(MethodExport):
         backbone = load_backbone(self.config.backbone.weights)
         if self.config.d3ad.adapt:
             load_weights(self.run_dir, "feature_extractor", backbone)
-        self.features = D3ADFeatures(backbone.eval())
+        self.features = FeatureStages(backbone.eval(), MAP_STAGES)
         self.prior = load_prior(self.run_dir)
 
     def stages(self):
@@ -70,7 +49,8 @@ class D3ADExport(MethodExport):
             "encoder": (self.encoder, encoder),
             "denoiser_step": (DenoiserStep(self.unet), denoiser_step_contract(size // 8, channels=4)),
             "decoder": (self.decoder, decoder),
-            "feature_extractor": (self.features, d3ad_features_contract(size)),
+            "feature_extractor": (self.features, features_contract(size, self.features.stages,
+                                                                   "EfficientNet-Lite0 (domain-adapted) at strides 8, 16")),
         }
 
     def extras(self):

@@ -105,11 +105,16 @@ def _parity_images(ds: AnomalyDataset, n: int | None, seed: int = 0) -> list[Pat
     return sorted(random.Random(seed).sample(pool, n))
 
 
-def _dataset(config: ExperimentConfig, data: str | None) -> AnomalyDataset:
-    root = data or config.data.path
-    if root is None:
+def _datasets(config: ExperimentConfig, data: list[str] | None) -> list[AnomalyDataset]:
+    """One dataset per product: ``data`` (if the datasets moved since training) or the run's own."""
+    roots = list(data) if data else config.data_paths
+    if not roots:
         raise DataError("no dataset for calibration: pass --data DIR")
-    return load_dataset(root, config.data.validation_fraction, config.data.split_seed)
+    trained = [Path(p).name for p in config.data_paths]
+    if trained and sorted(Path(r).name for r in roots) != sorted(trained):
+        raise DataError(f"--data must name the products the run was trained on ({', '.join(trained)}); "
+                        f"got {', '.join(Path(r).name for r in roots)}")
+    return [load_dataset(r, config.data.validation_fraction, config.data.split_seed) for r in roots]
 
 
 def _versions() -> dict[str, str]:
@@ -120,7 +125,8 @@ def _versions() -> dict[str, str]:
             "onnxruntime": str(onnxruntime.__version__), "python": platform.python_version()}
 
 
-def synthetic_miss_rate(bundle: Bundle, images: list[Path], config: ExperimentConfig, seed: int = 0) -> float:
+def synthetic_miss_rate(bundle: Bundle, images: list[Path], config: ExperimentConfig, product: str | None = None,
+                        seed: int = 0) -> float:
     """Share of synthetic anomalies (one per calibration image, the training synthesis) the threshold misses.
 
     A check, not a fit: nothing is tuned on it. A threshold that misses most of them is too high.
@@ -138,23 +144,42 @@ def synthetic_miss_rate(bundle: Bundle, images: list[Path], config: ExperimentCo
     with torch.no_grad():
         anomalous, _ = synth(data.images.float() / 255.0, g, data.foreground)
     frames = list((anomalous.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8))
-    with Detector(bundle, backend="onnxruntime-cpu") as det:
+    with Detector(bundle, backend="onnxruntime-cpu", product=product) as det:
         scores = np.concatenate([det.score_batch(frames[i:i + 4]).scores for i in range(0, len(frames), 4)])
     return float(np.mean(~det.postprocess.is_anomalous(scores)))
+
+
+def _merge_reports(reports: dict[str, dict]) -> dict:
+    """Per-product parity reports as one: worst output errors, all decisions."""
+    first = next(iter(reports.values()))
+    worst: dict[tuple[str, str], dict] = {}
+    for r in reports.values():
+        for o in r["outputs"]:
+            key = (o["stage"], o["output"])
+            w = worst.setdefault(key, dict(o))
+            w.update(max_abs=max(w["max_abs"], o["max_abs"]), max_rel=max(w["max_rel"], o["max_rel"]),
+                     finite=w["finite"] and o["finite"], passed=w["passed"] and o["passed"])
+    return {**{k: first[k] for k in ("backend", "reference", "tolerance")},
+            "images": sum(r["images"] for r in reports.values()), "outputs": list(worst.values()),
+            "score_max_abs_diff": max(r["score_max_abs_diff"] for r in reports.values()),
+            "score_rank_correlation": min(r["score_rank_correlation"] for r in reports.values()),
+            "decisions_agree": sum(r["decisions_agree"] for r in reports.values()),
+            "decision_mismatches": [m for r in reports.values() for m in r["decision_mismatches"]],
+            "passed": all(r["passed"] for r in reports.values()), "products": reports}
 
 
 def export_run(
     run_dir: str | Path,
     out: str | Path,
     overwrite: bool = False,
-    data: str | None = None,
+    data: str | list[str] | None = None,
     parity_images: int | None = 32,
     progress: bool = True,
     overrides: list[str] | None = None,
 ) -> tuple[Bundle, dict]:
     hooks = method_export(run_dir, overrides)
     config, spec = hooks.config, get_method(hooks.config.method)
-    ds = _dataset(config, data)
+    sets = _datasets(config, [data] if isinstance(data, str) else data)
     stages = hooks.stages()
     if list(stages) != list(spec.stages):
         raise ExportError(f"the {spec.name} exporter produced the stages {list(stages)}, "
@@ -166,7 +191,8 @@ def export_run(
         for name, array in hooks.extras().items():
             w.add_extra(name, array)
         pre = hooks.preprocess
-        samples = [resize(read_image(s.path), pre) for s in ds.validation[:8]]
+        held_out = [s.path for ds in sets for s in ds.validation]
+        samples = [resize(read_image(p), pre) for p in held_out[:8]]
         if samples:  # for validating engines on the device without the data set
             w.add_extra("sample_images", np.stack(samples))
         manifest = Manifest(
@@ -177,19 +203,28 @@ def export_run(
                              "train_seconds": hooks.meta.get("train_seconds"),
                              "trained_with": hooks.meta.get("edgead_version")},
                 "dataset": hooks.meta.get("dataset", {}),
-                "calibration_data": str(ds.root),
+                "calibration_data": [str(ds.root) for ds in sets] if spec.multi_product else str(sets[0].root),
                 "export": {"versions": _versions()},
             },
         )
-        validation = [s.path for s in ds.validation]
-        hooks.fit_statistics(w.open_staged(manifest), validation, progress=progress)
-        manifest.calibration = calibrate(w.open_staged(manifest), validation, config.calibration,
-                                         ds.validation_source, progress=progress)
-        manifest.calibration.synthetic_miss_rate = synthetic_miss_rate(w.open_staged(manifest), validation, config)
+        hooks.fit_statistics(w.open_staged(manifest), held_out, progress=progress)
+        for ds in sets:  # thresholds per product (DiAD serves several with one model)
+            validation = [s.path for s in ds.validation]
+            cal = calibrate(w.open_staged(manifest), validation, config.calibration, ds.validation_source,
+                            progress=progress)
+            if spec.multi_product:
+                manifest.products[ds.name] = cal
+            else:
+                manifest.calibration = cal
+            cal.synthetic_miss_rate = synthetic_miss_rate(w.open_staged(manifest), validation, config,
+                                                          ds.name if spec.multi_product else None)
         from .parity import check_parity
 
-        parity = check_parity(hooks.torch_modules(), w.open_staged(manifest), _parity_images(ds, parity_images),
-                              progress=progress)
+        per_set = None if parity_images is None else max(1, parity_images // len(sets))
+        modules, staged = hooks.torch_modules(), w.open_staged(manifest)
+        reports = {ds.name: check_parity(modules, staged, _parity_images(ds, per_set), progress=progress,
+                                         product=ds.name if spec.multi_product else None) for ds in sets}
+        parity = next(iter(reports.values())) if len(reports) == 1 else _merge_reports(reports)
         manifest.provenance["export"]["parity"] = parity
         bundle = w.commit(manifest)
     return bundle, parity

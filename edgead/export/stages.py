@@ -32,6 +32,25 @@ def feature_extractor_contract(size: int, channels: int, stride: int) -> StageCo
     )
 
 
+def latent_contracts(size: int) -> tuple[StageContract, StageContract]:
+    h = size // 8
+    encoder = StageContract("encoder", (image_spec("image", size),), (image_spec("latent", h, 4),),
+                            "scaled posterior mean of the KL autoencoder")
+    decoder = StageContract("decoder", (image_spec("latent", h, 4),), (image_spec("image", size),),
+                            "image in [-1, 1] decoded from a scaled latent")
+    return encoder, decoder
+
+
+def features_contract(size: int, stages: tuple[int, ...], description: str, batch_factor: int = 1) -> StageContract:
+    """EfficientNet-Lite0 feature maps at the chosen scales (0: stride 4, 1: stride 8, 2: stride 16)."""
+    from ..training.backbone import FEATURE_CHANNELS, FEATURE_STRIDES
+
+    outputs = tuple(TensorSpec(f"features{FEATURE_STRIDES[i]}", "float32",
+                               ["batch", FEATURE_CHANNELS[i], size // FEATURE_STRIDES[i], size // FEATURE_STRIDES[i]])
+                    for i in stages)
+    return StageContract("feature_extractor", (image_spec("image", size),), outputs, description, batch_factor)
+
+
 class DenoiserStep(nn.Module):
     """diffusers UNet2DModel as a pure (x_t, t) -> eps function."""
 

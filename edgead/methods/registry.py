@@ -56,6 +56,7 @@ BUILTIN: dict[str, str] = {
     "diffusionad": "edgead.methods.diffusionad:SPEC",
     "patchcore": "edgead.methods.patchcore:SPEC",
     "d3ad": "edgead.methods.d3ad:SPEC",
+    "diad": "edgead.methods.diad:SPEC",
 }
 _registered: dict[str, MethodSpec] = {}
 _loaded: dict[str, MethodSpec] = {}

@@ -181,7 +181,7 @@ def run_images(detector: Detector, images: Iterable[Path | np.ndarray], batch: i
 
 def calibrate(bundle: Bundle, images: list[Path] | Iterable[np.ndarray], config: CalibrationConfig, source: str,
               backend: str = "onnxruntime-cpu", progress: bool = False, total: int | None = None) -> Calibration:
-    det = Detector(bundle, backend=backend, require_calibration=False)
+    det = Detector(bundle, backend=backend, require_calibration=False)  # maps and scores need no thresholds
     try:
         maps, scores = run_images(det, images, progress=progress, desc="calibrate", total=total)
     finally:
@@ -208,21 +208,26 @@ def good_frames(specs: list[str], max_frames: int | None = None) -> Iterable[np.
 
 
 def recalibrate(bundle: Bundle, specs: list[str], config: CalibrationConfig, backend: str = "auto",
-                max_frames: int | None = None, progress: bool = False,
-                sign_key: str | Path | None = None) -> tuple[Calibration | None, Calibration, bool]:
-    """New thresholds for ``bundle`` from a line's own good parts; the old ones go to the history.
-
-    Returns (old, new, signature_dropped).
+                max_frames: int | None = None, progress: bool = False, sign_key: str | Path | None = None,
+                product: str | None = None) -> tuple[Calibration | None, Calibration, bool]:
+    """New thresholds for ``bundle`` (one ``product`` of a multi-product bundle) from a line's own good
+    parts; the old ones go to the history. Returns (old, new, signature_dropped).
     """
     import datetime as dt
 
-    old = bundle.manifest.calibration
+    m = bundle.manifest
+    old = m.calibration_for(product)
+    if m.products and product is None:
+        product = next(iter(m.products))  # calibration_for accepted it: the only product
     new = calibrate(bundle, good_frames(specs, max_frames), config, ", ".join(specs), backend=backend,
                     progress=progress)
     history = bundle.manifest.provenance.setdefault("calibration_history", [])
     if old is not None:
         history.append({"replaced": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-                        "source": old.source, "n_images": old.n_images, "rule": old.rule,
+                        "product": product, "source": old.source, "n_images": old.n_images, "rule": old.rule,
                         "image_threshold": old.image.threshold, "pixel_threshold": old.pixel.threshold})
-    bundle.manifest.calibration = new
+    if m.products:
+        m.products[product] = new
+    else:
+        m.calibration = new
     return old, new, bundle.save_manifest(sign_key)

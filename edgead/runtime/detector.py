@@ -105,13 +105,22 @@ class Detector:
         threads: int | None = None,
         require_calibration: bool = True,
         backends: dict[str, Backend] | None = None,
+        product: str | None = None,
     ):
-        """``backends`` (one per stage) replaces backend selection, e.g. to benchmark PyTorch."""
-        if require_calibration and bundle.manifest.calibration is None:
+        """``backends`` (one per stage) replaces backend selection, e.g. to benchmark PyTorch.
+        ``product``: which product's thresholds, for a bundle that serves several (DiAD)."""
+        try:
+            self.calibration = bundle.manifest.calibration_for(product)
+        except BundleError:
+            if require_calibration or product is not None:
+                raise
+            self.calibration = None  # several products and none chosen: maps and scores only
+        if require_calibration and self.calibration is None:
             raise BundleError(f"bundle {bundle.root} is not calibrated; re-export it with 'edgead export'")
+        self.product = product
         self.bundle = bundle
         self.manifest = bundle.manifest
-        self.postprocess = PostProcessor(bundle.manifest.scoring, bundle.manifest.calibration)
+        self.postprocess = PostProcessor(bundle.manifest.scoring, self.calibration)
         stages = [s.name for s in bundle.manifest.stages]
         if backends is not None:
             if sorted(backends) != sorted(stages):
@@ -142,10 +151,12 @@ class Detector:
         device: int = 0,
         threads: int | None = None,
         verify: bool = True,
+        product: str | None = None,
     ) -> Detector:
-        """Open a bundle directory; ``backend`` is auto, tensorrt, onnxruntime or onnxruntime-<cpu|cuda|tensorrt>."""
+        """Open a bundle directory; ``backend`` is auto, tensorrt, onnxruntime or onnxruntime-<cpu|cuda|tensorrt>;
+        ``product`` names the product for a bundle that serves several."""
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=verify)
-        return cls(b, backend=backend, device=device, threads=threads)
+        return cls(b, backend=backend, device=device, threads=threads, product=product)
 
     # -- properties -------------------------------------------------------------------------
     @property
@@ -223,7 +234,7 @@ class Detector:
         return self.backends[stage].run(feeds)
 
     def _infer(self, rgbs: list[np.ndarray], sources: list[str | None], t0: float, keep_image: bool) -> list[Result]:
-        cal = self.manifest.calibration
+        cal = self.calibration
         if cal is None:
             raise BundleError(f"bundle {self.bundle.root} is not calibrated; re-export it with 'edgead export'")
         t_in = time.perf_counter()

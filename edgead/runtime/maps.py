@@ -41,3 +41,8 @@ def cosine_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-8) -> np.ndarr
     na = np.sqrt((a64 * a64).sum(1))
     nb = np.sqrt((b64 * b64).sum(1))
     return (1.0 - dot / np.maximum(na * nb, eps)).astype(np.float32)
+
+
+def feature_distance_map(feats: list[np.ndarray], feats_hat: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """sum over scales of upsample(1 - cos(f, f_hat)): D3AD's feature map and DiAD's anomaly map."""
+    return sum(upsample(cosine_distance(a, b), size) for a, b in zip(feats, feats_hat))

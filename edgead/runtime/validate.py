@@ -138,7 +138,7 @@ def validate(detector: Detector, images: Iterable[np.ndarray], precision: str = 
     if not ref_scores:
         raise BundleError("no images to validate on")
     rs, ts = np.array(ref_scores), np.array(test_scores)
-    cal = bundle.manifest.calibration
+    cal = detector.calibration
     thr = cal.image.threshold if cal is not None else np.inf
     labels = names or [str(i) for i in range(len(rs))]
     report = ValidationReport(detector.backend_name, ref.backend_name, len(rs), tol, list(worst.values()))

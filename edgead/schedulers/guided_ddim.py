@@ -14,7 +14,9 @@ D3AD (Tebbe et al., 2024; the authors' ``my_generalized_steps``, eta = 0) and Di
 Start (``start``): D3AD's noiseless input scaling x = sqrt(a_tmax) y, or the usual forward process
 x = sqrt(a_tmax) y + sqrt(1 - a_tmax) noise (DiAD, D3AD's ablation) with noise fixed per bundle.
 Timesteps: ``num_steps`` steps t_max - s, ..., s, 0 with s = t_max // num_steps (D3AD: 10 steps,
-t_max in 20..80); every sample of a batch may have its own t_max. Works on numpy arrays and torch
+t_max in 20..80), each plus ``offset``; the start sample sits at t_max + ``start_offset``. DiAD's
+reference (LDM's uniform DDIM discretisation) noises to T_start - 1 = 999 and steps 901, 801, ..., 1:
+offset 1, start_offset -1. Every sample of a batch may have its own t_max. Works on numpy arrays and torch
 tensors alike (operators only): training-time evaluation and the runtime call the same code.
 """
 
@@ -34,19 +36,22 @@ class GuidedDDIMScheduler:
     """alpha-bar_t for t = 0 .. T-1."""
     guidance_w: float = 4.0
     num_steps: int = 10
+    offset: int = 0
+    start_offset: int = 0
 
     @classmethod
     def from_schedule(cls, num_train_timesteps: int, beta_start: float, beta_end: float, beta_schedule: str,
-                      guidance_w: float = 4.0, num_steps: int = 10) -> GuidedDDIMScheduler:
+                      guidance_w: float = 4.0, num_steps: int = 10, offset: int = 0,
+                      start_offset: int = 0) -> GuidedDDIMScheduler:
         ab = alphas_cumprod(num_train_timesteps, beta_start, beta_end, beta_schedule)
-        return cls(tuple(float(a) for a in ab), float(guidance_w), int(num_steps))
+        return cls(tuple(float(a) for a in ab), float(guidance_w), int(num_steps), offset, start_offset)
 
     def timesteps(self, t_max: np.ndarray) -> np.ndarray:
-        """[num_steps, B] int64: for each sample, t_max - s, ..., s, 0 with s = max(t_max // num_steps, 1)."""
+        """[num_steps, B] int64: for each sample, t_max - s, ..., s, 0 (plus offset), s = max(t_max // num_steps, 1)."""
         t_max = np.asarray(t_max, np.int64).reshape(-1)
         skip = np.maximum(t_max // self.num_steps, 1)
         k = np.arange(self.num_steps - 1, -1, -1, dtype=np.int64)[:, None]
-        return k * skip[None, :]
+        return k * skip[None, :] + self.offset
 
     def alpha_bar(self, t: np.ndarray) -> np.ndarray:
         """alpha-bar at integer timesteps; t = -1 (after the last step) is 1."""
@@ -55,7 +60,7 @@ class GuidedDDIMScheduler:
 
     def start(self, y: Any, t_max: np.ndarray, noise: Any = None) -> Any:
         """The sample at t_max: sqrt(a) y (noiseless) or sqrt(a) y + sqrt(1 - a) noise."""
-        a = self._per_sample(self.alpha_bar(t_max), y)
+        a = self._per_sample(self.alpha_bar(np.asarray(t_max) + self.start_offset), y)
         x = a**0.5 * y
         return x if noise is None else x + (1.0 - a) ** 0.5 * noise
 

@@ -113,3 +113,20 @@ def load_backbone(weights: str | Path | None = None) -> EfficientNetLite0Feature
         raise EdgeadError(f"{path} is not an EfficientNet-Lite0 state dict: missing {missing[:3]} ...")
     model.load_state_dict({k: state[k] for k in wanted}, strict=True)
     return model.eval().requires_grad_(False)
+
+
+class FeatureStages(nn.Module):
+    """The backbone's feature maps at the chosen scales (indices into strides 4, 8, 16), as a tuple:
+    the ``feature_extractor`` stage of D3AD (8, 16) and DiAD (4, 8, 16)."""
+
+    def __init__(self, backbone: nn.Module, stages: tuple[int, ...]):
+        super().__init__()
+        self.backbone, self.stages = backbone, tuple(stages)
+
+    @property
+    def names(self) -> list[str]:
+        return [f"features{FEATURE_STRIDES[i]}" for i in self.stages]
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        feats = self.backbone(image)
+        return tuple(feats[i] for i in self.stages)

@@ -85,7 +85,7 @@ def open_stage(choice: BackendChoice, bundle: Bundle, stage: str, threads: int |
         engine_set = find_engine_set(bundle)
         file = next(f for f in engine_set.files if f.stage == stage)
         return TensorRTBackend(bundle.path(file.file), entry.inputs, entry.outputs, device=device,
-                               bundle_root=bundle.root)
+                               bundle_root=bundle.root, flavour=engine_set.flavour)
     provider = choice.name.removeprefix("onnxruntime-")
     cache = None
     if provider == "tensorrt":  # ORT builds TensorRT engines on first use; cache them per graph, outside the bundle

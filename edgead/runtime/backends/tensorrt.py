@@ -1,9 +1,12 @@
-"""Native TensorRT backend (TensorRT 10/11 ``execute_async_v3``) with Polygraphy's CUDA wrapper.
+"""Native TensorRT backend (TensorRT 10/11 and TensorRT-RTX ``execute_async_v3``) with Polygraphy's CUDA wrapper.
 
 Device buffers are allocated once per input shape and reused; execution runs on one CUDA
 stream. With ``cuda_graph=True`` the enqueue is captured into a CUDA graph after the first run
-of a shape and replayed afterwards (fixed-shape camera path). Outputs are host arrays owned by
-the backend and overwritten by the next ``run``: copy them to keep them.
+of a shape and replayed afterwards (fixed-shape camera path); TensorRT-RTX does this itself
+(its runtime config's WHOLE_GRAPH_CAPTURE strategy). TensorRT-RTX engines are checked with
+``get_engine_validity`` before they load and keep a runtime cache (kernels specialised for this
+GPU) beside the engines, or in ~/.cache/edgead when the bundle is read-only. Outputs are host
+arrays owned by the backend and overwritten by the next ``run``: copy them to keep them.
 """
 
 from __future__ import annotations
@@ -17,30 +20,72 @@ import numpy as np
 from ...bundle import Bundle, EngineSet, TensorSpec
 from ...errors import BackendError
 from .base import Backend
-from .trt_env import check_engine_header, local_gpu, read_engine, trt_module, trt_version
+from .trt_env import TensorRT, check_engine_header, local_gpu, read_engine, tensorrt
 
 log = logging.getLogger(__name__)
 
 
+def _installed() -> list[TensorRT]:
+    found = []
+    for flavour in ("tensorrt", "rtx"):
+        try:
+            found.append(tensorrt(flavour))
+        except Exception:  # MissingDependencyError, or a broken install
+            continue
+    if not found:
+        tensorrt("auto")  # raises with the install commands
+    return found
+
+
 def find_engine_set(bundle: Bundle, precision: str | None = None, device: int = 0) -> EngineSet:
-    """The bundle's engines built for this GPU and TensorRT version (fp16 preferred)."""
-    trt = trt_module()
-    version = trt_version(trt)
+    """The bundle's engines this machine can run: an installed flavour and version, built for this GPU
+    (TensorRT) or for its compute capability or portably (TensorRT-RTX); fp16 preferred."""
+    flavours = {t.flavour: t.version for t in _installed()}
     gpu = local_gpu(device)
     matches = [
         es for es in bundle.manifest.engines
-        if es.gpu == gpu.name and es.compute_capability == gpu.compute_capability
-        and es.tensorrt_version == version and (precision is None or es.precision == precision)
+        if flavours.get(es.flavour) == es.tensorrt_version and (precision is None or es.precision == precision)
+        and ((es.flavour == "tensorrt" and es.gpu == gpu.name and es.compute_capability == gpu.compute_capability)
+             or (es.flavour == "rtx" and (not es.targets or gpu.compute_capability in es.targets)))
     ]
     if not matches:
         have = ", ".join(es.directory for es in bundle.manifest.engines) or "none"
+        installed = ", ".join(f"{k} {v}" for k, v in flavours.items())
         raise BackendError(
-            f"bundle {bundle.root} has no TensorRT engines for {gpu.name} with TensorRT {version} "
-            f"(it has: {have}); build them on this device with: "
-            f"edgead export {bundle.root} --engine {precision or 'fp16'}"
+            f"bundle {bundle.root} has no TensorRT engines for {gpu.name} (compute {gpu.compute_capability}) "
+            f"with {installed} (it has: {have}); build them with: edgead export {bundle.root} --engine "
+            f"{precision or 'fp16'}"
         )
-    matches.sort(key=lambda es: es.precision != "fp16")
+    matches.sort(key=lambda es: (es.precision != "fp16", es.flavour != "tensorrt"))
     return matches[0]
+
+
+class RuntimeCache:
+    """TensorRT-RTX's runtime cache (kernels it compiled for this GPU), loaded and saved across runs."""
+
+    def __init__(self, runtime_config, engine_path: Path, bundle_root: Path):
+        import hashlib
+        import os
+
+        self.cache = runtime_config.create_runtime_cache()
+        beside = Path(engine_path).with_suffix(".runtime-cache")
+        fallback = Path(os.environ.get("EDGEAD_CACHE_DIR", Path.home() / ".cache" / "edgead")) / "rtx" / (
+            hashlib.sha256(str(Path(engine_path).resolve()).encode()).hexdigest()[:16] + ".runtime-cache")
+        self.path = beside if os.access(beside.parent, os.W_OK) else fallback
+        if self.path.is_file():
+            try:
+                self.cache.deserialize(self.path.read_bytes())
+            except Exception as exc:  # a cache from another driver or version: start afresh
+                log.warning("ignoring runtime cache %s: %s", self.path, exc)
+        runtime_config.set_runtime_cache(self.cache)
+
+    def save(self) -> None:
+        from ...outputs import atomic_write
+
+        try:
+            atomic_write(self.path, bytes(self.cache.serialize()))
+        except OSError as exc:
+            log.warning("cannot save the runtime cache %s: %s", self.path, exc)
 
 
 class _CudaGraph:
@@ -81,22 +126,45 @@ class TensorRTBackend(Backend):
         bundle_root: Path,
         device: int = 0,
         cuda_graph: bool = False,
+        flavour: str = "tensorrt",
     ):
         super().__init__(path, inputs, outputs)
-        trt = trt_module()
+        flavoured = tensorrt(flavour)
+        trt = flavoured.module
         from polygraphy import cuda  # type: ignore[import-not-found]
 
-        self.trt, self.cuda = trt, cuda
+        self.trt, self.cuda, self.flavour = trt, cuda, flavoured.flavour
         self.cuda.wrapper().check(self.cuda.wrapper().handle.cudaSetDevice(device))
         header, blob = read_engine(path)
-        check_engine_header(header, path, bundle_root, local_gpu(device), trt_version(trt))
+        gpu = local_gpu(device)
+        check_engine_header(header, path, bundle_root, gpu, flavoured.version, flavoured.flavour)
         self.header = header
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
+        self.runtime_cache = None
+        runtime_config = None
+        if self.flavour == "rtx":
+            validity, diagnostics = self.runtime.get_engine_validity(blob)
+            if validity == trt.EngineValidity.INVALID:
+                raise BackendError(
+                    f"TensorRT-RTX cannot run {path} on {gpu.name} (compute {gpu.compute_capability}; diagnostics "
+                    f"{diagnostics}): TensorRT for RTX runs on GeForce/RTX GPUs of compute 7.5 and newer except "
+                    "9.x (Hopper). On this GPU use --backend onnxruntime-cuda, or build TensorRT 10/11 engines "
+                    f"here: edgead export {bundle_root} --engine {header.precision} --trt tensorrt"
+                )
+            if validity == trt.EngineValidity.SUBOPTIMAL:
+                log.warning("%s is valid but suboptimal on %s (diagnostics %s)", path.name, gpu.name, diagnostics)
         self.engine = self.runtime.deserialize_cuda_engine(blob)
         if self.engine is None:
             raise BackendError(f"TensorRT could not deserialize {path}; rebuild it with 'edgead export --engine'")
-        self.context = self.engine.create_execution_context()
+        if self.flavour == "rtx":
+            runtime_config = self.engine.create_runtime_config()
+            self.runtime_cache = RuntimeCache(runtime_config, path, bundle_root)
+            if cuda_graph:
+                runtime_config.cuda_graph_strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+                cuda_graph = False  # TensorRT-RTX captures and replays by itself
+        self.context = (self.engine.create_execution_context(runtime_config) if runtime_config is not None
+                        else self.engine.create_execution_context())
         if self.context is None:
             raise BackendError(f"TensorRT could not create an execution context for {path}")
         self.stream = cuda.Stream()
@@ -178,6 +246,9 @@ class TensorRTBackend(Backend):
         return {name: self._host_out[name] for name in self._output_names}
 
     def close(self) -> None:
+        if self.runtime_cache is not None:
+            self.runtime_cache.save()
+            self.runtime_cache = None
         if self._graph is not None:
             self._graph.free()
             self._graph = None

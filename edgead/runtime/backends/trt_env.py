@@ -1,4 +1,11 @@
-"""TensorRT and GPU detection in one place (Polygraphy habit): versions, GPU name, engine headers.
+"""TensorRT and GPU detection in one place (Polygraphy habit): flavours, versions, GPU, engine headers.
+
+Three flavours of TensorRT, one interface (``TensorRT``):
+
+    TensorRT 10   JetPack 6 / x86: weakly typed networks, the FP16 builder flag, FP32 pinning
+    TensorRT 11   strongly typed only: FP16 is written into the ONNX graph before the build
+    TensorRT-RTX  (``tensorrt_rtx``, desktop GeForce/RTX): strongly typed, builds ahead of time on a
+                  machine without a GPU for target compute capabilities, specialises on the GPU at load
 
 Nothing here imports TensorRT at module import; each function imports it when called and
 raises MissingDependencyError with the install command when it is absent.
@@ -20,27 +27,20 @@ import re
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ...errors import BackendError, MissingDependencyError
 
 MAGIC = b"EDGEADTRT\x01"
-INSTALL_TRT = (
-    'pip install "edgead[gpu]" on x86-64 with CUDA (or use the TensorRT of JetPack on Jetson; '
-    "see the README's GPU deployment section)"
-)
-
-
-def trt_module():
-    try:
-        import tensorrt as trt  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise MissingDependencyError(f"TensorRT is not installed ({exc}); install it: {INSTALL_TRT}") from None
-    return trt
-
-
-def trt_version(trt: Any = None) -> str:
-    return str((trt or trt_module()).__version__)
+Flavour = Literal["tensorrt", "rtx"]
+MODULES: dict[str, str] = {"tensorrt": "tensorrt", "rtx": "tensorrt_rtx"}
+INSTALL: dict[str, str] = {
+    "tensorrt": 'pip install "edgead[gpu]" on x86-64 with CUDA (or use the TensorRT of JetPack on Jetson; '
+                "see the README's GPU deployment section)",
+    "rtx": 'pip install "edgead[rtx]" (TensorRT for RTX: GeForce/RTX GPUs of compute 7.5 and newer except 9.x)',
+}
+RTX_TARGETS = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
+"""Compute capabilities TensorRT-RTX 1.7 builds for (no Hopper 9.0: use TensorRT 10/11 or ONNX Runtime CUDA there)."""
 
 
 def trt_major(version: str) -> int:
@@ -48,6 +48,53 @@ def trt_major(version: str) -> int:
     if not m:
         raise BackendError(f"cannot parse TensorRT version {version!r}")
     return int(m.group(1))
+
+
+@dataclass(frozen=True)
+class TensorRT:
+    """An installed TensorRT flavour and its module."""
+
+    flavour: Flavour
+    module: Any
+
+    @property
+    def version(self) -> str:
+        return str(self.module.__version__)
+
+    @property
+    def strongly_typed(self) -> bool:
+        """FP16 comes from the graph, not a builder flag (TensorRT 11, TensorRT-RTX)."""
+        return self.flavour == "rtx" or trt_major(self.version) >= 11
+
+    @property
+    def label(self) -> str:
+        return f"TensorRT-RTX {self.version}" if self.flavour == "rtx" else f"TensorRT {self.version}"
+
+
+def tensorrt(prefer: str = "auto") -> TensorRT:
+    """The installed flavour: ``prefer`` is auto (TensorRT, else TensorRT-RTX), tensorrt or rtx."""
+    import importlib
+
+    if prefer not in ("auto", *MODULES):
+        raise BackendError(f"--trt must be one of auto, tensorrt, rtx; got {prefer!r}")
+    order = list(MODULES) if prefer == "auto" else [prefer]
+    errors = []
+    for flavour in order:
+        try:
+            return TensorRT(flavour, importlib.import_module(MODULES[flavour]))  # type: ignore[arg-type]
+        except ImportError as exc:
+            errors.append(f"{MODULES[flavour]}: {exc}")
+    want = " or ".join(INSTALL[f] for f in order)
+    raise MissingDependencyError(f"TensorRT is not installed ({'; '.join(errors)}); install it: {want}")
+
+
+def trt_module():
+    """The ``tensorrt`` module of the default flavour (kept for callers that need only the module)."""
+    return tensorrt().module
+
+
+def trt_version(trt: Any = None) -> str:
+    return str((trt or trt_module()).__version__)
 
 
 @dataclass(frozen=True)
@@ -67,7 +114,7 @@ def local_gpu(device: int = 0) -> GpuInfo:
 
         lib = cuda.wrapper().handle
     except ImportError as exc:
-        raise MissingDependencyError(f"Polygraphy is not installed ({exc}); install it: {INSTALL_TRT}") from None
+        raise MissingDependencyError(f"Polygraphy is not installed ({exc}); install it: {INSTALL['tensorrt']}") from None
     except Exception as exc:  # Polygraphy raises when libcudart cannot be found
         raise BackendError(f"no CUDA runtime found: {exc}") from None
     major, minor = ctypes.c_int(), ctypes.c_int()
@@ -93,11 +140,15 @@ class EngineHeader:
     obtained_precision: str
     tensorrt_version: str
     gpu: str
+    """The GPU it was built on ('' for a TensorRT-RTX engine built ahead of time)."""
     compute_capability: str
     edgead_version: str
     onnx_sha256: str
     max_batch: int
     extra: dict = field(default_factory=dict)
+    flavour: Flavour = "tensorrt"
+    targets: list[str] = field(default_factory=list)
+    """TensorRT-RTX: the compute capabilities it was built for ([] = the builder's portable default)."""
 
 
 def write_engine(path: Path, header: EngineHeader, engine_bytes: bytes) -> None:
@@ -120,13 +171,24 @@ def read_engine(path: Path) -> tuple[EngineHeader, bytes]:
     return header, data[start + n:]
 
 
-def check_engine_header(header: EngineHeader, path: Path, bundle_root: Path, gpu: GpuInfo, version: str) -> None:
-    """Refuse an engine built for another GPU or TensorRT version, naming the rebuild command."""
+def check_engine_header(header: EngineHeader, path: Path, bundle_root: Path, gpu: GpuInfo, version: str,
+                        flavour: Flavour = "tensorrt") -> None:
+    """Refuse an engine built for another flavour, version or GPU, naming the rebuild command."""
     rebuild = f"rebuild on this device with: edgead export {bundle_root} --engine {header.precision}"
+    if header.flavour != flavour:
+        names = {"tensorrt": "TensorRT", "rtx": "TensorRT-RTX"}
+        raise BackendError(f"{path} was built with {names[header.flavour]}, this machine runs {names[flavour]}; "
+                           f"{rebuild} --trt {flavour}")
     if header.tensorrt_version != version:
         raise BackendError(
             f"{path} was built with TensorRT {header.tensorrt_version}, this machine has {version}; {rebuild}"
         )
+    if flavour == "rtx":
+        if header.targets and gpu.compute_capability not in header.targets:
+            raise BackendError(f"{path} was built for compute capabilities {', '.join(header.targets)}; this GPU "
+                               f"is {gpu.name} (compute {gpu.compute_capability}); {rebuild} --sm "
+                               f"{gpu.compute_capability.replace('.', '')}")
+        return
     if header.gpu != gpu.name or header.compute_capability != gpu.compute_capability:
         raise BackendError(
             f"{path} was built for {header.gpu} (compute {header.compute_capability}), this GPU is "

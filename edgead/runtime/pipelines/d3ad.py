@@ -25,7 +25,7 @@ from ...errors import BundleError
 from ...schedulers.guided_ddim import GuidedDDIMScheduler
 from ..backends import Backend
 from ..knn import KnnPrior, adaptive_avg_pool
-from ..maps import cosine_distance, upsample
+from ..maps import feature_distance_map, upsample
 from .base import Pipeline, PipelineOutput
 
 
@@ -77,7 +77,8 @@ class D3ADPipeline(Pipeline):
         feats_hat = self.stage("feature_extractor", {"image": x_hat}, timings)
         t2 = time.perf_counter()
         latent = upsample(np.abs(z_hat - z0).mean(1), size)
-        feature = sum(upsample(cosine_distance(feats[k], feats_hat[k]), size) for k in ("features8", "features16"))
+        names = ("features8", "features16")
+        feature = feature_distance_map([feats[k] for k in names], [feats_hat[k] for k in names], size)
         (lmin, lmax), (fmin, fmax) = p.latent_range, p.feature_range
         maps = (p.latent_weight * (latent - lmin) / max(lmax - lmin, 1e-12)
                 + (1 - p.latent_weight) * (feature - fmin) / max(fmax - fmin, 1e-12))

@@ -8,23 +8,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 MAP_STAGES = (1, 2)
 """Indices into the backbone's (stride 4, 8, 16) features used for the map."""
 PRIOR_STAGE = 1
-
-
-class D3ADFeatures(nn.Module):
-    """image in [-1, 1] -> (features8, features16): the ``feature_extractor`` stage."""
-
-    def __init__(self, backbone: nn.Module):
-        super().__init__()
-        self.backbone = backbone
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.backbone(image)
-        return feats[MAP_STAGES[0]], feats[MAP_STAGES[1]]
 
 
 def prior_features(features8: torch.Tensor, pool: int) -> torch.Tensor:

@@ -1,0 +1,73 @@
+"""DiAD's part of the export flow: encoder, hint_encoder (C(x0), once per image), denoiser_step
+(z_t, t, hint), decoder and feature_extractor graphs; the start noise fixed per bundle."""
+
+from __future__ import annotations
+
+from ..bundle import Scoring
+from ..contracts import StageContract, TensorSpec, image_spec
+from ..errors import EdgeadError
+from ..methods.diad import DiADParams
+from .flow import MethodExport
+from .stages import features_contract, latent_contracts
+
+
+class DiADExport(MethodExport):
+    def __init__(self, *args):
+        super().__init__(*args)
+        from ..training.backbone import FeatureStages, load_backbone
+        from ..training.checkpoint import load_weights
+        from ..training.diad import MAP_STAGES, _zero_hint, fixed_noise, load_guided
+        from ..training.latent.autoencoder import LatentDecoder, LatentEncoder
+        from ..training.latent.networks import build_autoencoder, resolve_latent_network
+
+        d = self.config.diad
+        stages = self.meta.get("stages", {})
+        needed = ["autoencoder", "denoiser", *(["guidance"] if d.sg else []), "select"]
+        missing = [s for s in needed if not stages.get(s, {}).get("complete")]
+        if missing:
+            raise EdgeadError(f"{self.run_dir} is not fully trained: stage {missing[0]} is missing or unfinished "
+                              f"(edgead train --out {self.run_dir} --resume)")
+        size = self.config.data.image_size
+        net = resolve_latent_network(self.config.model, size)
+        ae = load_weights(self.run_dir, "autoencoder", build_autoencoder(net, size)).eval()
+        scale = float(stages["autoencoder"]["latent_scale"])
+        self.encoder, self.decoder = LatentEncoder(ae, scale), LatentDecoder(ae, scale)
+        self.denoiser, hint = load_guided(self.run_dir, self.config)
+        self.hint = hint if hint is not None else _zero_hint(self.config)
+        self.hint_channels = net.block_out_channels[0]
+        self.features = FeatureStages(load_backbone(self.config.backbone.weights), MAP_STAGES)
+        self.noise = fixed_noise(self.config).numpy()
+        self.start_step = d.start_step if d.start_step is not None else int(stages["select"]["start_step"])
+
+    def stages(self):
+        size = self.config.data.image_size
+        h = size // 8
+        encoder, decoder = latent_contracts(size)
+        hint = StageContract("hint_encoder", (image_spec("image", size),), (image_spec("hint", h, self.hint_channels),),
+                             "C(x0): the image on the latent grid (DiAD's conditioning), once per image")
+        denoiser = StageContract(
+            "denoiser_step",
+            (image_spec("x_t", h, 4), TensorSpec("t", "float32", ["batch"]), image_spec("hint", h, self.hint_channels)),
+            (image_spec("eps", h, 4),),
+            "eps(z_t, t, C(x0)): the latent UNet steered by the Semantic-Guided network",
+        )
+        return {
+            "encoder": (self.encoder, encoder),
+            "hint_encoder": (self.hint, hint),
+            "denoiser_step": (self.denoiser, denoiser),
+            "decoder": (self.decoder, decoder),
+            # the input and its reconstruction in one call: two samples per frame
+            "feature_extractor": (self.features, features_contract(size, self.features.stages,
+                                                                   "EfficientNet-Lite0 (ImageNet) at strides 4, 8, 16",
+                                                                   batch_factor=2)),
+        }
+
+    def extras(self):
+        return {"noise": self.noise}
+
+    def params(self) -> DiADParams:
+        d = self.config.diad
+        return DiADParams(schedule=d.schedule, num_steps=d.num_steps, start_step=self.start_step, sg=d.sg, sff=d.sff)
+
+    def scoring(self) -> Scoring:
+        return Scoring("pooled_max", self.config.diad.smoothing_sigma, pool=self.config.diad.pool)

@@ -1,0 +1,77 @@
+"""DiAD (He et al., 2024): latent diffusion steered by a Semantic-Guided network; one model for several
+products. Declarations only (torch-free); see ``training/diad``, ``export/diad.py`` and
+``runtime/pipelines/diad.py``. METHODS.md lists the reference code's choices and edgead's departures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import ScheduleConfig
+from ..errors import ConfigError
+from .d3ad import AutoencoderTraining
+from .registry import MethodSpec
+
+
+def diad_schedule() -> ScheduleConfig:
+    return ScheduleConfig(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+
+
+@dataclass
+class DiADConfig:
+    schedule: ScheduleConfig = field(default_factory=diad_schedule)
+    """Stable Diffusion's scaled-linear 0.00085 -> 0.012, T = 1000 (the reference)."""
+    autoencoder: AutoencoderTraining = field(default_factory=AutoencoderTraining)
+    sg: bool = True
+    """Steer the UNet with the Semantic-Guided network (false: the plain latent UNet, the ablation)."""
+    sff: bool = True
+    """The Spatial-aware Feature Fusion block in the SG network (false: the ablation)."""
+    guidance_steps: int | None = None
+    """Steps of stage B (SG network + UNet decoder); None: the preset's denoiser steps."""
+    guidance_learning_rate: float | None = None
+    num_steps: int = 10
+    """DDIM steps (eta 0)."""
+    start_step: int | None = None
+    """T_start; None: chosen at training among start_candidates with synthetic anomalies."""
+    start_candidates: tuple[int, ...] = (600, 800, 1000)
+    snapshots: int = 2
+    """Stage-B checkpoints compared on synthetic anomalies (never on test images); the best is kept."""
+    noise_seed: int = 0
+    smoothing_sigma: float = 5.0
+    pool: int = 8
+    """Image score = max of the map after a pool x pool average pool (stride 1)."""
+
+    def check(self, config, where: str) -> None:
+        self.schedule.check(f"{where}.schedule")
+        self.autoencoder.check(f"{where}.autoencoder")
+        T = self.schedule.num_train_timesteps
+        starts = [self.start_step] if self.start_step is not None else list(self.start_candidates)
+        if not starts or any(not self.num_steps <= s <= T for s in starts):
+            raise ConfigError(f"{where}: start steps must lie in [num_steps, {T}], got {starts}")
+        if self.snapshots < 1 or self.pool < 1 or self.num_steps < 1:
+            raise ConfigError(f"{where} needs snapshots, pool and num_steps >= 1")
+
+
+@dataclass
+class DiADParams:
+    schedule: ScheduleConfig
+    num_steps: int
+    start_step: int
+    sg: bool
+    sff: bool
+
+
+SPEC = MethodSpec(
+    name="diad",
+    summary="DiAD: latent diffusion steered by a Semantic-Guided network, one model for several products",
+    config=DiADConfig,
+    params=DiADParams,
+    stages=("encoder", "hint_encoder", "denoiser_step", "decoder", "feature_extractor"),
+    extras=("noise",),
+    trainer="edgead.training.diad:train",
+    exporter="edgead.export.diad:DiADExport",
+    pipeline="edgead.runtime.pipelines.diad:DiADPipeline",
+    tiny=("model.preset=tiny", "train.batch_size=4", "diad.start_candidates=[40, 80]"),
+    multi_product=True,
+    train_stages=("autoencoder", "denoiser", "guidance", "select"),
+)

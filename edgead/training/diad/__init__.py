@@ -1,0 +1,243 @@
+"""DiAD training in four stages, each resumable and runnable alone (``--stage``):
+
+    autoencoder   KL autoencoder from scratch on the good images of every product (shared with D3AD)
+    denoiser      stage A: the latent UNet, eps-MSE, scaled-linear beta 0.00085 -> 0.012
+    guidance      stage B: the Semantic-Guided network and the UNet's decoder (encoder, middle block and
+                  time embedding frozen), eps-MSE with C(x0) from the clean image; snapshots kept
+    select        the snapshot and start step with the best AUROC on synthetic anomalies made from the
+                  held-out good images (never test images)
+
+One model serves several products: ``--data`` once per product; their training images are pooled and
+each product keeps its held-out images for calibration.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...config import ExperimentConfig, or_default
+from ...data.datasets import load_dataset
+from ...data.preprocess import Preprocess
+from ...errors import EdgeadError
+from ...schedulers.guided_ddim import GuidedDDIMScheduler
+from ..backbone import FeatureStages, load_backbone
+from ..checkpoint import CONFIG_FILE, load_weights
+from ..data import DeviceImages, from_unit, load_images, pick_device
+from ..latent.autoencoder import LatentDecoder, LatentEncoder, posterior_moments, train_autoencoder
+from ..latent.denoiser import train_latent_denoiser
+from ..latent.networks import build_autoencoder, build_latent_unet, resolve_latent_network, training_defaults
+from ..loop import run_loop
+from ..staged import StagedRun
+from .networks import GuidedDenoiser, HintEncoder, SemanticGuidedNetwork, freeze_encoder
+from .select import best, score_candidates, synthetic_set
+
+log = logging.getLogger(__name__)
+STAGES = ("autoencoder", "denoiser", "guidance", "select")
+MAP_STAGES = (0, 1, 2)  # EfficientNet-Lite0 at strides 4, 8, 16 (the paper: ResNet50 stages 1-3)
+
+
+def sampler(config: ExperimentConfig) -> GuidedDDIMScheduler:
+    s = config.diad.schedule
+    # DDIM, eta 0, no guidance; LDM's uniform discretisation: start at T_start - 1, steps 901 ... 1
+    return GuidedDDIMScheduler.from_schedule(s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule,
+                                             guidance_w=0.0, num_steps=config.diad.num_steps, offset=1, start_offset=-1)
+
+
+def fixed_noise(config: ExperimentConfig) -> torch.Tensor:
+    """The start noise, seeded: the same as the bundle's extra (export writes the same array)."""
+    h = config.data.image_size // 8
+    rng = np.random.default_rng(config.diad.noise_seed)
+    return torch.from_numpy(rng.standard_normal((1, 4, h, h)).astype(np.float32))
+
+
+def datasets(config: ExperimentConfig):
+    return [load_dataset(p, config.data.validation_fraction, config.data.split_seed) for p in config.data_paths]
+
+
+def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progress: bool = True,
+          stage: str = "all") -> dict:
+    run_dir = Path(run_dir)
+    if stage == "all" and (run_dir / CONFIG_FILE).is_file() and not resume:
+        raise EdgeadError(f"{run_dir} already holds a training run; pass --resume to continue it "
+                          "or choose another --out (nothing was overwritten)")
+    d, tc = config.diad, config.train
+    torch.manual_seed(tc.seed)
+    device = pick_device(tc.device)
+    size = config.data.image_size
+    spec = Preprocess.for_size(size)
+    net = resolve_latent_network(config.model, size)
+    defaults = training_defaults(config.model.preset)
+    run = StagedRun(run_dir, config, resume, STAGES)
+    todo = STAGES if stage == "all" else (stage,)
+    sets = datasets(config)
+    train_paths = [s.path for ds in sets for s in ds.train]
+    data = DeviceImages(load_images(train_paths, spec), device, config.data.foreground)
+    run.record("dataset", [ds.provenance() for ds in sets] if len(sets) > 1 else sets[0].provenance())
+
+    def pending(name: str) -> bool:
+        if name in todo and run.complete(name):
+            log.warning("stage %s is already complete in %s", name, run_dir)
+        return name in todo and not run.complete(name)
+
+    if pending("autoencoder"):
+        ae_cfg = d.autoencoder
+        settings = replace(ae_cfg, steps=or_default(ae_cfg.steps, defaults["autoencoder_steps"]),
+                           batch_size=or_default(ae_cfg.batch_size, defaults["autoencoder_batch"]),
+                           crop=or_default(ae_cfg.crop, defaults["autoencoder_crop"]))
+        train_autoencoder(run, net, data, spec, settings, device, progress, config.backbone.weights)
+    if todo == ("autoencoder",):
+        return _summary(run)
+    run.require("denoiser", "autoencoder")
+    ae = load_weights(run_dir, "autoencoder", build_autoencoder(net, size)).to(device).eval()
+    scale = float(run.progress["autoencoder"]["latent_scale"])
+    steps = or_default(tc.steps, defaults["denoiser_steps"])
+    batch = or_default(tc.batch_size, defaults["denoiser_batch"])
+    unet = build_latent_unet(net, size)
+    if pending("denoiser"):
+        means, stds = posterior_moments(ae, data, spec)
+        train_latent_denoiser(run, unet, means, stds, scale, d.schedule, steps, batch,
+                              or_default(tc.learning_rate, defaults["denoiser_lr"]), progress)
+    if d.sg and pending("guidance"):
+        run.require("guidance", "autoencoder", "denoiser")
+        load_weights(run_dir, "denoiser", unet)
+        _train_guidance(run, unet.to(device), ae, scale, data, spec, or_default(d.guidance_steps, steps), batch,
+                        or_default(d.guidance_learning_rate, or_default(tc.learning_rate, defaults["denoiser_lr"])),
+                        progress)
+    if pending("select"):
+        run.require("select", "autoencoder", "denoiser", *(["guidance"] if d.sg else []))
+        _select(run, ae, scale, sets, spec, device)
+    return _summary(run)
+
+
+def _train_guidance(run: StagedRun, unet, ae, scale: float, data: DeviceImages, spec: Preprocess, steps: int,
+                    batch: int, lr: float, progress: bool) -> None:
+    """Stage B: SG network + UNet decoder, eps-MSE; ``snapshots`` evenly spaced checkpoints kept."""
+    config, tc, d = run.config, run.config.train, run.config.diad
+    device = data.images.device
+    sg = SemanticGuidedNetwork(unet, d.sff).to(device)
+    guided = GuidedDenoiser(unet, sg)
+    params = list(sg.parameters()) + freeze_encoder(unet)
+    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    state = run.start("guidance")
+    step, elapsed = 0, 0.0
+    if state is not None:
+        load_weights(run.run_dir, "sg", sg)
+        load_weights(run.run_dir, "denoiser_guided", unet)
+        optimiser.load_state_dict(state["optimiser"])
+        step, elapsed = int(state["step"]), float(state["elapsed_s"])
+    means, stds = posterior_moments(ae, data, spec)
+    from ...schedulers import alphas_cumprod
+
+    s = d.schedule
+    ab = torch.tensor(alphas_cumprod(s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule),
+                      dtype=torch.float32, device=device)
+    gen = torch.Generator(device=device).manual_seed(tc.seed * 1_000_003 + step + 4)
+    marks = {round(steps * (k + 1) / d.snapshots) for k in range(d.snapshots)}
+    sg.train()
+    unet.train()
+
+    def step_fn():
+        idx = torch.randint(0, len(data), (batch,), generator=gen, device=device)
+        flip = torch.rand(batch, 1, 1, 1, generator=gen, device=device) < 0.5
+        x = from_unit(data.images[idx].float() / 255.0, spec)
+        x = torch.where(flip, x.flip(-1), x)
+        z0 = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen, device=device)) * scale
+        z0 = torch.where(flip, z0.flip(-1), z0)
+        t = torch.randint(0, s.num_train_timesteps, (batch,), generator=gen, device=device)
+        noise = torch.randn(z0.shape, generator=gen, device=device)
+        a = ab[t].view(-1, 1, 1, 1)
+        eps = guided(a.sqrt() * z0 + (1 - a).sqrt() * noise, t.float(), sg.hint(x))
+        loss = ((eps - noise) ** 2).mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        return {"eps_mse": loss.detach()}
+
+    def save_fn(at: int, seconds: float) -> None:
+        run.save("guidance", {"sg": sg, "denoiser_guided": unet}, at, seconds, steps, optimiser)
+        if at in marks:  # a snapshot the select stage compares
+            for name in ("sg", "denoiser_guided"):
+                shutil.copy(run.run_dir / f"{name}.safetensors", run.run_dir / f"snapshot{at}_{name}.safetensors")
+
+    checkpoint_every = min([tc.checkpoint_every, *[m for m in marks if m > 0]])
+    run_loop("train guidance", step_fn, save_fn, step, steps, elapsed, run.run_dir / "train_log.jsonl",
+             max_minutes=tc.max_minutes, checkpoint_every=_gcd_marks(marks, checkpoint_every),
+             log_every=tc.log_every, progress=progress)
+
+
+def _gcd_marks(marks: set[int], every: int) -> int:
+    """A checkpoint interval that lands on every snapshot mark."""
+    from math import gcd
+
+    g = every
+    for m in marks:
+        g = gcd(g, m)
+    return max(g, 1)
+
+
+def load_guided(run_dir: Path, config: ExperimentConfig, prefix: str = "") -> tuple[GuidedDenoiser, HintEncoder]:
+    size = config.data.image_size
+    net = resolve_latent_network(config.model, size)
+    unet = build_latent_unet(net, size)
+    if not config.diad.sg:
+        load_weights(run_dir, "denoiser", unet)
+        return GuidedDenoiser(unet.eval(), None), None
+    sg = SemanticGuidedNetwork(unet, config.diad.sff)
+    load_weights(run_dir, f"{prefix}denoiser_guided", unet)
+    load_weights(run_dir, f"{prefix}sg", sg)
+    return GuidedDenoiser(unet.eval(), sg.eval()), HintEncoder(sg.eval())
+
+
+def _select(run: StagedRun, ae, scale: float, sets, spec: Preprocess, device) -> None:
+    config, d = run.config, run.config.diad
+    held_out = [s.path for ds in sets for s in ds.validation]
+    if not held_out:
+        raise EdgeadError("DiAD's selection needs held-out good images (validation/good or data.validation_fraction)")
+    data = DeviceImages(load_images(held_out, spec), torch.device("cpu"), config.data.foreground)
+    x, labels = synthetic_set(data, spec)
+    ae = ae.cpu()
+    encoder, decoder = LatentEncoder(ae, scale), LatentDecoder(ae, scale)
+    features = FeatureStages(load_backbone(config.backbone.weights), MAP_STAGES)
+    if d.sg:
+        steps = sorted(int(p.name.split("_")[0][len("snapshot"):]) for p in run.run_dir.glob("snapshot*_sg.safetensors"))
+        loaded = {s: load_guided(run.run_dir, config, f"snapshot{s}_") for s in steps}
+    else:
+        loaded = {0: load_guided(run.run_dir, config)}
+    candidates = {s: g for s, (g, _) in loaded.items()}
+    hints = {s: (h if h is not None else _zero_hint(config)) for s, (_, h) in loaded.items()}
+    starts = [d.start_step] if d.start_step is not None else list(d.start_candidates)
+    rows = score_candidates(candidates, starts, x, labels, encoder, hints, decoder, features, sampler(config),
+                            fixed_noise(config), d.smoothing_sigma, d.pool)
+    chosen = best(rows)
+    if d.sg:
+        for name in ("sg", "denoiser_guided"):
+            shutil.copy(run.run_dir / f"snapshot{chosen['snapshot']}_{name}.safetensors",
+                        run.run_dir / f"{name}.safetensors")
+    log.info("DiAD selection on %d held-out good images and their synthetic anomalies: %s", len(held_out), rows)
+    run.save("select", {}, 1, 0.0, 1, extra={"start_step": chosen["start_step"], "snapshot": chosen["snapshot"],
+                                            "candidates": rows})
+
+
+def _zero_hint(config: ExperimentConfig):
+    """The plain UNet ignores the hint: a module returning a zero tensor of the hint's shape."""
+    widths = resolve_latent_network(config.model, config.data.image_size).block_out_channels
+
+    class Zero(torch.nn.Module):
+        def forward(self, image):
+            return image.new_zeros(image.shape[0], widths[0], image.shape[2] // 8, image.shape[3] // 8)
+
+    return Zero()
+
+
+def _summary(run: StagedRun) -> dict:
+    out = {"stages": {k: {kk: v[kk] for kk in ("steps_done", "steps", "complete", "seconds") if kk in v}
+                      for k, v in run.progress.items()}}
+    if "select" in run.progress:
+        out["selected"] = {k: run.progress["select"][k] for k in ("start_step", "snapshot")}
+    return out
