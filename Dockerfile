@@ -5,6 +5,8 @@
 #   docker build -t edgead .
 # Jetson Orin, JetPack 6 (L4T r36; TensorRT and GStreamer-enabled OpenCV come from JetPack):
 #   docker build -t edgead:jetson --build-arg BASE=nvcr.io/nvidia/l4t-jetpack:r36.4.0 --build-arg TARGET=jetson .
+# Desktop GeForce/RTX with TensorRT for RTX (engines may also be built ahead of time without a GPU):
+#   docker build -t edgead:rtx --build-arg TARGET=rtx .
 #
 # Run on a camera (engines are built once, on the device, into the mounted bundle):
 #   docker run --rm --gpus all -v $PWD/tire.edgead:/bundle edgead edgead export /bundle --engine fp16
@@ -30,6 +32,8 @@ RUN set -eux; whl=$(ls /wheels/edgead-*.whl); \
     if [ "$TARGET" = "jetson" ]; then \
       pip install --no-cache-dir --no-deps "$whl" && \
       pip install --no-cache-dir "numpy<2" pyyaml click tqdm onnxruntime polygraphy onnx; \
+    elif [ "$TARGET" = "rtx" ]; then \
+      pip install --no-cache-dir "${whl}[gpu,rtx]" onnx; \
     else \
       pip install --no-cache-dir "${whl}[gpu]" onnx; \
     fi; \

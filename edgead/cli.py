@@ -375,14 +375,16 @@ def evaluate(bundle, data, product, backend, out, sheet, overwrite) -> None:
 @click.option("--images", type=click.Path(file_okay=False), help="Folder of images to time on (default: random frames).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
 @click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file.")
-def benchmark(bundle, backend, batch, runs, checkpoint, images, out, overwrite) -> None:
+@click.option("--product", help="Product whose thresholds apply (bundles that serve several products).")
+def benchmark(bundle, backend, batch, runs, checkpoint, images, out, overwrite, product) -> None:
     """Latency per part (median, p90), throughput, peak memory; runtime vs PyTorch eager."""
     from .evaluation.speed import benchmark as run_benchmark
     from .evaluation.speed import format_report
     from .outputs import atomic_write, check_new_file
 
     check_new_file(out, overwrite, "report")
-    report = run_benchmark(bundle, backend, batch, runs, checkpoint=checkpoint, images=images, progress=_progress())
+    report = run_benchmark(bundle, backend, batch, runs, checkpoint=checkpoint, images=images, progress=_progress(),
+                           product=product)
     click.echo(format_report(report))
     if out:
         atomic_write(out, json.dumps(report, indent=2))
@@ -396,7 +398,8 @@ def benchmark(bundle, backend, batch, runs, checkpoint, images, out, overwrite) 
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), help="Tolerance set (default: from the engines).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
 @click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file.")
-def validate(bundle, backend, images, precision, out, overwrite) -> None:
+@click.option("--product", help="Product whose thresholds decide (bundles that serve several products).")
+def validate(bundle, backend, images, precision, out, overwrite, product) -> None:
     """Compare a backend with ONNX Runtime CPU per stage and end to end; exit 1 outside tolerance."""
     from .outputs import atomic_write, check_new_file
     from .runtime.detector import Detector
@@ -404,7 +407,7 @@ def validate(bundle, backend, images, precision, out, overwrite) -> None:
     from .runtime.validate import validate as run_validate
 
     check_new_file(out, overwrite, "report")
-    with Detector.load(bundle, backend=backend) as det:
+    with Detector.load(bundle, backend=backend, product=product) as det:
         imgs = images_from(images) if images else sample_images(det.bundle)
         if precision is None:
             precision = "fp16" if det.backend_name == "tensorrt" and any(

@@ -43,6 +43,7 @@ def main() -> None:
     src.add_argument("--source")
     ap.add_argument("--evidence", type=Path, default=Path("rejects"), help="folder for images of rejected parts")
     ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--product", help="the product on this line, for a bundle that serves several (DiAD)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -54,7 +55,7 @@ def main() -> None:
             gate.pulse(r)
             cv2.imwrite(str(a.evidence / f"{int(time.time() * 1000)}_{r.frame_index}.jpg"), r.overlay())
 
-    with Detector.load(a.bundle) as detector:  # backend="auto": TensorRT > ORT-CUDA > ORT-CPU
+    with Detector.load(a.bundle, product=a.product) as detector:  # backend auto: TensorRT > ORT-CUDA > ORT-CPU
         log.info("%s on %s, threshold %.4f", detector.method, detector.backend_name, detector.threshold)
         n = 0
         for result in detector.stream(a.camera if a.camera is not None else a.source, on_result=on_result):

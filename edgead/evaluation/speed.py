@@ -69,10 +69,11 @@ def _summary(walls: list[float], parts: list[dict[str, float]], batch: int, stag
 
 
 def benchmark(bundle: str | Path, backend: str = "auto", batch: int = 8, runs: int = 20, warmup: int = 2,
-              checkpoint: str | Path | None = None, images: str | None = None, progress: bool = False) -> dict:
+              checkpoint: str | Path | None = None, images: str | None = None, progress: bool = False,
+              product: str | None = None) -> dict:
     from tqdm.auto import tqdm
 
-    det = Detector.load(bundle, backend=backend)
+    det = Detector.load(bundle, backend=backend, product=product)
     stages = tuple(s.name for s in det.manifest.stages)
     frames = _frames(det, images, max(batch, 1))
     for b in sorted({1, batch}):
@@ -82,7 +83,7 @@ def benchmark(bundle: str | Path, backend: str = "auto", batch: int = 8, runs: i
     if checkpoint is not None:
         from ..export.torch_backend import torch_backends
 
-        engines["pytorch"] = Detector(det.bundle, backends=torch_backends(checkpoint, det.bundle))
+        engines["pytorch"] = Detector(det.bundle, backends=torch_backends(checkpoint, det.bundle), product=product)
     report: dict = {
         "bundle": str(bundle), "method": det.method, "backend": det.backend_name,
         "image_size": list(det.image_size), "runs": runs, "machine": platform.machine(),

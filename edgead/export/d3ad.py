@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from ..bundle import Bundle, Scoring
-from ..errors import EdgeadError
 from ..methods.d3ad import D3ADParams
 from .flow import MethodExport
 from .stages import DenoiserStep, denoiser_step_contract, features_contract, latent_contracts
@@ -16,31 +15,28 @@ from .stages import DenoiserStep, denoiser_step_contract, features_contract, lat
 class D3ADExport(MethodExport):
     def __init__(self, *args):
         super().__init__(*args)
-        from ..training.backbone import load_backbone
+        from ..training.backbone import FeatureStages, load_backbone
         from ..training.checkpoint import load_weights
-        from ..training.d3ad import STAGES, load_prior
-        from ..training.backbone import FeatureStages
+        from ..training.d3ad import STAGES, imagenet_prior, load_prior
         from ..training.d3ad.features import MAP_STAGES
-        from ..training.latent.autoencoder import LatentDecoder, LatentEncoder
-        from ..training.latent.networks import build_autoencoder, build_latent_unet, resolve_latent_network
+        from ..training.latent.autoencoder import load_codec
+        from ..training.latent.networks import build_latent_unet, resolve_latent_network
+        from ..training.staged import require_complete
 
-        stages = self.meta.get("stages", {})
         needed = [s for s in STAGES if not (s == "adapt" and not self.config.d3ad.adapt)]
-        missing = [s for s in needed if not stages.get(s, {}).get("complete")]
-        if missing:
-            raise EdgeadError(f"{self.run_dir} is not fully trained: stage {missing[0]} is missing or unfinished "
-                              f"(edgead train --out {self.run_dir} --resume)")
+        stages = require_complete(self.meta, needed, self.run_dir)
+        self.encoder, self.decoder = load_codec(self.run_dir, self.config, stages)
         size = self.config.data.image_size
         net = resolve_latent_network(self.config.model, size)
-        ae = load_weights(self.run_dir, "autoencoder", build_autoencoder(net, size)).eval()
-        scale = float(stages["autoencoder"]["latent_scale"])
-        self.encoder, self.decoder = LatentEncoder(ae, scale), LatentDecoder(ae, scale)
         self.unet = load_weights(self.run_dir, "denoiser", build_latent_unet(net, size)).eval()
         backbone = load_backbone(self.config.backbone.weights)
         if self.config.d3ad.adapt:
             load_weights(self.run_dir, "feature_extractor", backbone)
         self.features = FeatureStages(backbone.eval(), MAP_STAGES)
-        self.prior = load_prior(self.run_dir)
+        adapted = self.config.d3ad.adapt
+        self.prior = load_prior(self.run_dir, adapted)
+        if self.prior is None:  # adapt=false on a run trained with adaptation: the prior of ImageNet features
+            self.prior = imagenet_prior(self.config)
 
     def stages(self):
         size = self.config.data.image_size

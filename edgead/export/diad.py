@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from ..bundle import Scoring
 from ..contracts import StageContract, TensorSpec, image_spec
-from ..errors import EdgeadError
 from ..methods.diad import DiADParams
 from .flow import MethodExport
 from .stages import features_contract, latent_contracts
@@ -15,23 +14,16 @@ class DiADExport(MethodExport):
     def __init__(self, *args):
         super().__init__(*args)
         from ..training.backbone import FeatureStages, load_backbone
-        from ..training.checkpoint import load_weights
         from ..training.diad import MAP_STAGES, _zero_hint, fixed_noise, load_guided
-        from ..training.latent.autoencoder import LatentDecoder, LatentEncoder
-        from ..training.latent.networks import build_autoencoder, resolve_latent_network
+        from ..training.latent.autoencoder import load_codec
+        from ..training.latent.networks import resolve_latent_network
+        from ..training.staged import require_complete
 
         d = self.config.diad
-        stages = self.meta.get("stages", {})
         needed = ["autoencoder", "denoiser", *(["guidance"] if d.sg else []), "select"]
-        missing = [s for s in needed if not stages.get(s, {}).get("complete")]
-        if missing:
-            raise EdgeadError(f"{self.run_dir} is not fully trained: stage {missing[0]} is missing or unfinished "
-                              f"(edgead train --out {self.run_dir} --resume)")
-        size = self.config.data.image_size
-        net = resolve_latent_network(self.config.model, size)
-        ae = load_weights(self.run_dir, "autoencoder", build_autoencoder(net, size)).eval()
-        scale = float(stages["autoencoder"]["latent_scale"])
-        self.encoder, self.decoder = LatentEncoder(ae, scale), LatentDecoder(ae, scale)
+        stages = require_complete(self.meta, needed, self.run_dir)
+        self.encoder, self.decoder = load_codec(self.run_dir, self.config, stages)
+        net = resolve_latent_network(self.config.model, self.config.data.image_size)
         self.denoiser, hint = load_guided(self.run_dir, self.config)
         self.hint = hint if hint is not None else _zero_hint(self.config)
         self.hint_channels = net.block_out_channels[0]

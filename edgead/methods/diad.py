@@ -27,7 +27,7 @@ class DiADConfig:
     sff: bool = True
     """The Spatial-aware Feature Fusion block in the SG network (false: the ablation)."""
     guidance_steps: int | None = None
-    """Steps of stage B (SG network + UNet decoder); None: the preset's denoiser steps."""
+    """Steps of stage B (SG network + UNet decoder); None: --steps, else the preset's (s: 600)."""
     guidance_learning_rate: float | None = None
     num_steps: int = 10
     """DDIM steps (eta 0)."""

@@ -68,3 +68,13 @@ class StagedRun:
     def record(self, key: str, value: Any) -> None:
         """Keep a value in the run's metadata (e.g. the latent scale)."""
         self.meta[key] = value
+
+
+def require_complete(meta: dict[str, Any], needed: list[str], run_dir: Path) -> dict[str, dict[str, Any]]:
+    """The run's stage records; EdgeadError naming the first stage of ``needed`` that is unfinished."""
+    stages = meta.get("stages", {})
+    missing = [s for s in needed if not stages.get(s, {}).get("complete")]
+    if missing:
+        raise EdgeadError(f"{run_dir} is not fully trained: stage {missing[0]} is missing or unfinished "
+                          f"(edgead train --out {run_dir} --resume)")
+    return stages

@@ -15,23 +15,21 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ...config import ExperimentConfig, or_default
-from ...data.datasets import load_dataset
 from ...data.preprocess import Preprocess
 from ...errors import EdgeadError
 from ...schedulers.guided_ddim import GuidedDDIMScheduler
 from ..backbone import FeatureStages, load_backbone
-from ..checkpoint import CONFIG_FILE, load_weights
-from ..data import DeviceImages, from_unit, load_images, pick_device
-from ..latent.autoencoder import LatentDecoder, LatentEncoder, posterior_moments, train_autoencoder
-from ..latent.denoiser import train_latent_denoiser
-from ..latent.networks import build_autoencoder, build_latent_unet, resolve_latent_network, training_defaults
+from ..checkpoint import load_weights
+from ..data import DeviceImages, from_unit, load_images
+from ..latent.autoencoder import LatentDecoder, LatentEncoder, posterior_moments
+from ..latent.networks import build_latent_unet, resolve_latent_network
+from ..latent.run import open_latent_run
 from ..loop import run_loop
 from ..staged import StagedRun
 from .networks import GuidedDenoiser, HintEncoder, SemanticGuidedNetwork, freeze_encoder
@@ -56,63 +54,25 @@ def fixed_noise(config: ExperimentConfig) -> torch.Tensor:
     return torch.from_numpy(rng.standard_normal((1, 4, h, h)).astype(np.float32))
 
 
-def datasets(config: ExperimentConfig):
-    return [load_dataset(p, config.data.validation_fraction, config.data.split_seed) for p in config.data_paths]
-
-
 def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progress: bool = True,
           stage: str = "all") -> dict:
-    run_dir = Path(run_dir)
-    if stage == "all" and (run_dir / CONFIG_FILE).is_file() and not resume:
-        raise EdgeadError(f"{run_dir} already holds a training run; pass --resume to continue it "
-                          "or choose another --out (nothing was overwritten)")
-    d, tc = config.diad, config.train
-    torch.manual_seed(tc.seed)
-    device = pick_device(tc.device)
-    size = config.data.image_size
-    spec = Preprocess.for_size(size)
-    net = resolve_latent_network(config.model, size)
-    defaults = training_defaults(config.model.preset)
-    run = StagedRun(run_dir, config, resume, STAGES)
-    todo = STAGES if stage == "all" else (stage,)
-    sets = datasets(config)
-    train_paths = [s.path for ds in sets for s in ds.train]
-    data = DeviceImages(load_images(train_paths, spec), device, config.data.foreground)
-    run.record("dataset", [ds.provenance() for ds in sets] if len(sets) > 1 else sets[0].provenance())
-
-    def pending(name: str) -> bool:
-        if name in todo and run.complete(name):
-            log.warning("stage %s is already complete in %s", name, run_dir)
-        return name in todo and not run.complete(name)
-
-    if pending("autoencoder"):
-        ae_cfg = d.autoencoder
-        settings = replace(ae_cfg, steps=or_default(ae_cfg.steps, defaults["autoencoder_steps"]),
-                           batch_size=or_default(ae_cfg.batch_size, defaults["autoencoder_batch"]),
-                           crop=or_default(ae_cfg.crop, defaults["autoencoder_crop"]))
-        train_autoencoder(run, net, data, spec, settings, device, progress, config.backbone.weights)
-    if todo == ("autoencoder",):
-        return _summary(run)
-    run.require("denoiser", "autoencoder")
-    ae = load_weights(run_dir, "autoencoder", build_autoencoder(net, size)).to(device).eval()
-    scale = float(run.progress["autoencoder"]["latent_scale"])
-    steps = or_default(tc.steps, defaults["denoiser_steps"])
-    batch = or_default(tc.batch_size, defaults["denoiser_batch"])
-    unet = build_latent_unet(net, size)
-    if pending("denoiser"):
-        means, stds = posterior_moments(ae, data, spec)
-        train_latent_denoiser(run, unet, means, stds, scale, d.schedule, steps, batch,
-                              or_default(tc.learning_rate, defaults["denoiser_lr"]), progress)
-    if d.sg and pending("guidance"):
+    d = config.diad
+    lr = open_latent_run(config, run_dir, resume, stage, STAGES, foreground=config.data.foreground)
+    run = lr.run
+    codec = lr.autoencoder(d.autoencoder, progress)
+    if codec is None or not lr.wants(*STAGES[1:]):
+        return _summary(lr)
+    ae, scale, _, _ = codec
+    unet = lr.denoiser(ae, scale, d.schedule, progress)
+    if d.sg and lr.pending("guidance"):
         run.require("guidance", "autoencoder", "denoiser")
-        load_weights(run_dir, "denoiser", unet)
-        _train_guidance(run, unet.to(device), ae, scale, data, spec, or_default(d.guidance_steps, steps), batch,
-                        or_default(d.guidance_learning_rate, or_default(tc.learning_rate, defaults["denoiser_lr"])),
-                        progress)
-    if pending("select"):
+        _train_guidance(run, unet, ae, scale, lr.data, lr.spec,
+                        or_default(d.guidance_steps, lr.steps("guidance_steps")), lr.batch("denoiser_batch"),
+                        or_default(d.guidance_learning_rate, lr.learning_rate()), progress)
+    if lr.pending("select"):
         run.require("select", "autoencoder", "denoiser", *(["guidance"] if d.sg else []))
-        _select(run, ae, scale, sets, spec, device)
-    return _summary(run)
+        _select(run, ae, scale, lr.datasets, lr.spec)
+    return _summary(lr)
 
 
 def _train_guidance(run: StagedRun, unet, ae, scale: float, data: DeviceImages, spec: Preprocess, steps: int,
@@ -194,7 +154,7 @@ def load_guided(run_dir: Path, config: ExperimentConfig, prefix: str = "") -> tu
     return GuidedDenoiser(unet.eval(), sg.eval()), HintEncoder(sg.eval())
 
 
-def _select(run: StagedRun, ae, scale: float, sets, spec: Preprocess, device) -> None:
+def _select(run: StagedRun, ae, scale: float, sets, spec: Preprocess) -> None:
     config, d = run.config, run.config.diad
     held_out = [s.path for ds in sets for s in ds.validation]
     if not held_out:
@@ -235,9 +195,8 @@ def _zero_hint(config: ExperimentConfig):
     return Zero()
 
 
-def _summary(run: StagedRun) -> dict:
-    out = {"stages": {k: {kk: v[kk] for kk in ("steps_done", "steps", "complete", "seconds") if kk in v}
-                      for k, v in run.progress.items()}}
-    if "select" in run.progress:
-        out["selected"] = {k: run.progress["select"][k] for k in ("start_step", "snapshot")}
+def _summary(lr) -> dict:
+    out = lr.summary()
+    if "select" in lr.run.progress:
+        out["selected"] = {k: lr.run.progress["select"][k] for k in ("start_step", "snapshot")}
     return out

@@ -126,3 +126,14 @@ def posterior_moments(ae: nn.Module, data: DeviceImages, spec: Preprocess, batch
 def latent_scale(run: StagedRun) -> float:
     return float(run.progress["autoencoder"]["latent_scale"])
 
+
+
+def load_codec(run_dir, config, stages: dict) -> tuple[LatentEncoder, LatentDecoder]:
+    """The trained autoencoder of a latent run as its encoder and decoder stages (CPU, eval)."""
+    from ..checkpoint import load_weights
+    from .networks import build_autoencoder, resolve_latent_network
+
+    size = config.data.image_size
+    ae = load_weights(run_dir, "autoencoder", build_autoencoder(resolve_latent_network(config.model, size), size))
+    scale = float(stages["autoencoder"]["latent_scale"])
+    return LatentEncoder(ae.eval(), scale), LatentDecoder(ae.eval(), scale)
