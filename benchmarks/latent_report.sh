@@ -3,9 +3,9 @@
 # models, the SG and SFF ablations), check ONNX Runtime against PyTorch on every validation and test
 # image of tire, time the runtime against PyTorch per stage, and build TensorRT-RTX engines of the
 # real bundles. Reports in OUT.
-#   benchmarks/latent_report.sh DATA_ROOT RUNS OUT
+#   benchmarks/latent_report.sh DATA_ROOT RUNS OUT QUEUE_OUT      (QUEUE_OUT: cpu_queue.sh's OUT)
 set -u
-data=$1; runs=$2; out=$3
+data=$1; runs=$2; out=$3; queue=$4
 mkdir -p "$out"
 sets="tire grid hazelnut_toy"
 all_data() { for s in $sets; do printf -- "--data %s/%s " "$data" "$s"; done; }
@@ -34,4 +34,21 @@ for b in d3ad-tire diad-multi; do
     edgead export "$out/$b.edgead" --engine $p --trt rtx --sm 86,89,120 > "$out/rtx-$b-$p.json" 2> "$out/rtx-$b-$p.log"
   done
 done
+
+# DiffusionAD (the GPU runs brought back with benchmarks/run_archive.py) and the PatchCore baseline,
+# re-exported with today's calibration: metrics and the operating point per set
+python benchmarks/quality.py --data-root "$data" --sets $sets --diffusionad-run "$runs/{set}-s2" --out "$out/quality" \
+  > "$out/quality.log" 2>&1
+echo QUALITY DONE
+# operating points: false-reject and miss rates for several calibration settings, every method and set
+mkdir -p "$out/op"
+for s in $sets; do
+  python benchmarks/operating_points.py "$out/quality/work/$s-patchcore.edgead" --data "$data/$s" --out "$out/op/patchcore-$s.json"
+  python benchmarks/operating_points.py "$out/quality/work/$s-diffusionad.edgead" --data "$data/$s" --out "$out/op/diffusionad-$s.json"
+  python benchmarks/operating_points.py "$out/diad-multi.edgead" --data "$data/$s" --product "$s" --out "$out/op/diad-multi-$s.json"
+done
+for s in grid hazelnut_toy; do
+  python benchmarks/operating_points.py "$queue/study-$s/d3ad.edgead" --data "$data/$s" --out "$out/op/d3ad-$s.json"
+done
+python benchmarks/operating_points.py "$out/d3ad-tire.edgead" --data "$data/tire" --out "$out/op/d3ad-tire.json"
 echo REPORT DONE

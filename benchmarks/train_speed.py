@@ -96,7 +96,8 @@ def read_log(path: Path) -> list[dict]:
 
 def time_one(name: str, args: argparse.Namespace, src: Path, sets: list[str], run: Path) -> dict:
     total = args.warmup + args.steps
-    cmd = [sys.executable, "-m", "edgead.cli", "train", "--data", args.data, "--out", str(run),
+    # -P: the working directory is not put first on sys.path, so PYTHONPATH decides which tree runs
+    cmd = [sys.executable, "-P", "-m", "edgead.cli", "train", "--data", args.data, "--out", str(run),
            "--steps", str(total), "--batch-size", str(args.batch_size), "--device", args.device,
            "--image-size", str(args.image_size), "--set", "train.checkpoint_every=1000000"]
     if args.preset_flag:
