@@ -23,6 +23,11 @@ def _umask() -> int:
     return mask
 
 
+def share_like_open(path: str | Path) -> None:
+    """Give a file written by a library (safetensors and torch.save create 0600) the mode open() would."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def _existing_ancestor(p: Path) -> Path:
     p = p.absolute()
     while not p.exists():

@@ -20,6 +20,10 @@ import yaml
 
 from edgead import load_bundle
 from edgead.bundle import INTEGRITY
+from edgead.methods import method_names
+
+
+METHODS = method_names()
 
 
 def edgead(*args, cwd=None, env=None):
@@ -234,10 +238,14 @@ def test_few_calibration_images_give_a_warning_with_the_interval(bundle, demo_da
 
 
 # 11 ------------------------------------------------------------- bundles readable by the service user
-def test_bundle_permissions_follow_the_umask(tiny_bundle):
-    assert stat.S_IMODE(tiny_bundle.stat().st_mode) & 0o055 == 0o055 & ~os.umask(os.umask(0))
-    for p in tiny_bundle.rglob("*"):
-        assert stat.S_IMODE(p.stat().st_mode) & 0o044, p  # group and others may read
+@pytest.mark.parametrize("method", METHODS)
+def test_bundles_and_runs_follow_the_umask(method, method_bundle):
+    bundle, _ = method_bundle(method)
+    mask = os.umask(os.umask(0))
+    for root in (bundle, bundle.parent / "run"):  # every method's bundle and its training run
+        assert stat.S_IMODE(root.stat().st_mode) & 0o055 == 0o055 & ~mask
+        for p in root.rglob("*"):  # safetensors and torch.save create 0600 files unless edgead fixes them
+            assert stat.S_IMODE(p.stat().st_mode) & 0o044 == 0o044 & ~mask, p
 
 
 # 12 ------------------------------------------------------- training images are not test images

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from .. import __version__
 from ..config import ExperimentConfig, from_dict, to_dict
 from ..errors import ConfigError, EdgeadError
+from ..outputs import share_like_open
 
 CONFIG_FILE = "config.yaml"
 STATE_FILE = "trainer_state.pt"
@@ -46,7 +47,18 @@ def migrate_config(raw: dict[str, Any]) -> dict[str, Any]:
 def _atomic(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
+    share_like_open(tmp)
     os.replace(tmp, path)
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """A safetensors file written atomically, readable like any file the user's umask allows."""
+    _atomic(Path(path), lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(p)))
+
+
+def save_trainer_state(path: Path, state: dict[str, Any]) -> None:
+    """Optimiser and position for ``--resume``, written atomically."""
+    _atomic(Path(path), lambda p: torch.save(state, p))
 
 
 def save_checkpoint(
@@ -66,10 +78,9 @@ def save_checkpoint(
         **(extra or {}),
     }
     for name, module in modules.items():
-        tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-        _atomic(run_dir / f"{name}.safetensors", lambda p, t=tensors: save_file(t, str(p)))
+        save_tensors(run_dir / f"{name}.safetensors", module.state_dict())
     if state is not None:
-        _atomic(run_dir / STATE_FILE, lambda p: torch.save(state, p))
+        save_trainer_state(run_dir / STATE_FILE, state)
     _atomic(run_dir / CONFIG_FILE, lambda p: p.write_text(yaml.safe_dump(meta, sort_keys=False)))
 
 
@@ -98,6 +109,17 @@ def load_weights(run_dir: Path, name: str, module: torch.nn.Module) -> torch.nn.
     except Exception as exc:  # safetensors/torch raise several types for corrupt files
         raise EdgeadError(f"cannot load {f}: {exc}") from None
     return module
+
+
+def restore_progress(run_dir: Path, state: dict[str, Any] | None, modules: dict[str, torch.nn.Module],
+                     optimiser: torch.optim.Optimizer) -> tuple[int, float]:
+    """Weights, optimiser and position of an interrupted training; (0, 0.0) when starting fresh."""
+    if state is None:
+        return 0, 0.0
+    for name, module in modules.items():
+        load_weights(run_dir, name, module)
+    optimiser.load_state_dict(state["optimiser"])
+    return int(state["step"]), float(state["elapsed_s"])
 
 
 def load_trainer_state(run_dir: Path) -> dict[str, Any] | None:

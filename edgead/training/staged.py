@@ -16,7 +16,7 @@ import yaml
 
 from ..config import ExperimentConfig
 from ..errors import EdgeadError
-from .checkpoint import CONFIG_FILE, read_checkpoint_meta, save_checkpoint
+from .checkpoint import CONFIG_FILE, read_checkpoint_meta, save_checkpoint, save_trainer_state
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class StagedRun:
         save_checkpoint(self.run_dir, self.config, None, modules, None, {**keep, "stages": self.progress,
                                                                          "steps_done": step})
         if state is not None:
-            torch.save(state, self.run_dir / f"trainer_state_{stage}.pt")
+            save_trainer_state(self.run_dir / f"trainer_state_{stage}.pt", state)
         self.meta = yaml.safe_load((self.run_dir / CONFIG_FILE).read_text())
 
     def record(self, key: str, value: Any) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ...config import ExperimentConfig
 from ...data.datasets import load_dataset
@@ -21,7 +21,7 @@ from ...data.preprocess import Preprocess
 from ...errors import EdgeadError
 from ...schedulers.guided_ddim import GuidedDDIMScheduler
 from ..backbone import load_backbone
-from ..checkpoint import load_weights
+from ..checkpoint import load_weights, save_tensors
 from ..data import DeviceImages, load_images
 from ..latent.run import open_latent_run
 from .adapt import adapt_backbone
@@ -72,8 +72,8 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progres
 
 
 def save_prior(path: Path, bank: np.ndarray, edges: np.ndarray, distances: np.ndarray) -> None:
-    save_file({"memory_bank": torch.from_numpy(bank), "bin_edges": torch.from_numpy(edges),
-               "train_distances": torch.from_numpy(distances)}, str(path))
+    save_tensors(path, {"memory_bank": torch.from_numpy(bank), "bin_edges": torch.from_numpy(edges),
+                        "train_distances": torch.from_numpy(distances)})
 
 
 def load_prior(run_dir: Path, adapted: bool = True) -> dict[str, np.ndarray] | None:

@@ -43,7 +43,6 @@ def adapt_backbone(run: StagedRun, backbone: nn.Module, encoder: nn.Module, unet
     optimiser = torch.optim.AdamW(adapted.parameters(), lr=settings.adapt_learning_rate)
     n_batches = int(np.ceil(len(data) / batch))
     total = settings.adapt_epochs * n_batches
-    gen = torch.Generator(device=device).manual_seed(tc.seed * 1_000_003 + 3)
     rng = np.random.default_rng(tc.seed)
     order: list[int] = []
 

@@ -25,7 +25,7 @@ from ...data.preprocess import Preprocess
 from ...errors import EdgeadError
 from ...schedulers.guided_ddim import GuidedDDIMScheduler
 from ..backbone import FeatureStages, load_backbone
-from ..checkpoint import load_weights
+from ..checkpoint import load_weights, restore_progress
 from ..data import DeviceImages, from_unit, load_images
 from ..latent.autoencoder import LatentDecoder, LatentEncoder, posterior_moments
 from ..latent.networks import build_latent_unet, resolve_latent_network
@@ -78,19 +78,14 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progres
 def _train_guidance(run: StagedRun, unet, ae, scale: float, data: DeviceImages, spec: Preprocess, steps: int,
                     batch: int, lr: float, progress: bool) -> None:
     """Stage B: SG network + UNet decoder, eps-MSE; ``snapshots`` evenly spaced checkpoints kept."""
-    config, tc, d = run.config, run.config.train, run.config.diad
+    tc, d = run.config.train, run.config.diad
     device = data.images.device
     sg = SemanticGuidedNetwork(unet, d.sff).to(device)
     guided = GuidedDenoiser(unet, sg)
     params = list(sg.parameters()) + freeze_encoder(unet)
     optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     state = run.start("guidance")
-    step, elapsed = 0, 0.0
-    if state is not None:
-        load_weights(run.run_dir, "sg", sg)
-        load_weights(run.run_dir, "denoiser_guided", unet)
-        optimiser.load_state_dict(state["optimiser"])
-        step, elapsed = int(state["step"]), float(state["elapsed_s"])
+    step, elapsed = restore_progress(run.run_dir, state, {"sg": sg, "denoiser_guided": unet}, optimiser)
     means, stds = posterior_moments(ae, data, spec)
     from ...schedulers import alphas_cumprod
 

@@ -24,9 +24,8 @@ from ...config import ExperimentConfig, or_default
 from ...data.datasets import load_dataset
 from ...data.preprocess import Preprocess
 from ...data.synthesis import AnomalySynthesizer
-from ...errors import EdgeadError
 from ...schedulers import NormGuidedOneStepScheduler, alphas_cumprod
-from ..checkpoint import load_weights, open_run, read_checkpoint_meta, save_checkpoint
+from ..checkpoint import load_weights, open_run, restore_progress, read_checkpoint_meta, save_checkpoint
 from ..data import DeviceImages, from_unit, load_images, pick_device
 from ..loop import run_loop
 from .losses import mask_loss
@@ -118,12 +117,8 @@ class DiffusionADTrainer:
         params = list(denoiser.parameters()) + list(segmenter.parameters())
         steps, batch, lr = or_default(tc.steps, 20000), or_default(tc.batch_size, 16), or_default(tc.learning_rate, 1e-4)
         optimiser = torch.optim.Adam(params, lr=lr, fused=cuda)
-        step, elapsed = 0, 0.0
+        step, elapsed = restore_progress(self.run_dir, state, {"denoiser": denoiser, "segmenter": segmenter}, optimiser)
         if state is not None:
-            load_weights(self.run_dir, "denoiser", denoiser)
-            load_weights(self.run_dir, "segmenter", segmenter)
-            optimiser.load_state_dict(state["optimiser"])
-            step, elapsed = int(state["step"]), float(state["elapsed_s"])
             log.info("resuming %s at step %d", self.run_dir, step)
         layout = torch.channels_last if cuda and tc.channels_last else torch.contiguous_format
         denoiser.to(memory_format=layout)

@@ -16,6 +16,7 @@ from torch import nn
 
 from ...data.preprocess import Preprocess
 from ..backbone import load_backbone
+from ..checkpoint import load_weights, restore_progress
 from ..data import DeviceImages, from_unit, to_model_input
 from ..loop import run_loop
 from ..staged import StagedRun
@@ -71,13 +72,7 @@ def train_autoencoder(run: StagedRun, net: LatentNetworkConfig, data: DeviceImag
     ae = build_autoencoder(net, size).to(device)
     optimiser = torch.optim.AdamW(ae.parameters(), lr=settings.learning_rate, weight_decay=0.0)
     state = run.start("autoencoder")
-    step, elapsed = 0, 0.0
-    if state is not None:
-        from ..checkpoint import load_weights
-
-        load_weights(run.run_dir, "autoencoder", ae)
-        optimiser.load_state_dict(state["optimiser"])
-        step, elapsed = int(state["step"]), float(state["elapsed_s"])
+    step, elapsed = restore_progress(run.run_dir, state, {"autoencoder": ae}, optimiser)
     features = load_backbone(backbone_weights).to(device)
     gen = torch.Generator(device=device).manual_seed(tc.seed * 1_000_003 + step + 1)
     ae.train()
@@ -127,11 +122,9 @@ def latent_scale(run: StagedRun) -> float:
     return float(run.progress["autoencoder"]["latent_scale"])
 
 
-
 def load_codec(run_dir, config, stages: dict) -> tuple[LatentEncoder, LatentDecoder]:
     """The trained autoencoder of a latent run as its encoder and decoder stages (CPU, eval)."""
-    from ..checkpoint import load_weights
-    from .networks import build_autoencoder, resolve_latent_network
+    from .networks import resolve_latent_network
 
     size = config.data.image_size
     ae = load_weights(run_dir, "autoencoder", build_autoencoder(resolve_latent_network(config.model, size), size))

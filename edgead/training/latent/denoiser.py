@@ -12,7 +12,7 @@ from torch import nn
 
 from ...config import ScheduleConfig
 from ...schedulers import alphas_cumprod
-from ..checkpoint import load_weights
+from ..checkpoint import restore_progress
 from ..loop import run_loop
 from ..staged import StagedRun
 
@@ -25,11 +25,7 @@ def train_latent_denoiser(run: StagedRun, unet: nn.Module, means: torch.Tensor, 
     unet.to(device)
     optimiser = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
     state = run.start(name)
-    step, elapsed = 0, 0.0
-    if state is not None:
-        load_weights(run.run_dir, name, unet)
-        optimiser.load_state_dict(state["optimiser"])
-        step, elapsed = int(state["step"]), float(state["elapsed_s"])
+    step, elapsed = restore_progress(run.run_dir, state, {name: unet}, optimiser)
     ab = torch.tensor(alphas_cumprod(schedule.num_train_timesteps, schedule.beta_start, schedule.beta_end,
                                      schedule.beta_schedule), dtype=torch.float32, device=device)
     gen = torch.Generator(device=device).manual_seed(tc.seed * 1_000_003 + step + 2)

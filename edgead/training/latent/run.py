@@ -75,7 +75,6 @@ class LatentRun:
 
     def denoiser(self, ae: nn.Module, scale: float, schedule: ScheduleConfig, progress: bool) -> nn.Module:
         """The latent UNet, trained now if the stage is due, else loaded when it is complete."""
-        tc = self.config.train
         unet = build_latent_unet(self.net, self.spec.image_size[0])
         if self.pending("denoiser"):
             means, stds = posterior_moments(ae, self.data, self.spec)

@@ -23,7 +23,7 @@ from ...data.datasets import load_dataset
 from ...data.preprocess import Preprocess
 from ...errors import EdgeadError
 from ..backbone import FEATURE_CHANNELS, FEATURE_STRIDES, load_backbone
-from ..checkpoint import save_checkpoint
+from ..checkpoint import save_checkpoint, save_tensors
 from ..data import load_images, numpy_batch
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,6 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progres
         run, config, None, {},
         extra={"dataset": ds.provenance(), "train_seconds": round(seconds, 1), "steps_done": 0},
     )
-    from safetensors.torch import save_file
-
-    save_file({"memory_bank": bank}, str(run / "memory_bank.safetensors"))
+    save_tensors(run / "memory_bank.safetensors", {"memory_bank": bank})
     log.info("memory bank %s from %d patches in %.1f s", tuple(bank.shape), patches.shape[0], seconds)
     return {"memory_bank": list(bank.shape), "patches": int(patches.shape[0]), "seconds": round(seconds, 1)}
