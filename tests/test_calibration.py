@@ -79,3 +79,17 @@ def test_evaluation_leaves_out_training_images(demo_data, tmp_path, caplog):
     assert report["excluded_training_images"] == n_train
     assert report["test_images"]["good"] == 16 - n_train
     assert f"{n_train} of 19 test images were training images" in caplog.text
+
+
+@pytest.mark.parametrize("miss, flagged", [(0.0, False), (0.49, False), (0.5, True), (1.0, True), (float("nan"), False)])
+def test_a_threshold_blind_to_synthetic_anomalies_is_flagged(miss, flagged, caplog):
+    from types import SimpleNamespace
+
+    from edgead.export.flow import warn_if_blind
+
+    cal = SimpleNamespace(synthetic_miss_rate=miss, n_images=3, warnings=[])
+    warn_if_blind(cal, "grid")
+    assert bool(cal.warnings) == flagged
+    if flagged:
+        assert f"the threshold of grid misses {miss:.0%} of the synthetic anomalies" in cal.warnings[0]
+        assert "edgead calibrate BUNDLE --good DIR" in caplog.text

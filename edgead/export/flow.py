@@ -149,6 +149,23 @@ def synthetic_miss_rate(bundle: Bundle, images: list[Path], config: ExperimentCo
     return float(np.mean(~det.postprocess.is_anomalous(scores)))
 
 
+BLIND = 0.5
+"""A threshold that misses this share of synthetic anomalies is flagged: it is probably too high."""
+
+
+def warn_if_blind(cal, product: str | None = None) -> None:
+    """Say so (log and manifest) when the threshold misses most synthetic anomalies of its own images."""
+    miss = cal.synthetic_miss_rate
+    if miss is None or not miss >= BLIND:
+        return
+    where = f" of {product}" if product else ""
+    w = (f"the threshold{where} misses {miss:.0%} of the synthetic anomalies made from its calibration images, so it "
+         f"is probably too high to catch real defects ({cal.n_images} images calibrated it); re-calibrate on more "
+         "good parts with 'edgead calibrate BUNDLE --good DIR', or lower calibration.confidence")
+    cal.warnings.append(w)
+    log.warning(w)
+
+
 def _merge_reports(reports: dict[str, dict]) -> dict:
     """Per-product parity reports as one: worst output errors, all decisions."""
     first = next(iter(reports.values()))
@@ -218,6 +235,7 @@ def export_run(
                 manifest.calibration = cal
             cal.synthetic_miss_rate = synthetic_miss_rate(w.open_staged(manifest), validation, config,
                                                           ds.name if spec.multi_product else None)
+            warn_if_blind(cal, ds.name if spec.multi_product else None)
         from .parity import check_parity
 
         per_set = None if parity_images is None else max(1, parity_images // len(sets))
