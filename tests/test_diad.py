@@ -112,6 +112,8 @@ def test_multi_product_cli(tmp_path):
     assert set(report["products"]) == {"weave", "cloth"}
     mean = np.mean([report["products"][p]["image"]["auroc"] for p in ("weave", "cloth")])
     assert report["mean"]["image"]["auroc"] == pytest.approx(mean)
+    assert report["mean"]["at_calibrated_threshold"]["threshold"] is None  # per product; no mean threshold
+    assert "NaN" not in (tmp_path / "r.json").read_text() and "at each product's threshold" in r.stdout
     # the ablation without the SG network: the plain latent UNet, exported from the same run
     r = edgead("export", run, "--out", tmp_path / "nosg.edgead", "--parity-images", "2", "--set", "diad.sg=false")
     assert r.returncode == 0, r.stderr
