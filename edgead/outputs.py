@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import ConfigError
@@ -21,11 +22,6 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def share_like_open(path: str | Path) -> None:
-    """Give a file written by a library (safetensors and torch.save create 0600) the mode open() would."""
-    os.chmod(path, 0o666 & ~_umask())
 
 
 def _existing_ancestor(p: Path) -> Path:
@@ -76,23 +72,36 @@ def make_dirs(path: str | Path) -> Path:
     return p
 
 
-def atomic_write(path: str | Path, data: bytes | str) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
+def atomic_write_with(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Let ``write`` create a temporary file beside ``path``, then rename it into place.
+
+    The file gets the mode a plain open() would give under the umask, whoever wrote it
+    (safetensors and torch.save create 0600 files); a failed write leaves nothing behind.
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # the umask applies
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, p)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return p
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> Path:
+    """Write ``data`` to a temporary file beside ``path`` (flushed to disk), then rename it into place."""
+    raw = data.encode() if isinstance(data, str) else data
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+
+    return atomic_write_with(path, write)
 
 
 def new_temp_dir(beside: Path, label: str) -> Path:

@@ -284,3 +284,17 @@ def test_signed_bundles_for_a_fleet(bundle, demo_data, tmp_path):
     r = edgead("calibrate", bundle, "--good", demo_data / "validation/good", "--sign-key", keys / "owner.key")
     assert r.returncode == 0, r.stderr
     assert edgead("predict", "--bundle", bundle, image, env=trusted).returncode == 0
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    from edgead.outputs import atomic_write, atomic_write_with
+
+    target = atomic_write(tmp_path / "weights.safetensors", b"old")
+
+    def half_written(p):
+        p.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_with(target, half_written)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["weights.safetensors"]

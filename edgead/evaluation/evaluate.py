@@ -120,10 +120,10 @@ def mean_report(reports: dict[str, dict]) -> dict:
 
     out = {"image": {k: mean(("image", k)) for k in first["image"]},
            "pixel": {k: mean(("pixel", k)) for k in first["pixel"]} if first.get("pixel") else None,
-           "at_calibrated_threshold": {k: mean(("at_calibrated_threshold", k))
-                                       for k in ("false_reject_rate", "miss_rate", "accuracy")},
+           # each product has its own threshold; a mean of them means nothing
+           "at_calibrated_threshold": {"threshold": None, **{k: mean(("at_calibrated_threshold", k))
+                                                            for k in ("false_reject_rate", "miss_rate", "accuracy")}},
            "per_defect_auroc": {}, "products": list(reports)}
-    out["at_calibrated_threshold"]["threshold"] = None  # each product has its own; a mean of them means nothing
     return out
 
 

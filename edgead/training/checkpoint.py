@@ -11,7 +11,6 @@ half-written checkpoint behind.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from .. import __version__
 from ..config import ExperimentConfig, from_dict, to_dict
 from ..errors import ConfigError, EdgeadError
-from ..outputs import share_like_open
+from ..outputs import atomic_write, atomic_write_with
 
 CONFIG_FILE = "config.yaml"
 STATE_FILE = "trainer_state.pt"
@@ -44,21 +43,14 @@ def migrate_config(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    share_like_open(tmp)
-    os.replace(tmp, path)
-
-
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """A safetensors file written atomically, readable like any file the user's umask allows."""
-    _atomic(Path(path), lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(p)))
+    atomic_write_with(path, lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(p)))
 
 
 def save_trainer_state(path: Path, state: dict[str, Any]) -> None:
     """Optimiser and position for ``--resume``, written atomically."""
-    _atomic(Path(path), lambda p: torch.save(state, p))
+    atomic_write_with(path, lambda p: torch.save(state, p))
 
 
 def save_checkpoint(
@@ -81,7 +73,7 @@ def save_checkpoint(
         save_tensors(run_dir / f"{name}.safetensors", module.state_dict())
     if state is not None:
         save_trainer_state(run_dir / STATE_FILE, state)
-    _atomic(run_dir / CONFIG_FILE, lambda p: p.write_text(yaml.safe_dump(meta, sort_keys=False)))
+    atomic_write(run_dir / CONFIG_FILE, yaml.safe_dump(meta, sort_keys=False))
 
 
 def read_checkpoint_meta(run_dir: str | Path, method: str | None = None) -> tuple[dict[str, Any], ExperimentConfig]:
