@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 import torch
 
 from edgead.errors import BundleError
@@ -99,6 +100,8 @@ def test_multi_product_cli(tmp_path):
                "--image-size", "64", "--steps", "4", "--device", "cpu", "--set", "train.batch_size=4",
                "--set", "diad.start_candidates=[40]", "--set", "d3ad.knn_k=3")
     assert r.returncode == 0, r.stderr
+    select = yaml.safe_load((run / "config.yaml").read_text())["stages"]["select"]
+    assert select["start_step"] == 40 and len(select["candidates"]) == 2 and select["seconds"] > 0
     r = edgead("export", run, "--out", tmp_path / "b.edgead", "--parity-images", "2")
     assert r.returncode == 0, r.stderr
     assert set(json.loads(r.stdout)["image_threshold"]) == {"weave", "cloth"}

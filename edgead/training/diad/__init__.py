@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +152,7 @@ def load_guided(run_dir: Path, config: ExperimentConfig, prefix: str = "") -> tu
 
 def _select(run: StagedRun, ae, scale: float, sets, spec: Preprocess) -> None:
     config, d = run.config, run.config.diad
+    started = time.perf_counter()
     held_out = [s.path for ds in sets for s in ds.validation]
     if not held_out:
         raise EdgeadError("DiAD's selection needs held-out good images (validation/good or data.validation_fraction)")
@@ -175,7 +177,7 @@ def _select(run: StagedRun, ae, scale: float, sets, spec: Preprocess) -> None:
             shutil.copy(run.run_dir / f"snapshot{chosen['snapshot']}_{name}.safetensors",
                         run.run_dir / f"{name}.safetensors")
     log.info("DiAD selection on %d held-out good images and their synthetic anomalies: %s", len(held_out), rows)
-    run.save("select", {}, 1, 0.0, 1, extra={"start_step": chosen["start_step"], "snapshot": chosen["snapshot"],
+    run.save("select", {}, 1, time.perf_counter() - started, 1, extra={"start_step": chosen["start_step"], "snapshot": chosen["snapshot"],
                                             "candidates": rows})
 
 
