@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-import yaml
 import torch
+import yaml
 
 from edgead.errors import BundleError
 

@@ -177,8 +177,8 @@ def _select(run: StagedRun, ae, scale: float, sets, spec: Preprocess) -> None:
             shutil.copy(run.run_dir / f"snapshot{chosen['snapshot']}_{name}.safetensors",
                         run.run_dir / f"{name}.safetensors")
     log.info("DiAD selection on %d held-out good images and their synthetic anomalies: %s", len(held_out), rows)
-    run.save("select", {}, 1, time.perf_counter() - started, 1, extra={"start_step": chosen["start_step"], "snapshot": chosen["snapshot"],
-                                            "candidates": rows})
+    run.save("select", {}, 1, time.perf_counter() - started, 1,
+             extra={"start_step": chosen["start_step"], "snapshot": chosen["snapshot"], "candidates": rows})
 
 
 def _zero_hint(config: ExperimentConfig):
