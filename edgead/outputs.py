@@ -75,14 +75,20 @@ def make_dirs(path: str | Path) -> Path:
 def atomic_write_with(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Let ``write`` create a temporary file beside ``path``, then rename it into place.
 
-    The file gets the mode a plain open() would give under the umask, whoever wrote it
-    (safetensors and torch.save create 0600 files); a failed write leaves nothing behind.
+    The file is flushed to disk before the rename and gets the mode a plain open() would give
+    under the umask, whoever wrote it (safetensors and torch.save create 0600 files); a failed
+    write leaves nothing behind.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, p)
     except BaseException:
@@ -92,16 +98,9 @@ def atomic_write_with(path: str | Path, write: Callable[[Path], object]) -> Path
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> Path:
-    """Write ``data`` to a temporary file beside ``path`` (flushed to disk), then rename it into place."""
+    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
     raw = data.encode() if isinstance(data, str) else data
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-
-    return atomic_write_with(path, write)
+    return atomic_write_with(path, lambda tmp: tmp.write_bytes(raw))
 
 
 def new_temp_dir(beside: Path, label: str) -> Path:
