@@ -102,6 +102,7 @@ def test_multi_product_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     select = yaml.safe_load((run / "config.yaml").read_text())["stages"]["select"]
     assert select["start_step"] == 40 and len(select["candidates"]) == 2 and select["seconds"] > 0
+    assert "selection has only 8 held-out good images (10 or more recommended)" in r.stderr  # 4 per product
     r = edgead("export", run, "--out", tmp_path / "b.edgead", "--parity-images", "2")
     assert r.returncode == 0, r.stderr
     assert set(json.loads(r.stdout)["image_threshold"]) == {"weave", "cloth"}

@@ -34,7 +34,7 @@ from ..latent.run import open_latent_run
 from ..loop import run_loop
 from ..staged import StagedRun
 from .networks import GuidedDenoiser, HintEncoder, SemanticGuidedNetwork, freeze_encoder
-from .select import best, score_candidates, synthetic_set
+from .select import MIN_SELECTION_IMAGES, best, score_candidates, synthetic_set
 
 log = logging.getLogger(__name__)
 STAGES = ("autoencoder", "denoiser", "guidance", "select")
@@ -156,6 +156,11 @@ def _select(run: StagedRun, ae, scale: float, sets, spec: Preprocess) -> None:
     held_out = [s.path for ds in sets for s in ds.validation]
     if not held_out:
         raise EdgeadError("DiAD's selection needs held-out good images (validation/good or data.validation_fraction)")
+    if len(held_out) < MIN_SELECTION_IMAGES:
+        n = len(held_out)
+        log.warning("DiAD's selection has only %d held-out good images (%d or more recommended): it ranks the "
+                    "candidates on %d good/synthetic pairs, so the snapshot and start step it keeps are close to a "
+                    "guess; put more anomaly-free images in validation/good", n, MIN_SELECTION_IMAGES, n * n)
     data = DeviceImages(load_images(held_out, spec), torch.device("cpu"), config.data.foreground)
     x, labels = synthetic_set(data, spec)
     ae = ae.cpu()

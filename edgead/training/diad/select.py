@@ -21,6 +21,9 @@ from ...runtime.scoring import image_scores, smooth
 from ...schedulers.guided_ddim import GuidedDDIMScheduler
 from ..data import DeviceImages, from_unit
 
+MIN_SELECTION_IMAGES = 10
+"""Below this many held-out good images the synthetic AUROC that picks the snapshot is too coarse to trust."""
+
 
 @torch.no_grad()
 def diad_maps(images: torch.Tensor, encoder: nn.Module, hint_encoder: nn.Module, denoiser: nn.Module,
