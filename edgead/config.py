@@ -37,6 +37,10 @@ class DataConfig:
     foreground: bool = False
     """Restrict synthetic anomalies to the object (objects on a plain background)."""
     split_seed: int = 0
+    balance_products: bool = False
+    """With several products (DiAD), draw every product equally often in each training batch instead
+    of every image. At `s` it moves the autoencoder's reconstruction error from the small products to
+    the large one rather than removing it (docs/benchmarks.md section 6)."""
 
 
 @dataclass

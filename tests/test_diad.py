@@ -98,7 +98,7 @@ def test_multi_product_cli(tmp_path):
     run = tmp_path / "run"
     r = edgead("train", "--method", "diad", "--data", a, "--data", b, "--out", run, "--preset", "tiny",
                "--image-size", "64", "--steps", "4", "--device", "cpu", "--set", "train.batch_size=4",
-               "--set", "diad.start_candidates=[40]", "--set", "d3ad.knn_k=3")
+               "--set", "diad.start_candidates=[40]", "--set", "d3ad.knn_k=3", "--set", "data.balance_products=true")
     assert r.returncode == 0, r.stderr
     select = yaml.safe_load((run / "config.yaml").read_text())["stages"]["select"]
     assert select["start_step"] == 40 and len(select["candidates"]) == 2 and select["seconds"] > 0
@@ -123,3 +123,17 @@ def test_multi_product_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     r = edgead("train", "--method", "d3ad", "--data", a, "--data", b, "--out", tmp_path / "x")
     assert r.returncode == 2 and "trains one model per product" in r.stderr
+
+
+def test_every_product_is_drawn_equally_often_however_many_images_it_has():
+    from edgead.training.data import DeviceImages
+
+    images = np.zeros((100, 4, 4, 3), np.uint8)
+    g = torch.Generator().manual_seed(0)
+    balanced = DeviceImages(images, torch.device("cpu"), products=[90, 10]).indices(4000, g)
+    plain = DeviceImages(images, torch.device("cpu")).indices(4000, g)
+    assert 0.45 < (balanced >= 90).float().mean() < 0.55 and 0.07 < (plain >= 90).float().mean() < 0.13
+    assert set(balanced[balanced >= 90].tolist()) == set(range(90, 100))  # every image of the small product
+    assert len(set(balanced[balanced < 90].tolist())) > 80 and balanced.min() >= 0
+    with pytest.raises(ValueError, match="do not split 100 images"):
+        DeviceImages(images, torch.device("cpu"), products=[90, 5])

@@ -37,11 +37,19 @@ class DeviceImages:
     """Training images (uint8) and their object foregrounds, resident on the training device.
 
     Batches are drawn and anomalies synthesised on the device itself: no loader workers, no
-    host-to-device copies per step.
+    host-to-device copies per step. ``products`` (image counts of consecutive products) makes every
+    product equally likely in a batch, however many images each has.
     """
 
-    def __init__(self, images: np.ndarray, device: torch.device, foreground: bool = False):
+    def __init__(self, images: np.ndarray, device: torch.device, foreground: bool = False,
+                 products: list[int] | None = None):
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
+        self._counts = self._starts = None
+        if products is not None:
+            if sum(products) != len(images) or min(products) < 1:
+                raise ValueError(f"product counts {products} do not split {len(images)} images")
+            self._counts = torch.tensor(products, device=device)
+            self._starts = torch.cumsum(self._counts, 0) - self._counts
         self.foreground = None
         if foreground:
             fg = np.stack([foreground_mask(im) for im in images])[:, None]
@@ -50,9 +58,18 @@ class DeviceImages:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def indices(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` random image indices: uniform over images, or over products first when they are given."""
+        device = self.images.device
+        if self._counts is None:
+            return torch.randint(0, len(self), (n,), generator=generator, device=device)
+        p = torch.randint(0, len(self._counts), (n,), generator=generator, device=device)
+        within = (torch.rand(n, generator=generator, device=device) * self._counts[p]).long()
+        return self._starts[p] + torch.minimum(within, self._counts[p] - 1)
+
     def draw(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``n`` random images as float [n, 3, H, W] in [0, 1], with their foregrounds."""
-        idx = torch.randint(0, len(self), (n,), generator=generator, device=self.images.device)
+        idx = self.indices(n, generator)
         fg = self.foreground[idx] if self.foreground is not None else None
         return self.images[idx].float() * float(UNIT), fg
 

@@ -99,7 +99,7 @@ def _train_guidance(run: StagedRun, unet, ae, scale: float, data: DeviceImages, 
     unet.train()
 
     def step_fn():
-        idx = torch.randint(0, len(data), (batch,), generator=gen, device=device)
+        idx = data.indices(batch, gen)
         flip = torch.rand(batch, 1, 1, 1, generator=gen, device=device) < 0.5
         x = from_unit(data.images[idx].float() / 255.0, spec)
         x = torch.where(flip, x.flip(-1), x)

@@ -7,6 +7,8 @@ cost), with horizontal flips; t ~ U{0..T-1}; AdamW with weight decay 0.01 (the r
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -19,6 +21,7 @@ from ..staged import StagedRun
 
 def train_latent_denoiser(run: StagedRun, unet: nn.Module, means: torch.Tensor, stds: torch.Tensor, scale: float,
                           schedule: ScheduleConfig, steps: int, batch: int, lr: float, progress: bool,
+                          indices: Callable[[int, torch.Generator], torch.Tensor],
                           name: str = "denoiser") -> nn.Module:
     tc = run.config.train
     device = means.device
@@ -32,7 +35,7 @@ def train_latent_denoiser(run: StagedRun, unet: nn.Module, means: torch.Tensor, 
     unet.train()
 
     def step_fn():
-        idx = torch.randint(0, means.shape[0], (batch,), generator=gen, device=device)
+        idx = indices(batch, gen)
         eps0 = torch.randn(means[idx].shape, generator=gen, device=device)
         z0 = (means[idx] + stds[idx] * eps0) * scale
         flip = torch.rand(batch, 1, 1, 1, generator=gen, device=device) < 0.5

@@ -79,7 +79,7 @@ class LatentRun:
         if self.pending("denoiser"):
             means, stds = posterior_moments(ae, self.data, self.spec)
             train_latent_denoiser(self.run, unet, means, stds, scale, schedule, self.steps("denoiser_steps"),
-                                  self.batch("denoiser_batch"), self.learning_rate(), progress)
+                                  self.batch("denoiser_batch"), self.learning_rate(), progress, self.data.indices)
         elif self.run.complete("denoiser"):
             load_weights(self.run_dir, "denoiser", unet)
         return unet.to(self.device).eval()
@@ -112,7 +112,8 @@ def open_latent_run(config: ExperimentConfig, run_dir: Path, resume: bool, stage
     spec = Preprocess.for_size(size)
     sets = [load_dataset(p, config.data.validation_fraction, config.data.split_seed) for p in config.data_paths]
     device = pick_device(config.train.device)
-    data = DeviceImages(load_images([s.path for ds in sets for s in ds.train], spec), device, foreground)
+    products = [len(ds.train) for ds in sets] if len(sets) > 1 and config.data.balance_products else None
+    data = DeviceImages(load_images([s.path for ds in sets for s in ds.train], spec), device, foreground, products)
     run = StagedRun(run_dir, config, resume, stages)
     run.record("dataset", [ds.provenance() for ds in sets] if len(sets) > 1 else sets[0].provenance())
     return LatentRun(config, run, stages if stage == "all" else (stage,), device, spec,
