@@ -2,7 +2,7 @@
 
 Shows whether one autoencoder trained for several products reconstructs each of them: DiAD's maps
 compare the image with its decoded reconstruction, so a product the autoencoder cannot reproduce
-lights up everywhere.
+lights up everywhere. (Training runs the same check on held-out images and warns.)
 
     python benchmarks/autoencoder_recon.py runs/multi-diad-s runs/hazelnut_toy-diad-s \
         --data ../shared/data/tire --data ../shared/data/grid --data ../shared/data/hazelnut_toy
@@ -14,17 +14,13 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from edgead.data.datasets import load_dataset
 from edgead.data.preprocess import Preprocess
-from edgead.training.checkpoint import load_weights, read_checkpoint_meta
-from edgead.training.data import load_images, numpy_batch
-from edgead.training.latent.autoencoder import LatentDecoder, LatentEncoder
-from edgead.training.latent.networks import build_autoencoder, resolve_latent_network
+from edgead.training.checkpoint import read_checkpoint_meta
+from edgead.training.data import load_images
+from edgead.training.latent.autoencoder import load_codec, reconstruction_error
 
 
-@torch.no_grad()
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path)
@@ -34,16 +30,12 @@ def main() -> None:
     table = {}
     for run in a.runs:
         meta, config = read_checkpoint_meta(run)
-        size = config.data.image_size
-        ae = load_weights(run, "autoencoder", build_autoencoder(resolve_latent_network(config.model, size), size)).eval()
-        scale = float(meta["stages"]["autoencoder"]["latent_scale"])
-        enc, dec = LatentEncoder(ae, scale), LatentDecoder(ae, scale)
-        spec = Preprocess.for_size(size)
+        encoder, decoder = load_codec(run, config, meta["stages"])
+        spec = Preprocess.for_size(config.data.image_size)
         row = {}
         for root in a.data:  # test/good: images no run trained on
-            good = [s.path for s in load_dataset(root, 0.0).test if s.label == 0]
-            x = numpy_batch(load_images(good, spec), spec)
-            row[Path(root).name] = round(float((dec(enc(x)) - x).abs().mean() / 2), 4)  # [0, 1] units
+            good = load_images([s.path for s in load_dataset(root, 0.0).test if s.label == 0], spec)
+            row[Path(root).name] = round(reconstruction_error(encoder, decoder, good, spec), 4)
         table[str(run)] = row
         print(run, "  ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
     if a.out:

@@ -137,3 +137,19 @@ def test_every_product_is_drawn_equally_often_however_many_images_it_has():
     assert len(set(balanced[balanced < 90].tolist())) > 80 and balanced.min() >= 0
     with pytest.raises(ValueError, match="do not split 100 images"):
         DeviceImages(images, torch.device("cpu"), products=[90, 5])
+
+
+def test_a_product_the_shared_autoencoder_cannot_reproduce_is_named():
+    from edgead.data.preprocess import Preprocess
+    from edgead.training.latent.autoencoder import reconstruction_error, reconstruction_gap
+
+    class Shift(torch.nn.Module):
+        def forward(self, x):
+            return x + 0.2  # 0.1 in [0, 1] units
+
+    images = np.full((3, 8, 8, 3), 128, np.uint8)
+    err = reconstruction_error(torch.nn.Identity(), Shift(), images, Preprocess.for_size(8), batch=2)
+    assert err == pytest.approx(0.1, abs=1e-6)
+    assert reconstruction_gap({"tire": 0.066, "grid": 0.1}) is None
+    warning = reconstruction_gap({"tire": 0.066, "grid": 0.284, "hazelnut_toy": 0.382})
+    assert "reproduces hazelnut_toy 5.8x worse than tire" in warning and "one model per product" in warning

@@ -17,7 +17,7 @@ from torch import nn
 from ...data.preprocess import Preprocess
 from ..backbone import load_backbone
 from ..checkpoint import load_weights, restore_progress
-from ..data import DeviceImages, from_unit, to_model_input
+from ..data import DeviceImages, from_unit, numpy_batch, to_model_input
 from ..loop import run_loop
 from ..staged import StagedRun
 from .networks import LatentNetworkConfig, build_autoencoder
@@ -116,6 +116,32 @@ def posterior_moments(ae: nn.Module, data: DeviceImages, spec: Preprocess, batch
         means.append(dist.mean)
         stds.append(dist.std)
     return torch.cat(means), torch.cat(stds)
+
+
+RECONSTRUCTION_GAP = 2.0
+"""A product that one shared autoencoder reproduces this many times worse than the best one is flagged."""
+
+
+@torch.no_grad()
+def reconstruction_error(encoder: LatentEncoder, decoder: LatentDecoder, images_u8, spec: Preprocess,
+                         batch: int = 8) -> float:
+    """Mean absolute encode-decode error, in [0, 1] units, of uint8 [N, H, W, 3] images."""
+    device = next(encoder.parameters(), torch.zeros(())).device
+    total = 0.0
+    for i in range(0, len(images_u8), batch):
+        x = numpy_batch(images_u8[i:i + batch], spec).to(device)
+        total += float((decoder(encoder(x)) - x).abs().mean(dim=(1, 2, 3)).sum()) / 2
+    return total / len(images_u8)
+
+
+def reconstruction_gap(errors: dict[str, float]) -> str | None:
+    """A warning when one shared autoencoder reproduces some product far worse than another."""
+    best, worst = min(errors, key=errors.get), max(errors, key=errors.get)
+    if errors[worst] <= RECONSTRUCTION_GAP * errors[best]:
+        return None
+    return (f"the shared autoencoder reproduces {worst} {errors[worst] / max(errors[best], 1e-9):.1f}x worse than "
+            f"{best} (mean absolute error {errors[worst]:.3f} against {errors[best]:.3f} on held-out good images), "
+            f"so one model will map {worst} poorly; train one model per product, or a larger preset")
 
 
 def latent_scale(run: StagedRun) -> float:

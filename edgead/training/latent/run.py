@@ -17,7 +17,14 @@ from ...errors import EdgeadError
 from ..checkpoint import CONFIG_FILE, load_weights
 from ..data import DeviceImages, load_images, pick_device
 from ..staged import StagedRun
-from .autoencoder import LatentDecoder, LatentEncoder, posterior_moments, train_autoencoder
+from .autoencoder import (
+    LatentDecoder,
+    LatentEncoder,
+    posterior_moments,
+    reconstruction_error,
+    reconstruction_gap,
+    train_autoencoder,
+)
 from .denoiser import train_latent_denoiser
 from .networks import (
     LatentNetworkConfig,
@@ -57,7 +64,8 @@ class LatentRun:
 
     def autoencoder(self, settings, progress: bool) -> tuple[nn.Module, float, LatentEncoder, LatentDecoder] | None:
         """Trained when due; None while it is unfinished (a later stage asked for is then an error)."""
-        if self.pending("autoencoder"):
+        trained_now = self.pending("autoencoder")
+        if trained_now:
             settings = replace(settings, steps=or_default(settings.steps, self.defaults["autoencoder_steps"]),
                                batch_size=or_default(settings.batch_size, self.defaults["autoencoder_batch"]),
                                crop=or_default(settings.crop, self.defaults["autoencoder_crop"]))
@@ -71,7 +79,21 @@ class LatentRun:
         size = self.spec.image_size[0]
         ae = load_weights(self.run_dir, "autoencoder", build_autoencoder(self.net, size)).to(self.device).eval()
         scale = float(self.run.progress["autoencoder"]["latent_scale"])
-        return ae, scale, LatentEncoder(ae, scale), LatentDecoder(ae, scale)
+        encoder, decoder = LatentEncoder(ae, scale), LatentDecoder(ae, scale)
+        if trained_now and len(self.datasets) > 1:
+            self._check_products(encoder, decoder)
+        return ae, scale, encoder, decoder
+
+    def _check_products(self, encoder: LatentEncoder, decoder: LatentDecoder) -> None:
+        """One model for several products: say so when its autoencoder cannot reproduce some of them."""
+        errors = {ds.name: reconstruction_error(encoder, decoder, load_images([s.path for s in ds.validation],
+                                                                              self.spec), self.spec)
+                  for ds in self.datasets if ds.validation}
+        log.info("autoencoder reconstruction error per product (held-out good images): %s",
+                 {k: round(v, 4) for k, v in errors.items()})
+        warning = reconstruction_gap(errors) if len(errors) > 1 else None
+        if warning:
+            log.warning(warning)
 
     def denoiser(self, ae: nn.Module, scale: float, schedule: ScheduleConfig, progress: bool) -> nn.Module:
         """The latent UNet, trained now if the stage is due, else loaded when it is complete."""
