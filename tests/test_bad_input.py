@@ -193,6 +193,14 @@ def test_predict_goes_on_past_an_unreadable_image(bundle, demo_data, tmp_path):
     assert "5 images scored, " in r.stderr and "1 could not be read" in r.stderr
 
 
+def test_predict_goes_on_past_a_missing_path(bundle, demo_data, tmp_path):
+    good = sorted((demo_data / "test" / "good").glob("*.png"))
+    r = edgead("predict", "--bundle", bundle, good[0], tmp_path / "gone.png", good[1])
+    one_error_line(r, f"no such file or folder: {tmp_path / 'gone.png'}")
+    assert [line.split("\t")[0] for line in r.stdout.strip().splitlines()] == [str(good[0]), str(good[1])]
+    assert "2 images scored, " in r.stderr and "1 could not be read" in r.stderr
+
+
 # 8 ------------------------------------------------------------- damaged video: skip and count
 def _damaged_video(demo_data: Path, path: Path) -> int:
     frames = [cv2.imread(str(p)) for p in sorted((demo_data / "test").rglob("*.png"))]

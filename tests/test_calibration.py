@@ -24,16 +24,30 @@ def test_calibrate_replaces_thresholds_and_keeps_the_history(tiny_bundle, demo_d
     b = tmp_path / "b.edgead"
     shutil.copytree(tiny_bundle, b)
     before = load_bundle(b).manifest.calibration
+    # train/good: the model's 16 training images, left out (by content) with a warning; test/good: 6 new ones
     r = subprocess.run([sys.executable, "-m", "edgead.cli", "calibrate", str(b), "--good", str(demo_data / "train" / "good"),
-                        "--target-frr", "0.05", "--backend", "onnxruntime-cpu"], capture_output=True, text=True)
+                        "--good", str(demo_data / "test" / "good"), "--target-frr", "0.05", "--backend", "onnxruntime-cpu"],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    assert "warning: left out 16 of the given images: they are the model's own training images" in r.stderr
     out = json.loads(r.stdout)
-    assert out["images"] == 16 and out["previous_image_threshold"] == pytest.approx(before.image.threshold)
+    assert out["images"] == 6 and out["previous_image_threshold"] == pytest.approx(before.image.threshold)
     m = load_bundle(b).manifest  # still loads and verifies
-    assert m.calibration.n_images == 16 and m.calibration.target_frr == 0.05
+    assert m.calibration.n_images == 6 and m.calibration.target_frr == 0.05
     assert m.calibration.image.threshold == pytest.approx(out["image_threshold"])
     (old,) = m.provenance["calibration_history"]
     assert old["image_threshold"] == pytest.approx(before.image.threshold) and old["n_images"] == 6
+
+
+def test_calibrate_on_training_images_only_is_refused(tiny_bundle, demo_data, tmp_path):
+    b = tmp_path / "b.edgead"
+    shutil.copytree(tiny_bundle, b)
+    before = (b / "manifest.yaml").read_bytes()
+    r = subprocess.run([sys.executable, "-m", "edgead.cli", "calibrate", str(b), "--good", str(demo_data / "train" / "good"),
+                        "--backend", "onnxruntime-cpu"], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip() == ("error: all 16 images given are the model's own training images "
+                                                      "(same content); calibrate on good parts it was not trained on")
+    assert (b / "manifest.yaml").read_bytes() == before
 
 
 def test_calibrate_on_a_live_source_needs_a_frame_count(tiny_bundle, tmp_path):
@@ -81,15 +95,62 @@ def test_evaluation_leaves_out_training_images(demo_data, tmp_path, caplog):
     assert f"{n_train} of 19 test images were training images" in caplog.text
 
 
-@pytest.mark.parametrize("miss, flagged", [(0.0, False), (0.49, False), (0.5, True), (1.0, True), (float("nan"), False)])
-def test_a_threshold_blind_to_synthetic_anomalies_is_flagged(miss, flagged, caplog):
+def _calibrated(good):
+    import numpy as np
+
+    from edgead.config import CalibrationConfig
+    from edgead.runtime.calibration import calibration_from_scores
+
+    good = np.asarray(good, float)
+    return calibration_from_scores(good, good, 0.0, CalibrationConfig(), "test")
+
+
+def test_a_threshold_that_misses_synthetic_anomalies_says_how_many_good_images_would_fix_it(caplog):
+    """Export's advice: above 5% misses, the number of good images the tolerance rule would need (found by
+    search on the exact factor), or that no number would."""
+    import numpy as np
+
+    from edgead.export.flow import advise_sensitivity
+    from edgead.runtime.calibration import images_for_misses, tolerance_factor
+
+    rng = np.random.default_rng(0)
+    good = np.exp(np.array([-0.1, 0.0, 0.1]))         # 3 images: k = 10.6, the threshold sits at exp(1.06)
+    synthetic = np.exp(rng.normal(0.8, 0.05, 40))      # well separated from the good scores, below it
+    cal = _calibrated(good)
+    advise_sensitivity(cal, good, synthetic, "grid")
+    assert cal.synthetic_miss_rate == 1.0
+    needed = images_for_misses(good, synthetic, cal, 0.05)
+    y, room = np.log(good), np.quantile(np.log(synthetic), 0.05)
+    for n, ok in ((needed - 1, False), (needed, True)):  # the smallest n that is enough
+        assert (y.mean() + tolerance_factor(n, 0.01, 0.95) * y.std(ddof=1) < room) == ok
+    assert f"with about {needed} anomaly-free images ({needed - 3} more)" in cal.warnings[-1]
+    assert "the threshold of grid misses 100% of the synthetic anomalies" in caplog.text
+    assert "edgead calibrate BUNDLE --good DIR" in caplog.text
+
+    overlapping = np.exp(rng.normal(0.05, 0.1, 40))   # no number of good images separates these
+    cal = _calibrated(good)
+    advise_sensitivity(cal, good, overlapping)
+    assert images_for_misses(good, overlapping, cal, 0.05) is None
+    assert "more good images would not bring that to 5%" in cal.warnings[-1]
+
+    cal = _calibrated(np.exp(rng.normal(0.0, 0.1, 30)))  # enough images and separated: nothing to say
+    before = list(cal.warnings)
+    advise_sensitivity(cal, good, np.exp(rng.normal(2.0, 0.05, 40)))
+    assert cal.synthetic_miss_rate == 0.0 and cal.warnings == before
+
+
+def test_evaluation_says_when_good_images_score_far_outside_the_calibration(caplog):
+    """A hazelnut bundle on grid images: the good images score above the threshold and every calibration image."""
     from types import SimpleNamespace
 
-    from edgead.export.flow import warn_if_blind
+    import numpy as np
 
-    cal = SimpleNamespace(synthetic_miss_rate=miss, n_images=3, warnings=[])
-    warn_if_blind(cal, "grid")
-    assert bool(cal.warnings) == flagged
-    if flagged:
-        assert f"the threshold of grid misses {miss:.0%} of the synthetic anomalies" in cal.warnings[0]
-        assert "edgead calibrate BUNDLE --good DIR" in caplog.text
+    from edgead.evaluation.evaluate import calibration_mismatch
+
+    cal = SimpleNamespace(image=SimpleNamespace(threshold=2.0, max=1.5), n_images=20)
+    assert calibration_mismatch(np.array([1.0, 1.2, 1.4, 2.5]), cal) is None      # the same product
+    assert calibration_mismatch(np.array([1.0, 1.9, 1.9, 2.5]), cal) is None      # median below the threshold
+    w = calibration_mismatch(np.array([2.6, 3.0, 3.5, 1.0]), cal)
+    assert w.startswith("the good test images score far above this bundle's calibration (3 of 4 above the threshold 2")
+    assert "the product or the imaging setup looks different" in w
+    assert calibration_mismatch(np.array([3.0]), None) is None

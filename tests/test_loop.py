@@ -60,3 +60,35 @@ def test_resumed_run_keeps_counting(tmp_path):
     step, calls = _stepper()
     out = run_loop("t", step, lambda s, e: None, 7, 10, 12.0, tmp_path / "log.jsonl", progress=False)
     assert len(calls) == 3 and out.steps == 10 and out.elapsed_s >= 12.0
+
+
+def test_sigterm_saves_the_checkpoint_like_ctrl_c(tmp_path):
+    """A service manager or scheduler stops training with SIGTERM: the last finished step is saved."""
+    import os
+    import signal
+
+    saves = []
+
+    def step():
+        if len(saves) == 0 and step.calls == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives during the 4th step, before it finishes
+        step.calls += 1
+        return {"loss": torch.tensor(1.0)}
+
+    step.calls = 0
+    with pytest.raises(KeyboardInterrupt):
+        run_loop("t", step, lambda s, e: saves.append(s), 0, 100, 0.0, tmp_path / "log.jsonl", progress=False)
+    assert saves == [3]  # the last finished step
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is the process's again
+
+
+def test_a_stage_that_would_take_hours_says_so_early(tmp_path, caplog):
+    from edgead.training.loop import long_run_warning
+
+    step, calls = _stepper(seconds=0.02)
+    run_loop("train denoiser", step, lambda s, e: None, 0, 10_000_000, 0.0, tmp_path / "log.jsonl", progress=False,
+             max_minutes=0.2 / 60)
+    (line,) = [r.message for r in caplog.records if "take about" in r.message]
+    assert line.startswith("train denoiser: at ") and "--max-minutes" in line and "--method d3ad --preset s" in line
+    assert long_run_warning("x", rate=10.0, remaining=30_000) is None  # 50 minutes: no warning
+    assert "about 2.0 h" in long_run_warning("x", rate=1.0, remaining=7200)

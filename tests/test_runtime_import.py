@@ -55,3 +55,25 @@ def test_every_method_pipeline_imports_without_torch():
             "print(len(all_methods()))")
     assert r.returncode == 0, r.stderr
     assert int(r.stdout.strip()) >= 4
+
+
+def test_a_command_whose_extra_is_missing_names_the_install_command(method_bundle, tmp_path):
+    """`pip install -e ".[train]"` alone has no ONNX Runtime: `edgead export` says which extra brings it,
+    in one line, instead of a ModuleNotFoundError traceback."""
+    root, _ = method_bundle("patchcore")
+    missing = """
+import sys, importlib.abc
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] == 'onnxruntime':
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Missing())
+from edgead.cli import main
+main()
+"""
+    r = subprocess.run([sys.executable, "-c", missing, "export", str(root.parent / "run"), "--out",
+                        str(tmp_path / "b.edgead")], capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip() == ("error: this command needs the Python package 'onnxruntime', which is not installed: "
+                                'pip install "edgead[cpu]" (or "edgead[gpu]" on an NVIDIA GPU)')
+    assert not (tmp_path / "b.edgead").exists()

@@ -31,9 +31,7 @@ class EvaluationRun:
 
 def training_images_among(samples: list[Sample], detector: Detector) -> list[Sample]:
     """Test samples whose bytes equal a training image of the bundle's model."""
-    recorded = detector.manifest.provenance.get("dataset", {})
-    sets = recorded if isinstance(recorded, list) else [recorded]  # one entry per product (DiAD)
-    trained = {h for ds in sets for h in ds.get("train_hashes", [])}
+    trained = detector.manifest.training_hashes()
     return [s for s in samples if trained and content_hash(s.path) in trained]
 
 
@@ -95,6 +93,10 @@ def evaluate(detector: Detector, dataset: AnomalyDataset, batch: int = 4, progre
         "per_defect_auroc": {},
         "seconds_per_image": seconds / len(samples),
     }
+    mismatch = calibration_mismatch(scores_a[labels == 0], cal)
+    if mismatch:
+        report["calibration_mismatch"] = mismatch
+        log.warning(mismatch)
     from .metrics import auroc
 
     good = labels == 0
@@ -102,6 +104,23 @@ def evaluate(detector: Detector, dataset: AnomalyDataset, batch: int = 4, progre
         sel = good | np.array([s.defect == defect for s in samples])
         report["per_defect_auroc"][defect] = auroc(labels[sel], scores_a[sel])
     return EvaluationRun(samples, scores_a, maps_a, gt, report, reconstructs)
+
+
+def calibration_mismatch(good_scores: np.ndarray, cal) -> str | None:
+    """A warning when the data set's good images score far outside the bundle's calibration: most of them
+    above both the threshold and every calibration image, which a model only does on another product
+    or another imaging setup (a hazelnut bundle on grid images, a changed camera or light)."""
+    if cal is None or len(good_scores) == 0:
+        return None
+    median = float(np.median(good_scores))
+    if not (median > cal.image.threshold and median > cal.image.max):
+        return None
+    above = int((good_scores > cal.image.threshold).sum())
+    return (f"the good test images score far above this bundle's calibration ({above} of {len(good_scores)} above the "
+            f"threshold {cal.image.threshold:.4g}; their median {median:.4g}, the highest of its {cal.n_images} "
+            f"calibration images {cal.image.max:.4g}): the product or the imaging setup looks different from what "
+            "the model was trained and calibrated on; check the bundle (and --product), or re-calibrate on this "
+            "line's good parts with 'edgead calibrate'")
 
 
 def mean_report(reports: dict[str, dict]) -> dict:

@@ -1,5 +1,6 @@
 """D3AD's part of the export flow: encoder, denoiser_step, decoder and feature_extractor graphs; the
-kNN memory bank and bin edges; the map normalisation fitted on anomaly-free calibration images."""
+kNN prior's memory bank and bin edges; the patch memory bank; the map normalisation and the fusion
+with the patch kNN map, fitted on anomaly-free calibration images."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ import numpy as np
 from ..bundle import Bundle, Scoring
 from ..methods.d3ad import D3ADParams
 from .flow import MethodExport
+from .fusion import fit_fusion
 from .stages import DenoiserStep, denoiser_step_contract, features_contract, latent_contracts
+
 
 class D3ADExport(MethodExport):
     def __init__(self, *args):
         super().__init__(*args)
-        from ..training.backbone import FeatureStages, load_backbone
+        from ..training.backbone import PATCH_LAYERS, FeatureStages, load_backbone
         from ..training.checkpoint import load_weights
-        from ..training.d3ad import STAGES, imagenet_prior, load_prior
+        from ..training.d3ad import STAGES, imagenet_prior, load_prior, patch_bank_for
         from ..training.d3ad.features import MAP_STAGES
         from ..training.latent.autoencoder import load_codec
         from ..training.latent.networks import build_latent_unet, resolve_latent_network
@@ -32,11 +35,12 @@ class D3ADExport(MethodExport):
         backbone = load_backbone(self.config.backbone.weights)
         if self.config.d3ad.adapt:
             load_weights(self.run_dir, "feature_extractor", backbone)
-        self.features = FeatureStages(backbone.eval(), MAP_STAGES)
+        self.features = FeatureStages(backbone.eval(), MAP_STAGES, PATCH_LAYERS)
         adapted = self.config.d3ad.adapt
         self.prior = load_prior(self.run_dir, adapted)
         if self.prior is None:  # adapt=false on a run trained with adaptation: the prior of ImageNet features
             self.prior = imagenet_prior(self.config)
+        self.patch_bank = patch_bank_for(self.run_dir, self.config, stages, self.features)
 
     def stages(self):
         size = self.config.data.image_size
@@ -45,12 +49,14 @@ class D3ADExport(MethodExport):
             "encoder": (self.encoder, encoder),
             "denoiser_step": (DenoiserStep(self.unet), denoiser_step_contract(size // 8, channels=4)),
             "decoder": (self.decoder, decoder),
-            "feature_extractor": (self.features, features_contract(size, self.features.stages,
-                                                                   "EfficientNet-Lite0 (domain-adapted) at strides 8, 16")),
+            "feature_extractor": (self.features, features_contract(
+                size, self.features.stages, "EfficientNet-Lite0 (domain-adapted) at strides 8, 16; patch descriptors",
+                patches=self.features.patches)),
         }
 
     def extras(self):
-        out = {"memory_bank": self.prior["memory_bank"].astype(np.float32), "bin_edges": self.prior["bin_edges"]}
+        out = {"memory_bank": self.prior["memory_bank"].astype(np.float32), "bin_edges": self.prior["bin_edges"],
+               "patch_bank": self.patch_bank}
         if self.config.d3ad.start == "noised":  # fixed per bundle: the same frame always gets the same score
             h = self.config.data.image_size // 8
             rng = np.random.default_rng(self.config.d3ad.noise_seed)
@@ -79,3 +85,5 @@ class D3ADExport(MethodExport):
                     r[0], r[1] = min(r[0], float(parts[k].min())), max(r[1], float(parts[k].max()))
         bundle.manifest.params.latent_range = ranges["latent_map"]
         bundle.manifest.params.feature_range = ranges["feature_map"]
+        bundle.manifest.provenance["export"]["fusion"] = fit_fusion(bundle, images, self.config.d3ad.knn,
+                                                                    self.config.data.foreground)

@@ -1,33 +1,38 @@
 """DiAD's part of the export flow: encoder, hint_encoder (C(x0), once per image), denoiser_step
-(z_t, t, hint), decoder and feature_extractor graphs; the start noise fixed per bundle."""
+(z_t, t, hint), decoder and feature_extractor graphs; the start noise fixed per bundle; the patch
+memory bank and the fusion of the reconstruction map with the patch kNN map."""
 
 from __future__ import annotations
 
-from ..bundle import Scoring
+from pathlib import Path
+
+from ..bundle import Bundle, Scoring
 from ..contracts import StageContract, TensorSpec, image_spec
 from ..methods.diad import DiADParams
 from .flow import MethodExport
+from .fusion import fit_fusion
 from .stages import features_contract, latent_contracts
 
 
 class DiADExport(MethodExport):
     def __init__(self, *args):
         super().__init__(*args)
-        from ..training.backbone import FeatureStages, load_backbone
-        from ..training.diad import MAP_STAGES, _zero_hint, fixed_noise, load_guided
+        from ..training.diad import _zero_hint, fixed_noise, load_guided, map_features
         from ..training.latent.autoencoder import load_codec
         from ..training.latent.networks import resolve_latent_network
+        from ..training.latent.patches import load_patch_bank
         from ..training.staged import require_complete
 
         d = self.config.diad
-        needed = ["autoencoder", "denoiser", *(["guidance"] if d.sg else []), "select"]
+        needed = ["autoencoder", "denoiser", *(["guidance"] if d.sg else []), "select", "patches"]
         stages = require_complete(self.meta, needed, self.run_dir)
         self.encoder, self.decoder = load_codec(self.run_dir, self.config, stages)
         net = resolve_latent_network(self.config.model, self.config.data.image_size)
         self.denoiser, hint = load_guided(self.run_dir, self.config)
         self.hint = hint if hint is not None else _zero_hint(self.config)
         self.hint_channels = net.block_out_channels[0]
-        self.features = FeatureStages(load_backbone(self.config.backbone.weights), MAP_STAGES)
+        self.features = map_features(self.config, patches=True)
+        self.patch_bank = load_patch_bank(self.run_dir)
         self.noise = fixed_noise(self.config).numpy()
         self.start_step = d.start_step if d.start_step is not None else int(stages["select"]["start_step"])
 
@@ -49,13 +54,13 @@ class DiADExport(MethodExport):
             "denoiser_step": (self.denoiser, denoiser),
             "decoder": (self.decoder, decoder),
             # the input and its reconstruction in one call: two samples per frame
-            "feature_extractor": (self.features, features_contract(size, self.features.stages,
-                                                                   "EfficientNet-Lite0 (ImageNet) at strides 4, 8, 16",
-                                                                   batch_factor=2)),
+            "feature_extractor": (self.features, features_contract(
+                size, self.features.stages, "EfficientNet-Lite0 (ImageNet) at strides 4, 8, 16; patch descriptors",
+                batch_factor=2, patches=self.features.patches)),
         }
 
     def extras(self):
-        return {"noise": self.noise}
+        return {"noise": self.noise, "patch_bank": self.patch_bank}
 
     def params(self) -> DiADParams:
         d = self.config.diad
@@ -63,3 +68,7 @@ class DiADExport(MethodExport):
 
     def scoring(self) -> Scoring:
         return Scoring("pooled_max", self.config.diad.smoothing_sigma, pool=self.config.diad.pool)
+
+    def fit_statistics(self, bundle: Bundle, images: list[Path], progress: bool = False) -> None:
+        bundle.manifest.provenance["export"]["fusion"] = fit_fusion(bundle, images, self.config.diad.knn,
+                                                                    self.config.data.foreground)

@@ -125,18 +125,18 @@ def _versions() -> dict[str, str]:
             "onnxruntime": str(onnxruntime.__version__), "python": platform.python_version()}
 
 
-def synthetic_miss_rate(bundle: Bundle, images: list[Path], config: ExperimentConfig, product: str | None = None,
-                        seed: int = 0) -> float:
-    """Share of synthetic anomalies (one per calibration image, the training synthesis) the threshold misses.
+def synthetic_scores(bundle: Bundle, images: list[Path], config: ExperimentConfig, product: str | None = None,
+                     seed: int = 0) -> np.ndarray:
+    """Image scores of synthetic anomalies, one made from each calibration image (the training synthesis).
 
-    A check, not a fit: nothing is tuned on it. A threshold that misses most of them is too high.
+    A check, not a fit: nothing is tuned on them. A threshold that misses many of them is too high.
     """
     from ..data.synthesis import AnomalySynthesizer
     from ..runtime.detector import Detector
     from ..training.data import DeviceImages, load_images
 
     if not images:
-        return float("nan")
+        return np.zeros(0)
     pre = bundle.manifest.preprocess
     data = DeviceImages(load_images(images, pre), torch.device("cpu"), config.data.foreground)
     synth = AnomalySynthesizer(pre.image_size[0])
@@ -145,23 +145,35 @@ def synthetic_miss_rate(bundle: Bundle, images: list[Path], config: ExperimentCo
         anomalous, _ = synth(data.images.float() / 255.0, g, data.foreground)
     frames = list((anomalous.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8))
     with Detector(bundle, backend="onnxruntime-cpu", product=product) as det:
-        scores = np.concatenate([det.score_batch(frames[i:i + 4]).scores for i in range(0, len(frames), 4)])
-    return float(np.mean(~det.postprocess.is_anomalous(scores)))
+        return np.concatenate([det.score_batch(frames[i:i + 4]).scores for i in range(0, len(frames), 4)])
 
 
-BLIND = 0.5
-"""A threshold that misses this share of synthetic anomalies is flagged: it is probably too high."""
+MAX_SYNTHETIC_MISS = 0.05
+"""A default operating point should miss at most this share of the synthetic anomalies of its own images."""
 
 
-def warn_if_blind(cal, product: str | None = None) -> None:
-    """Say so (log and manifest) when the threshold misses most synthetic anomalies of its own images."""
+def advise_sensitivity(cal, good: np.ndarray, synthetic: np.ndarray, product: str | None = None) -> None:
+    """Record the share of synthetic anomalies the threshold misses; when it is above 5%, say (log and
+    manifest) what would bring it down: how many more good images for ``edgead calibrate``, or that no
+    number of them would at this false-reject target."""
+    from ..runtime.calibration import images_for_misses
+
+    cal.synthetic_miss_rate = float(np.mean(synthetic <= cal.image.threshold)) if len(synthetic) else float("nan")
     miss = cal.synthetic_miss_rate
-    if miss is None or not miss >= BLIND:
+    if not miss > MAX_SYNTHETIC_MISS:
         return
     where = f" of {product}" if product else ""
-    w = (f"the threshold{where} misses {miss:.0%} of the synthetic anomalies made from its calibration images, so it "
-         f"is probably too high to catch real defects ({cal.n_images} images calibrated it); re-calibrate on more "
-         "good parts with 'edgead calibrate BUNDLE --good DIR', or lower calibration.confidence")
+    w = (f"the threshold{where} misses {miss:.0%} of the synthetic anomalies made from its {cal.n_images} calibration "
+         "images")
+    needed = images_for_misses(good, synthetic, cal, MAX_SYNTHETIC_MISS)
+    if needed is not None:
+        w += (f"; with about {needed} anomaly-free images ({needed - cal.n_images} more) the same false-reject target "
+              f"would miss {MAX_SYNTHETIC_MISS:.0%} or fewer: re-calibrate on that many good parts with 'edgead "
+              "calibrate BUNDLE --good DIR'")
+    else:
+        w += (f"; more good images would not bring that to {MAX_SYNTHETIC_MISS:.0%} at this false-reject target (the "
+              "model does not separate them enough): trade false rejects for misses with calibration.target_frr or "
+              "calibration.confidence ('edgead calibrate BUNDLE --good DIR --target-frr ...')")
     cal.warnings.append(w)
     log.warning(w)
 
@@ -227,15 +239,15 @@ def export_run(
         hooks.fit_statistics(w.open_staged(manifest), held_out, progress=progress)
         for ds in sets:  # thresholds per product (DiAD serves several with one model)
             validation = [s.path for s in ds.validation]
-            cal = calibrate(w.open_staged(manifest), validation, config.calibration, ds.validation_source,
-                            progress=progress)
+            cal, good = calibrate(w.open_staged(manifest), validation, config.calibration, ds.validation_source,
+                                  progress=progress)
             if spec.multi_product:
                 manifest.products[ds.name] = cal
             else:
                 manifest.calibration = cal
-            cal.synthetic_miss_rate = synthetic_miss_rate(w.open_staged(manifest), validation, config,
-                                                          ds.name if spec.multi_product else None)
-            warn_if_blind(cal, ds.name if spec.multi_product else None)
+            product = ds.name if spec.multi_product else None
+            advise_sensitivity(cal, good, synthetic_scores(w.open_staged(manifest), validation, config, product),
+                               product)
         from .parity import check_parity
 
         per_set = None if parity_images is None else max(1, parity_images // len(sets))

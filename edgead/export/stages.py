@@ -41,13 +41,18 @@ def latent_contracts(size: int) -> tuple[StageContract, StageContract]:
     return encoder, decoder
 
 
-def features_contract(size: int, stages: tuple[int, ...], description: str, batch_factor: int = 1) -> StageContract:
-    """EfficientNet-Lite0 feature maps at the chosen scales (0: stride 4, 1: stride 8, 2: stride 16)."""
+def features_contract(size: int, stages: tuple[int, ...], description: str, batch_factor: int = 1,
+                      patches: tuple[int, ...] = ()) -> StageContract:
+    """EfficientNet-Lite0 feature maps at the chosen scales (0: stride 4, 1: stride 8, 2: stride 16), and
+    with ``patches`` the patch descriptors of those scales (``FeatureStages``) as a last output."""
     from ..training.backbone import FEATURE_CHANNELS, FEATURE_STRIDES
 
     outputs = tuple(TensorSpec(f"features{FEATURE_STRIDES[i]}", "float32",
                                ["batch", FEATURE_CHANNELS[i], size // FEATURE_STRIDES[i], size // FEATURE_STRIDES[i]])
                     for i in stages)
+    if patches:
+        grid = size // FEATURE_STRIDES[patches[0]]
+        outputs += (TensorSpec("patches", "float32", ["batch", sum(FEATURE_CHANNELS[i] for i in patches), grid, grid]),)
     return StageContract("feature_extractor", (image_spec("image", size),), outputs, description, batch_factor)
 
 

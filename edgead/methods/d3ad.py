@@ -10,12 +10,13 @@ from typing import Literal
 
 from ..config import ScheduleConfig
 from ..errors import ConfigError
+from .fusion import FusionParams, PatchKnnConfig
 from .registry import MethodSpec
 
 
 @dataclass
 class AutoencoderTraining:
-    """The KL autoencoder stage (from scratch: no Stable Diffusion weights here)."""
+    """The KL autoencoder stage (no Stable Diffusion weights here; model.autoencoder_encoder picks the encoder)."""
 
     steps: int | None = None
     """None: the preset's (tiny 30, s 450 on a CPU, m 20000, paper 50000)."""
@@ -25,11 +26,16 @@ class AutoencoderTraining:
     learning_rate: float = 2e-4
     kl_weight: float = 1e-6
     perceptual_weight: float = 1.0
+    color_jitter: float = 0.0
+    """Half of each batch gets random per-channel gains in [1 - c, 1 + c] and offsets in [-c/2, c/2], so the
+    decoder learns colours its products do not show (0: off)."""
 
     def check(self, where: str) -> None:
         for name in ("steps", "batch_size", "crop"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.color_jitter <= 1.0:
+            raise ConfigError(f"{where}.color_jitter must be in [0, 1], got {self.color_jitter}")
 
 
 def d3ad_schedule() -> ScheduleConfig:
@@ -56,7 +62,9 @@ class D3ADConfig:
     prior_pool: int = 16
     """Stride-8 features are average-pooled to prior_pool x prior_pool before the kNN."""
     latent_weight: float = 0.85
-    """map = latent_weight * latent distance + (1 - latent_weight) * feature distance."""
+    """The reconstruction map = latent_weight * latent distance + (1 - latent_weight) * feature distance."""
+    knn: PatchKnnConfig = field(default_factory=PatchKnnConfig)
+    """The patch kNN map mixed into the reconstruction map (edgead/methods/fusion.py)."""
     smoothing_sigma: float = 4.0
     adapt: bool = True
     """Domain-adapt the feature extractor (false: ImageNet features, the ablation)."""
@@ -68,6 +76,7 @@ class D3ADConfig:
     def check(self, config, where: str) -> None:
         self.schedule.check(f"{where}.schedule")
         self.autoencoder.check(f"{where}.autoencoder")
+        self.knn.check(f"{where}.knn")
         if not 1 <= self.num_steps <= self.max_t < self.schedule.num_train_timesteps:
             raise ConfigError(f"{where} needs 1 <= num_steps <= max_t < num_train_timesteps, got "
                               f"{self.num_steps}, {self.max_t}, {self.schedule.num_train_timesteps}")
@@ -92,6 +101,7 @@ class D3ADParams:
     latent_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
     """[min, max] of the latent distance map over the anomaly-free calibration images."""
     feature_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    fusion: FusionParams = field(default_factory=FusionParams)
 
 
 SPEC = MethodSpec(
@@ -100,10 +110,10 @@ SPEC = MethodSpec(
     config=D3ADConfig,
     params=D3ADParams,
     stages=("encoder", "denoiser_step", "decoder", "feature_extractor"),
-    extras=("memory_bank", "bin_edges"),
+    extras=("memory_bank", "bin_edges", "patch_bank"),
     trainer="edgead.training.d3ad:train",
     exporter="edgead.export.d3ad:D3ADExport",
     pipeline="edgead.runtime.pipelines.d3ad:D3ADPipeline",
     tiny=("model.preset=tiny", "d3ad.knn_k=5", "train.batch_size=4"),
-    train_stages=("autoencoder", "denoiser", "adapt", "prior"),
+    train_stages=("autoencoder", "denoiser", "adapt", "prior", "patches"),
 )

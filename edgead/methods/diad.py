@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from ..config import ScheduleConfig
 from ..errors import ConfigError
 from .d3ad import AutoencoderTraining
+from .fusion import FusionParams, PatchKnnConfig
 from .registry import MethodSpec
 
 
@@ -40,10 +41,13 @@ class DiADConfig:
     smoothing_sigma: float = 5.0
     pool: int = 8
     """Image score = max of the map after a pool x pool average pool (stride 1)."""
+    knn: PatchKnnConfig = field(default_factory=PatchKnnConfig)
+    """The patch kNN map mixed into the reconstruction map (edgead/methods/fusion.py)."""
 
     def check(self, config, where: str) -> None:
         self.schedule.check(f"{where}.schedule")
         self.autoencoder.check(f"{where}.autoencoder")
+        self.knn.check(f"{where}.knn")
         T = self.schedule.num_train_timesteps
         starts = [self.start_step] if self.start_step is not None else list(self.start_candidates)
         if not starts or any(not self.num_steps <= s <= T for s in starts):
@@ -59,6 +63,7 @@ class DiADParams:
     start_step: int
     sg: bool
     sff: bool
+    fusion: FusionParams = field(default_factory=FusionParams)
 
 
 SPEC = MethodSpec(
@@ -67,11 +72,11 @@ SPEC = MethodSpec(
     config=DiADConfig,
     params=DiADParams,
     stages=("encoder", "hint_encoder", "denoiser_step", "decoder", "feature_extractor"),
-    extras=("noise",),
+    extras=("noise", "patch_bank"),
     trainer="edgead.training.diad:train",
     exporter="edgead.export.diad:DiADExport",
     pipeline="edgead.runtime.pipelines.diad:DiADPipeline",
     tiny=("model.preset=tiny", "train.batch_size=4", "diad.start_candidates=[40, 80]"),
     multi_product=True,
-    train_stages=("autoencoder", "denoiser", "guidance", "select"),
+    train_stages=("autoencoder", "denoiser", "guidance", "select", "patches"),
 )

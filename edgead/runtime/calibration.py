@@ -180,7 +180,9 @@ def run_images(detector: Detector, images: Iterable[Path | np.ndarray], batch: i
 
 
 def calibrate(bundle: Bundle, images: list[Path] | Iterable[np.ndarray], config: CalibrationConfig, source: str,
-              backend: str = "onnxruntime-cpu", progress: bool = False, total: int | None = None) -> Calibration:
+              backend: str = "onnxruntime-cpu", progress: bool = False,
+              total: int | None = None) -> tuple[Calibration, np.ndarray]:
+    """The calibration and the good images' image scores it was fitted on."""
     det = Detector(bundle, backend=backend, require_calibration=False)  # maps and scores need no thresholds
     try:
         maps, scores = run_images(det, images, progress=progress, desc="calibrate", total=total)
@@ -188,19 +190,65 @@ def calibrate(bundle: Bundle, images: list[Path] | Iterable[np.ndarray], config:
         det.close()
     maxima = maps.reshape(len(maps), -1).max(axis=1)
     return calibration_from_scores(scores, maxima, float(maps.min()), config, source,
-                                   bundle.manifest.scoring.unit_interval)
+                                   bundle.manifest.scoring.unit_interval), scores
 
 
-def good_frames(specs: list[str], max_frames: int | None = None) -> Iterable[np.ndarray]:
-    """uint8 RGB frames from image files, folders, globs, videos or live sources, in order."""
-    from .sources import open_source
+def images_for_misses(good: np.ndarray, anomalous: np.ndarray, cal: Calibration, max_miss: float,
+                      limit: int = 100_000) -> int | None:
+    """How many good images the tolerance rule needs for its threshold to miss at most ``max_miss`` of the
+    ``anomalous`` scores, if the good scores keep the spread measured now; None when no number would do
+    (the model does not separate them enough at this false-reject target) or the rule is not the tolerance one.
+
+    k(n) falls towards z_(1 - target_frr) as n grows: the answer is the smallest n with
+    mean + k(n) * std < the max_miss quantile of the anomalous scores (both in the calibration's transform).
+    """
+    if cal.rule != "tolerance" or len(good) < MIN_TOLERANCE_IMAGES or len(anomalous) == 0:
+        return None
+    forward = TRANSFORMS[cal.transform][0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = forward(np.asarray(good, np.float64))
+        ya = np.nan_to_num(forward(np.asarray(anomalous, np.float64)), nan=-np.inf)  # out of the domain: missed
+    mean, std = float(y.mean()), float(y.std(ddof=1))
+    room = float(np.quantile(ya, max_miss))
+    if std <= 0 or not np.isfinite(room):
+        return None
+
+    def enough(n: int) -> bool:
+        return mean + tolerance_factor(n, cal.target_frr, cal.confidence) * std < room
+
+    if not enough(limit):
+        return None
+    lo, hi = MIN_TOLERANCE_IMAGES, limit  # enough(hi); find the smallest
+    if enough(lo):
+        return lo
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+    return hi
+
+
+def good_frames(specs: list[str], max_frames: int | None = None, skip: set[str] | None = None,
+                skipped: list[str] | None = None) -> Iterable[np.ndarray]:
+    """uint8 RGB frames from image files, folders, globs, videos or live sources, in order.
+
+    Image files whose content hash is in ``skip`` (the model's training images) are left out and
+    appended to ``skipped``: a model scores its own training images lower than new good parts, so they
+    would pull the threshold down.
+    """
+    from ..data.datasets import content_hash
+    from .sources import ImageFilesSource, open_source
 
     n = 0
     for spec in specs:
         with open_source(spec) as src:
             if src.live and max_frames is None:
                 raise DataError(f"{spec} is a live source: give --max-frames to say how many frames to use")
+            files = isinstance(src, ImageFilesSource)
             for frame in src.frames():
+                if skip and files and content_hash(Path(frame.source)) in skip:
+                    if skipped is not None:
+                        skipped.append(frame.source)
+                    continue
                 yield frame.image
                 n += 1
                 if max_frames is not None and n >= max_frames:
@@ -219,8 +267,21 @@ def recalibrate(bundle: Bundle, specs: list[str], config: CalibrationConfig, bac
     old = m.calibration_for(product)
     if m.products and product is None:
         product = next(iter(m.products))  # calibration_for accepted it: the only product
-    new = calibrate(bundle, good_frames(specs, max_frames), config, ", ".join(specs), backend=backend,
-                    progress=progress)
+    skipped: list[str] = []
+    try:
+        new, _ = calibrate(bundle, good_frames(specs, max_frames, m.training_hashes(), skipped), config,
+                           ", ".join(specs), backend=backend, progress=progress)
+    except DataError:
+        if skipped:
+            raise DataError(f"all {len(skipped)} images given are the model's own training images (same content); "
+                            "calibrate on good parts it was not trained on") from None
+        raise
+    if skipped:
+        w = (f"left out {len(skipped)} of the given images: they are the model's own training images (same content), "
+             "which it scores lower than new good parts; calibrated on the other "
+             f"{new.n_images}")
+        new.warnings.insert(0, w)
+        log.warning(w)
     history = bundle.manifest.provenance.setdefault("calibration_history", [])
     if old is not None:
         history.append({"replaced": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 
@@ -29,6 +30,13 @@ class NearestNeighbourScorer:
             d2 = (part**2).sum(1, keepdims=True) - 2.0 * part @ self.bank.T + self.bank_sq[None]
             out[i:i + self.chunk] = np.sqrt(np.maximum(d2.min(1), 0.0))
         return out.reshape(b, h, w)
+
+
+def distance_map(scorer: NearestNeighbourScorer, features: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Patch features [B, C, h, w] -> nearest-neighbour distance maps [B, H, W] at the image size (bilinear)."""
+    h, w = size
+    d = scorer.distances(features)
+    return np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) for m in d]).astype(np.float32)
 
 
 def roundup(x: float, n: int = 10) -> int:

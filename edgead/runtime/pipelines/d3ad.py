@@ -8,10 +8,13 @@
     x_hat     = decoder(z_hat)
     latent    = upsample(mean_c |z_hat - z0|)              align-corners bilinear to the image size
     feature   = sum_{8, 16} upsample(1 - cos(f(x), f(x_hat)))
-    map       = w (latent - lmin)/(lmax - lmin) + (1 - w) (feature - fmin)/(fmax - fmin)
+    recon     = w (latent - lmin)/(lmax - lmin) + (1 - w) (feature - fmin)/(fmax - fmin)     the paper's map
+    knn       = nearest-neighbour distance of the input's patch descriptors to the training patches
+    map       = fuse(recon, knn)                                   edgead.runtime.fusion
 
-min/max of both maps come from anomaly-free calibration images at export (the reference normalises
-over the test set); smoothing (sigma 4) and the image score (max) are the post-processor's.
+min/max and the fusion's statistics come from anomaly-free calibration images at export (the
+reference normalises over the test set); smoothing (sigma 4) and the image score (max) are the
+post-processor's.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ...bundle import Bundle
 from ...errors import BundleError
 from ...schedulers.guided_ddim import GuidedDDIMScheduler
 from ..backends import Backend
+from ..fusion import PATCHES, PatchKnnMap, fuse
 from ..knn import KnnPrior, adaptive_avg_pool
 from ..maps import feature_distance_map, upsample
 from .base import Pipeline, PipelineOutput
@@ -48,6 +52,7 @@ class D3ADPipeline(Pipeline):
             raise BundleError(f"bundle {bundle.root}: the memory bank has {self.prior.bank.shape[1]} columns, "
                               f"{features} channels pooled to {p.prior_pool}x{p.prior_pool} give "
                               f"{features * p.prior_pool**2}")
+        self.knn = PatchKnnMap(bundle, p.fusion)
         self.noise = None
         if p.start == "noised":
             latent = bundle.manifest.stage("encoder").outputs[0].shape[1:]
@@ -80,8 +85,12 @@ class D3ADPipeline(Pipeline):
         names = ("features8", "features16")
         feature = feature_distance_map([feats[k] for k in names], [feats_hat[k] for k in names], size)
         (lmin, lmax), (fmin, fmax) = p.latent_range, p.feature_range
-        maps = (p.latent_weight * (latent - lmin) / max(lmax - lmin, 1e-12)
-                + (1 - p.latent_weight) * (feature - fmin) / max(fmax - fmin, 1e-12))
+        recon = (p.latent_weight * (latent - lmin) / max(lmax - lmin, 1e-12)
+                 + (1 - p.latent_weight) * (feature - fmin) / max(fmax - fmin, 1e-12))
         timings["orchestration"] = sampling + (time.perf_counter() - t2) * 1e3
-        return PipelineOutput(maps.astype(np.float32), x_hat, timings,
-                              {"latent_map": latent, "feature_map": feature, "t_max": t_max, "prior_distance": distance})
+        t3 = time.perf_counter()
+        knn = self.knn(feats[PATCHES], size)
+        timings["knn"] = (time.perf_counter() - t3) * 1e3
+        return PipelineOutput(fuse(recon, knn, p.fusion), x_hat, timings,
+                              {"latent_map": latent, "feature_map": feature, "reconstruction_map": recon,
+                               "knn_map": knn, "t_max": t_max, "prior_distance": distance})

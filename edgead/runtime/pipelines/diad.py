@@ -4,7 +4,9 @@
     z_T       = sqrt(a) z0 + sqrt(1 - a) noise at T_start - 1   noise fixed per bundle
     z_hat     = DDIM, eta 0, 10 steps (T_start - 99, ..., 1) of denoiser_step(z_t, t, hint)
     x_hat     = decoder(z_hat)
-    map       = sum over strides 4, 8, 16 of upsample(1 - cos(f(x), f(x_hat)))   one feature call for both
+    recon     = sum over strides 4, 8, 16 of upsample(1 - cos(f(x), f(x_hat)))   one feature call for both
+    knn       = nearest-neighbour distance of the input's patch descriptors to the training patches
+    map       = fuse(recon, knn)                                                  edgead.runtime.fusion
 
 Smoothing (sigma 5) and the image score (max after an 8x8 average pool) are the post-processor's.
 """
@@ -19,6 +21,7 @@ from ...bundle import Bundle
 from ...errors import BundleError
 from ...schedulers.guided_ddim import GuidedDDIMScheduler
 from ..backends import Backend
+from ..fusion import PATCHES, PatchKnnMap, fuse
 from ..maps import feature_distance_map
 from .base import Pipeline, PipelineOutput
 
@@ -34,7 +37,8 @@ class DiADPipeline(Pipeline):
         self.noise = bundle.extra("noise").astype(np.float32)
         if list(self.noise.shape) != [1, *latent]:
             raise BundleError(f"bundle {bundle.root}: extra noise has shape {self.noise.shape}, latents [1, {latent}]")
-        self.names = [o.name for o in bundle.manifest.stage("feature_extractor").outputs]
+        self.names = [o.name for o in bundle.manifest.stage("feature_extractor").outputs if o.name != PATCHES]
+        self.knn = PatchKnnMap(bundle, self.params.fusion)
 
     def run(self, x: np.ndarray) -> PipelineOutput:
         timings: dict[str, float] = {}
@@ -52,7 +56,11 @@ class DiADPipeline(Pipeline):
         x_hat = self.stage("decoder", {"latent": z_hat}, timings)["image"]
         feats = self.stage("feature_extractor", {"image": np.concatenate([x, x_hat])}, timings)
         t1 = time.perf_counter()
-        maps = feature_distance_map([feats[n][:b] for n in self.names], [feats[n][b:] for n in self.names], size)
+        recon = feature_distance_map([feats[n][:b] for n in self.names], [feats[n][b:] for n in self.names], size)
         timings["orchestration"] = loop - timings["denoiser_step"] + (time.perf_counter() - t1) * 1e3
         timings["sampling_loop"] = loop
-        return PipelineOutput(maps.astype(np.float32), x_hat, timings)
+        t2 = time.perf_counter()
+        knn = self.knn(feats[PATCHES][:b], size)
+        timings["knn"] = (time.perf_counter() - t2) * 1e3
+        return PipelineOutput(fuse(recon, knn, self.params.fusion), x_hat, timings,
+                              {"reconstruction_map": recon, "knn_map": knn})

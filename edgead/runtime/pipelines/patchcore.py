@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import time
 
-import cv2
 import numpy as np
 
 from ...bundle import Bundle
 from ...errors import BundleError
 from ..backends import Backend
-from ..knn import NearestNeighbourScorer
+from ..knn import NearestNeighbourScorer, distance_map
 from .base import Pipeline, PipelineOutput
 
 
@@ -29,8 +28,6 @@ class PatchCorePipeline(Pipeline):
         timings: dict[str, float] = {}
         feats = self.stage("feature_extractor", {"image": x}, timings)["features"]
         t0 = time.perf_counter()
-        d = self.scorer.distances(feats)
-        h, w = self.size
-        maps = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) for m in d])
+        maps = distance_map(self.scorer, feats, self.size)
         timings["knn"] = (time.perf_counter() - t0) * 1e3
         return PipelineOutput(maps.astype(np.float32), None, timings)

@@ -1,9 +1,10 @@
-"""D3AD training in four stages, each resumable and runnable alone (``--stage``):
+"""D3AD training in five stages, each resumable and runnable alone (``--stage``):
 
-    autoencoder   KL autoencoder from scratch on the good images (shared with DiAD)
+    autoencoder   KL autoencoder on the good images (shared with DiAD)
     denoiser      latent UNet, eps-MSE, linear beta 0.0015 -> 0.0195
     adapt         domain-adapted copy of the EfficientNet-Lite0 features (skipped with d3ad.adapt=false)
     prior         kNN memory of pooled features and the histogram of training distances
+    patches       memory bank of patch descriptors for the kNN map fused with the reconstruction map
 """
 
 from __future__ import annotations
@@ -19,16 +20,19 @@ from ...config import ExperimentConfig
 from ...data.datasets import load_dataset
 from ...data.preprocess import Preprocess
 from ...errors import EdgeadError
+from ...methods.d3ad import SPEC
 from ...schedulers.guided_ddim import GuidedDDIMScheduler
-from ..backbone import load_backbone
+from ..backbone import PATCH_LAYERS, FeatureStages, load_backbone
 from ..checkpoint import load_weights, save_tensors
 from ..data import DeviceImages, load_images
 from ..latent.run import open_latent_run
+from ..latent.patches import fit_patch_bank, load_patch_bank, train_patch_bank
 from .adapt import adapt_backbone
+from .features import MAP_STAGES
 from .prior import fit_prior
 
 log = logging.getLogger(__name__)
-STAGES = ("autoencoder", "denoiser", "adapt", "prior")
+STAGES = SPEC.train_stages
 PRIOR_FILE = "prior.safetensors"
 IMAGENET_PRIOR_FILE = "prior_imagenet.safetensors"
 """The prior on the frozen ImageNet features, for exports with d3ad.adapt=false (the ablation)."""
@@ -52,7 +56,7 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progres
     ae, scale, encoder, decoder = codec
     unet = lr.denoiser(ae, scale, d.schedule, progress)
     backbone = load_backbone(config.backbone.weights).to(lr.device)
-    if d.adapt and lr.wants("adapt", "prior"):
+    if d.adapt and lr.wants("adapt", "prior", "patches"):
         run.require("adapt", "autoencoder", "denoiser")
         if lr.pending("adapt"):
             adapt_backbone(run, backbone, encoder, unet, decoder, sampler(config), data, spec, d,
@@ -68,6 +72,10 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progres
                                                                     data, spec, d.knn_k, d.bins, d.prior_pool))
         run.save("prior", {}, 1, 0.0, 1, extra={"memory_bank": list(bank.shape),
                                                 "bin_counts": np.histogram(distances, edges)[0].tolist()})
+    if lr.pending("patches"):
+        run.require("patches", *(["adapt"] if d.adapt else []))
+        train_patch_bank(run, FeatureStages(backbone, MAP_STAGES, PATCH_LAYERS), data.images, spec,
+                         d.knn.coreset_fraction, progress, {"adapted": d.adapt})
     return lr.summary()
 
 
@@ -86,12 +94,27 @@ def load_prior(run_dir: Path, adapted: bool = True) -> dict[str, np.ndarray] | N
     return {k: v.numpy() for k, v in load_file(str(f)).items()}
 
 
+def _training_images(config: ExperimentConfig) -> np.ndarray:
+    spec = Preprocess.for_size(config.data.image_size)
+    dataset = load_dataset(config.data.path, config.data.validation_fraction, config.data.split_seed)
+    return load_images([s.path for s in dataset.train], spec)
+
+
 def imagenet_prior(config: ExperimentConfig) -> dict[str, np.ndarray]:
     """Fit the prior on ImageNet features now (runs whose prior stage predates prior_imagenet.safetensors)."""
     d = config.d3ad
     spec = Preprocess.for_size(config.data.image_size)
-    dataset = load_dataset(config.data.path, config.data.validation_fraction, config.data.split_seed)
-    data = DeviceImages(load_images([s.path for s in dataset.train], spec), torch.device("cpu"))
+    data = DeviceImages(_training_images(config), torch.device("cpu"))
     bank, edges, distances = fit_prior(load_backbone(config.backbone.weights), data, spec, d.knn_k, d.bins,
                                        d.prior_pool)
     return {"memory_bank": bank, "bin_edges": edges, "train_distances": distances}
+
+
+def patch_bank_for(run_dir: Path, config: ExperimentConfig, stages: dict, features: FeatureStages) -> np.ndarray:
+    """The run's patch bank when it was fitted on the features exported now; else (an export with
+    d3ad.adapt=false of a run trained with adaptation) one fitted on those features now."""
+    if bool(stages["patches"].get("adapted", True)) == config.d3ad.adapt:
+        return load_patch_bank(run_dir)
+    spec = Preprocess.for_size(config.data.image_size)
+    return fit_patch_bank(features, _training_images(config), spec, config.d3ad.knn.coreset_fraction,
+                          config.train.seed).numpy()

@@ -6,6 +6,7 @@
                   time embedding frozen), eps-MSE with C(x0) from the clean image; snapshots kept
     select        the snapshot and start step with the best AUROC on synthetic anomalies made from the
                   held-out good images (never test images)
+    patches       memory bank of patch descriptors for the kNN map fused with the reconstruction map
 
 One model serves several products: ``--data`` once per product; their training images are pooled and
 each product keeps its held-out images for calibration.
@@ -24,12 +25,14 @@ import torch
 from ...config import ExperimentConfig, or_default
 from ...data.preprocess import Preprocess
 from ...errors import EdgeadError
+from ...methods.diad import SPEC
 from ...schedulers.guided_ddim import GuidedDDIMScheduler
-from ..backbone import FeatureStages, load_backbone
+from ..backbone import PATCH_LAYERS, FeatureStages, load_backbone
 from ..checkpoint import load_weights, restore_progress
 from ..data import DeviceImages, from_unit, load_images
 from ..latent.autoencoder import LatentDecoder, LatentEncoder, posterior_moments
 from ..latent.networks import build_latent_unet, resolve_latent_network
+from ..latent.patches import train_patch_bank
 from ..latent.run import open_latent_run
 from ..loop import run_loop
 from ..staged import StagedRun
@@ -37,7 +40,7 @@ from .networks import GuidedDenoiser, HintEncoder, SemanticGuidedNetwork, freeze
 from .select import MIN_SELECTION_IMAGES, best, score_candidates, synthetic_set
 
 log = logging.getLogger(__name__)
-STAGES = ("autoencoder", "denoiser", "guidance", "select")
+STAGES = SPEC.train_stages
 MAP_STAGES = (0, 1, 2)  # EfficientNet-Lite0 at strides 4, 8, 16 (the paper: ResNet50 stages 1-3)
 
 
@@ -73,7 +76,15 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progres
     if lr.pending("select"):
         run.require("select", "autoencoder", "denoiser", *(["guidance"] if d.sg else []))
         _select(run, ae, scale, lr.datasets, lr.spec)
+    if lr.pending("patches"):
+        train_patch_bank(run, map_features(config, patches=True), lr.data.images, lr.spec, d.knn.coreset_fraction,
+                         progress)
     return _summary(lr)
+
+
+def map_features(config: ExperimentConfig, patches: bool = False) -> FeatureStages:
+    """The frozen ImageNet features of the map (strides 4, 8, 16), with the patch descriptors if asked."""
+    return FeatureStages(load_backbone(config.backbone.weights), MAP_STAGES, PATCH_LAYERS if patches else ())
 
 
 def _train_guidance(run: StagedRun, unet, ae, scale: float, data: DeviceImages, spec: Preprocess, steps: int,
@@ -165,7 +176,7 @@ def _select(run: StagedRun, ae, scale: float, sets, spec: Preprocess) -> None:
     x, labels = synthetic_set(data, spec)
     ae = ae.cpu()
     encoder, decoder = LatentEncoder(ae, scale), LatentDecoder(ae, scale)
-    features = FeatureStages(load_backbone(config.backbone.weights), MAP_STAGES)
+    features = map_features(config)
     if d.sg:
         steps = sorted(int(p.name.split("_")[0][len("snapshot"):]) for p in run.run_dir.glob("snapshot*_sg.safetensors"))
         loaded = {s: load_guided(run.run_dir, config, f"snapshot{s}_") for s in steps}

@@ -64,13 +64,25 @@ def _random_crop(x: torch.Tensor, crop: int, g: torch.Generator) -> torch.Tensor
     return x[..., top:top + crop, left:left + crop]
 
 
+def color_jitter(x01: torch.Tensor, strength: float, g: torch.Generator) -> torch.Tensor:
+    """Half the batch (float [B, 3, H, W] in [0, 1]) with random per-channel gains and offsets."""
+    if strength <= 0:
+        return x01
+    b, dev = x01.shape[0], x01.device
+    gains = 1 + strength * (2 * torch.rand(b, 3, 1, 1, generator=g, device=dev) - 1)
+    offsets = 0.5 * strength * (2 * torch.rand(b, 3, 1, 1, generator=g, device=dev) - 1)
+    on = torch.rand(b, 1, 1, 1, generator=g, device=dev) < 0.5
+    return torch.where(on, (x01 * gains + offsets).clamp(0, 1), x01)
+
+
 def train_autoencoder(run: StagedRun, net: LatentNetworkConfig, data: DeviceImages, spec: Preprocess,
                       settings, device: torch.device, progress: bool, backbone_weights=None) -> nn.Module:
     """Stage ``autoencoder``: returns the trained AutoencoderKL and records the latent scale."""
     tc = run.config.train
     size = spec.image_size[0]
-    ae = build_autoencoder(net, size).to(device)
-    optimiser = torch.optim.AdamW(ae.parameters(), lr=settings.learning_rate, weight_decay=0.0)
+    ae = build_autoencoder(net, size, backbone_weights).to(device)
+    trained = [p for p in ae.parameters() if p.requires_grad]  # a pretrained encoder stays frozen
+    optimiser = torch.optim.AdamW(trained, lr=settings.learning_rate, weight_decay=0.0)
     state = run.start("autoencoder")
     step, elapsed = restore_progress(run.run_dir, state, {"autoencoder": ae}, optimiser)
     features = load_backbone(backbone_weights).to(device)
@@ -80,7 +92,8 @@ def train_autoencoder(run: StagedRun, net: LatentNetworkConfig, data: DeviceImag
     def step_fn():
         x01, _ = data.draw(settings.batch_size, gen)
         flip = torch.rand(x01.shape[0], 1, 1, 1, generator=gen, device=device) < 0.5
-        x = from_unit(_random_crop(torch.where(flip, x01.flip(-1), x01), settings.crop, gen), spec)
+        x01 = color_jitter(torch.where(flip, x01.flip(-1), x01), settings.color_jitter, gen)
+        x = from_unit(_random_crop(x01, settings.crop, gen), spec)
         posterior = ae.encode(x).latent_dist
         rec = ae.decode(posterior.sample(generator=gen)).sample
         l1 = (rec - x).abs().mean()
@@ -153,6 +166,7 @@ def load_codec(run_dir, config, stages: dict) -> tuple[LatentEncoder, LatentDeco
     from .networks import resolve_latent_network
 
     size = config.data.image_size
-    ae = load_weights(run_dir, "autoencoder", build_autoencoder(resolve_latent_network(config.model, size), size))
+    ae = load_weights(run_dir, "autoencoder", build_autoencoder(resolve_latent_network(config.model, size), size,
+                                                                   config.backbone.weights))
     scale = float(stages["autoencoder"]["latent_scale"])
     return LatentEncoder(ae.eval(), scale), LatentDecoder(ae.eval(), scale)

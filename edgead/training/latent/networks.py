@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from ...config import ModelConfig
 from ...errors import ConfigError
 from ..unet import build_unet
+from .encoders import ENCODERS, ColourSkipDecoder, PretrainedLatentEncoder
 
 LATENT_CHANNELS = 4
 DOWNSAMPLING = 8
@@ -29,6 +30,11 @@ class LatentNetworkConfig:
     """Latent-grid sizes with self-attention."""
     attention_head_dim: int
     norm_num_groups: int
+    autoencoder_encoder: str = "efficientnet-lite0"
+    """efficientnet-lite0: ImageNet features, frozen, and a trained head (edgead/training/latent/encoders.py);
+    scratch: diffusers' encoder trained on the product (edgead 0.2)."""
+    autoencoder_colour_skip: bool = True
+    """A linear path from the latent to the image beside the decoder (encoders.ColourSkipDecoder)."""
 
 
 PRESETS: dict[str, LatentNetworkConfig] = {
@@ -52,6 +58,9 @@ def resolve_latent_network(model: ModelConfig, image_size: int) -> LatentNetwork
         if bad:
             raise ConfigError(f"model.{name} {getattr(cfg, name)} must all be divisible by "
                               f"model.norm_num_groups ({cfg.norm_num_groups})")
+    if cfg.autoencoder_encoder not in ENCODERS:
+        raise ConfigError(f"model.autoencoder_encoder must be one of {', '.join(map(repr, ENCODERS))}; "
+                          f"got {cfg.autoencoder_encoder!r}")
     latent = image_size // DOWNSAMPLING
     if latent % 2 ** (len(cfg.block_out_channels) - 1):
         raise ConfigError(f"data.image_size {image_size} gives a {latent}x{latent} latent grid, which "
@@ -59,17 +68,25 @@ def resolve_latent_network(model: ModelConfig, image_size: int) -> LatentNetwork
     return cfg
 
 
-def build_autoencoder(cfg: LatentNetworkConfig, image_size: int):
+def build_autoencoder(cfg: LatentNetworkConfig, image_size: int, backbone_weights=None):
+    """diffusers' AutoencoderKL; with ``autoencoder_encoder="efficientnet-lite0"`` its encoder is the
+    pretrained one (the quant conv, the posterior and the decoder stay diffusers')."""
     from diffusers import AutoencoderKL
 
     n = len(cfg.autoencoder_channels)
-    return AutoencoderKL(
+    ae = AutoencoderKL(
         in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
         up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=cfg.autoencoder_channels,
         layers_per_block=cfg.autoencoder_layers, latent_channels=LATENT_CHANNELS,
         norm_num_groups=cfg.norm_num_groups, sample_size=image_size,
         mid_block_add_attention=(image_size // DOWNSAMPLING) in cfg.attention_resolutions,
     )
+    if cfg.autoencoder_encoder == "efficientnet-lite0":
+        ae.encoder = PretrainedLatentEncoder(LATENT_CHANNELS, cfg.autoencoder_channels[-1], cfg.norm_num_groups,
+                                             backbone_weights)
+    if cfg.autoencoder_colour_skip:
+        ae.decoder = ColourSkipDecoder(ae.decoder, LATENT_CHANNELS, DOWNSAMPLING)
+    return ae
 
 
 def build_latent_unet(cfg: LatentNetworkConfig, image_size: int, in_channels: int = LATENT_CHANNELS):

@@ -77,7 +77,7 @@ class LatentRun:
                 self.run.require(later[0], "autoencoder")
             return None
         size = self.spec.image_size[0]
-        ae = load_weights(self.run_dir, "autoencoder", build_autoencoder(self.net, size)).to(self.device).eval()
+        ae = load_weights(self.run_dir, "autoencoder", build_autoencoder(self.net, size, self.config.backbone.weights)).to(self.device).eval()
         scale = float(self.run.progress["autoencoder"]["latent_scale"])
         encoder, decoder = LatentEncoder(ae, scale), LatentDecoder(ae, scale)
         if trained_now and len(self.datasets) > 1:
@@ -131,6 +131,10 @@ def open_latent_run(config: ExperimentConfig, run_dir: Path, resume: bool, stage
                           "or choose another --out (nothing was overwritten)")
     torch.manual_seed(config.train.seed)
     size = config.data.image_size
+    net = resolve_latent_network(config.model, size)
+    for key in ("autoencoder_encoder", "autoencoder_colour_skip"):  # stored explicitly: a later default cannot move it
+        if getattr(config.model, key) is None:
+            setattr(config.model, key, getattr(net, key))
     spec = Preprocess.for_size(size)
     sets = [load_dataset(p, config.data.validation_fraction, config.data.split_seed) for p in config.data_paths]
     device = pick_device(config.train.device)
@@ -138,5 +142,5 @@ def open_latent_run(config: ExperimentConfig, run_dir: Path, resume: bool, stage
     data = DeviceImages(load_images([s.path for ds in sets for s in ds.train], spec), device, foreground, products)
     run = StagedRun(run_dir, config, resume, stages)
     run.record("dataset", [ds.provenance() for ds in sets] if len(sets) > 1 else sets[0].provenance())
-    return LatentRun(config, run, stages if stage == "all" else (stage,), device, spec,
-                     resolve_latent_network(config.model, size), training_defaults(config.model.preset), sets, data)
+    return LatentRun(config, run, stages if stage == "all" else (stage,), device, spec, net,
+                     training_defaults(config.model.preset), sets, data)

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...config import ExperimentConfig
 from ...data.datasets import load_dataset
 from ...data.preprocess import Preprocess
 from ...errors import EdgeadError
-from ..backbone import FEATURE_CHANNELS, FEATURE_STRIDES, load_backbone
+from ..backbone import FEATURE_CHANNELS, FEATURE_STRIDES, aggregate_patches, load_backbone
 from ..checkpoint import save_checkpoint, save_tensors
 from ..data import load_images, numpy_batch
 
@@ -46,16 +46,7 @@ class PatchFeatures(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         feats = self.backbone(image)
-        out = []
-        size = None
-        for i in self.layers:
-            f = F.avg_pool2d(feats[i], self.k, stride=1, padding=self.k // 2, count_include_pad=False)
-            if size is None:
-                size = f.shape[-2:]
-            elif f.shape[-2:] != size:
-                f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
-            out.append(f)
-        return torch.cat(out, dim=1)
+        return aggregate_patches([feats[i] for i in self.layers], self.k)
 
 
 def greedy_coreset(x: torch.Tensor, n: int, seed: int = 0, projection_dim: int = 128,
@@ -85,9 +76,19 @@ def build_patch_features(config: ExperimentConfig) -> PatchFeatures:
 
 
 @torch.no_grad()
-def extract(model: nn.Module, images: np.ndarray, spec: Preprocess, batch: int = 8) -> torch.Tensor:
-    out = [model(numpy_batch(images[i:i + batch], spec)) for i in range(0, len(images), batch)]
+def extract(model: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, spec: Preprocess,
+            batch: int = 8, device: torch.device | None = None) -> torch.Tensor:
+    """uint8 [N, H, W, 3] images -> the model's output for each (run on ``device``), concatenated on the CPU."""
+    out = [model(numpy_batch(images[i:i + batch], spec).to(device or "cpu")).cpu()
+           for i in range(0, len(images), batch)]
     return torch.cat(out)
+
+
+def fit_memory_bank(patches: torch.Tensor, fraction: float, seed: int = 0, progress: bool = False) -> torch.Tensor:
+    """[N, C, h, w] patch descriptors -> the coreset memory bank [M, C] (M = fraction of all patches)."""
+    flat = patches.permute(0, 2, 3, 1).reshape(-1, patches.shape[1])
+    n = max(1, int(round(flat.shape[0] * fraction)))
+    return flat[greedy_coreset(flat, n, seed=seed, progress=progress)].contiguous()
 
 
 def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progress: bool = True) -> dict:
@@ -101,15 +102,13 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progres
     spec = Preprocess.for_size(config.data.image_size)
     images = load_images([s.path for s in ds.train], spec)
     feats = extract(model, images, spec)  # [N, C, h, w]
-    patches = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
-    n = max(1, int(round(patches.shape[0] * config.patchcore.coreset_fraction)))
-    idx = greedy_coreset(patches, n, seed=config.train.seed, progress=progress)
-    bank = patches[idx].contiguous()
+    bank = fit_memory_bank(feats, config.patchcore.coreset_fraction, config.train.seed, progress)
     seconds = time.perf_counter() - t0
     save_checkpoint(
         run, config, None, {},
         extra={"dataset": ds.provenance(), "train_seconds": round(seconds, 1), "steps_done": 0},
     )
     save_tensors(run / "memory_bank.safetensors", {"memory_bank": bank})
-    log.info("memory bank %s from %d patches in %.1f s", tuple(bank.shape), patches.shape[0], seconds)
-    return {"memory_bank": list(bank.shape), "patches": int(patches.shape[0]), "seconds": round(seconds, 1)}
+    patches = feats.shape[0] * feats.shape[2] * feats.shape[3]
+    log.info("memory bank %s from %d patches in %.1f s", tuple(bank.shape), patches, seconds)
+    return {"memory_bank": list(bank.shape), "patches": int(patches), "seconds": round(seconds, 1)}
