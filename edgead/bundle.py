@@ -16,23 +16,27 @@ framework.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 
 from . import __version__
-from .config import from_dict, read_yaml_text, to_dict
+from .config import from_dict, read_yaml_text, to_dict, to_yaml
 from .contracts import StageContract, StageName, TensorSpec
 from .data.preprocess import Preprocess
 from .errors import BundleError, ConfigError
 
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.yaml"
+RUNTIME_CACHE_SUFFIX = ".runtime-cache"
+"""Kernels TensorRT for RTX compiled on this GPU, kept beside its engines: the one file a bundle may
+hold that its manifest does not list (a cache, rebuilt when it does not fit)."""
 INTEGRITY = "# sha256 of the lines above: "
 
 
@@ -227,7 +231,19 @@ class Bundle:
         return entries
 
     def verify(self) -> None:
-        """Check every listed file exists and matches its sha256."""
+        """Check every listed file exists and matches its sha256, and that there is no other file.
+
+        An unlisted file is covered by neither the integrity line nor a signature, yet a runtime may
+        read it (ONNX external weights beside a graph): it is refused, not ignored.
+        """
+        from .signing import SIGNATURE
+
+        listed = {rel for rel, _ in self.files()} | {MANIFEST, SIGNATURE}
+        for p in sorted(self.root.rglob("*")):
+            rel = p.relative_to(self.root).as_posix()
+            if (p.is_file() or p.is_symlink()) and rel not in listed and RUNTIME_CACHE_SUFFIX not in p.name:
+                raise BundleError(f"bundle {self.root} holds {rel}, a file its manifest does not list (nothing "
+                                  "vouches for it); remove it, or re-export the bundle")
         for rel, digest in self.files():
             p = self.path(rel)
             if not p.is_file():
@@ -263,17 +279,32 @@ def _write_manifest(root: Path, manifest: Manifest) -> None:
     from .outputs import atomic_write
     from .signing import SIGNATURE
 
-    body = yaml.safe_dump(to_dict(manifest), sort_keys=False)
+    body = to_yaml(to_dict(manifest))
     atomic_write(root / MANIFEST, body + INTEGRITY + hashlib.sha256(body.encode()).hexdigest() + "\n")
     (root / SIGNATURE).unlink(missing_ok=True)  # it covered the previous manifest
 
 
+MAX_MANIFEST_BYTES = 16 << 20
+"""A manifest is a few kB (a few MB with long histories); anything larger is refused before it is read."""
+
+
+def _manifest_size(mf: Path) -> None:
+    size = mf.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{mf} is {size / 2**20:.0f} MB, more than a manifest can be ({MAX_MANIFEST_BYTES >> 20} MB); "
+                          "it is not one edgead wrote")
+
+
 def _read_manifest(mf: Path) -> dict[str, Any]:
+    _manifest_size(mf)
     try:
         text = mf.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise BundleError(f"{mf} is corrupt: not a text file") from None
     body, sep, digest = text.rpartition(INTEGRITY)
+    if sep and hashlib.sha256(body.encode()).hexdigest() != digest.strip():  # before anything is parsed
+        raise BundleError(f"{mf} was changed after edgead wrote it (its sha256 does not match); re-export "
+                          "the bundle, or change thresholds with 'edgead calibrate'")
     raw = read_yaml_text(body if sep else text, str(mf), BundleError)
     version = raw.get("schema_version")
     if version != SCHEMA_VERSION:
@@ -283,10 +314,55 @@ def _read_manifest(mf: Path) -> dict[str, Any]:
         )
     if not sep:
         raise BundleError(f"{mf} has no integrity line (edited by hand or truncated); re-export the bundle")
-    if hashlib.sha256(body.encode()).hexdigest() != digest.strip():
-        raise BundleError(f"{mf} was changed after edgead wrote it (its sha256 does not match); re-export "
-                          "the bundle, or change thresholds with 'edgead calibrate'")
     return raw
+
+
+def _finite(obj: Any, where: str) -> None:
+    """Every number inside ``obj`` (dataclasses, lists, dicts) is finite: a NaN threshold would pass every part."""
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            raise ConfigError(f"{where} must be a finite number, got {obj}")
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            _finite(getattr(obj, f.name), f"{where}.{f.name}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _finite(v, f"{where}[{i}]")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            _finite(v, f"{where}.{k}")
+
+
+def _in_range(value: float | None, lo: float, hi: float, where: str, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if value is None or not lo <= value <= hi:
+        raise ConfigError(f"{where} must lie in [{lo:g}, {hi:g}], got {value}")
+
+
+def check_values(m: Manifest) -> None:
+    """The values the runtime decides with are finite and in range; ConfigError naming the key otherwise."""
+    for name in ("preprocess", "scoring", "params", "calibration", "products"):
+        _finite(getattr(m, name), f"manifest.{name}")
+    if any(v <= 0 for v in m.preprocess.std) or any(v < 1 for v in m.preprocess.image_size):
+        raise ConfigError(f"manifest.preprocess needs std > 0 and a positive image_size, got {m.preprocess}")
+    _in_range(m.scoring.smoothing_sigma, 0, 100, "manifest.scoring.smoothing_sigma")
+    _in_range(m.scoring.top_k, 1, 1 << 30, "manifest.scoring.top_k")
+    _in_range(m.scoring.pool, 1, 1 << 16, "manifest.scoring.pool")
+    cals = {"calibration": m.calibration} if m.calibration else {}
+    cals.update({f"products.{k}": c for k, c in m.products.items()})
+    for key, c in cals.items():
+        where = f"manifest.{key}"
+        _in_range(c.n_images, 1, 1 << 31, f"{where}.n_images")
+        for level in ("image", "pixel"):
+            st = getattr(c, level)
+            if st.std < 0 or st.min > st.max:
+                raise ConfigError(f"{where}.{level} needs std >= 0 and min <= max, got {st}")
+        _in_range(c.k, 0, 1e6, f"{where}.k")
+        _in_range(c.target_frr, 0, 0.5, f"{where}.target_frr", optional=True)
+        _in_range(c.confidence, 0.5, 1, f"{where}.confidence", optional=True)
+        _in_range(c.calibration_frr, 0, 1, f"{where}.calibration_frr")
+        _in_range(c.synthetic_miss_rate, 0, 1, f"{where}.synthetic_miss_rate", optional=True)
 
 
 def load_bundle(path: str | Path, verify: bool = True, trusted_keys: list[Path] | None = None) -> Bundle:
@@ -306,10 +382,12 @@ def load_bundle(path: str | Path, verify: bool = True, trusted_keys: list[Path] 
     mf = root / MANIFEST
     if not mf.is_file():
         raise BundleError(f"{root} is not a bundle: {MANIFEST} is missing")
-    raw = _read_manifest(mf)
     keys = trusted_keys if trusted_keys is not None else trusted_keys_from_env()
-    if keys:
+    if keys:  # before the manifest is interpreted; its size is checked before it is read
+        _manifest_size(mf)
         verify_signature(root, keys)
+        verify = True  # a machine that trusts only signed bundles checks every file, whatever the caller asked
+    raw = _read_manifest(mf)
     from .methods import get_method
 
     raw_params = raw.pop("params", None)
@@ -319,6 +397,7 @@ def load_bundle(path: str | Path, verify: bool = True, trusted_keys: list[Path] 
         if raw_params is None:
             raise ConfigError(f"method {manifest.method} needs a 'params' section")
         manifest.params = from_dict(spec.params, raw_params, "manifest.params")
+        check_values(manifest)
     except ConfigError as exc:
         raise BundleError(f"{mf} is invalid: {exc}") from None
     stages = [s.name for s in manifest.stages]
@@ -344,15 +423,23 @@ class BundleWriter:
     """
 
     def __init__(self, out: str | Path, overwrite: bool = False):
-        from .outputs import check_writable, new_temp_dir
+        from .outputs import check_replaceable, check_writable, exclusive, new_temp_dir
 
         self.out = Path(out)
+        self.overwrite = overwrite
         if self.out.exists() and not overwrite:
             raise BundleError(f"{self.out} already exists; pass --overwrite to replace it (nothing was changed)")
         if self.out.exists() and not self.out.is_dir():
             raise BundleError(f"{self.out} is a file, not a bundle folder; choose another --out")
+        check_replaceable(self.out, lambda p: (p / MANIFEST).is_file(), "an edgead bundle")
         check_writable(self.out, "bundle")
-        self.tmp = new_temp_dir(self.out, "writing")
+        self.lock = exclusive(self.out, "export")
+        self.lock.__enter__()
+        try:
+            self.tmp = new_temp_dir(self.out, "writing")
+        except BaseException:
+            self.lock.__exit__(None, None, None)
+            raise
         self.stages: list[StageEntry] = []
         self.extras: list[ExtraEntry] = []
 
@@ -360,8 +447,11 @@ class BundleWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            if self.tmp.exists():
+                shutil.rmtree(self.tmp, ignore_errors=True)
+        finally:
+            self.lock.__exit__(None, None, None)
 
     def graph_path(self, stage: str) -> Path:
         p = self.tmp / "graphs" / f"{stage}.onnx"
@@ -391,7 +481,8 @@ class BundleWriter:
     def commit(self, manifest: Manifest) -> Bundle:
         from .outputs import publish_dir
 
+        check_values(manifest)  # never write what load_bundle would refuse
         _write_manifest(self.tmp, manifest)
         Bundle(self.tmp, manifest).verify()
-        publish_dir(self.tmp, self.out)  # replaces exactly ``out``; nothing beside it is touched
+        publish_dir(self.tmp, self.out, self.overwrite)  # replaces exactly ``out``; nothing beside it is touched
         return Bundle(self.out, manifest)

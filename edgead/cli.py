@@ -46,6 +46,14 @@ class EdgeadGroup(click.Group):
         except ModuleNotFoundError as exc:
             click.echo(f"error: {missing_dependency(exc)}", err=True)
             sys.exit(1)
+        except MemoryError:
+            click.echo("error: out of memory (a smaller --batch, a smaller image or a smaller preset needs less)",
+                       err=True)
+            sys.exit(1)
+        except OSError as exc:  # a full disk, a vanished folder, a permission: the system's own words
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
@@ -216,7 +224,15 @@ def _int(value: str, name: str) -> int:
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, help="Process every N-th frame.")
 @click.option("--roi", help="Region of interest x,y,width,height (pixels of the source frame).")
-@click.option("--show", is_flag=True, help="Show an OpenCV window with overlay, verdict and FPS (q quits).")
+@click.option("--show", is_flag=True,
+              help="Show an OpenCV window with overlay, verdict and FPS (q quits). Needs a display and the GUI "
+                   "OpenCV build (pip uninstall opencv-python-headless; pip install opencv-python); "
+                   "--web works with any install.")
+@click.option("--web", "web", metavar="[HOST:]PORT",
+              help="Serve a line view to browsers: live frame, score over time, FPS, latency, counts, latest "
+                   "anomalies. PORT alone binds to 127.0.0.1; give a HOST (0.0.0.0) to expose it.")
+@click.option("--web-token", envvar="EDGEAD_WEB_TOKEN",
+              help="Require ?token=TOKEN on every request of the line view (or $EDGEAD_WEB_TOKEN).")
 @click.option("--save", type=click.Path(dir_okay=False), help="Write an annotated video (.mp4, .avi, .mkv).")
 @click.option("--save-fps", type=float, default=10.0, show_default=True, help="Frame rate of --save.")
 @click.option("--jsonl", type=click.Path(dir_okay=False), help="One JSON line per processed frame.")
@@ -227,11 +243,12 @@ def _int(value: str, name: str) -> int:
 @click.option("--status-every", type=float, default=5.0, show_default=True, help="Seconds between status lines.")
 @click.option("--overwrite", is_flag=True, help="Allow replacing existing --save/--jsonl/--save-anomalies outputs.")
 @click.option("--product", help="Product whose thresholds apply (bundles that serve several products).")
-def run(bundle, camera, source, backend, stride, roi, show, save, save_fps, jsonl, save_anomalies, max_frames,
-        loop, reconnect_attempts, status_every, overwrite, product) -> None:
+def run(bundle, camera, source, backend, stride, roi, show, web, web_token, save, save_fps, jsonl, save_anomalies,
+        max_frames, loop, reconnect_attempts, status_every, overwrite, product) -> None:
     """Run a bundle on a live camera or stream (or a video/images) until stopped.
 
     \b
+    edgead run --bundle tire.edgead --camera 0 --web 8080        # then open http://127.0.0.1:8080/
     edgead run --bundle tire.edgead --camera 0 --show
     edgead run --bundle tire.edgead --source line.mp4 --save out.mp4 --jsonl events.jsonl
     """
@@ -256,6 +273,16 @@ def run(bundle, camera, source, backend, stride, roi, show, save, save_fps, json
         sinks.append(AnomalySaver(save_anomalies, overwrite))
     det = None
     try:
+        if web:
+            from .runtime.web import WebAddress, WebView
+
+            address = WebAddress.parse(web)
+            view = WebView(address, web_token, title=Path(bundle).name + (f" / {product}" if product else ""))
+            sinks.append(view)
+            if not address.loopback and not web_token:
+                click.echo(f"warning: the line view is open to every machine that reaches {address.host} "
+                           "(no --web-token)", err=True)
+            click.echo(f"line view: {view.url}", err=True)
         det = Detector.load(bundle, backend=backend, product=product)
         if show:
             sinks.append(WindowSink(stop))
@@ -333,7 +360,7 @@ def predict(images, bundle, backend, out, jsonl, overwrite, product) -> None:
 
                 write_image(Path(out) / names[f], r.overlay(color="rgb"))
     if jsonl:
-        atomic_write(jsonl, "".join(lines))
+        atomic_write(jsonl, "".join(lines), exclusive=not overwrite)
     click.echo(f"{len(lines)} images scored, {n_bad} anomalous"
                + (f", {len(failed)} could not be read" if failed else ""), err=True)
     if failed:
@@ -394,7 +421,7 @@ def evaluate(bundle, data, product, backend, out, sheet, overwrite) -> None:
     if len(reports) > 1:
         click.echo("== mean over products\n" + format_table(report["mean"]))
     if out:
-        atomic_write(out, json.dumps(report, indent=2))
+        atomic_write(out, json.dumps(report, indent=2), exclusive=not overwrite)
         click.echo(f"report written to {out}", err=True)
 
 
@@ -420,7 +447,7 @@ def benchmark(bundle, backend, batch, runs, checkpoint, images, out, overwrite, 
                            product=product)
     click.echo(format_report(report))
     if out:
-        atomic_write(out, json.dumps(report, indent=2))
+        atomic_write(out, json.dumps(report, indent=2), exclusive=not overwrite)
 
 
 # ---------------------------------------------------------------------------------- validate
@@ -448,7 +475,7 @@ def validate(bundle, backend, images, precision, out, overwrite, product) -> Non
         report = run_validate(det, imgs, precision=precision)
     click.echo(report.table())
     if out:
-        atomic_write(out, json.dumps(report.to_dict(), indent=2))
+        atomic_write(out, json.dumps(report.to_dict(), indent=2), exclusive=not overwrite)
     if not report.passed:
         sys.exit(1)
 
@@ -466,7 +493,11 @@ def validate(bundle, backend, images, precision, out, overwrite, product) -> Non
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--sign-key", type=click.Path(dir_okay=False), help="Sign the changed bundle with this private key.")
 @click.option("--product", help="Product to re-calibrate (bundles that serve several products).")
-def calibrate(bundle, good, target_frr, confidence, rule, max_frames, backend, sign_key, product) -> None:
+@click.option("--refuse-outliers", is_flag=True,
+              help="Refuse to calibrate when some --good images score far above the others (perhaps defective "
+                   "parts among them); by default they are named in a warning.")
+def calibrate(bundle, good, target_frr, confidence, rule, max_frames, backend, sign_key, product,
+              refuse_outliers) -> None:
     """Re-calibrate a bundle's thresholds on a line's own good parts (no retraining, no PyTorch).
 
     \b
@@ -475,13 +506,16 @@ def calibrate(bundle, good, target_frr, confidence, rule, max_frames, backend, s
     """
     from .bundle import load_bundle
     from .config import CalibrationConfig
+    from .outputs import exclusive
     from .runtime.calibration import recalibrate
 
-    b = load_bundle(bundle)
     cfg = CalibrationConfig(**{k: v for k, v in {"target_frr": target_frr, "confidence": confidence,
-                                                  "rule": rule}.items() if v is not None})
-    old, new, dropped = recalibrate(b, list(good), cfg, backend=backend, max_frames=max_frames,
-                                    progress=_progress(), sign_key=sign_key, product=product)
+                                                  "rule": rule}.items() if v is not None},
+                            outliers="refuse" if refuse_outliers else "warn")
+    with exclusive(bundle, "calibrate"):  # read, change and write the manifest as one step
+        b = load_bundle(bundle)
+        old, new, dropped = recalibrate(b, list(good), cfg, backend=backend, max_frames=max_frames,
+                                        progress=_progress(), sign_key=sign_key, product=product)
     _resigned(dropped, b.root)
     for w in new.warnings:
         click.echo(f"warning: {w}", err=True)

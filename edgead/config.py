@@ -126,6 +126,9 @@ class CalibrationConfig:
     k_sigma: float = 3.0
     min_images: int = 20
     """Below this many good images the threshold is flagged as uncertain."""
+    outliers: Literal["warn", "refuse"] = "warn"
+    """Good images scoring far above the others (robust z over OUTLIER_Z, perhaps defective parts among
+    --good): warn and use them, or refuse to calibrate."""
 
 
 def or_default(value, default):
@@ -353,12 +356,41 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+class _PlainLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: ten lines of nested ``*a`` references expand to billions of nodes
+    (a "billion laughs" file of 1 kB), which no size limit on the file catches."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise _AliasFound(self.peek_event().start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+
+class _AliasFound(Exception):
+    pass
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Never writes an alias, so everything edgead writes reads back with _PlainLoader."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
+def to_yaml(data: Any) -> str:
+    return yaml.dump(data, Dumper=_PlainDumper, sort_keys=False)
+
+
 def read_yaml_text(text: str, where: str, error: type[EdgeadError] = ConfigError) -> dict[str, Any]:
     """YAML text that must hold a mapping (empty: empty mapping); ``error`` on anything else."""
     try:
-        loaded = yaml.safe_load(text)
+        loaded = yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a SafeLoader without aliases
+    except _AliasFound as line:
+        raise error(f"{where} uses a YAML alias (*name, line {line}), which edgead files never contain") from None
     except yaml.YAMLError as exc:
         raise error(f"{where} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise error(f"{where} is nested too deeply to be a configuration") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -390,4 +422,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def dump_yaml(obj: Any) -> str:
-    return yaml.safe_dump(to_dict(obj), sort_keys=False)
+    return to_yaml(to_dict(obj))

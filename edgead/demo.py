@@ -13,6 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import EdgeadError, require
+from .outputs import check_replaceable
+
+DEMO_OUTPUTS = {"data", "run", "demo.edgead", "results.jsonl", "overlays", "sheet.png", "report.json"}
+"""What a demo writes: ``--overwrite`` deletes a folder that holds nothing else."""
+
+
+def _holds_only_a_demo(folder: Path) -> bool:
+    names = [e.name for e in folder.iterdir()]  # hidden ones: temporary files of an interrupted demo
+    return all(n in DEMO_OUTPUTS or any(n.startswith(f".{o}.") for o in DEMO_OUTPUTS) for n in names)
 
 
 def run_demo(out: Path, steps: int = 600, overwrite: bool = False, progress: bool = True,
@@ -30,6 +39,7 @@ def run_demo(out: Path, steps: int = 600, overwrite: bool = False, progress: boo
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise EdgeadError(f"{out} is not empty; pass --overwrite to replace the previous demo (nothing was changed)")
+        check_replaceable(out, _holds_only_a_demo, "a previous demo")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     timings = {}

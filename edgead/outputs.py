@@ -9,13 +9,18 @@ process umask (``tempfile`` would make them private to the user).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -66,18 +71,31 @@ def check_new_dir(path: str | Path | None, overwrite: bool, what: str) -> Path |
     return p
 
 
+def check_replaceable(path: Path, made_by_edgead: Callable[[Path], bool], what: str) -> None:
+    """``--overwrite`` replaces only a folder edgead made (or an empty one), never an arbitrary folder.
+
+    ``edgead export RUN --out runs --overwrite`` must not delete ``runs/`` with the run in it.
+    """
+    if path.is_dir() and any(path.iterdir()) and not made_by_edgead(path):
+        raise ConfigError(f"{path} is not {what} (a folder edgead made); --overwrite replaces only that. "
+                          "Choose another --out (nothing was changed)")
+
+
 def make_dirs(path: str | Path) -> Path:
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)
     return p
 
 
-def atomic_write_with(path: str | Path, write: Callable[[Path], object]) -> Path:
+def atomic_write_with(path: str | Path, write: Callable[[Path], object], exclusive: bool = False,
+                      mode: int | None = None) -> Path:
     """Let ``write`` create a temporary file beside ``path``, then rename it into place.
 
     The file is flushed to disk before the rename and gets the mode a plain open() would give
     under the umask, whoever wrote it (safetensors and torch.save create 0600 files); a failed
-    write leaves nothing behind.
+    write leaves nothing behind. ``exclusive``: a file that appeared at ``path`` since the command
+    checked it is never replaced (a hard link, unlike a rename, fails on an existing name).
+    ``mode``: the file's permissions instead of the umask's (a private key is never readable by others).
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -89,18 +107,35 @@ def atomic_write_with(path: str | Path, write: Callable[[Path], object]) -> Path
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, p)
+        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)
+        if exclusive:
+            _link_new(tmp, p)
+        else:
+            os.replace(tmp, p)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return p
 
 
-def atomic_write(path: str | Path, data: bytes | str) -> Path:
+def _link_new(tmp: Path, p: Path) -> None:
+    try:
+        os.link(tmp, p)
+    except FileExistsError:
+        raise ConfigError(f"{p} appeared while edgead was writing it; it was left as it is "
+                          "(pass --overwrite to replace it)") from None
+    except OSError:  # a file system without hard links: the check at start is what remains
+        if p.exists():
+            raise ConfigError(f"{p} appeared while edgead was writing it; it was left as it is") from None
+        os.replace(tmp, p)
+        return
+    tmp.unlink()
+
+
+def atomic_write(path: str | Path, data: bytes | str, exclusive: bool = False, mode: int | None = None) -> Path:
     """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
     raw = data.encode() if isinstance(data, str) else data
-    return atomic_write_with(path, lambda tmp: tmp.write_bytes(raw))
+    return atomic_write_with(path, lambda tmp: tmp.write_bytes(raw), exclusive, mode)
 
 
 def new_temp_dir(beside: Path, label: str) -> Path:
@@ -118,16 +153,25 @@ def apply_umask(root: Path) -> None:
             os.chmod(os.path.join(d, f), 0o666 & ~mask)
 
 
-def publish_dir(tmp: Path, out: Path) -> Path:
-    """Move the finished folder ``tmp`` to ``out``, replacing exactly ``out`` if it exists.
+def publish_dir(tmp: Path, out: Path, replace: bool = False) -> Path:
+    """Move the finished folder ``tmp`` to ``out``, replacing exactly ``out`` if ``replace``.
 
     The old ``out`` is first renamed to a fresh hidden name (never a name that could hold the
-    user's files), and only deleted once the new folder is in place.
+    user's files), and only deleted once the new folder is in place. Without ``replace`` a folder
+    that appeared at ``out`` since the start is left alone (rename() would replace an empty one).
     """
     apply_umask(tmp)
     if not out.exists():
-        os.replace(tmp, out)
-        return out
+        try:
+            os.mkdir(out)  # claims the name: fails if anything took it meanwhile
+        except FileExistsError:
+            if not replace:
+                raise ConfigError(f"{out} appeared while edgead was writing it; it was left as it is") from None
+        else:
+            os.replace(tmp, out)  # onto the empty folder just made
+            return out
+    elif not replace:
+        raise ConfigError(f"{out} appeared while edgead was writing it; it was left as it is")
     old = new_temp_dir(out, "replaced")  # an empty placeholder: rename() may replace it
     os.replace(out, old)
     try:
@@ -137,3 +181,30 @@ def publish_dir(tmp: Path, out: Path) -> Path:
         raise
     shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path, what: str) -> Iterator[None]:
+    """One edgead command at a time changes ``path`` (a bundle): two ``calibrate`` runs would each write
+    the manifest they read, and one history entry would be lost. The lock is ``.NAME.lock`` beside it,
+    released by the system when the process ends, however it ends; temporary folders left beside
+    ``path`` by a command that was killed are removed once the lock is held (nobody else can own them).
+    """
+    p = Path(path).absolute()
+    try:
+        fd = os.open(p.parent / f".{p.name}.lock", os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    except OSError:  # a read-only or missing folder: nothing there to change yet, so nothing to serialise
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("%s: waiting for another edgead command that is changing %s", what, p)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        for stale in p.parent.glob(f".{p.name}.writing-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+            log.info("removed %s, left by an interrupted command", stale)
+        yield
+    finally:
+        os.close(fd)

@@ -46,10 +46,9 @@ def generate_keys(prefix: str | Path) -> tuple[Path, Path]:
         check_new_file(p, False, "key file")
     key = ed25519.Ed25519PrivateKey.generate()
     atomic_write(public, key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                       serialization.PublicFormat.SubjectPublicKeyInfo))
+                                                       serialization.PublicFormat.SubjectPublicKeyInfo), exclusive=True)
     atomic_write(private, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption()))
-    os.chmod(private, 0o600)
+                                            serialization.NoEncryption()), exclusive=True, mode=0o600)
     return private, public
 
 

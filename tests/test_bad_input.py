@@ -151,18 +151,19 @@ def test_output_below_a_file_fails_before_the_work(bundle, demo_data, tmp_path):
 
 
 # 5 -------------------------------------------------------- --overwrite replaces exactly one path
-def test_overwrite_replaces_only_the_named_bundle(tiny_run, tmp_path):
+def test_overwrite_replaces_only_the_named_bundle(tiny_run, tiny_bundle, tmp_path):
     out = tmp_path / "x.edgead"
     notes = tmp_path / "x.edgead.old"
     notes.mkdir()
     (notes / "notes.txt").write_text("the line's notes")
-    out.mkdir()
+    shutil.copytree(tiny_bundle, out)  # a previous bundle
     (out / "stale.txt").write_text("old bundle")
     r = edgead("export", tiny_run, "--out", out, "--overwrite", "--parity-images", "2")
     assert r.returncode == 0, r.stderr
     assert (notes / "notes.txt").read_text() == "the line's notes"
     assert not (out / "stale.txt").exists() and load_bundle(out)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".x.edgead")]  # no leftovers
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".x.edgead")]
+    assert leftovers == [".x.edgead.lock"]  # the lock (empty; kept, as lock files are); no temporaries
 
 
 # 6 ------------------------------------------------------------- --resume keeps the run's config
@@ -294,6 +295,32 @@ def test_signed_bundles_for_a_fleet(bundle, demo_data, tmp_path):
     assert edgead("predict", "--bundle", bundle, image, env=trusted).returncode == 0
 
 
+def test_every_file_in_a_bundle_is_vouched_for(bundle, tmp_path, monkeypatch):
+    from edgead.errors import BundleError
+    from edgead.runtime.detector import Detector
+
+    stage = _manifest(bundle)["stages"][0]["file"]
+    (bundle / f"{stage}.data").write_bytes(b"\0" * 64)  # ONNX external weights: read by the runtime, listed nowhere
+    with pytest.raises(BundleError, match=rf"holds {stage}.data, a file its manifest does not list"):
+        load_bundle(bundle)
+    (bundle / f"{stage}.data").unlink()
+    (bundle / "graphs/x.runtime-cache").write_bytes(b"kernels")  # TensorRT for RTX's cache may sit there
+    assert load_bundle(bundle)
+
+    pytest.importorskip("cryptography")
+    from edgead.signing import generate_keys, sign
+
+    private, public = generate_keys(tmp_path / "owner")
+    sign(bundle, private)
+    extra = bundle / _manifest(bundle)["extras"][0]["file"]
+    extra.write_bytes(extra.read_bytes()[:-8] + b"\1" * 8)  # changed after signing; the manifest is untouched
+    monkeypatch.setenv("EDGEAD_TRUSTED_KEYS", str(public))
+    with pytest.raises(BundleError, match="does not match the manifest"):
+        Detector.load(bundle, verify=False)  # no flag skips the check on a machine that trusts only signed bundles
+    monkeypatch.delenv("EDGEAD_TRUSTED_KEYS")
+    assert load_bundle(bundle, verify=False)  # without trusted keys the caller may skip the hashes
+
+
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     from edgead.outputs import atomic_write, atomic_write_with
 
@@ -306,3 +333,293 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         atomic_write_with(target, half_written)
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["weights.safetensors"]
+
+
+# 13 ----------------------------------------------- values that load but make no sense are refused
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["calibration"]["image"].update(threshold=float("nan")),
+     "manifest.calibration.image.threshold must be a finite number, got nan"),
+    (lambda m: m["calibration"]["image"].update(threshold=float("inf")),
+     "manifest.calibration.image.threshold must be a finite number, got inf"),
+    (lambda m: m["scoring"].update(smoothing_sigma=1e9), "manifest.scoring.smoothing_sigma must lie in [0, 100]"),
+    (lambda m: m["scoring"].update(top_k=0), "manifest.scoring.top_k must lie in [1, "),
+    (lambda m: m["calibration"].update(target_frr=3.0), "manifest.calibration.target_frr must lie in [0, 0.5]"),
+    (lambda m: m["preprocess"].update(std=[0.5, 0.0, 0.5]), "manifest.preprocess needs std > 0"),
+    (lambda m: m["params"].update(alpha_bar_s=float("-inf")), "manifest.params.alpha_bar_s must be a finite number"),
+])
+def test_a_value_that_makes_no_sense_is_refused_by_name(bundle, demo_data, edit, message):
+    """A NaN threshold compares False with every score: every part would pass and validate say PASSED."""
+    data = _manifest(bundle)
+    edit(data)
+    _rewrite(bundle, data)
+    one_error_line(edgead("predict", "--bundle", bundle, demo_data / "test/hole/000.png"), message)
+    one_error_line(edgead("validate", bundle), message)
+
+
+def test_a_score_that_is_not_finite_is_an_error_for_that_frame_never_a_pass(tiny_bundle, demo_data):
+    from edgead import Detector
+    from edgead.errors import InputError
+    from edgead.runtime.sources import ImageFilesSource
+
+    with Detector.load(tiny_bundle, backend="onnxruntime-cpu") as det:
+        real = det.pipeline.run
+        det.pipeline.run = lambda x: type(real(x))(np.full((x.shape[0], 64, 64), np.nan, np.float32))
+        with pytest.raises(InputError, match=r"the anomaly score of the image is not finite \(nan\)"):
+            det.predict(demo_data / "test/hole/000.png")
+        src = ImageFilesSource(sorted((demo_data / "test/good").glob("*.png"))[:3], "three")
+        assert list(det.stream(src)) == [] and src.stats.bad_frames == 3  # counted like unreadable frames
+
+
+def test_nested_yaml_and_os_errors_are_one_line(tmp_path, demo_data):
+    cfg = tmp_path / "deep.yaml"
+    cfg.write_text("a: " + "[" * 20000 + "]" * 20000 + "\n")
+    one_error_line(edgead("train", "--config", cfg, "--out", tmp_path / "r", "--data", demo_data),
+                   "is nested too deeply to be a configuration", code=2)
+    huge = tmp_path / "huge.edgead"
+    huge.mkdir()
+    with (huge / "manifest.yaml").open("wb") as f:
+        f.truncate(17 << 20)  # sparse: no disk used
+    one_error_line(edgead("validate", huge), "more than a manifest can be")
+
+
+def test_an_os_error_anywhere_is_one_line(monkeypatch, tiny_bundle, tmp_path):
+    """A full disk or a vanished folder mid-command: the system's own words on one line, exit 1."""
+    import errno
+
+    from click.testing import CliRunner
+
+    from edgead import cli
+    from edgead.runtime import sources
+
+    def full(specs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out.jsonl"))
+
+    monkeypatch.setattr(sources, "expand_images", full)
+    r = CliRunner().invoke(cli.main, ["predict", "--bundle", str(tiny_bundle), "x.png"])
+    assert r.exit_code == 1 and r.output.strip() == f"error: {tmp_path / 'out.jsonl'}: No space left on device"
+
+
+# 14 -------------------------------- --overwrite replaces only what edgead made; outputs created exclusively
+def test_overwrite_never_replaces_a_folder_edgead_did_not_make(tiny_run, demo_data, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs / "tiny")
+    (runs / "notes.txt").write_text("the line's notes")
+    before = digest(runs)
+    one_error_line(edgead("export", runs / "tiny", "--out", runs, "--overwrite"), "holds the training run", code=2)
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "a.txt").write_text("keep")
+    one_error_line(edgead("export", runs / "tiny", "--out", other, "--overwrite"),
+                   "is not an edgead bundle (a folder edgead made); --overwrite replaces only that", code=2)
+    one_error_line(edgead("demo", "--out", other, "--overwrite"), "is not a previous demo", code=2)
+    one_error_line(edgead("train", "--data", demo_data, "--out", other, "--steps", "1"),
+                   "holds other files and no training run", code=2)
+    assert digest(runs) == before and (other / "a.txt").read_text() == "keep" and len(list(other.iterdir())) == 1
+
+
+def test_a_file_that_appears_after_the_check_is_never_replaced(tmp_path):
+    from edgead.errors import ConfigError
+    from edgead.outputs import atomic_write_with, publish_dir
+    from edgead.runtime.sinks import JsonlSink
+
+    out = tmp_path / "report.json"
+
+    def slow_write(tmp):  # another process creates the file while edgead writes its own
+        tmp.write_text("edgead's")
+        out.write_text("someone else's")
+
+    with pytest.raises(ConfigError, match="appeared while edgead was writing it; it was left as it is"):
+        atomic_write_with(out, slow_write, exclusive=True)
+    assert out.read_text() == "someone else's" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
+    atomic_write_with(out, lambda tmp: tmp.write_text("edgead's"))  # --overwrite: replaced
+    assert out.read_text() == "edgead's"
+
+    new, taken = tmp_path / "new", tmp_path / "taken.edgead"
+    new.mkdir()
+    taken.mkdir()  # appeared (empty) after BundleWriter's check: rename() would silently replace it
+    with pytest.raises(ConfigError, match="appeared while edgead was writing it"):
+        publish_dir(new, taken)
+    assert new.is_dir() and taken.is_dir()
+
+    sink = JsonlSink(tmp_path / "frames.jsonl")
+    (tmp_path / "frames.jsonl").write_text("the line's own log\n")
+    with pytest.raises(ConfigError, match="appeared after the check; it was left as it is"):
+        sink.write(None)
+    assert (tmp_path / "frames.jsonl").read_text() == "the line's own log\n"
+
+
+def test_a_private_key_is_never_readable_by_others(tmp_path):
+    pytest.importorskip("cryptography")
+    from edgead.errors import ConfigError
+    from edgead.outputs import atomic_write_with
+    from edgead.signing import generate_keys
+
+    private, public = generate_keys(tmp_path / "line")
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    modes = []
+    atomic_write_with(tmp_path / "k", lambda tmp: (tmp.write_text("x"), modes.append(tmp.stat().st_mode)), mode=0o600)
+    assert stat.S_IMODE((tmp_path / "k").stat().st_mode) == 0o600
+    with pytest.raises(ConfigError, match="already exists"):
+        generate_keys(tmp_path / "line")
+
+
+def test_an_image_too_large_to_decode_is_one_error_and_the_batch_goes_on(bundle, demo_data, tmp_path):
+    big = tmp_path / "big.png"
+    cv2.imwrite(str(big), np.zeros((300, 200, 3), np.uint8))
+    good = demo_data / "test/good/000.png"
+    r = edgead("predict", "--bundle", bundle, big, good, env={"EDGEAD_MAX_IMAGE_PIXELS": "50000"})
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "is 200x300 pixels, more than the limit of 50,000 (set EDGEAD_MAX_IMAGE_PIXELS" in r.stderr
+    assert len(r.stdout.strip().splitlines()) == 1 and "000.png" in r.stdout
+    tif = tmp_path / "big.tif"  # a format whose header is not read first: checked after decoding
+    cv2.imwrite(str(tif), np.zeros((300, 200, 3), np.uint8))
+    one_error_line(edgead("predict", "--bundle", bundle, tif, env={"EDGEAD_MAX_IMAGE_PIXELS": "50000"}),
+                   "is 200x300 pixels, more than the limit")
+    one_error_line(edgead("predict", "--bundle", bundle, good, env={"EDGEAD_MAX_IMAGE_PIXELS": "lots"}),
+                   "EDGEAD_MAX_IMAGE_PIXELS must be a whole number of pixels, got 'lots'")
+
+
+def test_calibration_screens_its_good_images(method_bundle, demo_data, tmp_path):
+    bundle = tmp_path / "b.edgead"
+    shutil.copytree(method_bundle("patchcore")[0], bundle)  # scores that follow the image (the tiny DiffusionAD's barely do)
+    good = sorted((demo_data / "validation/good").glob("*.png")) + sorted((demo_data / "test/good").glob("*.png"))
+    same = tmp_path / "same"
+    same.mkdir()
+    for i in range(5):  # one image given five times counts once
+        shutil.copy(good[0], same / f"copy{i}.png")
+    r = edgead("calibrate", bundle, "--good", same, "--good", good[1], "--good", good[2])
+    assert r.returncode == 0, r.stderr
+    assert "counted 4 repeated images once" in r.stderr and json.loads(r.stdout)["images"] == 3
+    defect = tmp_path / "mixed"
+    defect.mkdir()
+    for i, p in enumerate(good):
+        shutil.copy(p, defect / f"{i:02d}.png")
+    rng = np.random.default_rng(0)
+    for i in range(2):  # something else entirely among the "good" parts
+        cv2.imwrite(str(defect / f"zz_{i}.png"), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    before = digest(bundle)
+    one_error_line(edgead("calibrate", bundle, "--good", defect, "--refuse-outliers"),
+                   "score far above the others")
+    assert digest(bundle) == before
+    r = edgead("calibrate", bundle, "--good", defect)
+    assert r.returncode == 0 and "score far above the others" in r.stderr and "zz_" in r.stderr, r.stderr
+
+
+def test_outlier_rule_and_constant_scores():
+    from edgead.config import CalibrationConfig
+    from edgead.runtime.calibration import calibration_from_scores, outliers
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(10, 1, 40)
+    assert len(outliers(scores)) == 0
+    assert list(outliers(np.r_[scores, 30.0, 31.0])) == [40, 41]
+    assert len(outliers(np.r_[scores[:5], 30.0])) == 0  # too few to screen
+    cal = calibration_from_scores(np.full(25, 2.0), np.full(25, 3.0), 0.0, CalibrationConfig(), "x")
+    assert any("all 25 good images score the same" in w for w in cal.warnings)
+
+
+def test_commands_that_change_a_bundle_take_turns_and_clean_up_after_killed_ones(tmp_path, caplog):
+    import threading
+
+    from edgead.outputs import exclusive
+
+    bundle = tmp_path / "line.edgead"
+    stale = tmp_path / ".line.edgead.writing-k1ll3d"  # an export that was killed half-way
+    (stale / "graphs").mkdir(parents=True)
+    order, held = [], threading.Event()
+
+    def first():
+        with exclusive(bundle, "calibrate"):
+            held.set()
+            order.append("first in")
+            threading.Event().wait(0.5)
+            order.append("first out")
+
+    t = threading.Thread(target=first)
+    t.start()
+    held.wait(5)
+    with caplog.at_level("WARNING"), exclusive(bundle, "export --engine"):
+        order.append("second in")
+    t.join()
+    assert order == ["first in", "first out", "second in"]
+    assert "export --engine: waiting for another edgead command" in caplog.text
+    assert not stale.exists()
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(bundle, tmp_path):
+    bomb = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10))
+    cfg = tmp_path / "bomb.yaml"
+    cfg.write_text("l0: &l0 [lol]\n" + bomb)  # 1 kB that safe_load would expand to 9^9 strings
+    one_error_line(edgead("train", "--config", cfg, "--out", tmp_path / "r"), "uses a YAML alias (*name, line 2)",
+                   code=2)
+    data = _manifest(bundle)
+    body = yaml.safe_dump(data, sort_keys=False).replace("method:", "x: &x [1]\ny: *x\nmethod:", 1)
+    (bundle / "manifest.yaml").write_text(body + INTEGRITY + hashlib.sha256(body.encode()).hexdigest() + "\n")
+    one_error_line(edgead("validate", bundle), "uses a YAML alias")
+
+
+def test_one_writer_per_json_lines_file(tmp_path):
+    from edgead.errors import ConfigError
+    from edgead.runtime.sinks import JsonlSink
+
+    class R:  # the part of a Result the sink reads
+        timestamp = None
+
+        def to_dict(self):
+            return {"score": 1.0}
+
+    path = tmp_path / "e.jsonl"
+    path.write_text("old run\n")
+    first, second = JsonlSink(path, overwrite=True), JsonlSink(path, overwrite=True)
+    first.write(R())
+    with pytest.raises(ConfigError, match="is being written by another edgead run"):
+        second.write(R())
+    first.write(R())
+    first.close()
+    assert path.read_text().splitlines() == ['{"score": 1.0, "time": null}'] * 2
+
+
+def test_a_full_disk_leaves_no_half_line_and_no_truncated_image(tmp_path, monkeypatch):
+    import errno
+
+    from edgead.data.io import write_image
+    from edgead.runtime.sinks import JsonlSink
+
+    class R:
+        timestamp = None
+
+        def to_dict(self):
+            return {"score": 2.0}
+
+    sink = JsonlSink(tmp_path / "e.jsonl")
+    sink.write(R())
+
+    class FullDisk:  # the file object of a disk that fills after 10 bytes of the next line
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            self.f.write(data[:10])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    sink.file = FullDisk(sink.file)
+    with pytest.raises(OSError, match="No space left"):
+        sink.write(R())
+    sink.file = sink.file.f
+    sink.close()
+    assert (tmp_path / "e.jsonl").read_text() == '{"score": 2.0, "time": null}\n'  # every line whole
+
+    def fill(tmp):
+        tmp.write_bytes(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    from edgead import outputs
+
+    real = outputs.atomic_write_with
+    monkeypatch.setattr(outputs, "atomic_write_with", lambda path, write, *a, **k: real(path, fill, *a, **k))
+    with pytest.raises(OSError, match="No space left"):
+        write_image(tmp_path / "overlay.png", np.zeros((8, 8, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == [tmp_path / "e.jsonl"]  # no 0-byte or half image, no temporary

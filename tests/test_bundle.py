@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from edgead.bundle import BundleWriter, load_bundle
-from edgead.errors import BundleError
+from edgead.errors import BundleError, ConfigError
 
 
 def _copy(bundle, tmp_path):
@@ -114,6 +114,9 @@ def test_writer_never_overwrites_silently(tmp_path):
     with pytest.raises(BundleError, match="already exists; pass --overwrite"):
         BundleWriter(out)
     assert (out / "keep.txt").read_text() == "mine"
+    with pytest.raises(ConfigError, match="is not an edgead bundle"):  # --overwrite replaces only a bundle
+        BundleWriter(out, overwrite=True)
+    (out / "manifest.yaml").write_text("a previous bundle\n")
     with BundleWriter(out, overwrite=True) as w:
         tmp = w.tmp
         assert tmp.exists()

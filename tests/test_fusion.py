@@ -109,7 +109,7 @@ def test_fixed_weight_at_export_and_its_checks(method_bundle, tmp_path):
     with pytest.raises(ConfigError, match=r"d3ad.knn.weight and d3ad.knn.candidates must lie in \[0, 1\]"):
         export_run(root.parent / "run", tmp_path / "bad.edgead", progress=False, overrides=["d3ad.knn.weight=1.5"])
     for edit, message in [
-        (lambda p: p["fusion"].update(knn_weight=float("nan")), "params.fusion must hold a knn_weight in"),
+        (lambda p: p["fusion"].update(knn_weight=float("nan")), "params.fusion.knn_weight must be a finite number"),
         (lambda p: p["fusion"].update(knn=[0.0, 0.0]), "params.fusion must hold a knn_weight in"),
     ]:
         copy = tmp_path / "edited.edgead"

@@ -6,14 +6,49 @@ guessing from pixel values); unreadable files raise DataError naming the file.
 
 from __future__ import annotations
 
+import os
+import struct
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from ..errors import DataError
+from ..outputs import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MAX_PIXELS_ENV = "EDGEAD_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 64_000_000
+"""Largest image decoded (8000x8000): a 20000x20000 PNG would take 1.2 GB before anyone noticed."""
+
+
+def max_image_pixels() -> int:
+    value = os.environ.get(MAX_PIXELS_ENV, "")
+    try:
+        limit = int(value) if value else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise DataError(f"{MAX_PIXELS_ENV} must be a whole number of pixels, got {value!r}") from None
+    if limit <= 0:
+        raise DataError(f"{MAX_PIXELS_ENV} must be positive, got {limit}")
+    return limit
+
+
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG or BMP header, read before decoding; None for other formats."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:2] == b"BM" and len(data) >= 26:
+        w, h = struct.unpack("<ii", data[18:26])
+        return abs(w), abs(h)
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 <= len(data) and data[i] == 0xFF:
+            marker, length = data[i + 1], struct.unpack(">H", data[i + 2:i + 4])[0]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start-of-frame segment
+                h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                return w, h
+            i += 2 + length
+    return None
 
 
 def to_rgb_uint8(image: np.ndarray, source: str = "image", color: str = "bgr") -> np.ndarray:
@@ -49,9 +84,20 @@ def read_image(path: str | Path) -> np.ndarray:
     if not p.is_file():
         raise DataError(f"image not found: {p}")
     data = np.fromfile(str(p), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    limit = max_image_pixels()
+    size = declared_size(data[:65536].tobytes())
+    if size is not None and size[0] * size[1] > limit:
+        raise DataError(f"image {p} is {size[0]}x{size[1]} pixels, more than the limit of {limit:,} "
+                        f"(set {MAX_PIXELS_ENV} to allow larger images)")
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except (cv2.error, MemoryError) as exc:
+        raise DataError(f"cannot decode image {p}: {str(exc).strip().splitlines()[-1]}") from None
     if image is None:
         raise DataError(f"cannot decode image {p} (corrupt or not an image file)")
+    if image.shape[0] * image.shape[1] > limit:  # formats whose header is not read above (TIFF, WebP)
+        raise DataError(f"image {p} is {image.shape[1]}x{image.shape[0]} pixels, more than the limit of "
+                        f"{limit:,} (set {MAX_PIXELS_ENV} to allow larger images)")
     return to_rgb_uint8(image, str(p), color="bgr")
 
 
@@ -74,7 +120,7 @@ def write_image(path: str | Path, rgb: np.ndarray) -> None:
     ok, buf = cv2.imencode(p.suffix or ".png", bgr)
     if not ok:
         raise DataError(f"cannot encode image for {p}")
-    buf.tofile(str(p))
+    atomic_write(p, buf.tobytes())  # a full disk leaves no truncated image behind
 
 
 def list_images(folder: str | Path) -> list[Path]:

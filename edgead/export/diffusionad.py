@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..bundle import Scoring
 from ..contracts import StageContract, image_spec
 from ..methods.diffusionad import DiffusionADParams
@@ -35,11 +33,11 @@ class DiffusionADExport(MethodExport):
                 "segmenter": (self.model.segmenter, segmenter_contract(size))}
 
     def extras(self):
-        # fixed noise e1, e2 (seeded at export): the same frame always gets the same score
-        size = self.config.data.image_size
-        rng = np.random.default_rng(self.config.diffusionad.noise_seed)
-        return {"noise_s": rng.standard_normal((1, 3, size, size)).astype(np.float32),
-                "noise_b": rng.standard_normal((1, 3, size, size)).astype(np.float32)}
+        # fixed noise e1, e2 (seeded): the same frame always gets the same score
+        from ..training.diffusionad.trainer import fixed_noise
+
+        noise_s, noise_b = fixed_noise(self.config)
+        return {"noise_s": noise_s.numpy(), "noise_b": noise_b.numpy()}
 
     def params(self) -> DiffusionADParams:
         d = self.config.diffusionad

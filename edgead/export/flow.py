@@ -158,9 +158,9 @@ def advise_sensitivity(cal, good: np.ndarray, synthetic: np.ndarray, product: st
     number of them would at this false-reject target."""
     from ..runtime.calibration import images_for_misses
 
-    cal.synthetic_miss_rate = float(np.mean(synthetic <= cal.image.threshold)) if len(synthetic) else float("nan")
+    cal.synthetic_miss_rate = float(np.mean(synthetic <= cal.image.threshold)) if len(synthetic) else None
     miss = cal.synthetic_miss_rate
-    if not miss > MAX_SYNTHETIC_MISS:
+    if miss is None or miss <= MAX_SYNTHETIC_MISS:
         return
     where = f" of {product}" if product else ""
     w = (f"the threshold{where} misses {miss:.0%} of the synthetic anomalies made from its {cal.n_images} calibration "
@@ -206,6 +206,9 @@ def export_run(
     progress: bool = True,
     overrides: list[str] | None = None,
 ) -> tuple[Bundle, dict]:
+    if Path(out).resolve() in (Path(run_dir).resolve(), *Path(run_dir).resolve().parents):
+        raise ConfigError(f"--out {out} holds the training run {run_dir}; the bundle must go elsewhere "
+                          "(nothing was changed)")
     hooks = method_export(run_dir, overrides)
     config, spec = hooks.config, get_method(hooks.config.method)
     sets = _datasets(config, [data] if isinstance(data, str) else data)

@@ -35,6 +35,7 @@ from typing import Any
 from .. import __version__
 from ..bundle import Bundle, EngineFile, EngineSet, load_bundle, sha256_file
 from ..errors import BackendError, ExportError
+from ..outputs import exclusive, new_temp_dir
 from ..runtime.backends.trt_env import (
     RTX_TARGETS,
     EngineHeader,
@@ -233,7 +234,14 @@ def build_engines(bundle_path: str | Path, precision: str, workspace_gb: float =
     """
     if precision not in ("fp16", "fp32"):
         raise ExportError(f"--engine must be one of fp16, fp32; got {precision!r}")
-    bundle = load_bundle(bundle_path)
+    with exclusive(bundle_path, "export --engine"):  # the manifest is read, extended and written as one step
+        return _build_engines(load_bundle(bundle_path), precision, workspace_gb, max_batch, overwrite, trt, gpu,
+                              validator, sign_key, flavour, sm)
+
+
+def _build_engines(bundle: Bundle, precision: str, workspace_gb: float, max_batch: int, overwrite: bool, trt: Any,
+                   gpu: GpuInfo | None, validator, sign_key: str | Path | None, flavour: str,
+                   sm: str | None) -> tuple[EngineSet, dict]:
     trt = trt if isinstance(trt, TensorRT) else TensorRT("tensorrt", trt) if trt is not None else tensorrt(flavour)
     targets = parse_targets(sm) if trt.flavour == "rtx" else []
     if sm and trt.flavour != "rtx":
@@ -256,7 +264,7 @@ def build_engines(bundle_path: str | Path, precision: str, workspace_gb: float =
     report: dict = {"flavour": trt.flavour, "tensorrt": trt.version, "gpu": asdict(gpu) if gpu else None,
                     "targets": targets, "stages": {}}
     attempts = (False, True) if precision == "fp16" and not trt.strongly_typed else (False,)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=".engines.", dir=bundle.root))
+    tmp_dir = new_temp_dir(bundle.root, "writing")  # beside the bundle, never an unlisted folder inside it
     try:
         for pin in attempts:
             engine_set, report["stages"] = _build_all(trt, bundle, tmp_dir, directory, precision, gpu, targets,

@@ -26,16 +26,11 @@ class AutoencoderTraining:
     learning_rate: float = 2e-4
     kl_weight: float = 1e-6
     perceptual_weight: float = 1.0
-    color_jitter: float = 0.0
-    """Half of each batch gets random per-channel gains in [1 - c, 1 + c] and offsets in [-c/2, c/2], so the
-    decoder learns colours its products do not show (0: off)."""
 
     def check(self, where: str) -> None:
         for name in ("steps", "batch_size", "crop"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.color_jitter <= 1.0:
-            raise ConfigError(f"{where}.color_jitter must be in [0, 1], got {self.color_jitter}")
 
 
 def d3ad_schedule() -> ScheduleConfig:

@@ -8,6 +8,7 @@ runtime: ``edgead/runtime/pipelines/diffusionad.py``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..config import ScheduleConfig
 from ..errors import ConfigError
@@ -34,6 +35,20 @@ class DiffusionADConfig:
     smoothing_sigma: float = 0.0
     """Gaussian smoothing of the mask before scoring (pixels; 0 = off, as the paper)."""
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    # small training sets (docs/benchmarks.md section 2: the denoiser memorises 22 grid images, and the
+    # segmentation network, trained only on their near-perfect reconstructions, reads any reconstruction
+    # error of an unseen good image as an anomaly)
+    augment: Literal["none", "flip", "flip_rotate"] = "none"
+    """Geometric augmentation of every training image, for both networks: random horizontal and vertical flips,
+    and with flip_rotate also 90-degree rotations (for textures such as grid; not for an oriented product)."""
+    photometric: float = 0.0
+    """Random brightness (+- photometric / 2) and contrast (x 1 +- photometric) of every training image (0: off)."""
+    segmenter_holdout: float = 0.0
+    """Share of the training images the denoiser never learns from; the segmentation network learns only from
+    them (good and with synthetic anomalies), so an unseen good image's reconstruction error counts as normal."""
+    select_every: int | None = None
+    """Every this many steps, score the held-out good images and one synthetic anomaly made from each; export
+    takes the snapshot with the best synthetic AUROC instead of the last step (None: the last step)."""
 
     def check(self, config, where: str) -> None:
         self.schedule.check(f"{where}.schedule")
@@ -47,6 +62,12 @@ class DiffusionADConfig:
             raise ConfigError(f"{where}.top_k must be >= 1, got {self.top_k}")
         if self.smoothing_sigma < 0:
             raise ConfigError(f"{where}.smoothing_sigma must be >= 0, got {self.smoothing_sigma}")
+        if not 0 <= self.photometric < 1:
+            raise ConfigError(f"{where}.photometric must be in [0, 1), got {self.photometric}")
+        if not 0 <= self.segmenter_holdout <= 0.5:
+            raise ConfigError(f"{where}.segmenter_holdout must be in [0, 0.5], got {self.segmenter_holdout}")
+        if self.select_every is not None and self.select_every < 1:
+            raise ConfigError(f"{where}.select_every must be >= 1, got {self.select_every}")
 
 
 @dataclass

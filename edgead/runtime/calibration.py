@@ -21,9 +21,11 @@ calibrate`` re-runs this on a line's own good parts without retraining.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,9 @@ from .detector import Detector
 
 log = logging.getLogger(__name__)
 MIN_TOLERANCE_IMAGES = 3
+OUTLIER_Z = 5.0
+MIN_SCREENED_IMAGES = 8
+"""Fewer good images than this are not screened for outliers: their median and MAD say too little."""
 
 
 def _norm_cdf(x: np.ndarray) -> np.ndarray:
@@ -127,16 +132,43 @@ def _bootstrap_interval(values: np.ndarray, config: CalibrationConfig, transform
     return [float(np.percentile(out, 5)), float(np.percentile(out, 95))]
 
 
+def outliers(scores: np.ndarray) -> np.ndarray:
+    """Indices of scores far above the rest: robust z = (s - median) / (1.4826 MAD) over OUTLIER_Z.
+
+    A few defective parts among the "good" images raise a mean + k * std threshold until defects like
+    them pass; the median and MAD do not follow them.
+    """
+    s = np.asarray(scores, np.float64)
+    mad = 1.4826 * float(np.median(np.abs(s - np.median(s))))
+    if len(s) < MIN_SCREENED_IMAGES or mad <= 0:
+        return np.zeros(0, int)
+    return np.flatnonzero((s - np.median(s)) / mad > OUTLIER_Z)
+
+
 def calibration_from_scores(scores: np.ndarray, map_maxima: np.ndarray, map_min: float,
-                            config: CalibrationConfig, source: str, unit_interval: bool = False) -> Calibration:
+                            config: CalibrationConfig, source: str, unit_interval: bool = False,
+                            names: list[str] | None = None) -> Calibration:
     n = len(scores)
     if config.rule == "tolerance" and n < MIN_TOLERANCE_IMAGES:
         raise DataError(f"calibration needs at least {MIN_TOLERANCE_IMAGES} anomaly-free images for the "
                         f"tolerance rule, got {n}; add good images (validation/good, or --good DIR)")
     image, k, transform = fit(scores, config, unit_interval=unit_interval)
+    warnings = []
+    with np.errstate(divide="ignore", invalid="ignore"):  # screened in the scale the rule works in
+        far = outliers(TRANSFORMS[transform][0](np.asarray(scores, np.float64)))
+    if len(far):
+        named = ", ".join((names[i] if names else f"image {i + 1}") + f" ({scores[i]:.4g})" for i in far[:5])
+        more = f" and {len(far) - 5} more" if len(far) > 5 else ""
+        text = (f"{len(far)} of the {n} good images score far above the others (median {np.median(scores):.4g}): "
+                f"{named}{more}; if they are defective parts, remove them, since the threshold rises with them")
+        if config.outliers == "refuse":
+            raise DataError(text + " (calibration.outliers=refuse; nothing was changed)")
+        warnings.append(text)
     pixel, _, _ = fit(map_maxima, config, lower=map_min, unit_interval=unit_interval)
     interval = _bootstrap_interval(np.asarray(scores, np.float64), config, transform)
-    warnings = []
+    if float(np.ptp(scores)) == 0.0:
+        warnings.append(f"all {n} good images score the same ({scores[0]:.4g}): the threshold's spread is "
+                        "unknown (the same image given several times, or a constant frame?)")
     if n < config.min_images:
         warnings.append(
             f"only {n} anomaly-free images calibrated the threshold ({config.min_images} or more recommended): "
@@ -181,16 +213,19 @@ def run_images(detector: Detector, images: Iterable[Path | np.ndarray], batch: i
 
 def calibrate(bundle: Bundle, images: list[Path] | Iterable[np.ndarray], config: CalibrationConfig, source: str,
               backend: str = "onnxruntime-cpu", progress: bool = False,
-              total: int | None = None) -> tuple[Calibration, np.ndarray]:
-    """The calibration and the good images' image scores it was fitted on."""
+              total: int | None = None, names: list[str] | None = None) -> tuple[Calibration, np.ndarray]:
+    """The calibration and the good images' image scores it was fitted on (``names``: the images' names in
+    order, for warnings; it may be filled while ``images`` is consumed)."""
     det = Detector(bundle, backend=backend, require_calibration=False)  # maps and scores need no thresholds
     try:
         maps, scores = run_images(det, images, progress=progress, desc="calibrate", total=total)
     finally:
         det.close()
     maxima = maps.reshape(len(maps), -1).max(axis=1)
+    if names is None and isinstance(images, list):
+        names = [str(p) if isinstance(p, (str, Path)) else f"image {i + 1}" for i, p in enumerate(images)]
     return calibration_from_scores(scores, maxima, float(maps.min()), config, source,
-                                   bundle.manifest.scoring.unit_interval), scores
+                                   bundle.manifest.scoring.unit_interval, names), scores
 
 
 def images_for_misses(good: np.ndarray, anomalous: np.ndarray, cal: Calibration, max_miss: float,
@@ -227,17 +262,29 @@ def images_for_misses(good: np.ndarray, anomalous: np.ndarray, cal: Calibration,
     return hi
 
 
+@dataclass
+class FrameLog:
+    """What good_frames used and left out, filled while the frames are consumed."""
+
+    used: list[str] = field(default_factory=list)
+    training: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+
 def good_frames(specs: list[str], max_frames: int | None = None, skip: set[str] | None = None,
-                skipped: list[str] | None = None) -> Iterable[np.ndarray]:
+                record: FrameLog | None = None) -> Iterable[np.ndarray]:
     """uint8 RGB frames from image files, folders, globs, videos or live sources, in order.
 
-    Image files whose content hash is in ``skip`` (the model's training images) are left out and
-    appended to ``skipped``: a model scores its own training images lower than new good parts, so they
-    would pull the threshold down.
+    Image files whose content hash is in ``skip`` (the model's training images) are left out: a model
+    scores its own training images lower than new good parts, so they would pull the threshold down.
+    A frame identical to one already used is left out too: one image given 25 times is one image,
+    not 25 (it would shrink the spread the threshold is built on).
     """
     from ..data.datasets import content_hash
     from .sources import ImageFilesSource, open_source
 
+    record = record if record is not None else FrameLog()
+    seen: set[bytes] = set()
     n = 0
     for spec in specs:
         with open_source(spec) as src:
@@ -246,9 +293,15 @@ def good_frames(specs: list[str], max_frames: int | None = None, skip: set[str] 
             files = isinstance(src, ImageFilesSource)
             for frame in src.frames():
                 if skip and files and content_hash(Path(frame.source)) in skip:
-                    if skipped is not None:
-                        skipped.append(frame.source)
+                    record.training.append(frame.source)
                     continue
+                name = frame.source if files else f"{frame.source} frame {frame.index}"
+                digest = hashlib.sha256(frame.image.tobytes()).digest()
+                if digest in seen:
+                    record.duplicates.append(name)
+                    continue
+                seen.add(digest)
+                record.used.append(name)
                 yield frame.image
                 n += 1
                 if max_frames is not None and n >= max_frames:
@@ -267,19 +320,24 @@ def recalibrate(bundle: Bundle, specs: list[str], config: CalibrationConfig, bac
     old = m.calibration_for(product)
     if m.products and product is None:
         product = next(iter(m.products))  # calibration_for accepted it: the only product
-    skipped: list[str] = []
+    frames = FrameLog()
     try:
-        new, _ = calibrate(bundle, good_frames(specs, max_frames, m.training_hashes(), skipped), config,
-                           ", ".join(specs), backend=backend, progress=progress)
-    except DataError:
-        if skipped:
-            raise DataError(f"all {len(skipped)} images given are the model's own training images (same content); "
-                            "calibrate on good parts it was not trained on") from None
-        raise
-    if skipped:
-        w = (f"left out {len(skipped)} of the given images: they are the model's own training images (same content), "
-             "which it scores lower than new good parts; calibrated on the other "
-             f"{new.n_images}")
+        new, _ = calibrate(bundle, good_frames(specs, max_frames, m.training_hashes(), frames), config,
+                           ", ".join(specs), backend=backend, progress=progress, names=frames.used)
+    except DataError as exc:
+        if frames.training and not frames.used:
+            raise DataError(f"all {len(frames.training)} images given are the model's own training images (same "
+                            "content); calibrate on good parts it was not trained on") from None
+        raise exc from None
+    notes = []
+    if frames.training:
+        notes.append(f"left out {len(frames.training)} of the given images: they are the model's own training images "
+                     f"(same content), which it scores lower than new good parts; calibrated on the other "
+                     f"{new.n_images}")
+    if frames.duplicates:
+        notes.append(f"counted {len(frames.duplicates)} repeated images once (the same pixels as an earlier one, "
+                     f"e.g. {frames.duplicates[0]}): calibrated on {new.n_images} distinct images")
+    for w in reversed(notes):
         new.warnings.insert(0, w)
         log.warning(w)
     history = bundle.manifest.provenance.setdefault("calibration_history", [])

@@ -239,6 +239,11 @@ class Detector:
             raise BundleError(f"bundle {self.bundle.root} is not calibrated; re-export it with 'edgead export'")
         t_in = time.perf_counter()
         scored = self.score_batch(rgbs)
+        bad = np.flatnonzero(~np.isfinite(scored.scores))
+        if len(bad):  # never a pass: a NaN compares False with any threshold
+            where = f"image {bad[0]} of the batch" if len(rgbs) > 1 else "the image"
+            raise InputError(f"the anomaly score of {where} is not finite ({scored.scores[bad[0]]}): the model "
+                             "produced an invalid map for it, so it was not judged")
         timings = scored.timings_ms
         t_post = time.perf_counter()
         post = self.postprocess

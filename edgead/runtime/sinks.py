@@ -8,8 +8,11 @@ that would block the corrected rerun.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import json
+import os
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -37,21 +40,39 @@ class Sink(ABC):
 
 
 class JsonlSink(Sink):
-    """One JSON object per processed frame, flushed line by line."""
+    """One JSON object per processed frame, written line by line (unbuffered, whole lines only)."""
 
     def __init__(self, path: str | Path, overwrite: bool = False):
         self.path = check_new_file(path, overwrite, "JSON-lines file")
+        self.mode = "a" if overwrite else "x"  # never truncate a file that appeared after the check
         self.file = None
 
     def write(self, result: Result) -> None:
         if self.file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = self.path.open("w")
+            try:
+                self.file = self.path.open(self.mode + "b", buffering=0)  # each line reaches the disk whole
+            except FileExistsError:
+                raise ConfigError(f"JSON-lines file {self.path} appeared after the check; it was left as it is "
+                                  "(pass --overwrite to replace it)") from None
+            try:  # one writer per file: two runs told to --overwrite the same file would interleave lines
+                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.file.close()
+                self.file = None
+                raise ConfigError(f"JSON-lines file {self.path} is being written by another edgead run") from None
+            self.file.truncate(0)  # --overwrite: replaced, once this run is its only writer
         d = result.to_dict()
         ts = result.timestamp
         d["time"] = _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat() if ts else None
-        self.file.write(json.dumps(d) + "\n")
-        self.file.flush()
+        line = (json.dumps(d) + "\n").encode()
+        at = self.file.seek(0, os.SEEK_END)  # where this line starts (append mode writes at the end)
+        try:
+            self.file.write(line)
+        except OSError:  # a full disk: no half line is left for a reader to choke on
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.file.fileno(), at)
+            raise
 
     def close(self) -> None:
         if self.file is not None:
@@ -120,8 +141,9 @@ class WindowSink(Sink):
             cv2.namedWindow(title, cv2.WINDOW_NORMAL)
         except cv2.error as exc:
             raise ConfigError(
-                f"--show needs a display and an OpenCV build with GUI support ({exc.err or exc}); "
-                "on a headless machine use --save or --jsonl instead"
+                f"--show needs a display and an OpenCV build with GUI support ({exc.err or exc}): "
+                "pip uninstall opencv-python-headless && pip install opencv-python; or watch the line in a "
+                "browser with --web 8080 (any install), or write --save / --jsonl"
             ) from None
 
     def write(self, result: Result) -> None:

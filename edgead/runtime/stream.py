@@ -80,7 +80,12 @@ def stream_results(
             if frame.index % stride:
                 continue
             image = region.crop(frame.image) if region is not None else frame.image
-            result = detector.predict_rgb([image])[0]
+            try:
+                result = detector.predict_rgb([image])[0]
+            except InputError as exc:  # a frame the model cannot judge is a bad frame, never a pass
+                src.stats.bad_frames += 1
+                log.warning("skipping frame %d: %s", frame.index, exc)
+                continue
             result.source, result.frame_index, result.timestamp = frame.source, frame.index, frame.timestamp
             if on_result is not None:
                 on_result(result)

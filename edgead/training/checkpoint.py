@@ -20,7 +20,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
-from ..config import ExperimentConfig, from_dict, to_dict
+from ..config import ExperimentConfig, from_dict, to_dict, to_yaml
 from ..errors import ConfigError, EdgeadError
 from ..outputs import atomic_write, atomic_write_with
 
@@ -76,7 +76,7 @@ def save_checkpoint(
         save_tensors(run_dir / f"{name}.safetensors", module.state_dict())
     if state is not None:
         save_trainer_state(run_dir / STATE_FILE, state)
-    atomic_write(run_dir / CONFIG_FILE, yaml.safe_dump(meta, sort_keys=False))
+    atomic_write(run_dir / CONFIG_FILE, to_yaml(meta))
 
 
 def read_checkpoint_meta(run_dir: str | Path, method: str | None = None) -> tuple[dict[str, Any], ExperimentConfig]:

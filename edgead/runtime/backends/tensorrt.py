@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...bundle import Bundle, EngineSet, TensorSpec
+from ...bundle import RUNTIME_CACHE_SUFFIX, Bundle, EngineSet, TensorSpec
 from ...errors import BackendError
 from .base import Backend
 from .trt_env import TensorRT, check_engine_header, local_gpu, read_engine, tensorrt
@@ -68,9 +68,9 @@ class RuntimeCache:
         import os
 
         self.cache = runtime_config.create_runtime_cache()
-        beside = Path(engine_path).with_suffix(".runtime-cache")
+        beside = Path(engine_path).with_suffix(RUNTIME_CACHE_SUFFIX)
         fallback = Path(os.environ.get("EDGEAD_CACHE_DIR", Path.home() / ".cache" / "edgead")) / "rtx" / (
-            hashlib.sha256(str(Path(engine_path).resolve()).encode()).hexdigest()[:16] + ".runtime-cache")
+            hashlib.sha256(str(Path(engine_path).resolve()).encode()).hexdigest()[:16] + RUNTIME_CACHE_SUFFIX)
         self.path = beside if os.access(beside.parent, os.W_OK) else fallback
         if self.path.is_file():
             try:

@@ -37,7 +37,8 @@ from ..latent.run import open_latent_run
 from ..loop import run_loop
 from ..staged import StagedRun
 from .networks import GuidedDenoiser, HintEncoder, SemanticGuidedNetwork, freeze_encoder
-from .select import MIN_SELECTION_IMAGES, best, score_candidates, synthetic_set
+from ..selection import MIN_SELECTION_IMAGES, synthetic_set
+from .select import best, score_candidates
 
 log = logging.getLogger(__name__)
 STAGES = SPEC.train_stages

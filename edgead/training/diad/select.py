@@ -13,16 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...data.preprocess import Preprocess
-from ...data.synthesis import AnomalySynthesizer
 from ...evaluation.metrics import auroc
 from ...runtime.maps import feature_distance_map
 from ...runtime.scoring import image_scores, smooth
 from ...schedulers.guided_ddim import GuidedDDIMScheduler
-from ..data import DeviceImages, from_unit
-
-MIN_SELECTION_IMAGES = 10
-"""Below this many held-out good images the synthetic AUROC that picks the snapshot is too coarse to trust."""
 
 
 @torch.no_grad()
@@ -42,15 +36,6 @@ def diad_maps(images: torch.Tensor, encoder: nn.Module, hint_encoder: nn.Module,
         f, f_hat = features(x), features(x_hat)
         out.append(feature_distance_map([a.numpy() for a in f], [b.numpy() for b in f_hat], size))
     return np.concatenate(out)
-
-
-def synthetic_set(data: DeviceImages, spec: Preprocess, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
-    """The held-out good images plus one synthetic anomaly made from each; labels 0/1."""
-    g = torch.Generator().manual_seed(seed)
-    good = data.images.float() / 255.0
-    bad, _ = AnomalySynthesizer(spec.image_size[0])(good, g, data.foreground)
-    x = from_unit(torch.cat([good, bad]), spec)
-    return x, np.r_[np.zeros(len(good)), np.ones(len(bad))]
 
 
 def score_candidates(candidates: dict[int, nn.Module], starts: list[int], x: torch.Tensor, labels: np.ndarray,

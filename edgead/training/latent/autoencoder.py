@@ -64,17 +64,6 @@ def _random_crop(x: torch.Tensor, crop: int, g: torch.Generator) -> torch.Tensor
     return x[..., top:top + crop, left:left + crop]
 
 
-def color_jitter(x01: torch.Tensor, strength: float, g: torch.Generator) -> torch.Tensor:
-    """Half the batch (float [B, 3, H, W] in [0, 1]) with random per-channel gains and offsets."""
-    if strength <= 0:
-        return x01
-    b, dev = x01.shape[0], x01.device
-    gains = 1 + strength * (2 * torch.rand(b, 3, 1, 1, generator=g, device=dev) - 1)
-    offsets = 0.5 * strength * (2 * torch.rand(b, 3, 1, 1, generator=g, device=dev) - 1)
-    on = torch.rand(b, 1, 1, 1, generator=g, device=dev) < 0.5
-    return torch.where(on, (x01 * gains + offsets).clamp(0, 1), x01)
-
-
 def train_autoencoder(run: StagedRun, net: LatentNetworkConfig, data: DeviceImages, spec: Preprocess,
                       settings, device: torch.device, progress: bool, backbone_weights=None) -> nn.Module:
     """Stage ``autoencoder``: returns the trained AutoencoderKL and records the latent scale."""
@@ -92,8 +81,7 @@ def train_autoencoder(run: StagedRun, net: LatentNetworkConfig, data: DeviceImag
     def step_fn():
         x01, _ = data.draw(settings.batch_size, gen)
         flip = torch.rand(x01.shape[0], 1, 1, 1, generator=gen, device=device) < 0.5
-        x01 = color_jitter(torch.where(flip, x01.flip(-1), x01), settings.color_jitter, gen)
-        x = from_unit(_random_crop(x01, settings.crop, gen), spec)
+        x = from_unit(_random_crop(torch.where(flip, x01.flip(-1), x01), settings.crop, gen), spec)
         posterior = ae.encode(x).latent_dist
         rec = ae.decode(posterior.sample(generator=gen)).sample
         l1 = (rec - x).abs().mean()

@@ -1,0 +1,168 @@
+"""The line view (``edgead run --web``): what it serves, who may see it, and a real browser loading it."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+
+from edgead import Detector
+from edgead.errors import ConfigError
+from edgead.runtime.runner import run_stream
+from edgead.runtime.sinks import Sink
+from edgead.runtime.sources import ImageFilesSource
+from edgead.runtime.web import BOUNDARY, WebAddress, WebView
+
+TOKEN = "line-7-secret"
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_addresses():
+    assert WebAddress.parse("8080") == WebAddress("127.0.0.1", 8080) and WebAddress.parse("8080").loopback
+    assert not WebAddress.parse("0.0.0.0:9000").loopback
+    assert WebAddress.parse("[::1]:80") == WebAddress("::1", 80) and WebAddress.parse("localhost:1").loopback
+    for bad in ("port", "127.0.0.1:99999", ":80", "1.2.3.4:x"):
+        with pytest.raises(ConfigError, match="give PORT or HOST:PORT"):
+            WebAddress.parse(bad)
+    with pytest.raises(ConfigError, match="at least 8 characters"):
+        WebView("127.0.0.1:0", token="short")
+
+
+@pytest.fixture(scope="module")
+def line_bundle(method_bundle, demo_data, tmp_path_factory):
+    """The tiny PatchCore bundle with a threshold that flags the demo's defects (mean + 1 sd of good scores:
+    the export's threshold from 6 images passes every part)."""
+    from edgead import load_bundle
+    from edgead.config import CalibrationConfig
+    from edgead.runtime.calibration import recalibrate
+
+    root = tmp_path_factory.mktemp("web") / "line.edgead"
+    shutil.copytree(method_bundle("patchcore")[0], root)
+    recalibrate(load_bundle(root), [str(demo_data / "validation/good")], CalibrationConfig(rule="k_sigma", k_sigma=1.0),
+                backend="onnxruntime-cpu")
+    return root
+
+
+@pytest.fixture(scope="module")
+def detector(line_bundle):
+    with Detector.load(line_bundle, backend="onnxruntime-cpu") as d:
+        yield d
+
+
+class _Open(Sink):
+    """The view, kept serving after the stream ends (run_stream closes its sinks)."""
+
+    def __init__(self, view):
+        self.view = view
+
+    def write(self, result):
+        self.view.write(result)
+
+
+def test_line_view_serves_frames_scores_and_anomalies(detector, demo_data):
+    files = sorted(demo_data.glob("test/*/*.png"))
+    view = WebView("127.0.0.1:0", token=TOKEN, title="tire <line 7>")
+    try:
+        assert _get(view.url.replace(TOKEN, "wrong"))[0] == 403
+        stats = run_stream(detector, ImageFilesSource(files, "test"), [_Open(view)], echo=lambda m: None)
+        code, page = _get(view.url)
+        assert code == 200 and b"tire &lt;line 7&gt; line view" in page
+        base = view.url.split("?")[0]
+        s = json.loads(_get(f"{base}stats.json?token={TOKEN}")[1])
+        assert s["frames"] == len(files) == stats.frames and s["anomalies"] == stats.anomalies > 0
+        assert len(s["scores"]) == len(files) and s["threshold"] == 0.5 and s["fps"] > 0
+        assert [a for _, _, a in s["scores"]].count(True) == stats.anomalies and s["latency_ms"]["p50"] > 0
+        frame = cv2.imdecode(np.frombuffer(_get(f"{base}frame.jpg?token={TOKEN}")[1], np.uint8), cv2.IMREAD_COLOR)
+        assert frame.shape == (64, 64, 3)
+        latest = s["gallery"][0]
+        for kind in ("overlay", "map"):
+            code, jpg = _get(f"{base}gallery/{latest['id']}/{kind}.jpg?token={TOKEN}")
+            assert code == 200 and cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR).shape == (64, 64, 3)
+        with urllib.request.urlopen(f"{base}stream.mjpg?token={TOKEN}", timeout=10) as r:  # MJPEG: the latest frame
+            assert r.headers["Content-Type"] == f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}"
+            head = r.read(200)
+            assert head.startswith(b"--" + BOUNDARY) and b"Content-Type: image/jpeg" in head
+    finally:
+        view.close()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(view.url, timeout=2)
+
+
+def test_a_busy_port_is_one_error_line(tiny_bundle, demo_data):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "edgead.cli", "run", "--bundle", str(tiny_bundle), "--source",
+                            str(demo_data / "test/good"), "--web", f"127.0.0.1:{port}"], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"error: cannot serve the line view on 127.0.0.1:{port}: Address already in use" in r.stderr
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (CI installs the distribution's package)")
+def test_the_line_view_in_a_real_browser(line_bundle, demo_data, tmp_path):
+    """`edgead run --source VIDEO --loop --web`: a headless Chromium loads the page, its script fills in
+    frames, scores and the anomaly gallery from the running line."""
+    files = sorted(demo_data.glob("test/*/*.png"))
+    video = tmp_path / "line.mkv"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"FFV1"), 5, (64, 64))
+    for f in files:
+        w.write(cv2.imread(str(f)))
+    w.release()
+    port = _free_port()
+    p = subprocess.Popen([sys.executable, "-m", "edgead.cli", "run", "--bundle", str(line_bundle),
+                          "--source", str(video), "--loop", "--web", f"127.0.0.1:{port}", "--web-token", TOKEN,
+                          "--backend", "onnxruntime-cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/?token={TOKEN}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if json.loads(_get(url.replace("/?", "/stats.json?"))[1])["anomalies"] > 0:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.3)
+        shot = tmp_path / "line-view.png"
+        browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                   f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000", "--window-size=1100,800"]
+        dom = subprocess.run([*browser, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+        frames = re.search(r'id="frames">(\d+)<', dom)
+        assert frames and int(frames.group(1)) > 0, dom[-2000:]
+        assert re.search(r'id="fps">[0-9.]+<', dom) and 'figure data-id="' in dom  # the anomaly gallery
+        assert 'src="stream.mjpg?token=' in dom
+        subprocess.run([*browser, f"--screenshot={shot}", url], capture_output=True, timeout=120)
+        assert shot.is_file() and cv2.imread(str(shot)).shape[:2] == (800, 1100)
+        if os.environ.get("EDGEAD_SCREENSHOT"):  # docs/line-view.png is made this way
+            shutil.copy(shot, os.environ["EDGEAD_SCREENSHOT"])
+    finally:
+        p.send_signal(signal.SIGTERM)
+        stdout, stderr = p.communicate(timeout=30)
+    assert p.returncode == 0, stderr
+    assert f"line view: http://127.0.0.1:{port}/?token={TOKEN}" in stderr and json.loads(stdout)["frames"] > 0
