@@ -69,11 +69,11 @@ class DeviceImages:
 
     def draw(self, n: int, generator: torch.Generator,
              among: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``n`` random images as float [n, 3, H, W] in [0, 1], with their foregrounds; ``among``: only these."""
+        """``n`` random images as float [n, 3, H, W] in [0, 1], with their foregrounds; ``among``: only these
+        (indices on the images' device)."""
         if among is None:
             idx = self.indices(n, generator)
         else:
-            among = among.to(self.images.device)
             idx = among[torch.randint(0, len(among), (n,), generator=generator, device=self.images.device)]
         fg = self.foreground[idx] if self.foreground is not None else None
         return self.images[idx].float() * float(UNIT), fg

@@ -147,7 +147,8 @@ class DiffusionADTrainer:
         data = DeviceImages(load_images([s.path for s in dataset.train], spec), self.device, cfg.data.foreground)
         synth = AnomalySynthesizer.from_folder(size, cfg.data.textures, self.device)
         d = cfg.diffusionad
-        for_denoiser, for_segmenter = split_for_segmenter(len(data), d.segmenter_holdout, tc.seed)
+        for_denoiser, for_segmenter = (None if i is None else i.to(self.device)  # once, not every step
+                                       for i in split_for_segmenter(len(data), d.segmenter_holdout, tc.seed))
         selector = Selector(self, dataset, spec, state) if d.select_every else None
 
         denoiser = build_denoiser(self.net, size).to(self.device)
