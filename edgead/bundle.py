@@ -433,7 +433,7 @@ class BundleWriter:
             raise BundleError(f"{self.out} is a file, not a bundle folder; choose another --out")
         check_replaceable(self.out, lambda p: (p / MANIFEST).is_file(), "an edgead bundle")
         check_writable(self.out, "bundle")
-        self.lock = exclusive(self.out, "export")
+        self.lock = exclusive(self.out, "export", creating=True)
         self.lock.__enter__()
         try:
             self.tmp = new_temp_dir(self.out, "writing")

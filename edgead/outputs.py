@@ -184,13 +184,18 @@ def publish_dir(tmp: Path, out: Path, replace: bool = False) -> Path:
 
 
 @contextlib.contextmanager
-def exclusive(path: str | Path, what: str) -> Iterator[None]:
+def exclusive(path: str | Path, what: str, creating: bool = False) -> Iterator[None]:
     """One edgead command at a time changes ``path`` (a bundle): two ``calibrate`` runs would each write
     the manifest they read, and one history entry would be lost. The lock is ``.NAME.lock`` beside it,
     released by the system when the process ends, however it ends; temporary folders left beside
     ``path`` by a command that was killed are removed once the lock is held (nobody else can own them).
+    ``creating``: ``path`` is made by this command; otherwise a path that does not exist is not locked
+    (the command is about to say so, and leaves no lock file beside a mistyped name).
     """
     p = Path(path).absolute()
+    if not creating and not p.exists():
+        yield
+        return
     try:
         fd = os.open(p.parent / f".{p.name}.lock", os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
     except OSError:  # a read-only or missing folder: nothing there to change yet, so nothing to serialise

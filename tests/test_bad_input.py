@@ -524,6 +524,7 @@ def test_commands_that_change_a_bundle_take_turns_and_clean_up_after_killed_ones
     from edgead.outputs import exclusive
 
     bundle = tmp_path / "line.edgead"
+    bundle.mkdir()
     stale = tmp_path / ".line.edgead.writing-k1ll3d"  # an export that was killed half-way
     (stale / "graphs").mkdir(parents=True)
     order, held = [], threading.Event()
@@ -544,6 +545,9 @@ def test_commands_that_change_a_bundle_take_turns_and_clean_up_after_killed_ones
     assert order == ["first in", "first out", "second in"]
     assert "export --engine: waiting for another edgead command" in caplog.text
     assert not stale.exists()
+    with exclusive(tmp_path / "mistyped.edgead", "calibrate"):  # calibrate on a bundle that is not there
+        pass
+    assert not (tmp_path / ".mistyped.edgead.lock").exists()
 
 
 def test_a_yaml_alias_bomb_is_refused_before_it_expands(bundle, tmp_path):
