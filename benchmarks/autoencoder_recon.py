@@ -14,8 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from edgead.core.preprocess import Preprocess
 from edgead.data.datasets import load_dataset
-from edgead.data.preprocess import Preprocess
 from edgead.training.checkpoint import read_checkpoint_meta
 from edgead.training.data import load_images
 from edgead.training.latent.autoencoder import load_codec, reconstruction_error
@@ -30,7 +30,7 @@ def main() -> None:
     table = {}
     for run in a.runs:
         meta, config = read_checkpoint_meta(run)
-        encoder, decoder = load_codec(run, config, meta["stages"])
+        encoder, decoder = load_codec(run, config, meta)
         spec = Preprocess.for_size(config.data.image_size)
         row = {}
         for root in a.data:  # test/good: images no run trained on

@@ -11,9 +11,14 @@ import argparse
 import shutil
 from pathlib import Path
 
-from edgead.config import ExperimentConfig, from_dict, to_dict
+from edgead.core.codec import from_dict, to_dict
+from edgead.core.config import ExperimentConfig
 from edgead.training import train
-from edgead.training.checkpoint import CONFIG_FILE, read_checkpoint_meta, save_checkpoint
+from edgead.training.checkpoint import (
+    CONFIG_FILE,
+    read_checkpoint_meta,
+    save_checkpoint,
+)
 
 SHARED = ("autoencoder", "denoiser")
 
@@ -28,7 +33,7 @@ def main() -> None:
     stages = meta.get("stages", {})
     if not all(stages.get(s, {}).get("complete") for s in SHARED):
         raise SystemExit(f"{a.run}: stages {', '.join(SHARED)} must be complete")
-    from edgead.config import apply_overrides
+    from edgead.core.codec import apply_overrides
 
     variant = from_dict(ExperimentConfig, apply_overrides(to_dict(config), a.sets)).validate()
     a.out.mkdir(parents=True, exist_ok=False)

@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from edgead.config import load_config
+from edgead.core.config import load_config
 from edgead.data.datasets import load_dataset
 from edgead.evaluation.evaluate import evaluate, save_sheets
 from edgead.export.flow import export_run

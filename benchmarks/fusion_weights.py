@@ -19,14 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
-from edgead.bundle import load_bundle
+from edgead.core.bundle import load_bundle
+from edgead.core.fusion import FusionParams, PatchKnnConfig, fuse
+from edgead.core.metrics import aupro, auroc, average_precision
+from edgead.core.scoring import image_scores, smooth
 from edgead.data.datasets import content_hash, load_dataset
 from edgead.data.io import read_mask
-from edgead.evaluation.metrics import aupro, auroc, average_precision
-from edgead.export.fusion import SYNTHETIC_IMAGES, candidate_rows, choose_weight, map_components, synthetic_anomalies
-from edgead.methods.fusion import FusionParams, PatchKnnConfig
-from edgead.runtime.fusion import fuse
-from edgead.runtime.scoring import image_scores, smooth
+from edgead.export.fusion import (
+    SYNTHETIC_IMAGES,
+    candidate_rows,
+    choose_weight,
+    map_components,
+    synthetic_anomalies,
+)
 from edgead.training.data import load_images
 
 WEIGHTS = tuple(sorted({*PatchKnnConfig().candidates, 0.9, 1.0}))

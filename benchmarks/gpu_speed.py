@@ -18,12 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgead.config import load_config
+from edgead.core.config import load_config
+from edgead.core.preprocess import Preprocess, resize
 from edgead.data.io import list_images, read_image
-from edgead.data.preprocess import Preprocess, resize
 from edgead.training.diffusionad import DiffusionADModel
 from edgead.training.diffusionad import load_model as load_diffusionad
-from edgead.training.diffusionad.networks import build_denoiser, build_segmenter, resolve_network
+from edgead.training.diffusionad.networks import (
+    build_denoiser,
+    build_segmenter,
+    resolve_network,
+)
 
 
 def build_model(run: str | None, preset: str, size: int) -> DiffusionADModel:

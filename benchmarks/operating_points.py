@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgead import Detector, load_bundle
-from edgead.config import CalibrationConfig
+from edgead.core.config import CalibrationConfig
 from edgead.data.datasets import load_dataset
 from edgead.runtime.calibration import calibration_from_scores, run_images
 

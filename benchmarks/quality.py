@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from edgead.config import load_config
+from edgead.core.config import load_config
 from edgead.data.datasets import load_dataset
 from edgead.evaluation.evaluate import evaluate, format_table, save_sheets
 from edgead.evaluation.report import roc_figure

@@ -17,10 +17,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgead.config import load_config
+from edgead.core.config import load_config
 from edgead.export.flow import export_run
 from edgead.training.checkpoint import save_checkpoint
-from edgead.training.diffusionad.networks import build_denoiser, build_segmenter, resolve_network
+from edgead.training.diffusionad.networks import (
+    build_denoiser,
+    build_segmenter,
+    resolve_network,
+)
 
 
 def random_run(preset: str, data: str, size: int, out: Path) -> Path:

@@ -9,21 +9,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.3.0"
+from .core.version import __version__
+
 __all__ = ["Detector", "Result", "load_bundle", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .bundle import load_bundle
-    from .runtime.detector import Detector, Result
+    from .core.bundle import load_bundle
+    from .runtime.detector import Detector
+    from .runtime.result import Result
 
 
 def __getattr__(name: str) -> Any:
     if name in ("Detector", "Result"):
-        from .runtime import detector
+        from . import runtime
 
-        return getattr(detector, name)
+        return getattr(runtime, name)
     if name == "load_bundle":
-        from .bundle import load_bundle
+        from .core.bundle import load_bundle
 
         return load_bundle
     raise AttributeError(f"module 'edgead' has no attribute {name!r}")

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import EdgeadError, require
-from .outputs import check_replaceable
+from .core.errors import EdgeadError, require
+from .core.outputs import check_replaceable
 
 DEMO_OUTPUTS = {"data", "run", "demo.edgead", "results.jsonl", "overlays", "sheet.png", "report.json"}
 """What a demo writes: ``--overwrite`` deletes a folder that holds nothing else."""
@@ -27,7 +27,7 @@ def _holds_only_a_demo(folder: Path) -> bool:
 def run_demo(out: Path, steps: int = 600, overwrite: bool = False, progress: bool = True,
              echo: Callable[[str], None] = print, image_size: int = 64) -> dict:
     require("torch", 'pip install "edgead[train]"', "The demo (it trains a model)")
-    from .config import load_config
+    from .core.config import load_config
     from .data.datasets import load_dataset
     from .data.demo import make_demo_dataset
     from .data.io import write_image

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from edgead.bundle import Scoring
+from edgead.core.bundle import Scoring
+from edgead.core.errors import ConfigError
+from edgead.core.preprocess import Preprocess
 from edgead.data.datasets import load_dataset
-from edgead.data.preprocess import Preprocess
-from edgead.errors import ConfigError
 from edgead.export.flow import MethodExport
 from edgead.export.stages import feature_extractor_contract
 from edgead.methods import MethodSpec

@@ -9,8 +9,6 @@ import json
 import os
 import shutil
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -19,16 +17,16 @@ import pytest
 import yaml
 
 from edgead import load_bundle
-from edgead.bundle import INTEGRITY
+from edgead.core.bundle import INTEGRITY
 from edgead.methods import method_names
 
+from .conftest import edgead_cli
 
 METHODS = method_names()
 
 
 def edgead(*args, cwd=None, env=None):
-    return subprocess.run([sys.executable, "-m", "edgead.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, **(env or {})})
+    return edgead_cli(*args, cwd=cwd, env=env)
 
 
 def one_error_line(r, message, code=1):
@@ -296,7 +294,7 @@ def test_signed_bundles_for_a_fleet(bundle, demo_data, tmp_path):
 
 
 def test_every_file_in_a_bundle_is_vouched_for(bundle, tmp_path, monkeypatch):
-    from edgead.errors import BundleError
+    from edgead.core.errors import BundleError
     from edgead.runtime.detector import Detector
 
     stage = _manifest(bundle)["stages"][0]["file"]
@@ -308,7 +306,7 @@ def test_every_file_in_a_bundle_is_vouched_for(bundle, tmp_path, monkeypatch):
     assert load_bundle(bundle)
 
     pytest.importorskip("cryptography")
-    from edgead.signing import generate_keys, sign
+    from edgead.core.signing import generate_keys, sign
 
     private, public = generate_keys(tmp_path / "owner")
     sign(bundle, private)
@@ -322,7 +320,7 @@ def test_every_file_in_a_bundle_is_vouched_for(bundle, tmp_path, monkeypatch):
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
-    from edgead.outputs import atomic_write, atomic_write_with
+    from edgead.core.outputs import atomic_write, atomic_write_with
 
     target = atomic_write(tmp_path / "weights.safetensors", b"old")
 
@@ -358,7 +356,7 @@ def test_a_value_that_makes_no_sense_is_refused_by_name(bundle, demo_data, edit,
 
 def test_a_score_that_is_not_finite_is_an_error_for_that_frame_never_a_pass(tiny_bundle, demo_data):
     from edgead import Detector
-    from edgead.errors import InputError
+    from edgead.core.errors import InputError
     from edgead.runtime.sources import ImageFilesSource
 
     with Detector.load(tiny_bundle, backend="onnxruntime-cpu") as det:
@@ -418,8 +416,8 @@ def test_overwrite_never_replaces_a_folder_edgead_did_not_make(tiny_run, demo_da
 
 
 def test_a_file_that_appears_after_the_check_is_never_replaced(tmp_path):
-    from edgead.errors import ConfigError
-    from edgead.outputs import atomic_write_with, publish_dir
+    from edgead.core.errors import ConfigError
+    from edgead.core.outputs import atomic_write_with, publish_dir
     from edgead.runtime.sinks import JsonlSink
 
     out = tmp_path / "report.json"
@@ -450,9 +448,9 @@ def test_a_file_that_appears_after_the_check_is_never_replaced(tmp_path):
 
 def test_a_private_key_is_never_readable_by_others(tmp_path):
     pytest.importorskip("cryptography")
-    from edgead.errors import ConfigError
-    from edgead.outputs import atomic_write_with
-    from edgead.signing import generate_keys
+    from edgead.core.errors import ConfigError
+    from edgead.core.outputs import atomic_write_with
+    from edgead.core.signing import generate_keys
 
     private, public = generate_keys(tmp_path / "line")
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
@@ -506,7 +504,7 @@ def test_calibration_screens_its_good_images(method_bundle, demo_data, tmp_path)
 
 
 def test_outlier_rule_and_constant_scores():
-    from edgead.config import CalibrationConfig
+    from edgead.core.config import CalibrationConfig
     from edgead.runtime.calibration import calibration_from_scores, outliers
 
     rng = np.random.default_rng(0)
@@ -521,7 +519,7 @@ def test_outlier_rule_and_constant_scores():
 def test_commands_that_change_a_bundle_take_turns_and_clean_up_after_killed_ones(tmp_path, caplog):
     import threading
 
-    from edgead.outputs import exclusive
+    from edgead.core.outputs import exclusive
 
     bundle = tmp_path / "line.edgead"
     bundle.mkdir()
@@ -563,7 +561,7 @@ def test_a_yaml_alias_bomb_is_refused_before_it_expands(bundle, tmp_path):
 
 
 def test_one_writer_per_json_lines_file(tmp_path):
-    from edgead.errors import ConfigError
+    from edgead.core.errors import ConfigError
     from edgead.runtime.sinks import JsonlSink
 
     class R:  # the part of a Result the sink reads
@@ -620,7 +618,7 @@ def test_a_full_disk_leaves_no_half_line_and_no_truncated_image(tmp_path, monkey
         tmp.write_bytes(b"\x89PNG half")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    from edgead import outputs
+    from edgead.core import outputs
 
     real = outputs.atomic_write_with
     monkeypatch.setattr(outputs, "atomic_write_with", lambda path, write, *a, **k: real(path, fill, *a, **k))

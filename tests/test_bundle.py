@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import yaml
 
-from edgead.bundle import BundleWriter, load_bundle
-from edgead.errors import BundleError, ConfigError
+from edgead.core.bundle import BundleWriter, load_bundle
+from edgead.core.errors import BundleError, ConfigError
 
 
 def _copy(bundle, tmp_path):
@@ -15,7 +15,7 @@ def _copy(bundle, tmp_path):
 
 
 def _read(b):
-    from edgead.bundle import INTEGRITY
+    from edgead.core.bundle import INTEGRITY
 
     return yaml.safe_load((b / "manifest.yaml").read_text().rpartition(INTEGRITY)[0])
 
@@ -24,7 +24,7 @@ def _rewrite(b, data):
     """Write a manifest with a valid integrity line (as a tool that knows the format would)."""
     import hashlib
 
-    from edgead.bundle import INTEGRITY
+    from edgead.core.bundle import INTEGRITY
 
     body = yaml.safe_dump(data, sort_keys=False)
     (b / "manifest.yaml").write_text(body + INTEGRITY + hashlib.sha256(body.encode()).hexdigest() + "\n")

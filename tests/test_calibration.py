@@ -2,12 +2,12 @@
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from edgead import load_bundle
+
+from .conftest import edgead_cli
 
 
 def test_export_records_the_operating_point(tiny_bundle):
@@ -25,9 +25,8 @@ def test_calibrate_replaces_thresholds_and_keeps_the_history(tiny_bundle, demo_d
     shutil.copytree(tiny_bundle, b)
     before = load_bundle(b).manifest.calibration
     # train/good: the model's 16 training images, left out (by content) with a warning; test/good: 6 new ones
-    r = subprocess.run([sys.executable, "-m", "edgead.cli", "calibrate", str(b), "--good", str(demo_data / "train" / "good"),
-                        "--good", str(demo_data / "test" / "good"), "--target-frr", "0.05", "--backend", "onnxruntime-cpu"],
-                       capture_output=True, text=True)
+    r = edgead_cli("calibrate", b, "--good", demo_data / "train" / "good", "--good", demo_data / "test" / "good",
+                   "--target-frr", "0.05", "--backend", "onnxruntime-cpu")
     assert r.returncode == 0, r.stderr
     assert "warning: left out 16 of the given images: they are the model's own training images" in r.stderr
     out = json.loads(r.stdout)
@@ -43,16 +42,15 @@ def test_calibrate_on_training_images_only_is_refused(tiny_bundle, demo_data, tm
     b = tmp_path / "b.edgead"
     shutil.copytree(tiny_bundle, b)
     before = (b / "manifest.yaml").read_bytes()
-    r = subprocess.run([sys.executable, "-m", "edgead.cli", "calibrate", str(b), "--good", str(demo_data / "train" / "good"),
-                        "--backend", "onnxruntime-cpu"], capture_output=True, text=True)
+    r = edgead_cli("calibrate", b, "--good", demo_data / "train" / "good", "--backend", "onnxruntime-cpu")
     assert r.returncode == 1 and r.stderr.strip() == ("error: all 16 images given are the model's own training images "
                                                       "(same content); calibrate on good parts it was not trained on")
     assert (b / "manifest.yaml").read_bytes() == before
 
 
 def test_calibrate_on_a_live_source_needs_a_frame_count(tiny_bundle, tmp_path):
-    from edgead.config import CalibrationConfig
-    from edgead.errors import DataError
+    from edgead.core.config import CalibrationConfig
+    from edgead.core.errors import DataError
     from edgead.runtime import calibration, sources
 
     class Live(sources.FrameSource):
@@ -73,7 +71,7 @@ def test_calibrate_on_a_live_source_needs_a_frame_count(tiny_bundle, tmp_path):
 def test_evaluation_leaves_out_training_images(demo_data, tmp_path, caplog):
     """Plain folder layout: good/ holds the training images too; they must not count as test images."""
     from edgead import Detector
-    from edgead.config import load_config
+    from edgead.core.config import load_config
     from edgead.data.datasets import load_dataset
     from edgead.evaluation.evaluate import evaluate
     from edgead.export.flow import export_run
@@ -98,7 +96,7 @@ def test_evaluation_leaves_out_training_images(demo_data, tmp_path, caplog):
 def _calibrated(good):
     import numpy as np
 
-    from edgead.config import CalibrationConfig
+    from edgead.core.config import CalibrationConfig
     from edgead.runtime.calibration import calibration_from_scores
 
     good = np.asarray(good, float)

@@ -1,15 +1,14 @@
 """The command line: each expected failure is one 'error:' line and a non-zero exit code."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+from .conftest import edgead_cli
+
 
 def edgead(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "edgead.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd)
+    return edgead_cli(*args, cwd=cwd)
 
 
 def assert_clean_error(r, message, code=None):
@@ -35,7 +34,7 @@ def test_help_documents_every_command():
     (["train", "--out", "x", "--set", "train.steps=0"], "error: train.steps must be >= 1"),
     (["train", "--out", "x"], "error: no training data"),
     (["predict", "--bundle", "nope.edgead", "img.png"], "error: no such file or folder: img.png"),
-    (["evaluate", "nope.edgead", "--data", "."], "error: "),
+    (["evaluate", "nope.edgead", "--data", "."], "error: bundle not found: nope.edgead"),
     (["export", "not-a-run", "--out", "b.edgead"], "is not a training run"),
 ])
 def test_bad_input_gives_one_line(tmp_path, args, message):
@@ -44,9 +43,10 @@ def test_bad_input_gives_one_line(tmp_path, args, message):
     assert len([line for line in r.stderr.splitlines() if line.strip()]) == 1
 
 
-def test_nonsense_option_is_a_usage_error():
-    r = edgead("train", "--preset", "huge", "--out", "x")
-    assert_clean_error(r, "Invalid value for '--preset'", code=2)
+def test_an_unknown_backend_is_a_usage_error_that_lists_the_table(tiny_bundle):
+    r = edgead("predict", "--bundle", tiny_bundle, "--backend", "openvino", "x.png")
+    assert_clean_error(r, "Invalid value for '--backend': 'openvino' is not one of auto, tensorrt, onnxruntime, "
+                          "onnxruntime-tensorrt, onnxruntime-cuda, onnxruntime-cpu", code=2)
 
 
 def test_predict_and_evaluate(tiny_bundle, demo_data, tmp_path):

@@ -1,7 +1,13 @@
 import pytest
 
-from edgead.config import ExperimentConfig, apply_overrides, from_dict, load_config, to_dict
-from edgead.errors import ConfigError
+from edgead.core.config import (
+    ExperimentConfig,
+    apply_overrides,
+    from_dict,
+    load_config,
+    to_dict,
+)
+from edgead.core.errors import ConfigError
 
 
 def test_defaults_are_the_papers():

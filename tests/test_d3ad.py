@@ -3,18 +3,18 @@ PyTorch, staged training, the ablation switches and the load-time checks."""
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from edgead.errors import BundleError, DataError
-from edgead.runtime.knn import KnnPrior, adaptive_avg_pool, roundup
-from edgead.runtime.maps import cosine_distance, upsample
-from edgead.schedulers.guided_ddim import GuidedDDIMScheduler
+from edgead.core.errors import BundleError, DataError
+from edgead.core.knn import KnnPrior, adaptive_avg_pool, roundup
+from edgead.core.maps import cosine_distance, upsample
+from edgead.core.schedulers.guided_ddim import GuidedDDIMScheduler
+
+from .conftest import edgead_cli
 
 
 def reference_steps(y, x, seq, model, betas, eta2):
@@ -96,7 +96,7 @@ def test_map_arithmetic_matches_pytorch():
 
 
 def test_prior_needs_enough_training_images():
-    from edgead.data.preprocess import Preprocess
+    from edgead.core.preprocess import Preprocess
     from edgead.training.d3ad.prior import fit_prior
     from edgead.training.data import DeviceImages
 
@@ -106,7 +106,7 @@ def test_prior_needs_enough_training_images():
 
 
 def edgead(*args):
-    return subprocess.run([sys.executable, "-m", "edgead.cli", *map(str, args)], capture_output=True, text=True)
+    return edgead_cli(*args)
 
 
 def test_stages_run_alone_and_resume(demo_data, tmp_path):

@@ -3,11 +3,16 @@ import numpy as np
 import pytest
 import torch
 
+from edgead.core.errors import DataError
 from edgead.data.datasets import load_dataset
 from edgead.data.io import read_image, to_rgb_uint8, write_image
-from edgead.data import synthesis
-from edgead.data.synthesis import AnomalySynthesizer, foreground_mask, perlin_masks, perlin_noise
-from edgead.errors import DataError
+from edgead.training import synthesis
+from edgead.training.synthesis import (
+    AnomalySynthesizer,
+    foreground_mask,
+    perlin_masks,
+    perlin_noise,
+)
 
 
 def _img(path, value=100, shape=(32, 32, 3)):

@@ -1,15 +1,15 @@
 """DiAD: the SG network's wiring, one model for several products, the SG/SFF ablation switches."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
-from edgead.errors import BundleError
+from edgead.core.errors import BundleError
+
+from .conftest import edgead_cli
 
 
 def _unet(widths=(16, 32), layers=1, size=8):
@@ -20,7 +20,12 @@ def _unet(widths=(16, 32), layers=1, size=8):
 
 @pytest.mark.parametrize("widths, layers", [((16, 32), 1), ((16, 32, 32), 2)])
 def test_controlled_forward_is_diffusers_and_sg_starts_as_identity(widths, layers):
-    from edgead.training.diad.networks import GuidedDenoiser, HintEncoder, SemanticGuidedNetwork, unet_forward
+    from edgead.training.diad.networks import (
+        GuidedDenoiser,
+        HintEncoder,
+        SemanticGuidedNetwork,
+        unet_forward,
+    )
 
     unet = _unet(widths, layers)
     x, t = torch.randn(2, 4, 8, 8), torch.tensor([3.0, 700.0])
@@ -35,7 +40,11 @@ def test_controlled_forward_is_diffusers_and_sg_starts_as_identity(widths, layer
 def test_sff_learns_where_the_reference_stays_zero():
     """With zero-initialised SFF convolutions (the reference) no gradient reaches SFF or the previous
     level's zero convolutions; with edgead's initialisation both receive one after the first update."""
-    from edgead.training.diad.networks import GuidedDenoiser, SemanticGuidedNetwork, zero_module
+    from edgead.training.diad.networks import (
+        GuidedDenoiser,
+        SemanticGuidedNetwork,
+        zero_module,
+    )
 
     def grads_after_two_steps(zero_sff: bool):
         torch.manual_seed(0)
@@ -62,7 +71,7 @@ def test_sff_learns_where_the_reference_stays_zero():
 
 
 def test_ddim_discretisation_is_ldm_uniform():
-    from edgead.schedulers.guided_ddim import GuidedDDIMScheduler
+    from edgead.core.schedulers.guided_ddim import GuidedDDIMScheduler
 
     sch = GuidedDDIMScheduler.from_schedule(1000, 0.00085, 0.012, "scaled_linear", guidance_w=0.0, offset=1,
                                             start_offset=-1)
@@ -87,7 +96,7 @@ def test_one_model_for_several_products(method_bundle, demo_data):
 
 
 def edgead(*args):
-    return subprocess.run([sys.executable, "-m", "edgead.cli", *map(str, args)], capture_output=True, text=True)
+    return edgead_cli(*args)
 
 
 def test_multi_product_cli(tmp_path):
@@ -140,8 +149,11 @@ def test_every_product_is_drawn_equally_often_however_many_images_it_has():
 
 
 def test_a_product_the_shared_autoencoder_cannot_reproduce_is_named():
-    from edgead.data.preprocess import Preprocess
-    from edgead.training.latent.autoencoder import reconstruction_error, reconstruction_gap
+    from edgead.core.preprocess import Preprocess
+    from edgead.training.latent.autoencoder import (
+        reconstruction_error,
+        reconstruction_gap,
+    )
 
     class Shift(torch.nn.Module):
         def forward(self, x):

@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
 
+from edgead.core.errors import BundleError, ParityError
 from edgead.data.datasets import load_dataset
 from edgead.data.io import read_image
-from edgead.errors import BundleError
 from edgead.export.flow import export_run
-from edgead.errors import ParityError
 from edgead.runtime.validate import compare_outputs
 
 

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from edgead.errors import BundleError, ConfigError
-from edgead.methods.fusion import FusionParams
-from edgead.runtime.fusion import fuse
-from edgead.runtime.scoring import smooth
+from edgead.core.errors import BundleError, ConfigError
+from edgead.core.fusion import FusionParams, fuse
+from edgead.core.scoring import smooth
 
 
 def test_fuse_standardises_each_map_with_its_good_image_statistics():
@@ -33,7 +32,7 @@ def _maps(rng, n, size=32, blob=None):
 
 @pytest.mark.parametrize("informative, expected", [("knn", 0.75), ("reconstruction", 0.0)])
 def test_weight_goes_to_the_map_that_finds_the_synthetic_anomalies(informative, expected):
-    from edgead.bundle import Scoring
+    from edgead.core.bundle import Scoring
     from edgead.export.fusion import choose_weight
 
     rng = np.random.default_rng(0)
@@ -122,28 +121,25 @@ def test_fixed_weight_at_export_and_its_checks(method_bundle, tmp_path):
             Detector(load_bundle(copy), backend="onnxruntime-cpu")
 
 
-def test_pretrained_encoder_stays_frozen_while_the_autoencoder_trains(demo_data, tmp_path):
-    """model.autoencoder_encoder=efficientnet-lite0: the ImageNet part (weights and BatchNorm statistics)
-    is what the package ships after training; the head and the decoder learn; the run exports."""
+def test_pretrained_encoder_stays_frozen_while_the_autoencoder_trains(method_bundle):
+    """The default encoder (efficientnet-lite0): the ImageNet part (weights and BatchNorm statistics) is what the
+    package ships after training; the head and the decoder learn; the run records its network; it exports."""
+    import yaml
     from safetensors.torch import load_file
 
-    from edgead.config import load_config
-    from edgead.export.flow import export_run
-    from edgead.training import train
+    from edgead.core.config import load_config
     from edgead.training.backbone import load_backbone
 
-    from .conftest import TINY
-
-    cfg = load_config(None, ["method=d3ad", f"data.path={demo_data}", *TINY, "train.steps=3", "d3ad.knn_k=5",
-                             "model.autoencoder_encoder=efficientnet-lite0"])
-    train(cfg, tmp_path / "run", progress=False)
-    state = load_file(str(tmp_path / "run" / "autoencoder.safetensors"))
+    bundle, parity = method_bundle("d3ad")
+    run = bundle.parent / "run"
+    state = load_file(str(run / "autoencoder.safetensors"))
     imagenet = load_backbone(depth=2).state_dict()
     for key, value in imagenet.items():
         assert torch.equal(state[f"encoder.backbone.{key}"], value), key
     assert any(k.startswith("encoder.head.") for k in state) and not any(k.startswith("encoder.conv_in") for k in state)
     assert "decoder.skip.weight" in state  # the colour path beside the decoder (the default)
-    bundle, parity = export_run(tmp_path / "run", tmp_path / "b.edgead", parity_images=2, progress=False)
+    network = yaml.safe_load((run / "config.yaml").read_text())["network"]
+    assert network["autoencoder_encoder"] == "efficientnet-lite0" and network["block_out_channels"] == [16, 32]
     assert parity["passed"]
     with pytest.raises(ConfigError, match="model.autoencoder_encoder must be one of 'scratch', 'efficientnet-lite0'"):
         load_config(None, ["method=d3ad", "model.autoencoder_encoder=resnet"])

@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from edgead.errors import EdgeadError
+from edgead.core.errors import EdgeadError
 from edgead.training.loop import run_loop
 
 

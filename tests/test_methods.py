@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from edgead import Detector, load_bundle
-from edgead.config import load_config
-from edgead.errors import BundleError, ConfigError
+from edgead.core.config import load_config
+from edgead.core.errors import BundleError, ConfigError
 from edgead.export.flow import export_run
 from edgead.methods import get_method, method_names, register, unregister
 from edgead.training import train

@@ -3,9 +3,13 @@
 import numpy as np
 import pytest
 from scipy import ndimage
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+)
 
-from edgead.evaluation.metrics import aupro, auroc, average_precision, f1_max, pixel_metrics
+from edgead.core.metrics import aupro, auroc, average_precision, f1_max, pixel_metrics
 
 
 @pytest.mark.parametrize("seed", range(5))

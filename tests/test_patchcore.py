@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgead.runtime.knn import NearestNeighbourScorer
+from edgead.core.knn import NearestNeighbourScorer
 
 
 def test_knn_against_brute_force():
@@ -39,7 +39,7 @@ def test_backbone_features_have_documented_strides():
 
 def test_patchcore_fit_export_predict(demo_data, tmp_path):
     from edgead import Detector, load_bundle
-    from edgead.config import load_config
+    from edgead.core.config import load_config
     from edgead.export.flow import export_run
     from edgead.training import train
 

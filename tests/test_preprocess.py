@@ -3,8 +3,8 @@
 import numpy as np
 
 from edgead import Detector
+from edgead.core.preprocess import Preprocess, to_batch, to_image
 from edgead.data.io import write_image
-from edgead.data.preprocess import Preprocess, to_batch, to_image
 from edgead.training.data import load_images, numpy_batch
 
 

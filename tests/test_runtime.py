@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 
 from edgead import Detector, load_bundle
-from edgead.errors import BackendError, InputError
+from edgead.core.config import CalibrationConfig
+from edgead.core.errors import BackendError, ConfigError, InputError
+from edgead.core.scoring import image_scores, normalise, pooled_max, smooth, top_k_mean
 from edgead.runtime.backends import choose_backend
-from edgead.config import CalibrationConfig
 from edgead.runtime.calibration import fit
-from edgead.runtime.scoring import image_scores, normalise, pooled_max, smooth, top_k_mean
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +87,18 @@ def test_backend_checks_inputs(detector):
 
 
 def test_backend_choice(tiny_bundle, monkeypatch):
-    import edgead.runtime.backends as backends
+    import edgead.runtime.backends.onnxruntime as ort_backend
 
     b = load_bundle(tiny_bundle)
-    monkeypatch.setattr(backends, "_ort_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(ort_backend, "available_providers", lambda: ["CPUExecutionProvider"])
     choice = choose_backend("auto", b)  # no engines in the bundle: native TensorRT is skipped with a reason
-    assert choice.name == "onnxruntime-cpu" and "no native TensorRT" in choice.reason
-    with pytest.raises(BackendError, match="backend must be one of auto, tensorrt"):
+    assert choice.name == "onnxruntime-cpu"
+    assert choice.reason == ("CPUExecutionProvider available (skipped tensorrt, onnxruntime-tensorrt, onnxruntime-cuda; "
+                             "-v says why)")
+    with pytest.raises(BackendError, match="ONNX Runtime has no CUDAExecutionProvider here"):
+        choose_backend("onnxruntime-cuda", b)
+    with pytest.raises(BackendError, match=r"^backend must be one of auto, tensorrt, onnxruntime, "
+                       r"onnxruntime-tensorrt, onnxruntime-cuda, onnxruntime-cpu; got 'magic'$"):
         choose_backend("magic", b)
 
 
@@ -101,7 +106,8 @@ def test_scoring_golden_numbers():
     maps = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4)
     np.testing.assert_allclose(top_k_mean(maps, 3), [14.0, 30.0])
     np.testing.assert_allclose(image_scores(maps, "max"), [15.0, 31.0])
-    with pytest.raises(ValueError, match="image_score must be one of"):
+    with pytest.raises(ConfigError, match=r"^unknown score rule 'median'; registered score rules: max, pooled_max, "
+                       r"top_k_mean$"):
         image_scores(maps, "median")
     s, k, _ = fit(np.array([1.0, 2.0, 3.0]), CalibrationConfig(rule="k_sigma", k_sigma=2.0))
     assert s.threshold == pytest.approx(2.0 + 2.0 * np.std([1, 2, 3])) and k == 2.0
@@ -151,3 +157,18 @@ def norm_cdf(x):
     from statistics import NormalDist
 
     return NormalDist().cdf(float(x))
+
+
+def test_the_overlay_is_drawn_once_however_many_sinks_ask(tiny_bundle, monkeypatch):
+    import edgead.runtime.result as result_module
+
+    drawn = []
+    real = result_module.draw_overlay
+    monkeypatch.setattr(result_module, "draw_overlay", lambda r, **kw: drawn.append(kw) or real(r, **kw))
+    with Detector.load(tiny_bundle, backend="onnxruntime-cpu") as det:
+        r = det.predict(np.full((64, 64, 3), 90, np.uint8))
+    bgr, rgb = r.overlay(), r.overlay(color="rgb")
+    rgb[:] = 0  # a sink that draws on its copy changes nothing for the next
+    assert len(drawn) == 1 and np.array_equal(bgr, r.overlay(color="rgb")[..., ::-1])
+    r.overlay(alpha=0.3)
+    assert len(drawn) == 2

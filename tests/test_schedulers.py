@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgead.schedulers import NormGuidedOneStepScheduler, alphas_cumprod
+from edgead.core.schedulers import NormGuidedOneStepScheduler, alphas_cumprod
 
 
 def test_alphas_match_diffusers():

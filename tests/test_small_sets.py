@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from edgead.errors import ConfigError
+from edgead.core.errors import ConfigError
 
 
 def test_geometric_augmentation_turns_images_and_foregrounds_together():
@@ -49,7 +49,7 @@ def test_segmenter_holdout_splits_without_overlap():
 def test_small_set_training_keeps_the_best_snapshot_and_exports_it(demo_data, tmp_path):
     from safetensors.torch import load_file
 
-    from edgead.config import load_config
+    from edgead.core.config import load_config
     from edgead.export.flow import export_run
     from edgead.training import train
     from edgead.training.checkpoint import read_checkpoint_meta
@@ -74,7 +74,7 @@ def test_small_set_training_keeps_the_best_snapshot_and_exports_it(demo_data, tm
 
 
 def test_selection_needs_held_out_images(demo_data, tmp_path):
-    from edgead.config import load_config
+    from edgead.core.config import load_config
     from edgead.training import train
 
     from .conftest import TINY

@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 
 from edgead import Detector
-from edgead.errors import InputError, SourceError
+from edgead.core.errors import InputError, SourceError
 from edgead.runtime.runner import run_stream
 from edgead.runtime.sinks import AnomalySaver, JsonlSink, VideoSink
 from edgead.runtime.sources import ImageFilesSource, LiveSource, open_source
 from edgead.runtime.stream import Roi
+
+from .conftest import edgead_cli
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +80,10 @@ def test_corrupt_image_is_skipped_and_counted(detector, demo_data, tmp_path):
 def test_camera_that_does_not_open():
     with pytest.raises(SourceError, match="cannot open camera 97"):
         open_source(97)
-    with pytest.raises(SourceError, match="is not a camera index, URL"):
+    with pytest.raises(SourceError) as err:
         open_source("no/such/video.mp4")
+    assert str(err.value) == ("source 'no/such/video.mp4' is not a camera index, a GStreamer pipeline (with '!'), "
+                              "a URL (rtsp://, http://, ...), an image, folder or glob or an existing video file")
 
 
 class FakeCapture:
@@ -192,8 +196,7 @@ def test_sigterm_closes_outputs_cleanly(tiny_bundle, video, tmp_path):
 
 def test_run_cli_errors_are_one_line(tiny_bundle, tmp_path):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "edgead.cli", "run", "--bundle", str(tiny_bundle), *args],
-                              capture_output=True, text=True)
+        return edgead_cli("run", "--bundle", tiny_bundle, *args)
 
     r = run("--camera", "97")
     assert r.returncode == 1 and r.stderr.strip() == "error: cannot open camera 97 (not connected, wrong index/URL, or in use)"

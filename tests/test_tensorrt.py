@@ -11,9 +11,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edgead.bundle import load_bundle
-from edgead.errors import BackendError, EdgeadError, ExportError
-from edgead.export.tensorrt import build_engines, network_flags, obtained_precision, profile_shapes
+from edgead.core.bundle import load_bundle
+from edgead.core.errors import BackendError, EdgeadError, ExportError
+from edgead.export.tensorrt import (
+    build_engines,
+    network_flags,
+    obtained_precision,
+    profile_shapes,
+)
 from edgead.runtime.backends import choose_backend
 from edgead.runtime.backends.trt_env import (
     EngineHeader,
@@ -284,14 +289,15 @@ def test_engine_header_round_trip_and_checks(tmp_path):
 
 
 def test_backend_selection_order(tiny_bundle, monkeypatch):
-    import edgead.runtime.backends as backends
+    import edgead.runtime.backends.onnxruntime as ort_backend
     import edgead.runtime.backends.tensorrt as trt_backend
 
     b = load_bundle(tiny_bundle)
     all_eps = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    monkeypatch.setattr(backends, "_ort_providers", lambda: all_eps)
+    monkeypatch.setattr(ort_backend, "available_providers", lambda: all_eps)
     assert choose_backend("auto", b).name == "onnxruntime-tensorrt"
-    monkeypatch.setattr(backends, "_ort_providers", lambda: all_eps[1:])
+    assert choose_backend("onnxruntime", b).name == "onnxruntime-tensorrt"
+    monkeypatch.setattr(ort_backend, "available_providers", lambda: all_eps[1:])
     assert choose_backend("auto", b).name == "onnxruntime-cuda"
     monkeypatch.setattr(trt_backend, "find_engine_set", lambda bundle: SimpleNamespace(directory="engines/x"))
     assert choose_backend("auto", b).name == "tensorrt"
@@ -340,11 +346,9 @@ def test_validate_detects_a_wrong_backend(tiny_bundle):
 
 
 def test_validate_cli_uses_sample_images(tiny_bundle):
-    import subprocess
-    import sys
+    from .conftest import edgead_cli
 
-    r = subprocess.run([sys.executable, "-m", "edgead.cli", "validate", str(tiny_bundle), "--backend", "onnxruntime-cpu"],
-                       capture_output=True, text=True)
+    r = edgead_cli("validate", tiny_bundle, "--backend", "onnxruntime-cpu")
     assert r.returncode == 0, r.stderr
     assert "on 6 images" in r.stdout and "PASSED" in r.stdout
 
@@ -352,6 +356,7 @@ def test_validate_cli_uses_sample_images(tiny_bundle):
 def _has_gpu_trt() -> bool:
     try:
         import tensorrt  # noqa: F401
+
         from edgead.runtime.backends.trt_env import local_gpu
 
         local_gpu()

@@ -4,13 +4,18 @@ import numpy as np
 import pytest
 import torch
 
-from edgead.config import load_config
-from edgead.errors import ConfigError, EdgeadError
+from edgead.core.config import load_config
+from edgead.core.errors import ConfigError, EdgeadError
 from edgead.training import train
 from edgead.training.diffusionad import DiffusionADTrainer
 from edgead.training.diffusionad import load_model as load_diffusionad
 from edgead.training.diffusionad.losses import focal_loss, mask_loss
-from edgead.training.diffusionad.networks import PRESETS, build_denoiser, build_segmenter, resolve_network
+from edgead.training.diffusionad.networks import (
+    PRESETS,
+    build_denoiser,
+    build_segmenter,
+    resolve_network,
+)
 
 from .conftest import TINY
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from edgead import Detector
-from edgead.errors import ConfigError
+from edgead.core.errors import ConfigError
 from edgead.runtime.runner import run_stream
 from edgead.runtime.sinks import Sink
 from edgead.runtime.sources import ImageFilesSource
@@ -56,7 +56,7 @@ def line_bundle(method_bundle, demo_data, tmp_path_factory):
     """The tiny PatchCore bundle with a threshold that flags the demo's defects (mean + 1 sd of good scores:
     the export's threshold from 6 images passes every part)."""
     from edgead import load_bundle
-    from edgead.config import CalibrationConfig
+    from edgead.core.config import CalibrationConfig
     from edgead.runtime.calibration import recalibrate
 
     root = tmp_path_factory.mktemp("web") / "line.edgead"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..errors import DataError
+from ..core.errors import DataError
 from .io import list_images
 
 Layout = Literal["mvtec", "folder"]

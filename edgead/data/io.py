@@ -13,8 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import DataError
-from ..outputs import atomic_write
+from ..core.errors import DataError
+from ..core.outputs import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MAX_PIXELS_ENV = "EDGEAD_MAX_IMAGE_PIXELS"

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.errors import DataError
+from ..core.metrics import auroc, image_metrics, metrics_for, pixel_metrics
 from ..data.datasets import AnomalyDataset, Sample, content_hash
 from ..data.io import read_image, read_mask
-from ..errors import DataError
 from ..runtime.detector import Detector
-from .metrics import image_metrics, pixel_metrics
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,6 @@ def evaluate(detector: Detector, dataset: AnomalyDataset, batch: int = 4, progre
     if mismatch:
         report["calibration_mismatch"] = mismatch
         log.warning(mismatch)
-    from .metrics import auroc
-
     good = labels == 0
     for defect in sorted({s.defect for s in samples if s.label}):
         sel = good | np.array([s.defect == defect for s in samples])
@@ -147,17 +145,16 @@ def mean_report(reports: dict[str, dict]) -> dict:
 
 
 def format_table(report: dict) -> str:
-    rows = [("image", report["image"]), ("pixel", report.get("pixel"))]
-    lines = [f"{'level':<7}{'AUROC':>8}{'AP':>8}{'F1max':>8}{'AUPRO@0.3':>11}"]
-    for name, m in rows:
-        if m is None:
-            lines.append(f"{name:<7}{'(no masks)':>35}")
+    columns = sorted({m.name: m for level in ("image", "pixel") for m in metrics_for(level)}.values(),
+                     key=lambda m: (m.order, m.name))
+    widths = [max(8, len(m.title) + 2) for m in columns]
+    lines = [f"{'level':<7}" + "".join(f"{m.title:>{w}}" for m, w in zip(columns, widths))]
+    for name, row in (("image", report["image"]), ("pixel", report.get("pixel"))):
+        if row is None:
+            lines.append(f"{name:<7}{'(no masks)':>{sum(widths)}}")
             continue
-        pro = m.get("aupro_0.3")
-        lines.append(
-            f"{name:<7}{m['auroc']:>8.3f}{m['ap']:>8.3f}{m['f1max']:>8.3f}"
-            + (f"{pro:>11.3f}" if pro is not None else f"{'-':>11}")
-        )
+        lines.append(f"{name:<7}" + "".join(f"{row[m.name]:>{w}.3f}" if row.get(m.name) is not None else f"{'-':>{w}}"
+                                            for m, w in zip(columns, widths)))
     c = report["at_calibrated_threshold"]
     at = f"the calibrated threshold {c['threshold']:.4g}" if c.get("threshold") is not None else "each product's threshold"
     lines.append(

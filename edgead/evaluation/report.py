@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from ..core.metrics import roc_curve
+from ..core.preprocess import to_image
 from ..data.io import read_image, write_image
 from ..runtime.overlay import heat_map
-from ..data.preprocess import to_image
-from .metrics import roc_curve
 
 if TYPE_CHECKING:
     from ..runtime.detector import Detector

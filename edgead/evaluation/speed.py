@@ -3,7 +3,7 @@
 The runtime and (with a training checkpoint) PyTorch eager run the same pipeline code with
 different stage engines, alternating run by run so that machine noise hits both alike; the
 report gives their ratio rather than absolute times alone. PyTorch is imported only when a
-checkpoint is given.
+checkpoint is given, and by the caller.
 """
 
 from __future__ import annotations
@@ -11,12 +11,15 @@ from __future__ import annotations
 import platform
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from ..core.bundle import Bundle
+from ..core.preprocess import resize
 from ..data.io import list_images, read_image
-from ..data.preprocess import resize
+from ..runtime.backends import Backend
 from ..runtime.detector import Detector
 
 
@@ -37,7 +40,7 @@ def _frames(det: Detector, images: str | None, n: int) -> list[np.ndarray]:
     if images:
         files = list_images(images)
         if not files:
-            from ..errors import DataError
+            from ..core.errors import DataError
 
             raise DataError(f"no images in {images}")
         return [resize(read_image(files[i % len(files)]), det.manifest.preprocess) for i in range(n)]
@@ -69,8 +72,10 @@ def _summary(walls: list[float], parts: list[dict[str, float]], batch: int, stag
 
 
 def benchmark(bundle: str | Path, backend: str = "auto", batch: int = 8, runs: int = 20, warmup: int = 2,
-              checkpoint: str | Path | None = None, images: str | None = None, progress: bool = False,
-              product: str | None = None) -> dict:
+              reference: Callable[[Bundle], dict[str, Backend]] | None = None, images: str | None = None,
+              progress: bool = False, product: str | None = None) -> dict:
+    """``reference``: stage engines to time against the runtime's on the same pipeline (the CLI passes
+    PyTorch eager from export.torch_backend; this layer never imports it)."""
     from tqdm.auto import tqdm
 
     det = Detector.load(bundle, backend=backend, product=product)
@@ -80,10 +85,8 @@ def benchmark(bundle: str | Path, backend: str = "auto", batch: int = 8, runs: i
         _once(det, frames[:b])
     rss_runtime = peak_rss_mb()  # before PyTorch is imported: what a deployment pays
     engines = {"runtime": det}
-    if checkpoint is not None:
-        from ..export.torch_backend import torch_backends
-
-        engines["pytorch"] = Detector(det.bundle, backends=torch_backends(checkpoint, det.bundle), product=product)
+    if reference is not None:
+        engines["pytorch"] = Detector(det.bundle, backends=reference(det.bundle), product=product)
     report: dict = {
         "bundle": str(bundle), "method": det.method, "backend": det.backend_name,
         "image_size": list(det.image_size), "runs": runs, "machine": platform.machine(),

@@ -8,11 +8,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import Bundle, Scoring
+from ..core.bundle import Bundle, Scoring
+from ..core.contracts import LATENT_CHANNELS, latent_noise, latent_size
+from ..core.methods import params_from
 from ..methods.d3ad import D3ADParams
 from .flow import MethodExport
 from .fusion import fit_fusion
-from .stages import DenoiserStep, denoiser_step_contract, features_contract, latent_contracts
+from .stages import (
+    DenoiserStep,
+    denoiser_step_contract,
+    features_contract,
+    latent_contracts,
+)
 
 
 class D3ADExport(MethodExport):
@@ -23,14 +30,14 @@ class D3ADExport(MethodExport):
         from ..training.d3ad import STAGES, imagenet_prior, load_prior, patch_bank_for
         from ..training.d3ad.features import MAP_STAGES
         from ..training.latent.autoencoder import load_codec
-        from ..training.latent.networks import build_latent_unet, resolve_latent_network
+        from ..training.latent.networks import build_latent_unet, run_network
         from ..training.staged import require_complete
 
         needed = [s for s in STAGES if not (s == "adapt" and not self.config.d3ad.adapt)]
         stages = require_complete(self.meta, needed, self.run_dir)
-        self.encoder, self.decoder = load_codec(self.run_dir, self.config, stages)
+        self.encoder, self.decoder = load_codec(self.run_dir, self.config, self.meta)
         size = self.config.data.image_size
-        net = resolve_latent_network(self.config.model, size)
+        net = run_network(self.meta, self.config)
         self.unet = load_weights(self.run_dir, "denoiser", build_latent_unet(net, size)).eval()
         backbone = load_backbone(self.config.backbone.weights)
         if self.config.d3ad.adapt:
@@ -47,7 +54,7 @@ class D3ADExport(MethodExport):
         encoder, decoder = latent_contracts(size)
         return {
             "encoder": (self.encoder, encoder),
-            "denoiser_step": (DenoiserStep(self.unet), denoiser_step_contract(size // 8, channels=4)),
+            "denoiser_step": (DenoiserStep(self.unet), denoiser_step_contract(latent_size(size), channels=LATENT_CHANNELS)),
             "decoder": (self.decoder, decoder),
             "feature_extractor": (self.features, features_contract(
                 size, self.features.stages, "EfficientNet-Lite0 (domain-adapted) at strides 8, 16; patch descriptors",
@@ -58,16 +65,12 @@ class D3ADExport(MethodExport):
         out = {"memory_bank": self.prior["memory_bank"].astype(np.float32), "bin_edges": self.prior["bin_edges"],
                "patch_bank": self.patch_bank}
         if self.config.d3ad.start == "noised":  # fixed per bundle: the same frame always gets the same score
-            h = self.config.data.image_size // 8
-            rng = np.random.default_rng(self.config.d3ad.noise_seed)
-            out["noise"] = rng.standard_normal((1, 4, h, h)).astype(np.float32)
+            out["noise"] = latent_noise(self.config.data.image_size, self.config.d3ad.noise_seed)
         return out
 
     def params(self) -> D3ADParams:
         d = self.config.d3ad
-        return D3ADParams(schedule=d.schedule, guidance_w=d.guidance_w, num_steps=d.num_steps, max_t=d.max_t,
-                          dynamic=d.dynamic, start=d.start, knn_k=d.knn_k, bins=d.bins, prior_pool=d.prior_pool,
-                          latent_weight=d.latent_weight)
+        return params_from(d, D3ADParams)
 
     def scoring(self) -> Scoring:
         return Scoring("max", self.config.d3ad.smoothing_sigma)

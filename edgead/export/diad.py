@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..bundle import Bundle, Scoring
-from ..contracts import StageContract, TensorSpec, image_spec
+from ..core.bundle import Bundle, Scoring
+from ..core.contracts import StageContract, TensorSpec, image_spec, latent_size
+from ..core.methods import params_from
 from ..methods.diad import DiADParams
 from .flow import MethodExport
 from .fusion import fit_fusion
@@ -19,17 +20,17 @@ class DiADExport(MethodExport):
         super().__init__(*args)
         from ..training.diad import _zero_hint, fixed_noise, load_guided, map_features
         from ..training.latent.autoencoder import load_codec
-        from ..training.latent.networks import resolve_latent_network
+        from ..training.latent.networks import run_network
         from ..training.latent.patches import load_patch_bank
         from ..training.staged import require_complete
 
         d = self.config.diad
         needed = ["autoencoder", "denoiser", *(["guidance"] if d.sg else []), "select", "patches"]
         stages = require_complete(self.meta, needed, self.run_dir)
-        self.encoder, self.decoder = load_codec(self.run_dir, self.config, stages)
-        net = resolve_latent_network(self.config.model, self.config.data.image_size)
-        self.denoiser, hint = load_guided(self.run_dir, self.config)
-        self.hint = hint if hint is not None else _zero_hint(self.config)
+        self.encoder, self.decoder = load_codec(self.run_dir, self.config, self.meta)
+        net = run_network(self.meta, self.config)
+        self.denoiser, hint = load_guided(self.run_dir, self.config, net)
+        self.hint = hint if hint is not None else _zero_hint(net)
         self.hint_channels = net.block_out_channels[0]
         self.features = map_features(self.config, patches=True)
         self.patch_bank = load_patch_bank(self.run_dir)
@@ -38,7 +39,7 @@ class DiADExport(MethodExport):
 
     def stages(self):
         size = self.config.data.image_size
-        h = size // 8
+        h = latent_size(size)
         encoder, decoder = latent_contracts(size)
         hint = StageContract("hint_encoder", (image_spec("image", size),), (image_spec("hint", h, self.hint_channels),),
                              "C(x0): the image on the latent grid (DiAD's conditioning), once per image")
@@ -64,7 +65,7 @@ class DiADExport(MethodExport):
 
     def params(self) -> DiADParams:
         d = self.config.diad
-        return DiADParams(schedule=d.schedule, num_steps=d.num_steps, start_step=self.start_step, sg=d.sg, sff=d.sff)
+        return params_from(d, DiADParams, start_step=self.start_step)
 
     def scoring(self) -> Scoring:
         return Scoring("pooled_max", self.config.diad.smoothing_sigma, pool=self.config.diad.pool)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..bundle import Scoring
-from ..contracts import StageContract, image_spec
+from ..core.bundle import Scoring
+from ..core.contracts import StageContract, image_spec
+from ..core.schedulers import alphas_cumprod
 from ..methods.diffusionad import DiffusionADParams
-from ..schedulers import alphas_cumprod
 from .flow import MethodExport
 from .stages import DenoiserStep, denoiser_step_contract
 

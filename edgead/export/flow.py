@@ -21,15 +21,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
-from ..bundle import SCHEMA_VERSION, Bundle, BundleWriter, Manifest, Scoring
-from ..config import ExperimentConfig, to_dict
-from ..contracts import StageContract
+from ..core.bundle import SCHEMA_VERSION, Bundle, BundleWriter, Manifest, Scoring
+from ..core.codec import to_dict
+from ..core.config import ExperimentConfig
+from ..core.contracts import StageContract
+from ..core.errors import ConfigError, DataError, ExportError
+from ..core.preprocess import Preprocess, resize
+from ..core.version import __version__
 from ..data.datasets import AnomalyDataset, load_dataset
 from ..data.io import read_image
-from ..data.preprocess import Preprocess, resize
-from ..errors import ConfigError, DataError, ExportError
 from ..methods import get_method
+from ..runtime.backends import reuse_backends
 from ..runtime.calibration import calibrate
 from ..training.checkpoint import read_checkpoint_meta
 from .onnx_export import OPSET, export_stage
@@ -82,7 +84,7 @@ def method_export(run_dir: str | Path, overrides: list[str] | None = None) -> Me
     """
     meta, config = read_checkpoint_meta(run_dir)
     if overrides:
-        from ..config import apply_overrides, from_dict
+        from ..core.codec import apply_overrides, from_dict
 
         for item in overrides:
             section = item.partition("=")[0].split(".")[0]
@@ -131,9 +133,9 @@ def synthetic_scores(bundle: Bundle, images: list[Path], config: ExperimentConfi
 
     A check, not a fit: nothing is tuned on them. A threshold that misses many of them is too high.
     """
-    from ..data.synthesis import AnomalySynthesizer
     from ..runtime.detector import Detector
     from ..training.data import DeviceImages, load_images
+    from ..training.synthesis import AnomalySynthesizer
 
     if not images:
         return np.zeros(0)
@@ -216,7 +218,7 @@ def export_run(
     if list(stages) != list(spec.stages):
         raise ExportError(f"the {spec.name} exporter produced the stages {list(stages)}, "
                           f"its registration declares {list(spec.stages)}")
-    with BundleWriter(out, overwrite) as w:
+    with BundleWriter(out, overwrite) as w, reuse_backends():  # one ONNX Runtime session per graph
         for module, contract in stages.values():
             export_stage(module, contract, w.graph_path(contract.name), spec.name)
             w.add_stage(contract, OPSET)

@@ -1,4 +1,4 @@
-"""Fit how a latent method mixes its reconstruction map with the patch kNN map (edgead/methods/fusion.py).
+"""Fit how a latent method mixes its reconstruction map with the patch kNN map (edgead/core/fusion.py).
 
 Statistics: mean and standard deviation of each map's pixels over the held-out good images.
 Weight: every candidate mixes the maps of the held-out good images and of synthetic anomalies made
@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..bundle import Bundle
-from ..evaluation.metrics import aupro, auroc
-from ..methods.fusion import FusionParams, PatchKnnConfig
-from ..runtime.fusion import fuse
-from ..runtime.scoring import image_scores, smooth
+from ..core.bundle import Bundle
+from ..core.fusion import FusionParams, PatchKnnConfig, fuse
+from ..core.metrics import aupro, auroc
+from ..core.scoring import image_scores, smooth
 
 log = logging.getLogger(__name__)
 SYNTHETIC_IMAGES = 48
@@ -37,8 +36,8 @@ SYNTHETIC_IMAGES = 48
 def synthetic_anomalies(images_u8: np.ndarray, size: int, foreground: bool, count: int,
                         seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``count`` anomalies made from the images in turn: uint8 [count, H, W, 3] and bool masks [count, H, W]."""
-    from ..data.synthesis import AnomalySynthesizer
     from ..training.data import DeviceImages
+    from ..training.synthesis import AnomalySynthesizer
 
     data = DeviceImages(images_u8, torch.device("cpu"), foreground)
     synth = AnomalySynthesizer(size)

@@ -9,9 +9,9 @@ from pathlib import Path
 import onnx
 import torch
 
-from .. import __version__
-from ..contracts import StageContract
-from ..errors import ExportError
+from ..core.contracts import StageContract
+from ..core.errors import ExportError
+from ..core.version import __version__
 
 log = logging.getLogger(__name__)
 OPSET = 17

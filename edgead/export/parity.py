@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from ..bundle import Bundle
+from ..core.bundle import Bundle
+from ..core.errors import ParityError
 from ..data.io import read_image
-from ..errors import ParityError
 from ..runtime.detector import Detector
 from ..runtime.validate import validate
 from .torch_backend import TorchBackend

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from safetensors.torch import load_file
 
-from ..bundle import Scoring
-from ..errors import EdgeadError
+from ..core.bundle import Scoring
+from ..core.errors import EdgeadError
 from ..methods.patchcore import PatchCoreParams
 from .flow import MethodExport
 from .stages import feature_extractor_contract

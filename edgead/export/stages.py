@@ -9,7 +9,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..contracts import StageContract, TensorSpec, image_spec
+from ..core.contracts import (
+    LATENT_CHANNELS,
+    StageContract,
+    TensorSpec,
+    image_spec,
+    latent_size,
+)
 
 
 def denoiser_step_contract(size: int | tuple[int, int], channels: int = 3, batch_factor: int = 1,
@@ -33,10 +39,10 @@ def feature_extractor_contract(size: int, channels: int, stride: int) -> StageCo
 
 
 def latent_contracts(size: int) -> tuple[StageContract, StageContract]:
-    h = size // 8
-    encoder = StageContract("encoder", (image_spec("image", size),), (image_spec("latent", h, 4),),
+    h = latent_size(size)
+    encoder = StageContract("encoder", (image_spec("image", size),), (image_spec("latent", h, LATENT_CHANNELS),),
                             "scaled posterior mean of the KL autoencoder")
-    decoder = StageContract("decoder", (image_spec("latent", h, 4),), (image_spec("image", size),),
+    decoder = StageContract("decoder", (image_spec("latent", h, LATENT_CHANNELS),), (image_spec("image", size),),
                             "image in [-1, 1] decoded from a scaled latent")
     return encoder, decoder
 

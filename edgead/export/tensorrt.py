@@ -32,10 +32,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..bundle import Bundle, EngineFile, EngineSet, load_bundle, sha256_file
-from ..errors import BackendError, ExportError
-from ..outputs import exclusive, new_temp_dir
+from ..core.bundle import Bundle, EngineFile, EngineSet, load_bundle, sha256_file
+from ..core.errors import BackendError, ExportError
+from ..core.outputs import exclusive, new_temp_dir
+from ..core.version import __version__
 from ..runtime.backends.trt_env import (
     RTX_TARGETS,
     EngineHeader,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..bundle import Bundle
+from ..core.bundle import Bundle
 from ..runtime.backends.base import Backend
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..config import ScheduleConfig
-from ..errors import ConfigError
-from .fusion import FusionParams, PatchKnnConfig
-from .registry import MethodSpec
+from ..core.config import ScheduleConfig
+from ..core.errors import ConfigError
+from ..core.fusion import FusionParams, PatchKnnConfig
+from ..core.methods import MethodSpec
+from ..core.schedulers.guided_ddim import GuidedDDIMScheduler
 
 
 @dataclass
@@ -59,7 +60,7 @@ class D3ADConfig:
     latent_weight: float = 0.85
     """The reconstruction map = latent_weight * latent distance + (1 - latent_weight) * feature distance."""
     knn: PatchKnnConfig = field(default_factory=PatchKnnConfig)
-    """The patch kNN map mixed into the reconstruction map (edgead/methods/fusion.py)."""
+    """The patch kNN map mixed into the reconstruction map (edgead/core/fusion.py)."""
     smoothing_sigma: float = 4.0
     adapt: bool = True
     """Domain-adapt the feature extractor (false: ImageNet features, the ablation)."""
@@ -97,6 +98,13 @@ class D3ADParams:
     """[min, max] of the latent distance map over the anomaly-free calibration images."""
     feature_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
     fusion: FusionParams = field(default_factory=FusionParams)
+
+
+def sampler(settings: D3ADConfig | D3ADParams) -> GuidedDDIMScheduler:
+    """The guided DDIM of training's model selection and of the runtime, from the config or the manifest."""
+    s = settings.schedule
+    return GuidedDDIMScheduler.from_schedule(s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule,
+                                             settings.guidance_w, settings.num_steps)
 
 
 SPEC = MethodSpec(

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import ScheduleConfig
-from ..errors import ConfigError
+from ..core.config import ScheduleConfig
+from ..core.errors import ConfigError
+from ..core.fusion import FusionParams, PatchKnnConfig
+from ..core.methods import MethodSpec
+from ..core.schedulers.guided_ddim import GuidedDDIMScheduler
 from .d3ad import AutoencoderTraining
-from .fusion import FusionParams, PatchKnnConfig
-from .registry import MethodSpec
 
 
 def diad_schedule() -> ScheduleConfig:
@@ -42,7 +43,7 @@ class DiADConfig:
     pool: int = 8
     """Image score = max of the map after a pool x pool average pool (stride 1)."""
     knn: PatchKnnConfig = field(default_factory=PatchKnnConfig)
-    """The patch kNN map mixed into the reconstruction map (edgead/methods/fusion.py)."""
+    """The patch kNN map mixed into the reconstruction map (edgead/core/fusion.py)."""
 
     def check(self, config, where: str) -> None:
         self.schedule.check(f"{where}.schedule")
@@ -64,6 +65,14 @@ class DiADParams:
     sg: bool
     sff: bool
     fusion: FusionParams = field(default_factory=FusionParams)
+
+
+def sampler(settings: DiADConfig | DiADParams) -> GuidedDDIMScheduler:
+    """DDIM, eta 0, no guidance, LDM's uniform discretisation (start at T_start - 1, steps 901 ... 1),
+    for training's model selection and the runtime alike."""
+    s = settings.schedule
+    return GuidedDDIMScheduler.from_schedule(s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule,
+                                             guidance_w=0.0, num_steps=settings.num_steps, offset=1, start_offset=-1)
 
 
 SPEC = MethodSpec(

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..config import ScheduleConfig
-from ..errors import ConfigError
-from .registry import MethodSpec
+from ..core.config import ScheduleConfig
+from ..core.errors import ConfigError
+from ..core.methods import MethodSpec
 
 
 @dataclass

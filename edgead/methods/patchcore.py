@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ConfigError
-from .registry import MethodSpec
+from ..core.errors import ConfigError
+from ..core.methods import MethodSpec
 
 
 @dataclass

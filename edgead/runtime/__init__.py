@@ -1,5 +1,6 @@
 """Runtime: runs bundles with numpy, OpenCV and ONNX Runtime or TensorRT. Never imports torch."""
 
-from .detector import Detector, Result
+from .detector import Detector
+from .result import Result
 
 __all__ = ["Detector", "Result"]

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import Bundle, Calibration, Stats
-from ..config import CalibrationConfig
+from ..core.bundle import Bundle, Calibration, Stats
+from ..core.config import CalibrationConfig
+from ..core.errors import DataError
 from ..data.io import read_image
-from ..errors import DataError
 from .detector import Detector
 
 log = logging.getLogger(__name__)

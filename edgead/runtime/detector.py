@@ -15,68 +15,21 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
 
-from ..bundle import Bundle, Stats, load_bundle
-from ..data.preprocess import to_batch
-from ..errors import BundleError, InputError
+from ..core.bundle import Bundle, load_bundle
+from ..core.errors import BundleError, InputError
+from ..core.preprocess import to_batch
+from ..core.scoring import PostProcessor
 from .backends import Backend, BackendChoice, choose_backend, open_stage
 from .pipelines import pipeline_class
 from .preprocess import as_rgb
-from .scoring import PostProcessor
+from .result import Color, Result
 
 log = logging.getLogger(__name__)
-Color = Literal["bgr", "rgb"]
-
-
-@dataclass
-class Result:
-    """One frame's verdict. Maps and masks have the input image's height and width."""
-
-    score: float
-    """Raw image score in the method's units (compare with ``threshold``)."""
-    normalised_score: float
-    """Score mapped to [0, 1] with the calibrated threshold at 0.5."""
-    is_anomalous: bool
-    anomaly_map: np.ndarray
-    """float32 HxW, raw pixel scores."""
-    mask: np.ndarray
-    """bool HxW, pixels above the calibrated pixel threshold."""
-    threshold: float
-    latency_ms: dict[str, float]
-    """Per part: preprocess, each stage, orchestration, postprocess, total."""
-    image: np.ndarray | None = field(default=None, repr=False)
-    """The uint8 RGB input the result was computed from (attached by stream and predict)."""
-    source: str | None = None
-    frame_index: int | None = None
-    timestamp: float | None = None
-    pixel_stats: Stats | None = field(default=None, repr=False)
-
-    def overlay(self, color: Color = "bgr", alpha: float = 0.6, text: bool = True) -> np.ndarray:
-        """Heat map blended where the map approaches the pixel threshold, the mask's contour, score
-        and verdict (uint8)."""
-        from .overlay import draw_overlay
-
-        if self.image is None:
-            raise InputError("this Result has no image attached; call predict(..., keep_image=True)")
-        out = draw_overlay(self, alpha=alpha, text=text)
-        return cv2.cvtColor(out, cv2.COLOR_RGB2BGR) if color == "bgr" else out
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe summary (no arrays)."""
-        return {
-            "source": self.source,
-            "frame_index": self.frame_index,
-            "timestamp": self.timestamp,
-            "score": round(float(self.score), 6),
-            "normalised_score": round(float(self.normalised_score), 6),
-            "is_anomalous": bool(self.is_anomalous),
-            "anomalous_pixels": int(self.mask.sum()),
-            "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
-        }
 
 
 @dataclass

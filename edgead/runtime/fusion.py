@@ -1,9 +1,9 @@
-"""The patch kNN map of a latent method and its fusion with the reconstruction map (numpy).
+"""The patch kNN map of a latent method, read from the bundle (numpy); ``core.fusion.fuse`` mixes it in.
 
     knn = nearest-neighbour distance of each patch descriptor to the bundle's ``patch_bank``
     map = (1 - w) * (reconstruction - mu_r) / sd_r + w * (knn - mu_k) / sd_k
 
-edgead/methods/fusion.py says why; the export fits mu, sd on anomaly-free calibration images and
+edgead/core/fusion.py says why; the export fits mu, sd on anomaly-free calibration images and
 chooses w on synthetic anomalies made from them.
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..bundle import Bundle
-from ..errors import BundleError
-from ..methods.fusion import FusionParams
-from .knn import NearestNeighbourScorer, distance_map
+from ..core.bundle import Bundle
+from ..core.errors import BundleError
+from ..core.fusion import FusionParams
+from ..core.knn import NearestNeighbourScorer, distance_map
 
 PATCHES = "patches"
 """The feature_extractor output holding the patch descriptors."""
@@ -43,10 +43,3 @@ class PatchKnnMap:
     def __call__(self, patches: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return distance_map(self.scorer, patches, size)
 
-
-def fuse(reconstruction: np.ndarray, knn: np.ndarray, fusion: FusionParams) -> np.ndarray:
-    """The anomaly map from both maps, each standardised with its statistics on good images."""
-    (mr, sr), (mk, sk) = fusion.reconstruction, fusion.knn
-    w = fusion.knn_weight
-    out = (1.0 - w) * (reconstruction - mr) / max(sr, 1e-12) + w * (knn - mk) / max(sk, 1e-12)
-    return out.astype(np.float32)

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from ..bundle import Stats
-from .scoring import normalise
+from ..core.bundle import Stats
+from ..core.scoring import normalise
 
 if TYPE_CHECKING:
-    from .detector import Result
+    from .result import Result
 
 RED = (230, 40, 40)
 GREEN = (40, 200, 60)

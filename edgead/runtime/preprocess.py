@@ -2,7 +2,7 @@
 
 Images arrive as uint8 (HxW, HxWx3 or HxWx4) in a declared channel order; nothing is guessed
 from pixel values, so a dark and a bright frame take the same path. The model input is then
-made by ``edgead.data.preprocess`` (the definition training uses too).
+made by ``edgead.core.preprocess`` (the definition training uses too).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.errors import DataError, InputError
 from ..data.io import read_image, to_rgb_uint8
-from ..errors import DataError, InputError
 
 
 def as_rgb(image: np.ndarray | str | Path, color: str = "bgr") -> np.ndarray:

@@ -1,4 +1,6 @@
-"""Where results go: window, annotated video, JSON lines, saved anomalous frames.
+"""Where results go: window, annotated video, JSON lines, saved anomalous frames (and the line view,
+runtime/web.py). ``SINKS`` is their table: ``edgead run --sink NAME=ARG`` opens any entry, and the
+named options (--jsonl, --save, --save-anomalies, --show, --web) are short for the built-in ones.
 
 Every sink writes as it goes and ``close()`` finalises its file, so an interrupted run still
 leaves a valid video and a JSON-lines file with one complete line per processed frame. Files and
@@ -15,18 +17,21 @@ import json
 import os
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from ..core.errors import ConfigError
+from ..core.outputs import check_new_dir, check_new_file
+from ..core.registry import Registry
 from ..data.io import write_image
-from ..errors import ConfigError
-from ..outputs import check_new_dir, check_new_file
 
 if TYPE_CHECKING:
-    from .detector import Result
+    from .result import Result
 
 FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "FFV1", ".mov": "mp4v"}
 
@@ -159,3 +164,63 @@ class WindowSink(Sink):
             cv2.destroyWindow(self.title)
         except cv2.error:
             pass
+
+
+@dataclass(frozen=True)
+class SinkOptions:
+    """What a sink may need besides its own argument (the run's options)."""
+
+    overwrite: bool = False
+    fps: float = 10.0
+    """Frame rate of a written video."""
+    token: str | None = None
+    """Access token of the line view."""
+    title: str = "edgead"
+    stop: threading.Event = field(default_factory=threading.Event)
+    """Set by a sink that asks the run to end (the window's q key)."""
+    echo: Callable[[str], None] = field(default=lambda message: None)
+    """Where a sink says something to the operator (the CLI: stderr)."""
+
+
+SinkFactory = Callable[[str, SinkOptions], Sink]
+"""``factory(argument, options) -> Sink``: checks its argument and outputs at once, writes from the first result."""
+
+
+def jsonl_sink(path: str, options: SinkOptions) -> Sink:
+    return JsonlSink(path, options.overwrite)
+
+
+def video_sink(path: str, options: SinkOptions) -> Sink:
+    return VideoSink(path, options.fps, options.overwrite)
+
+
+def anomaly_sink(folder: str, options: SinkOptions) -> Sink:
+    return AnomalySaver(folder, options.overwrite)
+
+
+def window_sink(title: str, options: SinkOptions) -> Sink:
+    return WindowSink(options.stop, title or options.title)
+
+
+SINKS: Registry[SinkFactory] = Registry("sink", {
+    "jsonl": "edgead.runtime.sinks:jsonl_sink",
+    "video": "edgead.runtime.sinks:video_sink",
+    "anomalies": "edgead.runtime.sinks:anomaly_sink",
+    "window": "edgead.runtime.sinks:window_sink",
+    "web": "edgead.runtime.web:web_sink",
+})
+"""A new sink (a PLC output, an MQTT topic) is a factory plus one entry, or the ``edgead.sinks`` entry-point group."""
+
+
+def open_sinks(requests: list[tuple[str, str]], options: SinkOptions) -> list[Sink]:
+    """Open ``(name, argument)`` pairs in order; if one fails, the ones opened are closed again."""
+    sinks: list[Sink] = []
+    try:
+        for name, argument in requests:
+            sinks.append(SINKS.get(name)(argument, options))
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
+

@@ -21,8 +21,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..core.errors import DataError, SourceError
+from ..core.registry import Registry
 from ..data.io import IMAGE_SUFFIXES, list_images, read_image
-from ..errors import DataError, SourceError
 
 log = logging.getLogger(__name__)
 GLOB_CHARS = set("*?[")
@@ -306,39 +307,75 @@ def expand_images(specs: tuple[str, ...] | list[str]) -> list[Path]:
     return files
 
 
+@dataclass(frozen=True)
+class SourceOptions:
+    reconnect_attempts: int | None = None
+    """Give up a dropped live source after this many tries (None: never)."""
+    loop: bool = False
+    """Restart a video file at its end."""
+    open_capture: Callable[[], Any] | None = None
+    """Replaces cv2.VideoCapture (tests, custom capture back-ends)."""
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """One kind of frame source: which specs it takes and how to open one."""
+
+    name: str
+    priority: int
+    """Kinds are asked in this order; the first whose ``accepts`` is true opens the spec."""
+    accepts: Callable[[str], bool]
+    open: Callable[[str, SourceOptions], FrameSource]
+    describes: str
+    """How a user writes it (for the message when no kind accepts a spec)."""
+
+
+STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "udp", "tcp")
+
+
+def _live(name: str, spec: str, backend: int, options: SourceOptions) -> LiveSource:
+    return LiveSource(name, options.open_capture or (lambda: cv2.VideoCapture(spec, backend)),
+                      reconnect_attempts=options.reconnect_attempts)
+
+
+CAMERA = SourceKind("camera", 10, str.isdigit, lambda s, o: LiveSource(
+    f"camera {s}", o.open_capture or (lambda: cv2.VideoCapture(int(s))), reconnect_attempts=o.reconnect_attempts),
+    "a camera index")
+GSTREAMER = SourceKind("gstreamer", 20, lambda s: "!" in s,
+                       lambda s, o: _live("GStreamer pipeline", s, cv2.CAP_GSTREAMER, o), "a GStreamer pipeline (with '!')")
+STREAM = SourceKind("stream", 30, lambda s: s.split("://", 1)[0].lower() in STREAM_SCHEMES,
+                    lambda s, o: _live(_redact(s), s, cv2.CAP_FFMPEG, o), "a URL (rtsp://, http://, ...)")
+IMAGES = SourceKind("images", 40, lambda s: bool(GLOB_CHARS & set(s)) or Path(s).is_dir() or (
+    Path(s).is_file() and Path(s).suffix.lower() in IMAGE_SUFFIXES),
+    lambda s, o: ImageFilesSource(expand_images([s]), s), "an image, folder or glob")
+VIDEO = SourceKind("video", 50, lambda s: Path(s).is_file(),
+                   lambda s, o: VideoFileSource(Path(s), o.open_capture, loop=o.loop), "an existing video file")
+
+SOURCES: Registry[SourceKind] = Registry("source", {
+    "camera": "edgead.runtime.sources:CAMERA",
+    "gstreamer": "edgead.runtime.sources:GSTREAMER",
+    "stream": "edgead.runtime.sources:STREAM",
+    "images": "edgead.runtime.sources:IMAGES",
+    "video": "edgead.runtime.sources:VIDEO",
+}, SourceKind)
+"""A new source (a PLC trigger, a GigE camera SDK) is a SourceKind plus one entry, or the ``edgead.sources``
+entry-point group."""
+
+
 def open_source(
     spec: str | int,
     reconnect_attempts: int | None = None,
     open_capture: Callable[[], Any] | None = None,
     loop: bool = False,
 ) -> FrameSource:
-    """Pick the source kind from ``spec`` (see module docstring) and open it."""
-    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
-        index = int(spec)
-        return LiveSource(
-            f"camera {index}", open_capture or (lambda: cv2.VideoCapture(index)),
-            reconnect_attempts=reconnect_attempts,
-        )
+    """Open ``spec`` with the first source kind (by priority) that accepts it."""
     s = str(spec)
-    if "!" in s:
-        return LiveSource(
-            "GStreamer pipeline", open_capture or (lambda: cv2.VideoCapture(s, cv2.CAP_GSTREAMER)),
-            reconnect_attempts=reconnect_attempts,
-        )
-    if s.split("://", 1)[0].lower() in ("rtsp", "rtsps", "http", "https", "rtmp", "udp", "tcp"):
-        return LiveSource(_redact(s), open_capture or (lambda: cv2.VideoCapture(s, cv2.CAP_FFMPEG)),
-                          reconnect_attempts=reconnect_attempts)
-    p = Path(s)
-    if GLOB_CHARS & set(s) or p.is_dir():
-        return ImageFilesSource(expand_images([s]), s)
-    if p.is_file():
-        if p.suffix.lower() in IMAGE_SUFFIXES:
-            return ImageFilesSource([p], s)
-        return VideoFileSource(p, open_capture, loop=loop)
-    raise SourceError(
-        f"source {s!r} is not a camera index, URL, GStreamer pipeline (with '!'), "
-        "existing video file, image, folder or glob"
-    )
+    options = SourceOptions(reconnect_attempts, loop, open_capture)
+    kinds = sorted(SOURCES.all(), key=lambda k: (k.priority, k.name))
+    for kind in kinds:
+        if kind.accepts(s):
+            return kind.open(s, options)
+    raise SourceError(f"source {s!r} is not {', '.join(k.describes for k in kinds[:-1])} or {kinds[-1].describes}")
 
 
 def _redact(url: str) -> str:

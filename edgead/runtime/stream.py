@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, InputError
+from ..core.errors import ConfigError, InputError
 from .sources import FrameSource, open_source
 
 if TYPE_CHECKING:
-    from .detector import Detector, Result
+    from .detector import Detector
+    from .result import Result
 
 log = logging.getLogger(__name__)
 

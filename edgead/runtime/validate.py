@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import Bundle
-from ..errors import BundleError
+from ..core.bundle import Bundle
+from ..core.errors import BundleError
 from .detector import Detector
 
 TOLERANCES = {"fp32": {"atol": 1e-3, "rtol": 1e-3}, "fp16": {"atol": 5e-2, "rtol": 2e-2}}

@@ -25,13 +25,13 @@ from urllib.parse import parse_qs, urlsplit
 import cv2
 import numpy as np
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .overlay import heat_map
-from .sinks import Sink
+from .sinks import Sink, SinkOptions
 from .web_page import PAGE
 
 if TYPE_CHECKING:
-    from .detector import Result
+    from .result import Result
 
 log = logging.getLogger(__name__)
 BOUNDARY = b"edgeadframe"
@@ -155,6 +155,16 @@ class WebView(Sink):
             self.changed.notify_all()
         self.server.shutdown()
         self.server.server_close()
+
+
+def web_sink(address: str, options: SinkOptions) -> WebView:
+    """The SINKS entry ``web`` (``--web [HOST:]PORT``)."""
+    view = WebView(WebAddress.parse(address), options.token, title=options.title)
+    if not view.address.loopback and not options.token:
+        options.echo(f"warning: the line view is open to every machine that reaches {view.address.host} "
+                     "(no --web-token)")
+    options.echo(f"line view: {view.url}")
+    return view
 
 
 def _handler(view: WebView) -> type[BaseHTTPRequestHandler]:

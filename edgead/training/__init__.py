@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import ExperimentConfig
-from ..errors import ConfigError
+from ..core.config import ExperimentConfig
+from ..core.errors import ConfigError
 
 
 def train(config: ExperimentConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,

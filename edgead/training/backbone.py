@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import EdgeadError, require
+from ..core.errors import EdgeadError, require
 
 # (kernel, stride, expand ratio, out channels) per block, EfficientNet-Lite0
 LITE0_BLOCKS = (

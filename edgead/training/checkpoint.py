@@ -19,10 +19,11 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from .. import __version__
-from ..config import ExperimentConfig, from_dict, to_dict, to_yaml
-from ..errors import ConfigError, EdgeadError
-from ..outputs import atomic_write, atomic_write_with
+from ..core.codec import from_dict, read_yaml_text, to_dict, to_yaml
+from ..core.config import ExperimentConfig
+from ..core.errors import ConfigError, EdgeadError
+from ..core.outputs import atomic_write, atomic_write_with
+from ..core.version import __version__
 
 CONFIG_FILE = "config.yaml"
 STATE_FILE = "trainer_state.pt"
@@ -63,7 +64,9 @@ def save_checkpoint(
     modules: dict[str, torch.nn.Module],
     state: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
-) -> None:
+) -> dict[str, Any]:
+    """Weights, trainer state, then config.yaml (written last and atomically: a run is what it says). Returns
+    what config.yaml now holds."""
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = {
         "edgead_version": __version__,
@@ -76,7 +79,9 @@ def save_checkpoint(
         save_tensors(run_dir / f"{name}.safetensors", module.state_dict())
     if state is not None:
         save_trainer_state(run_dir / STATE_FILE, state)
-    atomic_write(run_dir / CONFIG_FILE, to_yaml(meta))
+    text = to_yaml(meta)
+    atomic_write(run_dir / CONFIG_FILE, text)
+    return read_yaml_text(text, str(run_dir / CONFIG_FILE))
 
 
 def read_checkpoint_meta(run_dir: str | Path, method: str | None = None) -> tuple[dict[str, Any], ExperimentConfig]:
@@ -127,22 +132,31 @@ def load_trainer_state(run_dir: Path) -> dict[str, Any] | None:
         raise EdgeadError(f"cannot load {f}: {exc} (the run cannot be resumed; train into a new --out)") from None
 
 
+def check_run_dir(run_dir: Path, resume: bool, resumable: bool = True) -> bool:
+    """Whether ``run_dir`` holds a run. A run is never trained over, only continued (``--resume``); the one
+    check every trainer makes (``training._check_run_folder`` refuses folders of other files before it)."""
+    has_run = (Path(run_dir) / CONFIG_FILE).is_file()
+    if has_run and not resume:
+        how = "pass --resume to continue it or choose another --out" if resumable else "choose another --out"
+        raise EdgeadError(f"{run_dir} already holds a training run; {how} (nothing was overwritten)")
+    if resume and not has_run:
+        raise EdgeadError(f"--resume: {run_dir} holds no training run to continue")
+    return has_run
+
+
+def check_same_model(run_dir: Path, stored: ExperimentConfig, config: ExperimentConfig) -> None:
+    """A run is continued by the method, network and image size that started it."""
+    if (stored.method, stored.model, stored.data.image_size) != (config.method, config.model, config.data.image_size):
+        raise EdgeadError(f"{run_dir} holds a run with another method, model or image size; continue it with "
+                          "its own configuration (edgead train --out RUN --resume)")
+
+
 def open_run(run_dir: Path, config: ExperimentConfig, resume: bool) -> dict[str, Any] | None:
     """Refuse to overwrite a run; on resume, its trainer state (the configuration is the run's own)."""
-    has_run = (run_dir / CONFIG_FILE).is_file()
-    if has_run and not resume:
-        raise EdgeadError(
-            f"{run_dir} already holds a training run; pass --resume to continue it "
-            "or choose another --out (nothing was overwritten)"
-        )
-    if not resume:
+    if not check_run_dir(run_dir, resume):
         return None
-    if not has_run:
-        raise EdgeadError(f"--resume: {run_dir} holds no training run to continue")
     _, stored = read_checkpoint_meta(run_dir)
-    if (stored.method, stored.model, stored.data.image_size) != (config.method, config.model, config.data.image_size):
-        raise EdgeadError(f"--resume: {run_dir} was trained with another method, model or image size; "
-                          "resume with the run's configuration (edgead train --out RUN --resume)")
+    check_same_model(run_dir, stored, config)
     state = load_trainer_state(run_dir)
     if state is None:
         raise EdgeadError(f"--resume: {run_dir} has no {STATE_FILE} (optimiser state); it cannot be continued")
@@ -167,7 +181,7 @@ def resume_config(run_dir: str | Path, overrides: list[str]) -> ExperimentConfig
     An option that differs from what the run was trained with is an error naming the stored
     value (edgead 0.1 silently continued with defaults).
     """
-    from ..config import apply_overrides
+    from ..core.codec import apply_overrides
 
     _, stored = read_checkpoint_meta(run_dir)
     base = to_dict(stored)

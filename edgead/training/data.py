@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.errors import ConfigError
+from ..core.preprocess import UNIT, Preprocess, normalise, resize
 from ..data.io import read_image
-from ..data.preprocess import UNIT, Preprocess, normalise, resize
-from ..data.synthesis import foreground_mask
-from ..errors import ConfigError
+from .synthesis import foreground_mask
 
 
 def load_images(paths: list[Path], spec: Preprocess) -> np.ndarray:

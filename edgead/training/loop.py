@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import EdgeadError
+from ..core.errors import EdgeadError
 
 log = logging.getLogger(__name__)
 

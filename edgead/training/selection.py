@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data.preprocess import Preprocess
-from ..data.synthesis import AnomalySynthesizer
+from ..core.preprocess import Preprocess
 from .data import DeviceImages, from_unit
+from .synthesis import AnomalySynthesizer
 
 MIN_SELECTION_IMAGES = 10
 """Below this many held-out good images the synthetic AUROC that picks a snapshot is too coarse to trust."""

@@ -12,25 +12,30 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from ..config import ExperimentConfig
-from ..errors import EdgeadError
-from .checkpoint import CONFIG_FILE, read_checkpoint_meta, save_checkpoint, save_trainer_state
+from ..core.config import ExperimentConfig
+from ..core.errors import EdgeadError
+from .checkpoint import (
+    CONFIG_FILE,
+    check_same_model,
+    read_checkpoint_meta,
+    save_checkpoint,
+    save_trainer_state,
+)
 
 log = logging.getLogger(__name__)
 
 
 class StagedRun:
-    def __init__(self, run_dir: Path, config: ExperimentConfig, resume: bool, stages: tuple[str, ...]):
+    def __init__(self, run_dir: Path, config: ExperimentConfig, resume: bool, stages: tuple[str, ...],
+                 network: Any = None):
         self.run_dir, self.config, self.resume, self.order = Path(run_dir), config, resume, stages
+        self.network = network
+        """Recorded in config.yaml, so that export builds the networks the run trained."""
         self.meta: dict[str, Any] = {}
         if (self.run_dir / CONFIG_FILE).is_file():
             self.meta, stored = read_checkpoint_meta(self.run_dir)
-            if (stored.method, stored.model, stored.data.image_size) != (config.method, config.model,
-                                                                          config.data.image_size):
-                raise EdgeadError(f"{self.run_dir} holds a run with another method, model or image size; "
-                                  "continue it with its own configuration (edgead train --out RUN --resume)")
+            check_same_model(self.run_dir, stored, config)
         self.progress: dict[str, dict[str, Any]] = dict(self.meta.get("stages", {}))
 
     def complete(self, stage: str) -> bool:
@@ -59,11 +64,10 @@ class StagedRun:
                                 "seconds": round(seconds, 1), **(extra or {})}
         state = {"optimiser": optimiser.state_dict(), "step": step, "elapsed_s": seconds} if optimiser else None
         keep = {k: v for k, v in self.meta.items() if k not in ("edgead_version", "method", "network", "config")}
-        save_checkpoint(self.run_dir, self.config, None, modules, None, {**keep, "stages": self.progress,
-                                                                         "steps_done": step})
-        if state is not None:
+        if state is not None:  # before the config that says the stage has reached this step
             save_trainer_state(self.run_dir / f"trainer_state_{stage}.pt", state)
-        self.meta = yaml.safe_load((self.run_dir / CONFIG_FILE).read_text())
+        self.meta = save_checkpoint(self.run_dir, self.config, self.network, modules, None,
+                                    {**keep, "stages": self.progress, "steps_done": step})
 
     def record(self, key: str, value: Any) -> None:
         """Keep a value in the run's metadata (e.g. the latent scale)."""

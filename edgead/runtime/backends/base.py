@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...bundle import TensorSpec
-from ...errors import BackendError
+from ...core.bundle import TensorSpec
+from ...core.errors import BackendError
 
 
 class Backend(ABC):

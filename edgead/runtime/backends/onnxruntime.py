@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from ...bundle import TensorSpec
-from ...errors import BackendError, require
+from ...core.bundle import Bundle, TensorSpec
+from ...core.errors import BackendError, require
 from .base import Backend
+
+if TYPE_CHECKING:
+    from . import BackendKind
 
 Provider = Literal["cpu", "cuda", "tensorrt"]
 PROVIDERS = {
@@ -103,3 +108,38 @@ class OnnxRuntimeBackend(Backend):
 
     def close(self) -> None:
         self.session = None
+
+
+def _provider_usable(provider: Provider) -> Callable[[Bundle], str]:
+    def usable(bundle: Bundle) -> str:
+        wanted, have = PROVIDERS[provider], available_providers()  # no ONNX Runtime: the install command
+        if wanted not in have:
+            raise BackendError(f"ONNX Runtime has no {wanted} here (available: {', '.join(have)}); install "
+                               "onnxruntime-gpu (pip install \"edgead[gpu]\") on a machine with CUDA")
+        return f"{wanted} available"
+    return usable
+
+
+def _provider_open(provider: Provider) -> Callable[[Bundle, str, int | None, int], Backend]:
+    def open_stage(bundle: Bundle, stage: str, threads: int | None, device: int) -> Backend:
+        entry = bundle.manifest.stage(stage)
+        cache = None
+        if provider == "tensorrt":  # ORT builds TensorRT engines on first use; cache them per graph, outside the bundle
+            root = Path(os.environ.get("EDGEAD_CACHE_DIR", Path.home() / ".cache" / "edgead"))
+            cache = root / "ort-tensorrt" / entry.sha256[:16]
+            cache.mkdir(parents=True, exist_ok=True)
+        return OnnxRuntimeBackend(bundle.path(entry.file), entry.inputs, entry.outputs, provider=provider,
+                                  threads=threads, cache_dir=cache)
+    return open_stage
+
+
+def _kind(provider: Provider, priority: int) -> BackendKind:
+    from . import BackendKind
+
+    return BackendKind(f"onnxruntime-{provider}", "onnxruntime", priority, _provider_usable(provider),
+                       _provider_open(provider))
+
+
+ORT_TENSORRT = _kind("tensorrt", 10)
+ORT_CUDA = _kind("cuda", 20)
+ORT_CPU = _kind("cpu", 30)

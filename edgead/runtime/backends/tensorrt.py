@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...bundle import RUNTIME_CACHE_SUFFIX, Bundle, EngineSet, TensorSpec
-from ...errors import BackendError
+from ...core.bundle import RUNTIME_CACHE_SUFFIX, Bundle, EngineSet, TensorSpec
+from ...core.errors import BackendError
 from .base import Backend
 from .trt_env import TensorRT, check_engine_header, local_gpu, read_engine, tensorrt
 
@@ -80,7 +80,7 @@ class RuntimeCache:
         runtime_config.set_runtime_cache(self.cache)
 
     def save(self) -> None:
-        from ...outputs import atomic_write
+        from ...core.outputs import atomic_write
 
         try:
             atomic_write(self.path, bytes(self.cache.serialize()))
@@ -260,3 +260,24 @@ class TensorRTBackend(Backend):
             self.stream = None
         self.context = None
         self.engine = None
+
+
+def _usable(bundle: Bundle) -> str:
+    return f"engines {find_engine_set(bundle).directory}"  # raises with the install or rebuild command
+
+
+def _open(bundle: Bundle, stage: str, threads: int | None, device: int) -> Backend:
+    entry = bundle.manifest.stage(stage)
+    engine_set = find_engine_set(bundle, device=device)
+    file = next(f for f in engine_set.files if f.stage == stage)
+    return TensorRTBackend(bundle.path(file.file), entry.inputs, entry.outputs, device=device,
+                           bundle_root=bundle.root, flavour=engine_set.flavour)
+
+
+def _kind():
+    from . import BackendKind
+
+    return BackendKind("tensorrt", "tensorrt", 0, _usable, _open)
+
+
+NATIVE_TENSORRT = _kind()

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ...errors import BackendError, MissingDependencyError
+from ...core.errors import BackendError, MissingDependencyError
 
 MAGIC = b"EDGEADTRT\x01"
 Flavour = Literal["tensorrt", "rtx"]

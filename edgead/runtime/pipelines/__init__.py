@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...bundle import Bundle
+from ...core.bundle import Bundle
 from .base import Pipeline, PipelineOutput
 
 

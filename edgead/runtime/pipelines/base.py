@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...bundle import Bundle
+from ...core.bundle import Bundle
 from ..backends import Backend
 
 StageObserver = Callable[[str, dict[str, np.ndarray], dict[str, np.ndarray]], None]

@@ -10,7 +10,7 @@
     feature   = sum_{8, 16} upsample(1 - cos(f(x), f(x_hat)))
     recon     = w (latent - lmin)/(lmax - lmin) + (1 - w) (feature - fmin)/(fmax - fmin)     the paper's map
     knn       = nearest-neighbour distance of the input's patch descriptors to the training patches
-    map       = fuse(recon, knn)                                   edgead.runtime.fusion
+    map       = fuse(recon, knn)                                   edgead.core.fusion
 
 min/max and the fusion's statistics come from anomaly-free calibration images at export (the
 reference normalises over the test set); smoothing (sigma 4) and the image score (max) are the
@@ -23,13 +23,14 @@ import time
 
 import numpy as np
 
-from ...bundle import Bundle
-from ...errors import BundleError
-from ...schedulers.guided_ddim import GuidedDDIMScheduler
+from ...core.bundle import Bundle
+from ...core.errors import BundleError
+from ...core.fusion import fuse
+from ...core.knn import KnnPrior, adaptive_avg_pool
+from ...core.maps import feature_distance_map, upsample
+from ...methods.d3ad import sampler
 from ..backends import Backend
-from ..fusion import PATCHES, PatchKnnMap, fuse
-from ..knn import KnnPrior, adaptive_avg_pool
-from ..maps import feature_distance_map, upsample
+from ..fusion import PATCHES, PatchKnnMap
 from .base import Pipeline, PipelineOutput
 
 
@@ -37,9 +38,7 @@ class D3ADPipeline(Pipeline):
     def __init__(self, bundle: Bundle, backends: dict[str, Backend]):
         super().__init__(bundle, backends)
         p = self.params
-        s = p.schedule
-        self.scheduler = GuidedDDIMScheduler.from_schedule(s.num_train_timesteps, s.beta_start, s.beta_end,
-                                                           s.beta_schedule, p.guidance_w, p.num_steps)
+        self.scheduler = sampler(p)
         try:
             self.prior = KnnPrior(bundle.extra("memory_bank"), bundle.extra("bin_edges"), p.knn_k, p.max_t)
         except ValueError as exc:

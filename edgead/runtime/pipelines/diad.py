@@ -6,7 +6,7 @@
     x_hat     = decoder(z_hat)
     recon     = sum over strides 4, 8, 16 of upsample(1 - cos(f(x), f(x_hat)))   one feature call for both
     knn       = nearest-neighbour distance of the input's patch descriptors to the training patches
-    map       = fuse(recon, knn)                                                  edgead.runtime.fusion
+    map       = fuse(recon, knn)                                                  edgead.core.fusion
 
 Smoothing (sigma 5) and the image score (max after an 8x8 average pool) are the post-processor's.
 """
@@ -17,22 +17,21 @@ import time
 
 import numpy as np
 
-from ...bundle import Bundle
-from ...errors import BundleError
-from ...schedulers.guided_ddim import GuidedDDIMScheduler
+from ...core.bundle import Bundle
+from ...core.errors import BundleError
+from ...core.fusion import fuse
+from ...core.maps import feature_distance_map
+from ...methods.diad import sampler
 from ..backends import Backend
-from ..fusion import PATCHES, PatchKnnMap, fuse
-from ..maps import feature_distance_map
+from ..fusion import PATCHES, PatchKnnMap
 from .base import Pipeline, PipelineOutput
 
 
 class DiADPipeline(Pipeline):
     def __init__(self, bundle: Bundle, backends: dict[str, Backend]):
         super().__init__(bundle, backends)
-        p, s = self.params, self.params.schedule
-        self.scheduler = GuidedDDIMScheduler.from_schedule(s.num_train_timesteps, s.beta_start, s.beta_end,
-                                                           s.beta_schedule, guidance_w=0.0, num_steps=p.num_steps,
-                                                           offset=1, start_offset=-1)
+        p = self.params
+        self.scheduler = sampler(p)
         latent = bundle.manifest.stage("encoder").outputs[0].shape[1:]
         self.noise = bundle.extra("noise").astype(np.float32)
         if list(self.noise.shape) != [1, *latent]:

@@ -2,7 +2,7 @@
 
     x_ts, x_tb = add_noise(x0, e1, t_s), add_noise(x0, e2, t_b)   fixed noise from the bundle
     eps        = denoiser_step([x_ts; x_tb], [t_s; t_b])          one batched call
-    x0_hat     = norm-guided step (edgead.schedulers.norm_guided)
+    x0_hat     = norm-guided step (edgead.core.schedulers.norm_guided)
     map        = segmenter(x0, x0_hat)[:, 0]
 """
 
@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 
-from ...bundle import Bundle
-from ...errors import BundleError
-from ...schedulers import NormGuidedOneStepScheduler
+from ...core.bundle import Bundle
+from ...core.errors import BundleError
+from ...core.schedulers import NormGuidedOneStepScheduler
 from ..backends import Backend
 from .base import Pipeline, PipelineOutput
 

@@ -6,10 +6,10 @@ import time
 
 import numpy as np
 
-from ...bundle import Bundle
-from ...errors import BundleError
+from ...core.bundle import Bundle
+from ...core.errors import BundleError
+from ...core.knn import NearestNeighbourScorer, distance_map
 from ..backends import Backend
-from ..knn import NearestNeighbourScorer, distance_map
 from .base import Pipeline, PipelineOutput
 
 

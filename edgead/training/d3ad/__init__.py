@@ -16,17 +16,16 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from ...config import ExperimentConfig
+from ...core.config import ExperimentConfig
+from ...core.errors import EdgeadError
+from ...core.preprocess import Preprocess
 from ...data.datasets import load_dataset
-from ...data.preprocess import Preprocess
-from ...errors import EdgeadError
-from ...methods.d3ad import SPEC
-from ...schedulers.guided_ddim import GuidedDDIMScheduler
+from ...methods.d3ad import SPEC, sampler
 from ..backbone import PATCH_LAYERS, FeatureStages, load_backbone
 from ..checkpoint import load_weights, save_tensors
 from ..data import DeviceImages, load_images
-from ..latent.run import open_latent_run
 from ..latent.patches import fit_patch_bank, load_patch_bank, train_patch_bank
+from ..latent.run import open_latent_run
 from .adapt import adapt_backbone
 from .features import MAP_STAGES
 from .prior import fit_prior
@@ -36,13 +35,6 @@ STAGES = SPEC.train_stages
 PRIOR_FILE = "prior.safetensors"
 IMAGENET_PRIOR_FILE = "prior_imagenet.safetensors"
 """The prior on the frozen ImageNet features, for exports with d3ad.adapt=false (the ablation)."""
-
-
-def sampler(config: ExperimentConfig) -> GuidedDDIMScheduler:
-    d = config.d3ad
-    s = d.schedule
-    return GuidedDDIMScheduler.from_schedule(s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule,
-                                             d.guidance_w, d.num_steps)
 
 
 def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progress: bool = True,
@@ -59,7 +51,7 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progres
     if d.adapt and lr.wants("adapt", "prior", "patches"):
         run.require("adapt", "autoencoder", "denoiser")
         if lr.pending("adapt"):
-            adapt_backbone(run, backbone, encoder, unet, decoder, sampler(config), data, spec, d,
+            adapt_backbone(run, backbone, encoder, unet, decoder, sampler(config.d3ad), data, spec, d,
                            lr.batch("adapt_batch"), progress)
         if run.complete("adapt"):
             load_weights(lr.run_dir, "feature_extractor", backbone)

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...data.preprocess import Preprocess
-from ...runtime.knn import roundup
-from ...schedulers.guided_ddim import GuidedDDIMScheduler
+from ...core.knn import roundup
+from ...core.preprocess import Preprocess
+from ...core.schedulers.guided_ddim import GuidedDDIMScheduler
 from ..data import DeviceImages, to_model_input
 from ..loop import run_loop
 from ..staged import StagedRun

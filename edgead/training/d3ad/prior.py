@@ -3,7 +3,7 @@
 Each training image's severity is its mean L1 distance to its k nearest *other* training images
 (leave-one-out; the reference code lets each image count itself as a neighbour at distance 0,
 which makes training distances smaller than those of any unseen image); ``np.histogram`` of those
-gives the bin edges the runtime places a new image into (edgead.runtime.knn.KnnPrior).
+gives the bin edges the runtime places a new image into (edgead.core.knn.KnnPrior).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...data.preprocess import Preprocess
-from ...errors import DataError
+from ...core.errors import DataError
+from ...core.preprocess import Preprocess
 from ..data import DeviceImages, to_model_input
 from .features import PRIOR_STAGE, prior_features
 

@@ -19,25 +19,28 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ...config import ExperimentConfig, or_default
-from ...data.preprocess import Preprocess
-from ...errors import EdgeadError
-from ...methods.diad import SPEC
-from ...schedulers.guided_ddim import GuidedDDIMScheduler
+from ...core.config import ExperimentConfig, or_default
+from ...core.contracts import latent_noise, latent_size
+from ...core.errors import EdgeadError
+from ...core.preprocess import Preprocess
+from ...methods.diad import SPEC, sampler
 from ..backbone import PATCH_LAYERS, FeatureStages, load_backbone
 from ..checkpoint import load_weights, restore_progress
 from ..data import DeviceImages, from_unit, load_images
 from ..latent.autoencoder import LatentDecoder, LatentEncoder, posterior_moments
-from ..latent.networks import build_latent_unet, resolve_latent_network
+from ..latent.networks import (
+    LatentNetworkConfig,
+    build_latent_unet,
+    run_network,
+)
 from ..latent.patches import train_patch_bank
 from ..latent.run import open_latent_run
 from ..loop import run_loop
+from ..selection import MIN_SELECTION_IMAGES, synthetic_set
 from ..staged import StagedRun
 from .networks import GuidedDenoiser, HintEncoder, SemanticGuidedNetwork, freeze_encoder
-from ..selection import MIN_SELECTION_IMAGES, synthetic_set
 from .select import best, score_candidates
 
 log = logging.getLogger(__name__)
@@ -45,18 +48,9 @@ STAGES = SPEC.train_stages
 MAP_STAGES = (0, 1, 2)  # EfficientNet-Lite0 at strides 4, 8, 16 (the paper: ResNet50 stages 1-3)
 
 
-def sampler(config: ExperimentConfig) -> GuidedDDIMScheduler:
-    s = config.diad.schedule
-    # DDIM, eta 0, no guidance; LDM's uniform discretisation: start at T_start - 1, steps 901 ... 1
-    return GuidedDDIMScheduler.from_schedule(s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule,
-                                             guidance_w=0.0, num_steps=config.diad.num_steps, offset=1, start_offset=-1)
-
-
 def fixed_noise(config: ExperimentConfig) -> torch.Tensor:
     """The start noise, seeded: the same as the bundle's extra (export writes the same array)."""
-    h = config.data.image_size // 8
-    rng = np.random.default_rng(config.diad.noise_seed)
-    return torch.from_numpy(rng.standard_normal((1, 4, h, h)).astype(np.float32))
+    return torch.from_numpy(latent_noise(config.data.image_size, config.diad.noise_seed))
 
 
 def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progress: bool = True,
@@ -100,7 +94,7 @@ def _train_guidance(run: StagedRun, unet, ae, scale: float, data: DeviceImages, 
     state = run.start("guidance")
     step, elapsed = restore_progress(run.run_dir, state, {"sg": sg, "denoiser_guided": unet}, optimiser)
     means, stds = posterior_moments(ae, data, spec)
-    from ...schedulers import alphas_cumprod
+    from ...core.schedulers import alphas_cumprod
 
     s = d.schedule
     ab = torch.tensor(alphas_cumprod(s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule),
@@ -149,10 +143,9 @@ def _gcd_marks(marks: set[int], every: int) -> int:
     return max(g, 1)
 
 
-def load_guided(run_dir: Path, config: ExperimentConfig, prefix: str = "") -> tuple[GuidedDenoiser, HintEncoder]:
-    size = config.data.image_size
-    net = resolve_latent_network(config.model, size)
-    unet = build_latent_unet(net, size)
+def load_guided(run_dir: Path, config: ExperimentConfig, net: LatentNetworkConfig,
+                prefix: str = "") -> tuple[GuidedDenoiser, HintEncoder]:
+    unet = build_latent_unet(net, config.data.image_size)
     if not config.diad.sg:
         load_weights(run_dir, "denoiser", unet)
         return GuidedDenoiser(unet.eval(), None), None
@@ -178,15 +171,16 @@ def _select(run: StagedRun, ae, scale: float, sets, spec: Preprocess) -> None:
     ae = ae.cpu()
     encoder, decoder = LatentEncoder(ae, scale), LatentDecoder(ae, scale)
     features = map_features(config)
+    net = run_network(run.meta, config)
     if d.sg:
         steps = sorted(int(p.name.split("_")[0][len("snapshot"):]) for p in run.run_dir.glob("snapshot*_sg.safetensors"))
-        loaded = {s: load_guided(run.run_dir, config, f"snapshot{s}_") for s in steps}
+        loaded = {s: load_guided(run.run_dir, config, net, f"snapshot{s}_") for s in steps}
     else:
-        loaded = {0: load_guided(run.run_dir, config)}
+        loaded = {0: load_guided(run.run_dir, config, net)}
     candidates = {s: g for s, (g, _) in loaded.items()}
-    hints = {s: (h if h is not None else _zero_hint(config)) for s, (_, h) in loaded.items()}
+    hints = {s: (h if h is not None else _zero_hint(net)) for s, (_, h) in loaded.items()}
     starts = [d.start_step] if d.start_step is not None else list(d.start_candidates)
-    rows = score_candidates(candidates, starts, x, labels, encoder, hints, decoder, features, sampler(config),
+    rows = score_candidates(candidates, starts, x, labels, encoder, hints, decoder, features, sampler(config.diad),
                             fixed_noise(config), d.smoothing_sigma, d.pool)
     chosen = best(rows)
     if d.sg:
@@ -198,13 +192,13 @@ def _select(run: StagedRun, ae, scale: float, sets, spec: Preprocess) -> None:
              extra={"start_step": chosen["start_step"], "snapshot": chosen["snapshot"], "candidates": rows})
 
 
-def _zero_hint(config: ExperimentConfig):
+def _zero_hint(net: LatentNetworkConfig):
     """The plain UNet ignores the hint: a module returning a zero tensor of the hint's shape."""
-    widths = resolve_latent_network(config.model, config.data.image_size).block_out_channels
+    widths = net.block_out_channels
 
     class Zero(torch.nn.Module):
         def forward(self, image):
-            return image.new_zeros(image.shape[0], widths[0], image.shape[2] // 8, image.shape[3] // 8)
+            return image.new_zeros(image.shape[0], widths[0], latent_size(image.shape[2]), latent_size(image.shape[3]))
 
     return Zero()
 

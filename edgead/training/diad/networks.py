@@ -63,7 +63,9 @@ def unet_forward(unet: nn.Module, sample: torch.Tensor, timesteps: torch.Tensor,
 class SemanticGuidedNetwork(nn.Module):
     def __init__(self, unet: nn.Module, sff: bool = True):
         super().__init__()
-        from diffusers.models.controlnets.controlnet import ControlNetConditioningEmbedding
+        from diffusers.models.controlnets.controlnet import (
+            ControlNetConditioningEmbedding,
+        )
 
         widths = list(unet.config.block_out_channels)
         self.time_proj = copy.deepcopy(unet.time_proj)

@@ -3,7 +3,7 @@
 The reference code picks its checkpoint by test-set AUROC; edgead never looks at test images. For
 each stage-B snapshot and candidate start step, the held-out good images and one synthetic anomaly
 made from each (edgead's training synthesis) are reconstructed exactly as the runtime will, scored
-with the runtime's own map code (edgead.runtime.maps and scoring, numpy), and the pair with the
+with the runtime's own map code (edgead.core.maps and scoring, numpy), and the pair with the
 best image AUROC wins (ties: the later snapshot, the larger start step).
 """
 
@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...evaluation.metrics import auroc
-from ...runtime.maps import feature_distance_map
-from ...runtime.scoring import image_scores, smooth
-from ...schedulers.guided_ddim import GuidedDDIMScheduler
+from ...core.maps import feature_distance_map
+from ...core.metrics import auroc
+from ...core.schedulers.guided_ddim import GuidedDDIMScheduler
+from ...core.scoring import image_scores, smooth
 
 
 @torch.no_grad()

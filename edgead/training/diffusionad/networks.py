@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from ...config import ModelConfig
-from ...errors import ConfigError
+from ...core.config import ModelConfig
+from ...core.errors import ConfigError
 from ..unet import build_unet
 
 

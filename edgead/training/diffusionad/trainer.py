@@ -28,18 +28,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...config import ExperimentConfig, or_default
+from ...core.config import ExperimentConfig, or_default
+from ...core.errors import ConfigError
+from ...core.preprocess import Preprocess
+from ...core.schedulers import NormGuidedOneStepScheduler, alphas_cumprod
 from ...data.datasets import load_dataset
-from ...data.preprocess import Preprocess
-from ...data.synthesis import AnomalySynthesizer
-from ...errors import ConfigError
-from ...schedulers import NormGuidedOneStepScheduler, alphas_cumprod
 from .. import augment
-from ..checkpoint import load_weights, open_run, read_checkpoint_meta, restore_progress, save_checkpoint, save_tensors
+from ..checkpoint import (
+    load_weights,
+    open_run,
+    read_checkpoint_meta,
+    restore_progress,
+    save_checkpoint,
+    save_tensors,
+)
 from ..data import DeviceImages, from_unit, load_images, pick_device
 from ..loop import run_loop
+from ..synthesis import AnomalySynthesizer
 from .losses import mask_loss
-from .networks import DiffusionADNetworkConfig, SegmentationUNet, build_denoiser, build_segmenter, resolve_network
+from .networks import (
+    DiffusionADNetworkConfig,
+    SegmentationUNet,
+    build_denoiser,
+    build_segmenter,
+    resolve_network,
+)
 
 log = logging.getLogger(__name__)
 
@@ -290,8 +303,8 @@ class Selector:
 
     @torch.no_grad()
     def consider(self, step: int, denoiser, segmenter, running) -> None:
-        from ...evaluation.metrics import auroc
-        from ...runtime.scoring import top_k_mean
+        from ...core.metrics import auroc
+        from ...core.scoring import top_k_mean
 
         model = DiffusionADModel(*running, self.trainer.net, self.trainer.config)
         device = next(denoiser.parameters()).device

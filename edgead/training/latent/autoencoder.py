@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...data.preprocess import Preprocess
+from ...core.preprocess import Preprocess
 from ..backbone import load_backbone
 from ..checkpoint import load_weights, restore_progress
 from ..data import DeviceImages, from_unit, numpy_batch, to_model_input
@@ -149,12 +149,12 @@ def latent_scale(run: StagedRun) -> float:
     return float(run.progress["autoencoder"]["latent_scale"])
 
 
-def load_codec(run_dir, config, stages: dict) -> tuple[LatentEncoder, LatentDecoder]:
-    """The trained autoencoder of a latent run as its encoder and decoder stages (CPU, eval)."""
-    from .networks import resolve_latent_network
+def load_codec(run_dir, config, meta: dict) -> tuple[LatentEncoder, LatentDecoder]:
+    """The trained autoencoder of a latent run (``meta``: its config.yaml) as encoder and decoder stages (CPU, eval)."""
+    from .networks import run_network
 
     size = config.data.image_size
-    ae = load_weights(run_dir, "autoencoder", build_autoencoder(resolve_latent_network(config.model, size), size,
+    ae = load_weights(run_dir, "autoencoder", build_autoencoder(run_network(meta, config), size,
                                                                    config.backbone.weights))
-    scale = float(stages["autoencoder"]["latent_scale"])
+    scale = float(meta["stages"]["autoencoder"]["latent_scale"])
     return LatentEncoder(ae.eval(), scale), LatentDecoder(ae.eval(), scale)

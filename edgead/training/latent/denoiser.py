@@ -12,8 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ...config import ScheduleConfig
-from ...schedulers import alphas_cumprod
+from ...core.config import ScheduleConfig
+from ...core.schedulers import alphas_cumprod
 from ..checkpoint import restore_progress
 from ..loop import run_loop
 from ..staged import StagedRun

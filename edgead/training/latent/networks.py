@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ...config import ModelConfig
-from ...errors import ConfigError
+from ...core.codec import from_dict
+from ...core.config import ExperimentConfig, ModelConfig
+from ...core.contracts import LATENT_CHANNELS, LATENT_FACTOR
+from ...core.errors import ConfigError
 from ..unet import build_unet
 from .encoders import ENCODERS, ColourSkipDecoder, PretrainedLatentEncoder
-
-LATENT_CHANNELS = 4
-DOWNSAMPLING = 8
 
 
 @dataclass(frozen=True)
@@ -45,6 +44,14 @@ PRESETS: dict[str, LatentNetworkConfig] = {
 }
 
 
+def run_network(meta: dict, config: ExperimentConfig) -> LatentNetworkConfig:
+    """The network a latent run was trained with, as its config.yaml records it (runs of edgead 0.3 recorded
+    none: resolved from their configuration, which the presets of 0.3 and later give alike)."""
+    if meta.get("network"):
+        return from_dict(LatentNetworkConfig, meta["network"], "network")
+    return resolve_latent_network(config.model, config.data.image_size)
+
+
 def resolve_latent_network(model: ModelConfig, image_size: int) -> LatentNetworkConfig:
     cfg = PRESETS[model.preset]
     overrides = {k: getattr(model, k) for k in LatentNetworkConfig.__dataclass_fields__
@@ -61,7 +68,7 @@ def resolve_latent_network(model: ModelConfig, image_size: int) -> LatentNetwork
     if cfg.autoencoder_encoder not in ENCODERS:
         raise ConfigError(f"model.autoencoder_encoder must be one of {', '.join(map(repr, ENCODERS))}; "
                           f"got {cfg.autoencoder_encoder!r}")
-    latent = image_size // DOWNSAMPLING
+    latent = image_size // LATENT_FACTOR
     if latent % 2 ** (len(cfg.block_out_channels) - 1):
         raise ConfigError(f"data.image_size {image_size} gives a {latent}x{latent} latent grid, which "
                           f"{len(cfg.block_out_channels)} UNet levels cannot halve evenly")
@@ -79,18 +86,18 @@ def build_autoencoder(cfg: LatentNetworkConfig, image_size: int, backbone_weight
         up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=cfg.autoencoder_channels,
         layers_per_block=cfg.autoencoder_layers, latent_channels=LATENT_CHANNELS,
         norm_num_groups=cfg.norm_num_groups, sample_size=image_size,
-        mid_block_add_attention=(image_size // DOWNSAMPLING) in cfg.attention_resolutions,
+        mid_block_add_attention=(image_size // LATENT_FACTOR) in cfg.attention_resolutions,
     )
     if cfg.autoencoder_encoder == "efficientnet-lite0":
         ae.encoder = PretrainedLatentEncoder(LATENT_CHANNELS, cfg.autoencoder_channels[-1], cfg.norm_num_groups,
                                              backbone_weights)
     if cfg.autoencoder_colour_skip:
-        ae.decoder = ColourSkipDecoder(ae.decoder, LATENT_CHANNELS, DOWNSAMPLING)
+        ae.decoder = ColourSkipDecoder(ae.decoder, LATENT_CHANNELS, LATENT_FACTOR)
     return ae
 
 
 def build_latent_unet(cfg: LatentNetworkConfig, image_size: int, in_channels: int = LATENT_CHANNELS):
-    return build_unet(image_size // DOWNSAMPLING, in_channels, LATENT_CHANNELS, cfg.block_out_channels,
+    return build_unet(image_size // LATENT_FACTOR, in_channels, LATENT_CHANNELS, cfg.block_out_channels,
                       cfg.layers_per_block, cfg.attention_resolutions, cfg.attention_head_dim, cfg.norm_num_groups)
 
 

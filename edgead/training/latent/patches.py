@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from ...data.preprocess import Preprocess
-from ...errors import EdgeadError
+from ...core.errors import EdgeadError
+from ...core.preprocess import Preprocess
 from ..backbone import FeatureStages
 from ..checkpoint import save_tensors
 from ..patchcore import extract, fit_memory_bank

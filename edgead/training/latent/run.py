@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ...config import ExperimentConfig, ScheduleConfig, or_default
+from ...core.config import ExperimentConfig, ScheduleConfig, or_default
+from ...core.errors import EdgeadError
+from ...core.preprocess import Preprocess
 from ...data.datasets import AnomalyDataset, load_dataset
-from ...data.preprocess import Preprocess
-from ...errors import EdgeadError
-from ..checkpoint import CONFIG_FILE, load_weights
+from ..checkpoint import check_run_dir, load_weights
 from ..data import DeviceImages, load_images, pick_device
 from ..staged import StagedRun
 from .autoencoder import (
@@ -126,9 +126,8 @@ def open_latent_run(config: ExperimentConfig, run_dir: Path, resume: bool, stage
     if stage not in ("all", *stages):
         raise EdgeadError(f"--stage must be one of all, {', '.join(stages)}; got {stage!r}")
     run_dir = Path(run_dir)
-    if stage == "all" and (run_dir / CONFIG_FILE).is_file() and not resume:
-        raise EdgeadError(f"{run_dir} already holds a training run; pass --resume to continue it "
-                          "or choose another --out (nothing was overwritten)")
+    if stage == "all":  # a single stage may go into a run that holds the stages before it
+        check_run_dir(run_dir, resume)
     torch.manual_seed(config.train.seed)
     size = config.data.image_size
     net = resolve_latent_network(config.model, size)
@@ -140,7 +139,7 @@ def open_latent_run(config: ExperimentConfig, run_dir: Path, resume: bool, stage
     device = pick_device(config.train.device)
     products = [len(ds.train) for ds in sets] if len(sets) > 1 and config.data.balance_products else None
     data = DeviceImages(load_images([s.path for ds in sets for s in ds.train], spec), device, foreground, products)
-    run = StagedRun(run_dir, config, resume, stages)
+    run = StagedRun(run_dir, config, resume, stages, network=net)
     run.record("dataset", [ds.provenance() for ds in sets] if len(sets) > 1 else sets[0].provenance())
     return LatentRun(config, run, stages if stage == "all" else (stage,), device, spec, net,
                      training_defaults(config.model.preset), sets, data)

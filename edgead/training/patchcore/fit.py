@@ -3,7 +3,7 @@
 Patch descriptor: backbone features at the chosen scales, each averaged over a 3x3 neighbourhood
 (local aggregation), upsampled to the finest chosen stride and concatenated. The memory bank is
 a greedy k-center coreset of all training patches; at run time the anomaly map is the distance
-of each patch to its nearest bank entry (edgead.runtime.knn), blurred, image score = max.
+of each patch to its nearest bank entry (edgead.core.knn), blurred, image score = max.
 The same bank and scorer give D3AD its kNN prior.
 """
 
@@ -18,12 +18,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...config import ExperimentConfig
+from ...core.config import ExperimentConfig
+from ...core.preprocess import Preprocess
 from ...data.datasets import load_dataset
-from ...data.preprocess import Preprocess
-from ...errors import EdgeadError
-from ..backbone import FEATURE_CHANNELS, FEATURE_STRIDES, aggregate_patches, load_backbone
-from ..checkpoint import save_checkpoint, save_tensors
+from ..backbone import (
+    FEATURE_CHANNELS,
+    FEATURE_STRIDES,
+    aggregate_patches,
+    load_backbone,
+)
+from ..checkpoint import check_run_dir, save_checkpoint, save_tensors
 from ..data import load_images, numpy_batch
 
 log = logging.getLogger(__name__)
@@ -94,8 +98,7 @@ def fit_memory_bank(patches: torch.Tensor, fraction: float, seed: int = 0, progr
 def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progress: bool = True) -> dict:
     """Fit the memory bank (no optimisation, so nothing to resume)."""
     run = Path(run_dir)
-    if (run / "config.yaml").is_file():
-        raise EdgeadError(f"{run} already holds a training run; choose another --out (nothing was overwritten)")
+    check_run_dir(run, resume=False, resumable=False)  # nothing to resume: no optimisation
     t0 = time.perf_counter()
     ds = load_dataset(config.data.path, config.data.validation_fraction, config.data.split_seed)
     model = build_patch_features(config)

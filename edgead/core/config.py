@@ -1,21 +1,19 @@
-"""Typed configuration read from YAML, validated strictly, with ``section.key=value`` overrides.
+"""The configuration schema: every section is a dataclass and its fields are the schema.
 
-Every section is a dataclass; its fields are the schema. Unknown keys, wrong types and values
-outside a ``Literal`` are errors that name the key, what was received and what is allowed.
+Reading, validating types and ``section.key=value`` overrides are core/codec.py's; the checks of
+values that types cannot express (ranges, combinations) are ``validate()`` and the sections' ``check``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
-import yaml
-
-from .errors import ConfigError, EdgeadError
+from .codec import apply_overrides, coerce, from_dict, read_yaml_mapping, to_dict
+from .errors import ConfigError
 
 Preset = Literal["tiny", "s", "m", "paper"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -148,7 +146,7 @@ class ExperimentConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
-    sections: dict[str, Any] = field(default_factory=dict, repr=False)
+    sections: dict[str, Any] = field(default_factory=dict, repr=False, metadata={"inline": True})
     """Method name -> its configuration section (filled for every registered method)."""
 
     def __post_init__(self) -> None:
@@ -217,196 +215,22 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
+    @classmethod
+    def __from_dict__(cls, data: dict[str, Any], where: str = "") -> ExperimentConfig:
+        """The shared sections by their types, each method's section by the method's own dataclass."""
+        from .methods import get_method, method_names
 
-# --------------------------------------------------------------------------------------------
-# strict dataclass <-> dict conversion
-
-
-def to_dict(obj: Any) -> Any:
-    """Dataclasses to plain YAML-safe dicts (tuples become lists); method sections by name."""
-    if isinstance(obj, ExperimentConfig):
-        out = {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != "sections"}
-        return {**out, **{name: to_dict(section) for name, section in sorted(obj.sections.items())}}
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    return obj
-
-
-def from_dict(cls: type, data: Any, where: str = "") -> Any:
-    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
-    if cls is ExperimentConfig:
-        return _experiment_from_dict(data)
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown key {_join(where, unknown[0])!r}; valid keys of "
-            f"{where or 'the config'}: {', '.join(sorted(names))}"
-        )
-    kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def _experiment_from_dict(data: dict[str, Any]) -> ExperimentConfig:
-    from .methods import get_method, method_names
-
-    registered = set(method_names())
-    own = {f.name for f in dataclasses.fields(ExperimentConfig)} - {"sections"}
-    unknown = sorted(set(data) - own - registered)
-    if unknown:
-        raise ConfigError(
-            f"unknown key {unknown[0]!r}; valid keys of the config: {', '.join(sorted(own | registered))}"
-        )
-    sections = {name: from_dict(get_method(name).config, data[name], name) for name in registered & set(data)}
-    shared = {k: v for k, v in data.items() if k in own}
-    hints = typing.get_type_hints(ExperimentConfig)
-    kwargs = {k: _coerce(hints[k], v, k) for k, v in shared.items()}
-    return ExperimentConfig(**kwargs, sections=sections)
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
-    if origin is Literal:
-        allowed = get_args(tp)
-        if value not in allowed:
+        registered = set(method_names())
+        own = {f.name for f in dataclasses.fields(cls)} - {"sections"}
+        unknown = sorted(set(data) - own - registered)
+        if unknown:
             raise ConfigError(
-                f"{where} must be one of {', '.join(map(repr, allowed))}; got {value!r}"
+                f"unknown key {unknown[0]!r}; valid keys of the config: {', '.join(sorted(own | registered))}"
             )
-        return value
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        item = get_args(tp)[0]
-        items = [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a mapping, got {value!r}")
-        args = get_args(tp)
-        if args and args[1] is not Any:  # dict[str, X]: every value is an X
-            return {k: _coerce(args[1], v, _join(where, str(k))) for k, v in value.items()}
-        return value
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover - schema bug
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b=value`` strings (value parsed as YAML) onto a nested dict."""
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like section.key=value")
-        try:
-            value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part} is not a section")
-        node[parts[-1]] = value
-    return data
-
-
-class _PlainLoader(yaml.SafeLoader):
-    """Safe YAML without aliases: ten lines of nested ``*a`` references expand to billions of nodes
-    (a "billion laughs" file of 1 kB), which no size limit on the file catches."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            raise _AliasFound(self.peek_event().start_mark.line + 1)
-        return super().compose_node(parent, index)
-
-
-class _AliasFound(Exception):
-    pass
-
-
-class _PlainDumper(yaml.SafeDumper):
-    """Never writes an alias, so everything edgead writes reads back with _PlainLoader."""
-
-    def ignore_aliases(self, data):
-        return True
-
-
-def to_yaml(data: Any) -> str:
-    return yaml.dump(data, Dumper=_PlainDumper, sort_keys=False)
-
-
-def read_yaml_text(text: str, where: str, error: type[EdgeadError] = ConfigError) -> dict[str, Any]:
-    """YAML text that must hold a mapping (empty: empty mapping); ``error`` on anything else."""
-    try:
-        loaded = yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a SafeLoader without aliases
-    except _AliasFound as line:
-        raise error(f"{where} uses a YAML alias (*name, line {line}), which edgead files never contain") from None
-    except yaml.YAMLError as exc:
-        raise error(f"{where} is not valid YAML: {exc}") from None
-    except RecursionError:
-        raise error(f"{where} is nested too deeply to be a configuration") from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise error(f"{where} is corrupt: expected a mapping at the top level")
-    return loaded
-
-
-def read_yaml_mapping(path: Path, error: type[EdgeadError] = ConfigError) -> dict[str, Any]:
-    """A YAML file that must hold a mapping; a binary or unreadable file is ``error`` too."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise error(f"{path} is not a YAML file: it is not UTF-8 text") from None
-    except OSError as exc:
-        raise error(f"cannot read {path}: {exc.strerror}") from None
-    return read_yaml_text(text, str(path), error)
+        sections = {name: from_dict(get_method(name).config, data[name], name) for name in registered & set(data)}
+        hints = typing.get_type_hints(cls)
+        kwargs = {k: coerce(hints[k], v, k) for k, v in data.items() if k in own}
+        return cls(**kwargs, sections=sections)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -419,7 +243,3 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         data = read_yaml_mapping(p)
     apply_overrides(data, list(overrides or []))
     return from_dict(ExperimentConfig, data).validate()
-
-
-def dump_yaml(obj: Any) -> str:
-    return to_yaml(to_dict(obj))

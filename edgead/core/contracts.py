@@ -10,7 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 StageName = Literal["encoder", "hint_encoder", "denoiser_step", "decoder", "feature_extractor", "segmenter"]
+LATENT_FACTOR = 8
+"""The latent methods' autoencoder halves the image three times: a 256x256 image is a 32x32 latent."""
+LATENT_CHANNELS = 4
+
 DType = Literal["float32", "float16", "int64", "int32", "uint8"]
 
 
@@ -35,3 +41,14 @@ class StageContract:
 def image_spec(name: str, size: int | tuple[int, int], channels: int = 3) -> TensorSpec:
     h, w = (size, size) if isinstance(size, int) else size
     return TensorSpec(name, "float32", ["batch", channels, h, w])
+
+
+def latent_size(image_size: int) -> int:
+    return image_size // LATENT_FACTOR
+
+
+def latent_noise(image_size: int, seed: int) -> np.ndarray:
+    """A latent method's fixed start noise (the bundle extra ``noise``): the same seed gives the same
+    array in training's model selection, at export and so at run time."""
+    h = latent_size(image_size)
+    return np.random.default_rng(seed).standard_normal((1, LATENT_CHANNELS, h, h)).astype(np.float32)

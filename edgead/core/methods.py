@@ -12,11 +12,11 @@ and the ``edgead.methods`` entry-point group (third-party packages).
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..errors import ConfigError
+from .registry import Registry, load_target
 
 Part = Literal["trainer", "exporter", "pipeline"]
 
@@ -47,57 +47,31 @@ class MethodSpec:
     """Training stages that can be run alone (``edgead train --stage NAME``), in order."""
 
     def load(self, part: Part) -> Any:
-        target = getattr(self, part)
-        module, _, attr = target.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return load_target(getattr(self, part))
 
 
-BUILTIN: dict[str, str] = {
+METHODS: Registry[MethodSpec] = Registry("method", {
     "diffusionad": "edgead.methods.diffusionad:SPEC",
     "patchcore": "edgead.methods.patchcore:SPEC",
     "d3ad": "edgead.methods.d3ad:SPEC",
     "diad": "edgead.methods.diad:SPEC",
-}
-_registered: dict[str, MethodSpec] = {}
-_loaded: dict[str, MethodSpec] = {}
+}, MethodSpec)
 
 
 def register(spec: MethodSpec) -> MethodSpec:
     """Add a method at run time (a name that is taken is an error)."""
-    if spec.name in method_names() and get_method(spec.name) is not spec:
-        raise ConfigError(f"a method named {spec.name!r} is already registered")
-    _registered[spec.name] = spec
-    return spec
+    return METHODS.register(spec.name, spec)
 
 
-def unregister(name: str) -> None:
-    _registered.pop(name, None)
+unregister = METHODS.unregister
+method_names = METHODS.names
+get_method = METHODS.get
+all_methods = METHODS.all
 
 
-def _entry_points() -> dict[str, str]:
-    from importlib.metadata import entry_points
+def params_from(section: Any, params: type, **fitted: Any) -> Any:
+    """A method's manifest parameters from its configuration section: every field the two share is copied
+    (one definition, in the config), the others come from ``fitted`` (values export measures or chooses)."""
+    shared = {f.name for f in dataclasses.fields(params)} & {f.name for f in dataclasses.fields(section)}
+    return params(**{name: getattr(section, name) for name in shared - set(fitted)}, **fitted)
 
-    return {ep.name: ep.value for ep in entry_points(group="edgead.methods")}
-
-
-def method_names() -> list[str]:
-    return sorted({*BUILTIN, *_registered, *_entry_points()})
-
-
-def get_method(name: str) -> MethodSpec:
-    if name in _registered:
-        return _registered[name]
-    if name not in _loaded:
-        where = BUILTIN.get(name) or _entry_points().get(name)
-        if where is None:
-            raise ConfigError(f"unknown method {name!r}; registered methods: {', '.join(method_names())}")
-        module, _, attr = where.partition(":")
-        spec = getattr(importlib.import_module(module), attr)
-        if not isinstance(spec, MethodSpec) or spec.name != name:
-            raise ConfigError(f"{where} is not the MethodSpec of {name!r}")
-        _loaded[name] = spec
-    return _loaded[name]
-
-
-def all_methods() -> list[MethodSpec]:
-    return [get_method(n) for n in method_names()]

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import DataError
-from .io import list_images, read_image
-from .preprocess import Preprocess, resize
+from ..core.errors import DataError
+from ..core.preprocess import Preprocess, resize
+from ..data.io import list_images, read_image
 
 MAX_PERLIN_RES = 32
 """Perlin lattice cells per axis are drawn from 1, 2, 4, ..., MAX_PERLIN_RES."""

@@ -8,8 +8,13 @@ up to FPR 0.3 divided by 0.3.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
+
+from .registry import Registry
 
 
 def _binary_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -111,16 +116,52 @@ def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
     return float(np.trapezoid(y, x) / fpr_limit)
 
 
-def image_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    f1, thr = f1_max(labels, scores)
-    return {"auroc": auroc(labels, scores), "ap": average_precision(labels, scores),
-            "f1max": f1, "f1max_threshold": thr}
+@dataclass(frozen=True)
+class Metric:
+    """One column of ``edgead evaluate``'s report and table."""
+
+    name: str
+    """The report's key."""
+    title: str
+    levels: tuple[str, ...]
+    """``image``: compute(labels [N], scores [N]); ``pixel``: compute(masks [N, H, W], maps [N, H, W])."""
+    compute: Callable[[np.ndarray, np.ndarray], float | dict[str, float]]
+    """A number, or several keys (the first is the column's: f1max and its threshold)."""
+    order: int = 100
+    """Column position (smaller first)."""
 
 
-def pixel_metrics(maps: np.ndarray, masks: np.ndarray, with_pro: bool = True) -> dict[str, float]:
-    f1, thr = f1_max(masks, maps)
-    out = {"auroc": auroc(masks, maps), "ap": average_precision(masks, maps),
-           "f1max": f1, "f1max_threshold": thr}
-    if with_pro:
-        out["aupro_0.3"] = aupro(maps, masks)
+AUROC = Metric("auroc", "AUROC", ("image", "pixel"), auroc, 10)
+AP = Metric("ap", "AP", ("image", "pixel"), average_precision, 20)
+F1MAX = Metric("f1max", "F1max", ("image", "pixel"),
+               lambda labels, scores: dict(zip(("f1max", "f1max_threshold"), f1_max(labels, scores))), 30)
+AUPRO = Metric("aupro_0.3", "AUPRO@0.3", ("pixel",), lambda masks, maps: aupro(maps, masks), 40)
+
+METRICS: Registry[Metric] = Registry("metric", {
+    "auroc": "edgead.core.metrics:AUROC",
+    "ap": "edgead.core.metrics:AP",
+    "f1max": "edgead.core.metrics:F1MAX",
+    "aupro_0.3": "edgead.core.metrics:AUPRO",
+}, Metric)
+"""A new metric is a Metric plus one entry (or the ``edgead.metrics`` entry-point group): the report,
+the table and the multi-product mean pick it up."""
+
+
+def metrics_for(level: str) -> list[Metric]:
+    return sorted((m for m in METRICS.all() if level in m.levels), key=lambda m: (m.order, m.name))
+
+
+def _compute(level: str, labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for metric in metrics_for(level):
+        value = metric.compute(labels, scores)
+        out.update(value if isinstance(value, dict) else {metric.name: float(value)})
     return out
+
+
+def image_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    return _compute("image", labels, scores)
+
+
+def pixel_metrics(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
+    return _compute("pixel", masks, maps)

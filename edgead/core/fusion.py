@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError
+import numpy as np
+
+from .errors import ConfigError
 
 
 @dataclass
@@ -48,3 +50,11 @@ class FusionParams:
     """Mean and standard deviation of the reconstruction map's pixels on the anomaly-free calibration images."""
     knn: list[float] = field(default_factory=lambda: [0.0, 1.0])
     """The same for the kNN map."""
+
+
+def fuse(reconstruction: np.ndarray, knn: np.ndarray, fusion: FusionParams) -> np.ndarray:
+    """The anomaly map from both maps, each standardised with its statistics on good images."""
+    (mr, sr), (mk, sk) = fusion.reconstruction, fusion.knn
+    w = fusion.knn_weight
+    out = (1.0 - w) * (reconstruction - mr) / max(sr, 1e-12) + w * (knn - mk) / max(sk, 1e-12)
+    return out.astype(np.float32)

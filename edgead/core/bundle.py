@@ -10,7 +10,7 @@
 Loading is strict: an unknown key, another schema version, a missing file, a path outside the
 bundle or a sha256 mismatch is a BundleError naming the file. The manifest itself is covered: its
 last line is the sha256 of everything above it, so an edited threshold is refused, and a bundle
-may carry an Ed25519 signature of the manifest (``edgead.signing``). This module imports no ML
+may carry an Ed25519 signature of the manifest (``edgead.core.signing``). This module imports no ML
 framework.
 """
 
@@ -26,11 +26,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import __version__
-from .config import from_dict, read_yaml_text, to_dict, to_yaml
+from .codec import from_dict, read_yaml_text, to_dict, to_yaml
 from .contracts import StageContract, StageName, TensorSpec
-from .data.preprocess import Preprocess
 from .errors import BundleError, ConfigError
+from .preprocess import Preprocess
+from .version import __version__
 
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.yaml"
@@ -123,7 +123,8 @@ class Calibration:
 class Scoring:
     """Anomaly map -> image score (anomalib's post-processor, read by ``runtime.postprocess``)."""
 
-    image_score: Literal["max", "top_k_mean", "pooled_max"]
+    image_score: str
+    """A score rule's name (core.scoring.SCORE_RULES)."""
     smoothing_sigma: float = 0.0
     """Gaussian blur of the map before scoring (pixels; 0 = off)."""
     top_k: int = 1
@@ -346,6 +347,11 @@ def check_values(m: Manifest) -> None:
         _finite(getattr(m, name), f"manifest.{name}")
     if any(v <= 0 for v in m.preprocess.std) or any(v < 1 for v in m.preprocess.image_size):
         raise ConfigError(f"manifest.preprocess needs std > 0 and a positive image_size, got {m.preprocess}")
+    from .scoring import SCORE_RULES
+
+    if m.scoring.image_score not in SCORE_RULES:
+        raise BundleError(f"manifest.scoring.image_score {m.scoring.image_score!r} is not a score rule of this "
+                          f"edgead ({', '.join(SCORE_RULES.names())}); update edgead or install the plugin that has it")
     _in_range(m.scoring.smoothing_sigma, 0, 100, "manifest.scoring.smoothing_sigma")
     _in_range(m.scoring.top_k, 1, 1 << 30, "manifest.scoring.top_k")
     _in_range(m.scoring.pool, 1, 1 << 16, "manifest.scoring.pool")

@@ -11,12 +11,13 @@ with min, max and threshold measured on anomaly-free validation images.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
-from ..bundle import Calibration, Scoring, Stats
-
-IMAGE_SCORES = ("max", "top_k_mean", "pooled_max")
+from .bundle import Calibration, Scoring, Stats
+from .registry import Registry
 
 
 def smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
@@ -49,14 +50,33 @@ def pooled_max(maps: np.ndarray, pool: int) -> np.ndarray:
     return np.asarray(out, np.float64)
 
 
+ScoreRule = Callable[[np.ndarray, Scoring], np.ndarray]
+"""``rule(maps [B, H, W], scoring) -> image scores [B]`` (float64); its parameters come from the manifest's scoring."""
+
+
+def max_rule(maps: np.ndarray, scoring: Scoring) -> np.ndarray:
+    return maps.reshape(maps.shape[0], -1).max(axis=1).astype(np.float64)
+
+
+def top_k_mean_rule(maps: np.ndarray, scoring: Scoring) -> np.ndarray:
+    return top_k_mean(maps, scoring.top_k)
+
+
+def pooled_max_rule(maps: np.ndarray, scoring: Scoring) -> np.ndarray:
+    return pooled_max(maps, scoring.pool)
+
+
+SCORE_RULES: Registry[ScoreRule] = Registry("score rule", {
+    "max": "edgead.core.scoring:max_rule",
+    "top_k_mean": "edgead.core.scoring:top_k_mean_rule",
+    "pooled_max": "edgead.core.scoring:pooled_max_rule",
+})
+"""Manifest ``scoring.image_score`` -> rule. A new rule is a function plus one entry (or the
+``edgead.score_rules`` entry-point group); an exporter names it in its ``Scoring``."""
+
+
 def image_scores(maps: np.ndarray, rule: str, top_k: int = 1, pool: int = 1) -> np.ndarray:
-    if rule == "top_k_mean":
-        return top_k_mean(maps, top_k)
-    if rule == "max":
-        return maps.reshape(maps.shape[0], -1).max(axis=1).astype(np.float64)
-    if rule == "pooled_max":
-        return pooled_max(maps, pool)
-    raise ValueError(f"image_score must be one of {', '.join(map(repr, IMAGE_SCORES))}; got {rule!r}")
+    return SCORE_RULES.get(rule)(maps, Scoring(rule, top_k=top_k, pool=pool))
 
 
 def normalise(values: np.ndarray | float, stats: Stats) -> np.ndarray:
@@ -70,16 +90,14 @@ class PostProcessor:
     """Maps -> smoothed maps and image scores; scores -> normalised scores and decisions."""
 
     def __init__(self, scoring: Scoring, calibration: Calibration | None = None):
-        if scoring.image_score not in IMAGE_SCORES:
-            raise ValueError(f"image_score must be one of {IMAGE_SCORES}; got {scoring.image_score!r}")
+        self.rule = SCORE_RULES.get(scoring.image_score)
         self.scoring, self.calibration = scoring, calibration
 
     def maps(self, raw: np.ndarray) -> np.ndarray:
         return smooth(raw, self.scoring.smoothing_sigma)
 
     def scores(self, maps: np.ndarray) -> np.ndarray:
-        s = self.scoring
-        return image_scores(maps, s.image_score, s.top_k, s.pool)
+        return self.rule(maps, self.scoring)
 
     @property
     def threshold(self) -> float:
@@ -96,7 +114,7 @@ class PostProcessor:
 
     def _cal(self) -> Calibration:
         if self.calibration is None:
-            from ..errors import BundleError
+            from .errors import BundleError
 
             raise BundleError("the bundle is not calibrated; re-export it with 'edgead export'")
         return self.calibration

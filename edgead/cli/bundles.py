@@ -1,0 +1,97 @@
+"""Looking after bundles: edgead calibrate (thresholds), keygen, sign, verify."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import backend_option, progress, resigned
+
+
+# --------------------------------------------------------------------------------- calibrate
+@click.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--good", "good", multiple=True, required=True,
+              help="Anomaly-free parts: image, folder, glob, video file, or a camera/stream with --max-frames. Repeatable.")
+@click.option("--target-frr", type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
+              help="False-reject rate the threshold aims at (default 0.01).")
+@click.option("--confidence", type=click.FloatRange(0.5, 1, max_open=True), help="Confidence in that rate (default 0.95).")
+@click.option("--rule", type=click.Choice(["tolerance", "k_sigma"]), help="Threshold rule (default tolerance).")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Use at most this many frames.")
+@backend_option
+@click.option("--sign-key", type=click.Path(dir_okay=False), help="Sign the changed bundle with this private key.")
+@click.option("--product", help="Product to re-calibrate (bundles that serve several products).")
+@click.option("--refuse-outliers", is_flag=True,
+              help="Refuse to calibrate when some --good images score far above the others (perhaps defective "
+                   "parts among them); by default they are named in a warning.")
+def calibrate(bundle, good, target_frr, confidence, rule, max_frames, backend, sign_key, product,
+              refuse_outliers) -> None:
+    """Re-calibrate a bundle's thresholds on a line's own good parts (no retraining, no PyTorch).
+
+    \b
+    edgead calibrate tire.edgead --good line_good/ --target-frr 0.005
+    edgead calibrate tire.edgead --good good_shift.mp4
+    """
+    from ..core.bundle import load_bundle
+    from ..core.config import CalibrationConfig
+    from ..core.outputs import exclusive
+    from ..runtime.calibration import recalibrate
+
+    cfg = CalibrationConfig(**{k: v for k, v in {"target_frr": target_frr, "confidence": confidence,
+                                                  "rule": rule}.items() if v is not None},
+                            outliers="refuse" if refuse_outliers else "warn")
+    with exclusive(bundle, "calibrate"):  # read, change and write the manifest as one step
+        b = load_bundle(bundle)
+        old, new, dropped = recalibrate(b, list(good), cfg, backend=backend, max_frames=max_frames,
+                                        progress=progress(), sign_key=sign_key, product=product)
+    resigned(dropped, b.root)
+    for w in new.warnings:
+        click.echo(f"warning: {w}", err=True)
+    click.echo(json.dumps({
+        "bundle": str(b.root), "images": new.n_images, "rule": new.rule, "target_frr": new.target_frr,
+        "image_threshold": new.image.threshold, "previous_image_threshold": old.image.threshold if old else None,
+        "threshold_interval_90": new.threshold_interval, "pixel_threshold": new.pixel.threshold,
+    }))
+
+
+# ------------------------------------------------------------------------------- signatures
+@click.command()
+@click.option("--out", required=True, metavar="PREFIX", help="Writes PREFIX.key (private, 0600) and PREFIX.pub.")
+def keygen(out) -> None:
+    """Make an Ed25519 key pair for signing bundles (keep the .key file on the build server)."""
+    from ..core.signing import generate_keys
+
+    private, public = generate_keys(out)
+    click.echo(json.dumps({"private_key": str(private), "public_key": str(public)}))
+
+
+@click.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--key", required=True, type=click.Path(dir_okay=False), help="Private key from 'edgead keygen'.")
+def sign(bundle, key) -> None:
+    """Sign a bundle, so that line PCs with EDGEAD_TRUSTED_KEYS accept it."""
+    from ..core.bundle import load_bundle
+    from ..core.signing import sign as sign_bundle
+
+    b = load_bundle(bundle, trusted_keys=[])  # integrity first: never sign a corrupt bundle
+    click.echo(json.dumps({"bundle": str(b.root), "signed_by": sign_bundle(b.root, key)}))
+
+
+@click.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--key", "keys", multiple=True, type=click.Path(dir_okay=False),
+              help="Trusted public key (repeatable; default: $EDGEAD_TRUSTED_KEYS).")
+def verify(bundle, keys) -> None:
+    """Check a bundle: manifest integrity, every file's sha256, paths, and the signature if keys are given."""
+    from pathlib import Path as _P
+
+    from ..core.bundle import load_bundle
+    from ..core.signing import trusted_keys_from_env
+    from ..core.signing import verify as verify_signature
+
+    trusted = [_P(k) for k in keys] or trusted_keys_from_env()
+    b = load_bundle(bundle, trusted_keys=[])
+    signer = verify_signature(b.root, trusted) if trusted else None
+    click.echo(json.dumps({"bundle": str(b.root), "files": len(b.files()) + 1, "integrity": "ok",
+                           "signed": b.signed, "signed_by_trusted_key": signer}))

@@ -1,0 +1,84 @@
+"""edgead export: a training run to a bundle (ONNX, calibration, parity), or TensorRT engines."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..core.errors import ConfigError
+from .common import progress, resigned
+
+
+# ------------------------------------------------------------------------------------ export
+@click.command()
+@click.argument("source", type=click.Path())
+@click.option("--out", type=click.Path(), help="Bundle folder to create (when SOURCE is a training run).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
+@click.option("--data", multiple=True, help="Dataset(s) for calibration/parity if they moved since training.")
+@click.option("--parity-images", default="32", show_default=True,
+              help="Validation+test images compared with PyTorch, or 'all'.")
+@click.option("--engine", type=click.Choice(["fp16", "fp32"]), help="Build TensorRT engines into the bundle SOURCE.")
+@click.option("--workspace", type=float, default=2.0, show_default=True, help="TensorRT workspace (GB).")
+@click.option("--batch", type=int, default=1, show_default=True, help="Largest batch the engines accept.")
+@click.option("--trt", "flavour", type=click.Choice(["auto", "tensorrt", "rtx"]), default="auto", show_default=True,
+              help="TensorRT flavour: tensorrt (10/11: Jetson, data-centre GPUs) or rtx (TensorRT for RTX: "
+                   "desktop RTX GPUs; builds without a GPU). auto: whichever is installed, TensorRT first.")
+@click.option("--sm", metavar="LIST", help="TensorRT-RTX target compute capabilities, e.g. 86,89,120 "
+              "(default: this GPU, or without one the portable set).")
+@click.option("--sign-key", type=click.Path(dir_okay=False), help="Sign the bundle with this private key.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Inference settings of the method or calibration, e.g. d3ad.dynamic=false, calibration.target_frr=0.005.")
+def export(source, out, overwrite, data, parity_images, engine, workspace, batch, flavour, sm, sign_key,
+           sets) -> None:
+    """Export a training run to a bundle, or build TensorRT engines for a bundle.
+
+    \b
+    edgead export runs/tire --out tire.edgead          ONNX graphs, calibration, parity check
+    edgead export tire.edgead --engine fp16            TensorRT engines for this GPU
+    """
+    if engine is not None:
+        from ..export.tensorrt import build_engines
+
+        engine_set, report = build_engines(source, engine, workspace_gb=workspace, max_batch=batch,
+                                           overwrite=overwrite, sign_key=sign_key, flavour=flavour, sm=sm)
+        resigned(report.pop("signature_dropped", False), source)
+        for name, st in report["stages"].items():
+            click.echo(f"{name:<18} {st['obtained_precision']:<28} built in {st['build_seconds']:.1f} s, "
+                       f"{st['megabytes']:.1f} MB", err=True)
+        click.echo(json.dumps({"engines": engine_set.directory, **report}, default=str))
+        return
+    if out is None:
+        raise ConfigError("export of a training run needs --out BUNDLE")
+    from ..core.errors import require
+
+    require("torch", 'pip install "edgead[train]"', "Exporting")
+    n = None if parity_images == "all" else _int(parity_images, "--parity-images")
+    from ..export.flow import export_run
+
+    bundle, parity = export_run(source, out, overwrite=overwrite, data=list(data) or None, parity_images=n,
+                                progress=progress(), overrides=list(sets))
+    if sign_key:
+        from ..core.signing import sign as sign_bundle
+
+        sign_bundle(bundle.root, sign_key)
+    m = bundle.manifest
+    thresholds = ({name: c.image.threshold for name, c in m.products.items()} if m.products
+                  else m.calibration.image.threshold if m.calibration else None)
+    click.echo(json.dumps({
+        "bundle": str(bundle.root),
+        "stages": [s.name for s in m.stages],
+        "image_threshold": thresholds,
+        **({"fusion": m.provenance["export"]["fusion"]} if "fusion" in m.provenance.get("export", {}) else {}),
+        "parity": parity,
+    }, default=str))
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer or 'all', got {value!r}") from None
+    if n < 1:
+        raise ConfigError(f"{name} must be >= 1, got {n}")
+    return n

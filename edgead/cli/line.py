@@ -1,0 +1,163 @@
+"""On the line: edgead run (camera, stream, video) and edgead predict (image files)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ..core.errors import ConfigError
+from .common import backend_option
+
+
+# --------------------------------------------------------------------------------------- run
+@click.command()
+@click.option("--bundle", required=True, type=click.Path(), help="Bundle folder.")
+@click.option("--camera", type=int, help="OpenCV camera index (0 is the first camera).")
+@click.option("--source", help="Video file, rtsp:// or http:// URL, GStreamer pipeline (with '!'), image folder or glob.")
+@backend_option
+@click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, help="Process every N-th frame.")
+@click.option("--roi", help="Region of interest x,y,width,height (pixels of the source frame).")
+@click.option("--show", is_flag=True,
+              help="Show an OpenCV window with overlay, verdict and FPS (q quits). Needs a display and the GUI "
+                   "OpenCV build (pip uninstall opencv-python-headless; pip install opencv-python); "
+                   "--web works with any install.")
+@click.option("--web", "web", metavar="[HOST:]PORT",
+              help="Serve a line view to browsers: live frame, score over time, FPS, latency, counts, latest "
+                   "anomalies. PORT alone binds to 127.0.0.1; give a HOST (0.0.0.0) to expose it.")
+@click.option("--web-token", envvar="EDGEAD_WEB_TOKEN",
+              help="Require ?token=TOKEN on every request of the line view (or $EDGEAD_WEB_TOKEN).")
+@click.option("--save", type=click.Path(dir_okay=False), help="Write an annotated video (.mp4, .avi, .mkv).")
+@click.option("--save-fps", type=float, default=10.0, show_default=True, help="Frame rate of --save.")
+@click.option("--jsonl", type=click.Path(dir_okay=False), help="One JSON line per processed frame.")
+@click.option("--save-anomalies", type=click.Path(file_okay=False), help="Save frame, overlay and mask of anomalous frames.")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many processed frames.")
+@click.option("--loop", is_flag=True, help="Restart a video file at its end.")
+@click.option("--reconnect-attempts", type=click.IntRange(min=0), help="Give up a dropped live source after N tries (default: never).")
+@click.option("--status-every", type=float, default=5.0, show_default=True, help="Seconds between status lines.")
+@click.option("--overwrite", is_flag=True, help="Allow replacing existing --save/--jsonl/--save-anomalies outputs.")
+@click.option("--product", help="Product whose thresholds apply (bundles that serve several products).")
+@click.option("--sink", "sink_specs", multiple=True, metavar="NAME[=ARG]",
+              help="Send results to any registered sink, e.g. --sink jsonl=events.jsonl (repeatable; built in: "
+                   "jsonl, video, anomalies, window, web, and plugins' sinks).")
+def run(bundle, camera, source, backend, stride, roi, show, web, web_token, save, save_fps, jsonl, save_anomalies,
+        max_frames, loop, reconnect_attempts, status_every, overwrite, product, sink_specs) -> None:
+    """Run a bundle on a live camera or stream (or a video/images) until stopped.
+
+    \b
+    edgead run --bundle tire.edgead --camera 0 --web 8080        # then open http://127.0.0.1:8080/
+    edgead run --bundle tire.edgead --camera 0 --show
+    edgead run --bundle tire.edgead --source line.mp4 --save out.mp4 --jsonl events.jsonl
+    """
+    from ..runtime.detector import Detector
+    from ..runtime.runner import run_stream
+    from ..runtime.sinks import SinkOptions, open_sinks
+    from ..runtime.sources import open_source
+    from ..runtime.stream import Roi
+
+    if (camera is None) == (source is None):
+        raise ConfigError("give exactly one of --camera N or --source SPEC")
+    region = Roi.parse(roi)
+    named = [("jsonl", jsonl), ("video", save), ("anomalies", save_anomalies), ("web", web), ("window", "" if show else None)]
+    requests = [(name, arg) for name, arg in named if arg is not None]
+    requests += [(spec.partition("=")[0], spec.partition("=")[2]) for spec in sink_specs]
+    options = SinkOptions(overwrite=overwrite, fps=save_fps, token=web_token, echo=lambda m: click.echo(m, err=True),
+                          title=Path(bundle).name + (f" / {product}" if product else ""))
+    sinks = open_sinks(requests, options)  # outputs are checked here, before anything loads
+    det = None
+    try:
+        det = Detector.load(bundle, backend=backend, product=product)
+        src = open_source(camera if camera is not None else source, reconnect_attempts=reconnect_attempts, loop=loop)
+    except BaseException:
+        for s in sinks:
+            s.close()
+        if det is not None:
+            det.close()
+        raise
+    click.echo(f"running {det.method} on {src.name} with {det.backend_name} ({det.choice.reason})", err=True)
+    with det:
+        stats = run_stream(det, src, sinks, stride=stride, roi=region, max_frames=max_frames,
+                           status_every_s=status_every, echo=lambda m: click.echo(m, err=True), stop=options.stop)
+    click.echo(stats.status_line(), err=True)
+    click.echo(json.dumps({"stopped_by": stats.stopped_by, "frames": stats.frames, "anomalies": stats.anomalies,
+                           "fps": round(stats.fps, 2), "latency_ms": stats.latency_ms, "source": stats.source}))
+    lost = stats.source.get("lost_frames", 0)
+    if lost and not src.live:
+        click.echo(f"error: {lost} frames of {src.name} could not be decoded (damaged file); the others were processed",
+                   err=True)
+        sys.exit(1)
+
+
+# ----------------------------------------------------------------------------------- predict
+@click.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--bundle", required=True, type=click.Path(), help="Bundle folder.")
+@backend_option
+@click.option("--out", type=click.Path(file_okay=False), help="Save an overlay per image here.")
+@click.option("--jsonl", type=click.Path(dir_okay=False), help="Write one JSON line per image.")
+@click.option("--overwrite", is_flag=True, help="Allow replacing an existing --jsonl file or non-empty --out folder.")
+@click.option("--product", help="Product whose thresholds apply (bundles that serve several products).")
+def predict(images, bundle, backend, out, jsonl, overwrite, product) -> None:
+    """Score image files (paths, folders or globs) and print a verdict per image.
+
+    Prints: path, raw score, normalised score (threshold at 0.5), verdict. An unreadable image,
+    a missing path or a pattern that matches nothing is reported and skipped; the exit code is 1
+    when any of them could not be scored.
+    """
+    from ..core.errors import InputError, SourceError
+    from ..core.outputs import atomic_write, check_new_dir, check_new_file
+    from ..runtime.detector import Detector
+    from ..runtime.sources import expand_images
+
+    files, failed, missing = [], [], []
+    for spec in images:
+        try:
+            files.extend(expand_images([spec]))
+        except SourceError as exc:
+            failed.append(spec)
+            missing.append(str(exc))
+    if not files:  # nothing at all to score: one error line
+        raise SourceError("; ".join(missing))
+    for message in missing:
+        click.echo(f"error: {message}", err=True)
+    check_new_dir(out, overwrite, "overlay folder")
+    check_new_file(jsonl, overwrite, "JSON-lines file")
+    names = _overlay_names(files)
+    lines, n_bad = [], 0
+    with Detector.load(bundle, backend=backend, product=product) as det:
+        for f in files:
+            try:
+                r = det.predict(f)
+            except InputError as exc:
+                failed.append(str(f))
+                click.echo(f"error: {exc}", err=True)
+                continue
+            n_bad += r.is_anomalous
+            verdict = "ANOMALY" if r.is_anomalous else "ok"
+            click.echo(f"{f}\t{r.score:.6f}\t{r.normalised_score:.3f}\t{verdict}")
+            lines.append(json.dumps(r.to_dict()) + "\n")
+            if out:
+                from ..data.io import write_image
+
+                write_image(Path(out) / names[f], r.overlay(color="rgb"))
+    if jsonl:
+        atomic_write(jsonl, "".join(lines), exclusive=not overwrite)
+    click.echo(f"{len(lines)} images scored, {n_bad} anomalous"
+               + (f", {len(failed)} could not be read" if failed else ""), err=True)
+    if failed:
+        sys.exit(1)
+
+
+def _overlay_names(files: list[Path]) -> dict[Path, str]:
+    """<folder>_<stem>_overlay.png, with a counter where two inputs would still collide."""
+    names: dict[Path, str] = {}
+    used: set[str] = set()
+    for i, f in enumerate(files):
+        name = f"{f.parent.name}_{f.stem}_overlay.png"
+        if name in used:
+            name = f"{f.parent.name}_{f.stem}_{i}_overlay.png"
+        used.add(name)
+        names[f] = name
+    return names

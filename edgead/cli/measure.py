@@ -1,0 +1,119 @@
+"""Measuring a bundle: edgead evaluate (quality), benchmark (speed, memory), validate (backend parity)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ..core.errors import ConfigError
+from .common import backend_option, progress
+
+
+# ---------------------------------------------------------------------------------- evaluate
+@click.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--data", required=True, multiple=True,
+              help="Dataset with test images (MVTec test/ or labelled folders); repeat for several products.")
+@click.option("--product", help="Product of a single --data (default: the dataset's folder name).")
+@backend_option
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
+@click.option("--sheet", type=click.Path(file_okay=False), help="Save a sheet of example images here.")
+@click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file or writing into a non-empty --sheet folder.")
+def evaluate(bundle, data, product, backend, out, sheet, overwrite) -> None:
+    """Compute image and pixel AUROC/AP/F1max and AUPRO@0.3 on a test set (per product, and the mean)."""
+    from ..core.bundle import load_bundle
+    from ..core.outputs import atomic_write, check_new_dir, check_new_file
+    from ..data.datasets import load_dataset
+    from ..evaluation.evaluate import evaluate as run_eval
+    from ..evaluation.evaluate import format_table, mean_report, save_sheets
+    from ..runtime.detector import Detector
+
+    check_new_file(out, overwrite, "report")
+    check_new_dir(sheet, overwrite, "sheet folder")
+    if product and len(data) > 1:
+        raise ConfigError("--product names the product of a single --data; with several, each folder name is its product")
+    b = load_bundle(bundle)
+    reports = {}
+    for root in data:
+        ds = load_dataset(root, validation_fraction=0.0)
+        name = product or (ds.name if b.manifest.products else None)
+        with Detector(b, backend=backend, product=name) as det:
+            run = run_eval(det, ds, progress=progress())
+            if sheet:
+                name_png = "sheet.png" if len(data) == 1 else f"{ds.name}.png"
+                run.report["sheets"] = [str(p) for p in save_sheets(det, run, Path(sheet), name=name_png)]
+        reports[ds.name] = run.report
+        if len(data) > 1:
+            click.echo(f"== {ds.name}")
+        click.echo(format_table(run.report))
+    report = next(iter(reports.values())) if len(reports) == 1 else {"products": reports, "mean": mean_report(reports)}
+    if len(reports) > 1:
+        click.echo("== mean over products\n" + format_table(report["mean"]))
+    if out:
+        atomic_write(out, json.dumps(report, indent=2), exclusive=not overwrite)
+        click.echo(f"report written to {out}", err=True)
+
+
+# --------------------------------------------------------------------------------- benchmark
+@click.command()
+@click.argument("bundle", type=click.Path())
+@backend_option
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="The larger batch measured besides 1.")
+@click.option("--runs", type=click.IntRange(min=1), default=20, show_default=True, help="Timed runs per batch size.")
+@click.option("--checkpoint", type=click.Path(file_okay=False), help="Training run: also time PyTorch eager, alternating.")
+@click.option("--images", type=click.Path(file_okay=False), help="Folder of images to time on (default: random frames).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
+@click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file.")
+@click.option("--product", help="Product whose thresholds apply (bundles that serve several products).")
+def benchmark(bundle, backend, batch, runs, checkpoint, images, out, overwrite, product) -> None:
+    """Latency per part (median, p90), throughput, peak memory; runtime vs PyTorch eager."""
+    from ..core.outputs import atomic_write, check_new_file
+    from ..evaluation.speed import benchmark as run_benchmark
+    from ..evaluation.speed import format_report
+
+    check_new_file(out, overwrite, "report")
+    reference = None
+    if checkpoint is not None:  # PyTorch eager stages of the run, timed against the runtime's
+        from functools import partial
+
+        from ..export.torch_backend import torch_backends
+
+        reference = partial(torch_backends, checkpoint)
+    report = run_benchmark(bundle, backend, batch, runs, reference=reference, images=images, progress=progress(),
+                           product=product)
+    click.echo(format_report(report))
+    if out:
+        atomic_write(out, json.dumps(report, indent=2), exclusive=not overwrite)
+
+
+# ---------------------------------------------------------------------------------- validate
+@click.command()
+@click.argument("bundle", type=click.Path())
+@backend_option
+@click.option("--images", type=click.Path(file_okay=False), help="Real images (default: the bundle's sample images).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), help="Tolerance set (default: from the engines).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
+@click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file.")
+@click.option("--product", help="Product whose thresholds decide (bundles that serve several products).")
+def validate(bundle, backend, images, precision, out, overwrite, product) -> None:
+    """Compare a backend with ONNX Runtime CPU per stage and end to end; exit 1 outside tolerance."""
+    from ..core.outputs import atomic_write, check_new_file
+    from ..runtime.detector import Detector
+    from ..runtime.validate import images_from, sample_images
+    from ..runtime.validate import validate as run_validate
+
+    check_new_file(out, overwrite, "report")
+    with Detector.load(bundle, backend=backend, product=product) as det:
+        imgs = images_from(images) if images else sample_images(det.bundle)
+        if precision is None:
+            precision = "fp16" if det.backend_name == "tensorrt" and any(
+                es.precision == "fp16" for es in det.manifest.engines) else "fp32"
+        report = run_validate(det, imgs, precision=precision)
+    click.echo(report.table())
+    if out:
+        atomic_write(out, json.dumps(report.to_dict(), indent=2), exclusive=not overwrite)
+    if not report.passed:
+        sys.exit(1)

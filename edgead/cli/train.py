@@ -1,0 +1,70 @@
+"""edgead train, edgead methods: PyTorch training of any registered method."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..core.errors import ConfigError
+from .common import option_overrides
+
+
+# ------------------------------------------------------------------------------------- train
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML configuration file.")
+@click.option("--data", multiple=True, help="Dataset root (MVTec layout or good/ + defect folders); "
+              "repeat it for a method that serves several products (diad).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder for checkpoints.")
+@click.option("--method", metavar="NAME", help="Method (default diffusionad); 'edgead methods' lists them.")
+@click.option("--preset", type=click.Choice(["tiny", "s", "m", "paper"]), help="Network size (default s).")
+@click.option("--image-size", type=int, help="Training resolution, a multiple of 32 (default 256).")
+@click.option("--steps", type=int, help="Optimiser steps (default 20000).")
+@click.option("--batch-size", type=int, help="Batch size, half normal and half synthetic (default 16).")
+@click.option("--max-minutes", type=float, help="Stop after this many minutes and keep the checkpoint.")
+@click.option("--textures", type=click.Path(file_okay=False), help="Folder of textures for synthetic anomalies.")
+@click.option("--foreground/--no-foreground", default=None, help="Put synthetic anomalies on the object only.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Training device (default auto).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out with its own configuration.")
+@click.option("--stage", default="all", show_default=True, metavar="NAME",
+              help="Train one stage of a staged method (d3ad: autoencoder, denoiser, adapt, prior, patches; "
+                   "'edgead methods' lists each method's).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config field, e.g. train.learning_rate=2e-4.")
+def train(config_path, data, out, method, preset, image_size, steps, batch_size, max_minutes, textures,
+          foreground, device, resume, stage, sets) -> None:
+    """Train a model on anomaly-free images and save a checkpoint in --out."""
+    from ..core.config import load_config
+    from ..core.errors import require
+
+    require("torch", 'pip install "edgead[train]"', "Training")
+    data_path = None if not data else data[0] if len(data) == 1 else list(data)
+    overrides = option_overrides({
+        "method": method, "data.path": data_path, "model.preset": preset, "data.image_size": image_size,
+        "train.steps": steps, "train.batch_size": batch_size, "train.max_minutes": max_minutes,
+        "data.textures": textures, "data.foreground": foreground, "train.device": device,
+    }, sets)
+    existing = (Path(out) / "config.yaml").is_file()
+    if resume or (stage != "all" and existing):  # the run's own configuration, as it was trained
+        if config_path:
+            raise ConfigError("a run is continued with its own configuration; leave out --config")
+        from ..training.checkpoint import resume_config
+
+        config = resume_config(out, overrides)
+    else:
+        config = load_config(config_path, overrides)
+    from ..training import train as train_method
+
+    # a bar on a terminal, a progress line every few seconds in a log file
+    summary = train_method(config, out, resume=resume, progress=True, stage=stage)
+    click.echo(json.dumps({"run": str(out), **summary}, default=str))
+
+
+@click.command()
+def methods() -> None:
+    """List the registered methods."""
+    from ..methods import all_methods
+
+    for spec in all_methods():
+        training = f"; training stages: {', '.join(spec.train_stages)}" if spec.train_stages else ""
+        click.echo(f"{spec.name:<12} {spec.summary}  [stages: {', '.join(spec.stages)}{training}]")
