@@ -26,7 +26,7 @@ def test_stops_before_a_step_that_would_overrun_the_time_limit(tmp_path):
     step, calls = _stepper(seconds=0.05)
     saves = []
     t0 = time.perf_counter()
-    out = run_loop("t", step, lambda s, e: saves.append(s), 0, 1000, 0.0, tmp_path / "log.jsonl",
+    out = run_loop("t", step, lambda s, e, t: saves.append(s), 0, 1000, 0.0, tmp_path / "log.jsonl",
                    max_minutes=0.4 / 60, progress=False)
     took = time.perf_counter() - t0
     assert out.stopped_by_time_limit and out.steps == len(calls) < 1000
@@ -36,7 +36,7 @@ def test_stops_before_a_step_that_would_overrun_the_time_limit(tmp_path):
 
 def test_log_has_the_first_step_then_every_n_and_the_last(tmp_path):
     step, _ = _stepper(values=[4.0, 2.0, 2.0, 1.0, 3.0])
-    run_loop("t", step, lambda s, e: None, 0, 5, 0.0, tmp_path / "log.jsonl", log_every=2, progress=False)
+    run_loop("t", step, lambda s, e, t: None, 0, 5, 0.0, tmp_path / "log.jsonl", log_every=2, progress=False)
     lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 4, 5]
     assert [r["loss"] for r in lines] == [4.0, 2.0, 1.5, 3.0]  # means since the previous line
@@ -44,7 +44,7 @@ def test_log_has_the_first_step_then_every_n_and_the_last(tmp_path):
 
 def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys):
     step, _ = _stepper()
-    run_loop("train x", step, lambda s, e: None, 0, 3, 0.0, tmp_path / "log.jsonl", progress=True,
+    run_loop("train x", step, lambda s, e, t: None, 0, 3, 0.0, tmp_path / "log.jsonl", progress=True,
              line_every_s=0.0)
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and err[0].startswith("train x: step 1/3") and "steps/s eta" in err[0]
@@ -53,12 +53,12 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys):
 def test_divergence_is_a_clear_error(tmp_path):
     step, _ = _stepper(values=[1.0, float("nan")])
     with pytest.raises(EdgeadError, match="diverged at step 2"):
-        run_loop("t", step, lambda s, e: None, 0, 5, 0.0, tmp_path / "log.jsonl", log_every=1, progress=False)
+        run_loop("t", step, lambda s, e, t: None, 0, 5, 0.0, tmp_path / "log.jsonl", log_every=1, progress=False)
 
 
 def test_resumed_run_keeps_counting(tmp_path):
     step, calls = _stepper()
-    out = run_loop("t", step, lambda s, e: None, 7, 10, 12.0, tmp_path / "log.jsonl", progress=False)
+    out = run_loop("t", step, lambda s, e, t: None, 7, 10, 12.0, tmp_path / "log.jsonl", progress=False)
     assert len(calls) == 3 and out.steps == 10 and out.elapsed_s >= 12.0
 
 
@@ -77,7 +77,7 @@ def test_sigterm_saves_the_checkpoint_like_ctrl_c(tmp_path):
 
     step.calls = 0
     with pytest.raises(KeyboardInterrupt):
-        run_loop("t", step, lambda s, e: saves.append(s), 0, 100, 0.0, tmp_path / "log.jsonl", progress=False)
+        run_loop("t", step, lambda s, e, t: saves.append(s), 0, 100, 0.0, tmp_path / "log.jsonl", progress=False)
     assert saves == [3]  # the last finished step
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is the process's again
 
@@ -86,7 +86,7 @@ def test_a_stage_that_would_take_hours_says_so_early(tmp_path, caplog):
     from edgead.training.loop import long_run_warning
 
     step, calls = _stepper(seconds=0.02)
-    run_loop("train denoiser", step, lambda s, e: None, 0, 10_000_000, 0.0, tmp_path / "log.jsonl", progress=False,
+    run_loop("train denoiser", step, lambda s, e, t: None, 0, 10_000_000, 0.0, tmp_path / "log.jsonl", progress=False,
              max_minutes=0.2 / 60)
     (line,) = [r.message for r in caplog.records if "take about" in r.message]
     assert line.startswith("train denoiser: at ") and "--max-minutes" in line and "--method d3ad --preset s" in line

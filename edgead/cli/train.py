@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -22,7 +24,9 @@ from .common import option_overrides
 @click.option("--image-size", type=int, help="Training resolution, a multiple of 32 (default 256).")
 @click.option("--steps", type=int, help="Optimiser steps (default 20000).")
 @click.option("--batch-size", type=int, help="Batch size, half normal and half synthetic (default 16).")
-@click.option("--max-minutes", type=float, help="Stop after this many minutes and keep the checkpoint.")
+@click.option("--max-minutes", type=float,
+              help="One time budget for the whole run: shared by its stages, which shorten to fit; the run ends "
+                   "complete and exportable inside it. With --resume: the budget for what is left.")
 @click.option("--textures", type=click.Path(file_okay=False), help="Folder of textures for synthetic anomalies.")
 @click.option("--foreground/--no-foreground", default=None, help="Put synthetic anomalies on the object only.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Training device (default auto).")
@@ -31,13 +35,19 @@ from .common import option_overrides
               help="Train one stage of a staged method (d3ad: autoencoder, denoiser, adapt, prior, patches; "
                    "'edgead methods' lists each method's).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config field, e.g. train.learning_rate=2e-4.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Training processes on this machine, one per GPU (or CPU processes): runs the same command under "
+                   "torchrun --nproc-per-node N with PyTorch DistributedDataParallel; --batch-size is the total "
+                   "over all.")
 def train(config_path, data, out, method, preset, image_size, steps, batch_size, max_minutes, textures,
-          foreground, device, resume, stage, sets) -> None:
+          foreground, device, resume, stage, sets, nproc) -> None:
     """Train a model on anomaly-free images and save a checkpoint in --out."""
     from ..core.config import load_config
     from ..core.errors import require
 
     require("torch", 'pip install "edgead[train]"', "Training")
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:  # start the processes; each runs this command again
+        sys.exit(_torchrun(nproc))
     data_path = None if not data else data[0] if len(data) == 1 else list(data)
     overrides = option_overrides({
         "method": method, "data.path": data_path, "model.preset": preset, "data.image_size": image_size,
@@ -57,7 +67,25 @@ def train(config_path, data, out, method, preset, image_size, steps, batch_size,
 
     # a bar on a terminal, a progress line every few seconds in a log file
     summary = train_method(config, out, resume=resume, progress=True, stage=stage)
-    click.echo(json.dumps({"run": str(out), **summary}, default=str))
+    if os.environ.get("RANK", "0") == "0":  # one summary, from training process 0
+        click.echo(json.dumps({"run": str(out), **summary}, default=str))
+
+
+def _torchrun(nproc: int) -> int:
+    """``edgead train ... --nproc N`` as ``torchrun --standalone --nproc-per-node N -m edgead.cli train ...``."""
+    import subprocess
+
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            args.append(a)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "edgead.cli", *args]
+    return subprocess.run(command).returncode
 
 
 @click.command()

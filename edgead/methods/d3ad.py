@@ -119,4 +119,6 @@ SPEC = MethodSpec(
     pipeline="edgead.runtime.pipelines.d3ad:D3ADPipeline",
     tiny=("model.preset=tiny", "d3ad.knn_k=5", "train.batch_size=4"),
     train_stages=("autoencoder", "denoiser", "adapt", "prior", "patches"),
+    budget=(("autoencoder", 0.35), ("denoiser", 0.5), ("adapt", 0.15)),
+    budget_reserve=0.2,
 )

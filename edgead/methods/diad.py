@@ -88,4 +88,6 @@ SPEC = MethodSpec(
     tiny=("model.preset=tiny", "train.batch_size=4", "diad.start_candidates=[40, 80]"),
     multi_product=True,
     train_stages=("autoencoder", "denoiser", "guidance", "select", "patches"),
+    budget=(("autoencoder", 0.3), ("denoiser", 0.3), ("guidance", 0.4)),
+    budget_reserve=0.25,
 )

@@ -93,4 +93,6 @@ SPEC = MethodSpec(
     exporter="edgead.export.diffusionad:DiffusionADExport",
     pipeline="edgead.runtime.pipelines.diffusionad:DiffusionADPipeline",
     tiny=("model.preset=tiny", "train.batch_size=4", "train.learning_rate=1e-3"),
+    budget=(("diffusionad", 1.0),),
+    budget_reserve=0.05,
 )

@@ -6,10 +6,15 @@ the ImageNet backbone); each method's networks and trainer live in a folder of t
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
+
+import yaml
 
 from ..core.config import ExperimentConfig
 from ..core.errors import ConfigError
+from .budget import plan
 
 
 def train(config: ExperimentConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
@@ -24,13 +29,41 @@ def train(config: ExperimentConfig, run_dir: str | Path, resume: bool = False, p
         raise ConfigError("no training data: pass --data DIR or set data.path in the config")
     _check_run_folder(Path(run_dir))
     spec = get_method(config.method)
-    trainer = spec.load("trainer")
-    if stage == "all":
-        return trainer(config, Path(run_dir), resume=resume, progress=progress)
-    if stage not in spec.train_stages:
+    if stage != "all" and stage not in spec.train_stages:
         valid = ", ".join(("all", *spec.train_stages))
         raise ConfigError(f"--stage must be one of {valid} for {spec.name}; got {stage!r}")
-    return trainer(config, Path(run_dir), resume=resume, progress=progress, stage=stage)
+    trainer = spec.load("trainer")
+    from . import distributed
+
+    joined = distributed.setup(config.train.device)  # under torchrun: one of several training processes
+    progress = progress and distributed.is_main()
+    budget = plan(config.train.max_minutes, spec.budget, spec.budget_reserve, stage, _complete_stages(Path(run_dir)))
+    try:
+        with budget.active() if budget is not None else contextlib.nullcontext():
+            if stage == "all":
+                summary = trainer(config, Path(run_dir), resume=resume, progress=progress)
+            else:
+                summary = trainer(config, Path(run_dir), resume=resume, progress=progress, stage=stage)
+    finally:
+        if joined:
+            distributed.teardown()
+    if joined:
+        summary = {**summary, "processes": int(os.environ["WORLD_SIZE"])}
+    if budget is not None:
+        summary = {**summary, "budget_minutes": config.train.max_minutes,
+                   "budget_used_minutes": round((budget.seconds - budget.left()) / 60.0, 2)}
+    return summary
+
+
+def _complete_stages(run_dir: Path) -> set[str]:
+    """The stages a run folder already holds complete (resume skips them; the budget leaves them out)."""
+    from .checkpoint import CONFIG_FILE
+
+    try:
+        stages = yaml.safe_load((run_dir / CONFIG_FILE).read_text()).get("stages", {})
+    except (OSError, AttributeError, yaml.YAMLError):
+        return set()
+    return {name for name, record in stages.items() if isinstance(record, dict) and record.get("complete")}
 
 
 def _check_run_folder(run_dir: Path) -> None:

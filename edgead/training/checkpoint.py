@@ -24,6 +24,7 @@ from ..core.config import ExperimentConfig
 from ..core.errors import ConfigError, EdgeadError
 from ..core.outputs import atomic_write, atomic_write_with
 from ..core.version import __version__
+from . import distributed
 
 CONFIG_FILE = "config.yaml"
 STATE_FILE = "trainer_state.pt"
@@ -48,12 +49,17 @@ def migrate_config(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """A safetensors file written atomically, readable like any file the user's umask allows."""
+    """A safetensors file written atomically, readable like any file the user's umask allows (by training
+    process 0 alone: the others hold the same weights)."""
+    if not distributed.is_main():
+        return
     atomic_write_with(path, lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(p)))
 
 
 def save_trainer_state(path: Path, state: dict[str, Any]) -> None:
-    """Optimiser and position for ``--resume``, written atomically."""
+    """Optimiser and position for ``--resume``, written atomically (by training process 0)."""
+    if not distributed.is_main():
+        return
     atomic_write_with(path, lambda p: torch.save(state, p))
 
 
@@ -80,7 +86,8 @@ def save_checkpoint(
     if state is not None:
         save_trainer_state(run_dir / STATE_FILE, state)
     text = to_yaml(meta)
-    atomic_write(run_dir / CONFIG_FILE, text)
+    if distributed.is_main():
+        atomic_write(run_dir / CONFIG_FILE, text)
     return read_yaml_text(text, str(run_dir / CONFIG_FILE))
 
 

@@ -1,16 +1,18 @@
 """The optimisation loop every trainer stage shares: time limit, checkpoints, logs, progress.
 
 A stage supplies ``step() -> {name: loss tensor}`` (it does its own backward and optimiser step)
-and ``save(step, elapsed_s)``. The loop never synchronises with the GPU on a normal step: losses
-are summed on the device and read back only when a log line is due, so a fast GPU is never
+and ``save(step, elapsed_s, total_steps)``. The loop never synchronises with the GPU on a normal
+step: losses are summed on the device and read back only when a log line is due, so a fast GPU is never
 stalled by the host.
 
 - ``train_log.jsonl`` gets a line at the first step of every invocation, then every
   ``log_every`` steps and at the last step (mean losses since the previous line).
 - On a terminal, a tqdm bar; otherwise (a log file, CI, ``nohup``) one progress line on
   stderr every ``line_every_s`` seconds with steps/s, ETA and losses.
-- ``max_minutes`` limits this invocation: the loop stops *before* a step that would overrun,
-  judged by the mean duration of recent steps, and saves.
+- A run's time budget (training/budget.py) gives the stage its share: the loop stops *before* a step
+  that would overrun, judged by the mean duration of recent steps, takes the steps done as the
+  stage's plan (so the stage is complete and the run goes on) and saves. ``max_minutes`` caps one
+  invocation alone (the stage then stays incomplete, to be resumed).
 - After a few steps, a stage whose estimate passes ``LONG_RUN_S`` says so once, with the options
   that finish sooner (a 256-px DiffusionAD on a CPU would otherwise run for weeks in silence).
 - Ctrl-C and SIGTERM (a service manager, ``kill``, a batch scheduler's time limit) both save the
@@ -33,6 +35,8 @@ from pathlib import Path
 import torch
 
 from ..core.errors import EdgeadError
+from . import distributed
+from .budget import active_budget
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ class LoopResult:
     steps: int
     elapsed_s: float
     stopped_by_time_limit: bool
+    """By the budget (the plan was shortened to ``steps``) or by ``max_minutes``."""
     losses: dict[str, float]
     steps_per_s: float
 
@@ -54,8 +59,9 @@ class LoopResult:
 class _Progress:
     """tqdm on a terminal, plain lines elsewhere, nothing when disabled."""
 
-    def __init__(self, name: str, start: int, total: int, enabled: bool, line_every_s: float):
-        self.name, self.total, self.line_every_s = name, total, line_every_s
+    def __init__(self, name: str, start: int, total: int, enabled: bool, line_every_s: float,
+                 run_deadline: float | None = None):
+        self.name, self.total, self.line_every_s, self.run_deadline = name, total, line_every_s, run_deadline
         self.bar = None
         self.lines = enabled and not sys.stderr.isatty()
         self.last_line = -math.inf  # the first step always gets a line
@@ -76,8 +82,12 @@ class _Progress:
             left = (self.total - step) / rate if rate > 0 else float("nan")
             eta = time.strftime("%H:%M:%S", time.gmtime(left)) if math.isfinite(left) else "?"
             parts = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
+            run = ""
+            if self.run_deadline is not None:  # the whole run ends by its budget
+                run_left = max(self.run_deadline - time.perf_counter(), 0.0)
+                run = f", run ends within {time.strftime('%H:%M:%S', time.gmtime(run_left))} (budget)"
             sys.stderr.write(f"{self.name}: step {step}/{self.total} ({step / self.total:.1%}) "
-                             f"{rate:.2f} steps/s eta {eta} | {parts}\n")
+                             f"{rate:.2f} steps/s eta {eta}{run} | {parts}\n")
             sys.stderr.flush()
             self.last_line = time.perf_counter()
 
@@ -101,6 +111,22 @@ def long_run_warning(name: str, rate: float, remaining: int) -> str | None:
             "(README: What trains where)")
 
 
+def step_seeding(device: torch.device | str, seed: int, salt: int,
+                 step: int) -> tuple[torch.Generator, Callable[[], None]]:
+    """A generator for a stage's batches, noise and synthetic anomalies, and the call that re-seeds it from
+    (seed, stage, step) at the start of every step: a run stopped and resumed at any step draws exactly what
+    an uninterrupted one draws, so it reaches the same weights."""
+    gen = torch.Generator(device=device)
+    at = [step]
+    process = distributed.rank()  # each training process draws its own part of the batch
+
+    def reseed() -> None:
+        gen.manual_seed(seed * 1_000_003 + salt * 100_003 + process * 7_919_317 + at[0])
+        at[0] += 1
+
+    return gen, reseed
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -108,7 +134,7 @@ def _interrupt(signum, frame) -> None:
 def run_loop(
     name: str,
     step_fn: Callable[[], dict[str, torch.Tensor]],
-    save_fn: Callable[[int, float], None],
+    save_fn: Callable[[int, float, int], None],
     start_step: int,
     total_steps: int,
     start_elapsed_s: float,
@@ -118,13 +144,21 @@ def run_loop(
     log_every: int = 50,
     progress: bool = True,
     line_every_s: float = 10.0,
+    stage: str | None = None,
 ) -> LoopResult:
+    """``stage``: the name under which the run's budget (if any) gives this loop its share."""
     step = start_step
     if step >= total_steps:
         log.info("%s already has %d/%d steps; nothing to do", name, step, total_steps)
         return LoopResult(step, start_elapsed_s, False, {}, 0.0)
-    limit_s = None if max_minutes is None else max_minutes * 60.0
-    bar = _Progress(name, step, total_steps, progress, line_every_s)
+    budget = active_budget()
+    share_s = budget.stage_seconds(stage) if budget is not None and stage is not None else None
+    limits = [s for s in (share_s, None if max_minutes is None else max_minutes * 60.0) if s is not None]
+    limit_s = min(limits) if limits else None
+    planned = total_steps
+    main = distributed.is_main()  # one process writes the log and shows progress
+    bar = _Progress(name, step, total_steps, progress and main, line_every_s,
+                    None if budget is None else budget.started + budget.seconds)
     sums: dict[str, torch.Tensor] = {}
     n_summed = 0
     first = True
@@ -134,7 +168,7 @@ def run_loop(
     recent: list[float] = []  # durations of recent steps (host clock), for the time limit
     stopped_by_time = False
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_file = log_path.open("a")
+    log_file = log_path.open("a") if main else None
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None  # SIGTERM saves like Ctrl-C
     try:
@@ -142,8 +176,10 @@ def run_loop(
             now = time.perf_counter()
             if limit_s is not None and recent:
                 expected = sum(recent) / len(recent)
-                if now - t_session + expected > limit_s:
+                if distributed.any_process(now - t_session + expected > limit_s):
                     stopped_by_time = True
+                    if share_s is not None and limit_s == share_s:  # the budget: these steps are the plan
+                        total_steps = step
                     break
             losses = step_fn()
             step += 1
@@ -165,32 +201,40 @@ def run_loop(
                     raise EdgeadError(f"{name} diverged at step {step}: losses {reported}; "
                                       "lower the learning rate (--set train.learning_rate=...)")
                 last = reported
-                if want_log:
+                if want_log and log_file is not None:
                     record = {"stage": name, "step": step, "elapsed_s": round(t_after - t_run0, 2),
                               "steps_per_s": round(session_rate, 3), **{k: round(v, 6) for k, v in reported.items()}}
                     log_file.write(json.dumps(record) + "\n")
                     log_file.flush()
+                if want_log:
                     sums, n_summed, first = {}, 0, False
-            if step - start_step == ESTIMATE_AFTER_STEPS and step < total_steps:
+            if step - start_step == ESTIMATE_AFTER_STEPS and step < total_steps and share_s is None:
                 warning = long_run_warning(name, session_rate, total_steps - step)
                 if warning:
                     log.warning(warning)
             bar.update(step, session_rate, reported, want_line)
             if step % checkpoint_every == 0 or step == total_steps:
-                save_fn(step, time.perf_counter() - t_run0)
+                save_fn(step, time.perf_counter() - t_run0, total_steps)
     except KeyboardInterrupt:
         log.warning("%s interrupted at step %d; saving checkpoint", name, step)
-        save_fn(step, time.perf_counter() - t_run0)
+        save_fn(step, time.perf_counter() - t_run0, total_steps)
         raise
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
         bar.close()
-        log_file.close()
+        if log_file is not None:
+            log_file.close()
     elapsed = time.perf_counter() - t_run0
-    if stopped_by_time:
+    if stopped_by_time and total_steps == step:
+        log.warning("%s: the time budget allowed %d of %d steps; the run goes on with them (a run with a larger "
+                    "--max-minutes trains more)", name, step, planned)
+    elif stopped_by_time:
         log.warning("%s: stopped at step %d/%d by the %.1f-minute limit", name, step, total_steps, max_minutes)
-    if step % checkpoint_every != 0 and step != total_steps:
-        save_fn(step, elapsed)
+    if stopped_by_time or (step % checkpoint_every != 0 and step != total_steps):
+        save_fn(step, elapsed, total_steps)
+    if budget is not None and stage is not None and step >= total_steps:
+        budget.finish(stage)
+    distributed.barrier()  # the other processes go on once process 0 has written the stage's files
     rate = (step - start_step) / max(time.perf_counter() - t_session, 1e-9)
     return LoopResult(step, elapsed, stopped_by_time, last, rate)

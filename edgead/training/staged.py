@@ -59,9 +59,14 @@ class StagedRun:
         return None
 
     def save(self, stage: str, modules: dict[str, torch.nn.Module], step: int, seconds: float, total: int,
-             optimiser: torch.optim.Optimizer | None = None, extra: dict[str, Any] | None = None) -> None:
+             optimiser: torch.optim.Optimizer | None = None, extra: dict[str, Any] | None = None,
+             planned: int | None = None) -> None:
+        """``total``: the steps this stage runs; ``planned``: what the configuration asked (more, when a budget
+        cut the stage short)."""
         self.progress[stage] = {"steps_done": step, "steps": total, "complete": step >= total,
-                                "seconds": round(seconds, 1), **(extra or {})}
+                                "seconds": round(seconds, 1),
+                                **({"planned_steps": planned} if planned is not None and planned != total else {}),
+                                **(extra or {})}
         state = {"optimiser": optimiser.state_dict(), "step": step, "elapsed_s": seconds} if optimiser else None
         keep = {k: v for k, v in self.meta.items() if k not in ("edgead_version", "method", "network", "config")}
         if state is not None:  # before the config that says the stage has reached this step

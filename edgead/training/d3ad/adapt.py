@@ -24,6 +24,7 @@ from torch import nn
 from ...core.knn import roundup
 from ...core.preprocess import Preprocess
 from ...core.schedulers.guided_ddim import GuidedDDIMScheduler
+from .. import distributed
 from ..data import DeviceImages, to_model_input
 from ..loop import run_loop
 from ..staged import StagedRun
@@ -49,11 +50,21 @@ def adapt_backbone(run: StagedRun, backbone: nn.Module, encoder: nn.Module, unet
     def denoise(x_t, t):
         return unet(x_t, torch.as_tensor(t, device=device)).sample
 
+    def losses(x, x_hat, target):
+        feats_x = adapted(x)
+        loss_rec = flat_cosine_distance(adapted(x_hat), feats_x)  # both sides train, as the reference
+        loss_reg = flat_cosine_distance(feats_x, target)
+        return {"total": loss_rec + settings.adapt_regulariser * loss_reg, "reconstruction": loss_rec,
+                "regulariser": loss_reg}
+
+    forward = distributed.data_parallel(losses, adapted)
+
     def step_fn():
         nonlocal order
         if not order:
             order = torch.randperm(len(data), generator=torch.Generator().manual_seed(int(rng.integers(1 << 31)))).tolist()
         idx = torch.tensor([order.pop() for _ in range(min(batch, len(order)))], device=device)
+        idx = idx[distributed.rank()::distributed.world_size()]  # this process's part of the batch
         x = to_model_input(data.images[idx], spec)
         with torch.no_grad():
             z0 = encoder(x)
@@ -61,18 +72,15 @@ def adapt_backbone(run: StagedRun, backbone: nn.Module, encoder: nn.Module, unet
             t_max = np.array([roundup(settings.max_t / 10 * int(v)) for v in k])
             x_hat = decoder(scheduler.reconstruct(denoise, z0, t_max))
             target = frozen(x)
-        feats_x = adapted(x)
-        loss_rec = flat_cosine_distance(adapted(x_hat), feats_x)  # both sides train, as the reference
-        loss_reg = flat_cosine_distance(feats_x, target)
-        loss = loss_rec + settings.adapt_regulariser * loss_reg
+        out = forward(x, x_hat, target)
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        out["total"].backward()
         optimiser.step()
-        return {"total": loss.detach(), "reconstruction": loss_rec.detach(), "regulariser": loss_reg.detach()}
+        return {k: v.detach() for k, v in out.items()}
 
-    def save_fn(at: int, seconds: float) -> None:
-        run.save("adapt", {"feature_extractor": adapted}, at, seconds, total)
+    def save_fn(at: int, seconds: float, steps: int) -> None:
+        run.save("adapt", {"feature_extractor": adapted}, at, seconds, steps, planned=total)
 
     run_loop("adapt features", step_fn, save_fn, 0, total, 0.0, run.run_dir / "train_log.jsonl",
-             max_minutes=None, checkpoint_every=total, log_every=max(1, n_batches // 4), progress=progress)
+             checkpoint_every=total, log_every=max(1, n_batches // 4), progress=progress, stage="adapt")
     return adapted.eval().requires_grad_(False)

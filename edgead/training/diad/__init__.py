@@ -26,6 +26,7 @@ from ...core.contracts import latent_noise, latent_size
 from ...core.errors import EdgeadError
 from ...core.preprocess import Preprocess
 from ...methods.diad import SPEC, sampler
+from .. import distributed
 from ..backbone import PATCH_LAYERS, FeatureStages, load_backbone
 from ..checkpoint import load_weights, restore_progress
 from ..data import DeviceImages, from_unit, load_images
@@ -37,7 +38,7 @@ from ..latent.networks import (
 )
 from ..latent.patches import train_patch_bank
 from ..latent.run import open_latent_run
-from ..loop import run_loop
+from ..loop import run_loop, step_seeding
 from ..selection import MIN_SELECTION_IMAGES, synthetic_set
 from ..staged import StagedRun
 from .networks import GuidedDenoiser, HintEncoder, SemanticGuidedNetwork, freeze_encoder
@@ -99,12 +100,16 @@ def _train_guidance(run: StagedRun, unet, ae, scale: float, data: DeviceImages, 
     s = d.schedule
     ab = torch.tensor(alphas_cumprod(s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule),
                       dtype=torch.float32, device=device)
-    gen = torch.Generator(device=device).manual_seed(tc.seed * 1_000_003 + step + 4)
+    gen, reseed = step_seeding(device, tc.seed, 4, step)
+    batch = distributed.local_batch(batch, "the guidance stage's batch size")
+    forward = distributed.data_parallel(
+        lambda z_t, t, x, noise: {"eps_mse": ((guided(z_t, t.float(), sg.hint(x)) - noise) ** 2).mean()}, sg, unet)
     marks = {round(steps * (k + 1) / d.snapshots) for k in range(d.snapshots)}
     sg.train()
     unet.train()
 
     def step_fn():
+        reseed()
         idx = data.indices(batch, gen)
         flip = torch.rand(batch, 1, 1, 1, generator=gen, device=device) < 0.5
         x = from_unit(data.images[idx].float() / 255.0, spec)
@@ -114,23 +119,23 @@ def _train_guidance(run: StagedRun, unet, ae, scale: float, data: DeviceImages, 
         t = torch.randint(0, s.num_train_timesteps, (batch,), generator=gen, device=device)
         noise = torch.randn(z0.shape, generator=gen, device=device)
         a = ab[t].view(-1, 1, 1, 1)
-        eps = guided(a.sqrt() * z0 + (1 - a).sqrt() * noise, t.float(), sg.hint(x))
-        loss = ((eps - noise) ** 2).mean()
+        loss = forward(a.sqrt() * z0 + (1 - a).sqrt() * noise, t, x, noise)["eps_mse"]
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         return {"eps_mse": loss.detach()}
 
-    def save_fn(at: int, seconds: float) -> None:
-        run.save("guidance", {"sg": sg, "denoiser_guided": unet}, at, seconds, steps, optimiser)
-        if at in marks:  # a snapshot the select stage compares
+    def save_fn(at: int, seconds: float, total: int) -> None:
+        run.save("guidance", {"sg": sg, "denoiser_guided": unet}, at, seconds, total, optimiser, planned=steps)
+        # a snapshot the select stage compares (the last one too: a budget may end the stage early)
+        if (at in marks or at == total) and distributed.is_main():
             for name in ("sg", "denoiser_guided"):
                 shutil.copy(run.run_dir / f"{name}.safetensors", run.run_dir / f"snapshot{at}_{name}.safetensors")
 
     checkpoint_every = min([tc.checkpoint_every, *[m for m in marks if m > 0]])
-    run_loop("train guidance", step_fn, save_fn, step, steps, elapsed, run.run_dir / "train_log.jsonl",
-             max_minutes=tc.max_minutes, checkpoint_every=_gcd_marks(marks, checkpoint_every),
-             log_every=tc.log_every, progress=progress)
+    run_loop("train guidance", step_fn, save_fn, step, steps, elapsed,
+             run.run_dir / "train_log.jsonl", checkpoint_every=_gcd_marks(marks, checkpoint_every),
+             log_every=tc.log_every, progress=progress, stage="guidance")
 
 
 def _gcd_marks(marks: set[int], every: int) -> int:
@@ -183,7 +188,7 @@ def _select(run: StagedRun, ae, scale: float, sets, spec: Preprocess) -> None:
     rows = score_candidates(candidates, starts, x, labels, encoder, hints, decoder, features, sampler(config.diad),
                             fixed_noise(config), d.smoothing_sigma, d.pool)
     chosen = best(rows)
-    if d.sg:
+    if d.sg and distributed.is_main():
         for name in ("sg", "denoiser_guided"):
             shutil.copy(run.run_dir / f"snapshot{chosen['snapshot']}_{name}.safetensors",
                         run.run_dir / f"{name}.safetensors")

@@ -20,6 +20,7 @@ from the validation images, export taking the best.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from ...core.errors import ConfigError
 from ...core.preprocess import Preprocess
 from ...core.schedulers import NormGuidedOneStepScheduler, alphas_cumprod
 from ...data.datasets import load_dataset
-from .. import augment
+from .. import augment, distributed
 from ..checkpoint import (
     load_weights,
     open_run,
@@ -43,7 +44,7 @@ from ..checkpoint import (
     save_tensors,
 )
 from ..data import DeviceImages, from_unit, load_images, pick_device
-from ..loop import run_loop
+from ..loop import run_loop, step_seeding
 from ..synthesis import AnomalySynthesizer
 from .losses import mask_loss
 from .networks import (
@@ -181,10 +182,13 @@ class DiffusionADTrainer:
         s = cfg.diffusionad.schedule
         ab = torch.tensor(alphas_cumprod(s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule),
                           dtype=torch.float32, device=self.device)
-        # one generator for batches, synthesis, timesteps and noise, re-seeded by step on resume
-        gen = torch.Generator(device=self.device).manual_seed(tc.seed * 1_000_003 + step)
+        # one generator for batches, synthesis, timesteps and noise, re-seeded at every step
+        gen, reseed = step_seeding(self.device, tc.seed, 0, step)
         amp = tc.mixed_precision and cuda
-        half = batch // 2
+        half = distributed.local_batch(batch, "train.batch_size") // 2  # this process's normal and anomalous halves
+        if half < 1:
+            raise ConfigError(f"train.batch_size {batch} gives each of the {distributed.world_size()} training "
+                              "processes less than one normal and one anomalous image; give at least 2 per process")
         extra = {"dataset": dataset.provenance()}
         denoiser.train()
         segmenter.train()
@@ -194,7 +198,11 @@ class DiffusionADTrainer:
             x, fg = augment.geometric(x, fg, d.augment, gen)
             return augment.photometric(x, d.photometric, gen), fg
 
+        forward = distributed.data_parallel(functools.partial(self._step, run_denoiser, run_segmenter),
+                                            denoiser, segmenter)
+
         def step_fn() -> dict[str, torch.Tensor]:
+            reseed()
             normal, _ = sample(half, for_denoiser if for_segmenter is not None else None)
             base, fg = sample(half, for_segmenter)
             anomalous, mask = synth(base, gen, fg)
@@ -203,27 +211,26 @@ class DiffusionADTrainer:
             x_sn = None
             if for_segmenter is not None:  # the segmentation network's good samples: images the denoiser never saw
                 x_sn = from_unit(sample(half, for_segmenter)[0], spec).contiguous(memory_format=layout)
-            losses = self._step(run_denoiser, run_segmenter, x_n, x_a, mask, ab, gen, amp, x_sn)
+            losses = forward(x_n, x_a, mask, ab, gen, amp, x_sn)
             optimiser.zero_grad(set_to_none=True)
             losses["total"].backward()
             optimiser.step()
             return losses
 
-        def save_fn(at: int, seconds: float) -> None:
-            if selector is not None and (at % d.select_every == 0 or at == steps):
+        def save_fn(at: int, seconds: float, total: int) -> None:
+            if selector is not None and (at % d.select_every == 0 or at == total):
                 selector.consider(at, denoiser, segmenter, (run_denoiser, run_segmenter))
             save_checkpoint(
                 self.run_dir, cfg, self.net, {"denoiser": denoiser, "segmenter": segmenter},
                 {"optimiser": optimiser.state_dict(), "step": at, "elapsed_s": seconds},
-                {**extra, "steps_done": at, "train_seconds": round(seconds, 1),
+                {**extra, "steps_done": at, "steps": total, "planned_steps": steps, "train_seconds": round(seconds, 1),
                  **({"selected": selector.best} if selector is not None and selector.best else {})},
             )
 
         every = tc.checkpoint_every if not d.select_every else math.gcd(tc.checkpoint_every, d.select_every)
         result = run_loop(
             "train diffusionad", step_fn, save_fn, step, steps, elapsed, self.run_dir / "train_log.jsonl",
-            max_minutes=tc.max_minutes, checkpoint_every=every, log_every=tc.log_every,
-            progress=progress,
+            checkpoint_every=every, log_every=tc.log_every, progress=progress, stage="diffusionad",
         )
         summary = result.summary()
         if selector is not None and selector.best:

@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from ...core.preprocess import Preprocess
+from .. import distributed
 from ..backbone import load_backbone
 from ..checkpoint import load_weights, restore_progress
 from ..data import DeviceImages, from_unit, numpy_batch, to_model_input
-from ..loop import run_loop
+from ..loop import run_loop, step_seeding
 from ..staged import StagedRun
 from .networks import LatentNetworkConfig, build_autoencoder
 
@@ -75,36 +76,44 @@ def train_autoencoder(run: StagedRun, net: LatentNetworkConfig, data: DeviceImag
     state = run.start("autoencoder")
     step, elapsed = restore_progress(run.run_dir, state, {"autoencoder": ae}, optimiser)
     features = load_backbone(backbone_weights).to(device)
-    gen = torch.Generator(device=device).manual_seed(tc.seed * 1_000_003 + step + 1)
+    gen, reseed = step_seeding(device, tc.seed, 1, step)
+    batch = distributed.local_batch(settings.batch_size, "the autoencoder's batch size")
     ae.train()
 
-    def step_fn():
-        x01, _ = data.draw(settings.batch_size, gen)
-        flip = torch.rand(x01.shape[0], 1, 1, 1, generator=gen, device=device) < 0.5
-        x = from_unit(_random_crop(torch.where(flip, x01.flip(-1), x01), settings.crop, gen), spec)
+    def losses(x: torch.Tensor) -> dict[str, torch.Tensor]:
         posterior = ae.encode(x).latent_dist
         rec = ae.decode(posterior.sample(generator=gen)).sample
         l1 = (rec - x).abs().mean()
         perceptual = perceptual_distance(features, rec, x)
         kl = posterior.kl().mean()
-        loss = l1 + settings.perceptual_weight * perceptual + settings.kl_weight * kl
+        return {"total": l1 + settings.perceptual_weight * perceptual + settings.kl_weight * kl, "l1": l1,
+                "perceptual": perceptual, "kl": kl}
+
+    forward = distributed.data_parallel(losses, ae)
+
+    def step_fn():
+        reseed()
+        x01, _ = data.draw(batch, gen)
+        flip = torch.rand(x01.shape[0], 1, 1, 1, generator=gen, device=device) < 0.5
+        out = forward(from_unit(_random_crop(torch.where(flip, x01.flip(-1), x01), settings.crop, gen), spec))
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        out["total"].backward()
         optimiser.step()
-        return {"total": loss.detach(), "l1": l1.detach(), "perceptual": perceptual.detach(), "kl": kl.detach()}
+        return {k: v.detach() for k, v in out.items()}
 
-    def save_fn(at: int, seconds: float) -> None:
-        run.save("autoencoder", {"autoencoder": ae}, at, seconds, settings.steps, optimiser)
+    def save_fn(at: int, seconds: float, total: int) -> None:
+        run.save("autoencoder", {"autoencoder": ae}, at, seconds, total, optimiser, planned=settings.steps)
 
-    run_loop("train autoencoder", step_fn, save_fn, step, settings.steps, elapsed, run.run_dir / "train_log.jsonl",
-             max_minutes=tc.max_minutes, checkpoint_every=tc.checkpoint_every, log_every=tc.log_every,
-             progress=progress)
+    run_loop("train autoencoder", step_fn, save_fn, step, settings.steps, elapsed,
+             run.run_dir / "train_log.jsonl", checkpoint_every=tc.checkpoint_every, log_every=tc.log_every,
+             progress=progress, stage="autoencoder")
     ae.eval()
     if run.complete("autoencoder") and "latent_scale" not in run.progress["autoencoder"]:
         mean, _ = posterior_moments(ae, data, spec)
         scale = float(1.0 / mean.std().clamp_min(1e-6))
-        run.save("autoencoder", {"autoencoder": ae}, settings.steps, run.progress["autoencoder"]["seconds"],
-                 settings.steps, None, {"latent_scale": scale})
+        done = run.progress["autoencoder"]  # as the loop left it (a budget may have shortened it)
+        run.save("autoencoder", {"autoencoder": ae}, done["steps_done"], done["seconds"], done["steps"], None,
+                 {"latent_scale": scale}, planned=done.get("planned_steps"))
     return ae
 
 

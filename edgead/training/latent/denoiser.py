@@ -14,8 +14,9 @@ from torch import nn
 
 from ...core.config import ScheduleConfig
 from ...core.schedulers import alphas_cumprod
+from .. import distributed
 from ..checkpoint import restore_progress
-from ..loop import run_loop
+from ..loop import run_loop, step_seeding
 from ..staged import StagedRun
 
 
@@ -31,10 +32,14 @@ def train_latent_denoiser(run: StagedRun, unet: nn.Module, means: torch.Tensor, 
     step, elapsed = restore_progress(run.run_dir, state, {name: unet}, optimiser)
     ab = torch.tensor(alphas_cumprod(schedule.num_train_timesteps, schedule.beta_start, schedule.beta_end,
                                      schedule.beta_schedule), dtype=torch.float32, device=device)
-    gen = torch.Generator(device=device).manual_seed(tc.seed * 1_000_003 + step + 2)
+    gen, reseed = step_seeding(device, tc.seed, 2, step)
+    batch = distributed.local_batch(batch, f"the {name}'s batch size")
     unet.train()
+    forward = distributed.data_parallel(
+        lambda z_t, t, noise: {"eps_mse": ((unet(z_t, t.float()).sample - noise) ** 2).mean()}, unet)
 
     def step_fn():
+        reseed()
         idx = indices(batch, gen)
         eps0 = torch.randn(means[idx].shape, generator=gen, device=device)
         z0 = (means[idx] + stds[idx] * eps0) * scale
@@ -43,17 +48,16 @@ def train_latent_denoiser(run: StagedRun, unet: nn.Module, means: torch.Tensor, 
         t = torch.randint(0, schedule.num_train_timesteps, (batch,), generator=gen, device=device)
         noise = torch.randn(z0.shape, generator=gen, device=device)
         a = ab[t].view(-1, 1, 1, 1)
-        z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
-        loss = ((unet(z_t, t.float()).sample - noise) ** 2).mean()
+        loss = forward(a.sqrt() * z0 + (1 - a).sqrt() * noise, t, noise)["eps_mse"]
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         return {"eps_mse": loss.detach()}
 
-    def save_fn(at: int, seconds: float) -> None:
-        run.save(name, {name: unet}, at, seconds, steps, optimiser)
+    def save_fn(at: int, seconds: float, total: int) -> None:
+        run.save(name, {name: unet}, at, seconds, total, optimiser, planned=steps)
 
-    run_loop(f"train {name}", step_fn, save_fn, step, steps, elapsed, run.run_dir / "train_log.jsonl",
-             max_minutes=tc.max_minutes, checkpoint_every=tc.checkpoint_every, log_every=tc.log_every,
-             progress=progress)
+    run_loop(f"train {name}", step_fn, save_fn, step, steps, elapsed,
+             run.run_dir / "train_log.jsonl", checkpoint_every=tc.checkpoint_every, log_every=tc.log_every,
+             progress=progress, stage=name)
     return unet.eval()

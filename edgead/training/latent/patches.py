@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from ...core.errors import EdgeadError
 from ...core.preprocess import Preprocess
 from ..backbone import FeatureStages
+from ..budget import active_budget
 from ..checkpoint import save_tensors
 from ..patchcore import extract, fit_memory_bank
 
@@ -24,12 +25,13 @@ PATCH_BANK_FILE = "patch_bank.safetensors"
 
 
 def fit_patch_bank(features: FeatureStages, images: np.ndarray, spec: Preprocess, fraction: float, seed: int = 0,
-                   device: torch.device | None = None, progress: bool = False) -> torch.Tensor:
+                   device: torch.device | None = None, progress: bool = False,
+                   deadline: float | None = None) -> torch.Tensor:
     """uint8 [N, H, W, 3] training images -> the coreset of their patch descriptors [M, C]."""
     if not features.patches:
         raise ValueError("the feature stages compute no patch descriptors")
     patches = extract(lambda x: features(x)[-1], images, spec, device=device)
-    return fit_memory_bank(patches, fraction, seed, progress)
+    return fit_memory_bank(patches, fraction, seed, progress, deadline)
 
 
 def train_patch_bank(run, features: FeatureStages, images: torch.Tensor, spec: Preprocess, fraction: float,
@@ -37,8 +39,10 @@ def train_patch_bank(run, features: FeatureStages, images: torch.Tensor, spec: P
     """Fit the bank on the run's training images (uint8 [N, 3, H, W] on the device) and record the stage."""
     t0 = time.perf_counter()
     device = images.device
+    budget = active_budget()
     bank = fit_patch_bank(features.to(device), images.permute(0, 2, 3, 1).cpu().numpy(), spec, fraction,
-                          run.config.train.seed, device, progress)
+                          run.config.train.seed, device, progress,
+                          deadline=None if budget is None else budget.started + budget.seconds)
     save_tensors(run.run_dir / PATCH_BANK_FILE, {"patch_bank": bank})
     run.save("patches", {}, 1, time.perf_counter() - t0, 1, extra={"patch_bank": list(bank.shape), **(record or {})})
     return bank

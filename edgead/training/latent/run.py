@@ -116,8 +116,8 @@ class LatentRun:
         return or_default(self.config.train.learning_rate, self.defaults["denoiser_lr"])
 
     def summary(self) -> dict:
-        return {"stages": {k: {kk: v[kk] for kk in ("steps_done", "steps", "complete", "seconds") if kk in v}
-                           for k, v in self.run.progress.items()}}
+        keys = ("steps_done", "steps", "planned_steps", "complete", "seconds")
+        return {"stages": {k: {kk: v[kk] for kk in keys if kk in v} for k, v in self.run.progress.items()}}
 
 
 def open_latent_run(config: ExperimentConfig, run_dir: Path, resume: bool, stage: str, stages: tuple[str, ...],

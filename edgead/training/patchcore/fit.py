@@ -54,8 +54,9 @@ class PatchFeatures(nn.Module):
 
 
 def greedy_coreset(x: torch.Tensor, n: int, seed: int = 0, projection_dim: int = 128,
-                   progress: bool = False) -> torch.Tensor:
-    """Indices of an approximate k-center coreset (PatchCore §3.2) on a random projection."""
+                   progress: bool = False, deadline: float | None = None) -> torch.Tensor:
+    """Indices of an approximate k-center coreset (PatchCore §3.2) on a random projection. ``deadline``
+    (``time.perf_counter()`` seconds): stop there with the centres chosen so far, the ones that cover most."""
     from tqdm.auto import tqdm
 
     if n >= x.shape[0]:
@@ -68,6 +69,10 @@ def greedy_coreset(x: torch.Tensor, n: int, seed: int = 0, projection_dim: int =
     chosen = [int(torch.randint(x.shape[0], (1,), generator=g))]
     dist = sq - 2 * x @ x[chosen[0]] + sq[chosen[0]]
     for _ in tqdm(range(n - 1), disable=not progress, desc="coreset", unit="patch"):
+        if deadline is not None and time.perf_counter() > deadline:
+            log.warning("the time budget ended the coreset at %d of %d patches (a run with a larger --max-minutes "
+                        "keeps more)", len(chosen), n)
+            break
         i = int(torch.argmax(dist))
         chosen.append(i)
         dist = torch.minimum(dist, sq - 2 * x @ x[i] + sq[i])
@@ -88,11 +93,12 @@ def extract(model: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, s
     return torch.cat(out)
 
 
-def fit_memory_bank(patches: torch.Tensor, fraction: float, seed: int = 0, progress: bool = False) -> torch.Tensor:
+def fit_memory_bank(patches: torch.Tensor, fraction: float, seed: int = 0, progress: bool = False,
+                    deadline: float | None = None) -> torch.Tensor:
     """[N, C, h, w] patch descriptors -> the coreset memory bank [M, C] (M = fraction of all patches)."""
     flat = patches.permute(0, 2, 3, 1).reshape(-1, patches.shape[1])
     n = max(1, int(round(flat.shape[0] * fraction)))
-    return flat[greedy_coreset(flat, n, seed=seed, progress=progress)].contiguous()
+    return flat[greedy_coreset(flat, n, seed=seed, progress=progress, deadline=deadline)].contiguous()
 
 
 def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progress: bool = True) -> dict:

@@ -1,0 +1,67 @@
+"""One time budget for a whole training run (``edgead train --max-minutes M``).
+
+The budget is split over the run's optimisation stages by the method's declared shares
+(``MethodSpec.budget``), each stage taking its share of the time still left among the stages still
+to run, so a stage that finishes early hands its time on. A share of ``budget_reserve`` is kept for
+the stages without a loop (the D3AD prior, the patch bank, DiAD's selection). A stage that reaches
+its share stops *before* the step that would overrun and takes the steps it has done as its plan:
+it is complete, the next stage starts, and the run always ends exportable within the budget. The
+stages' records keep the planned steps, so the report says what the budget cut.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+_active: ContextVar[Budget | None] = ContextVar("edgead_training_budget", default=None)
+
+
+@dataclass
+class Budget:
+    seconds: float
+    shares: dict[str, float]
+    """Loop stage -> weight, for the stages this invocation will run."""
+    reserve: float = 0.0
+    """Fraction of the budget kept for the stages without a loop."""
+    started: float = field(default_factory=time.perf_counter)
+    done: set[str] = field(default_factory=set)
+
+    def left(self) -> float:
+        return self.seconds - (time.perf_counter() - self.started)
+
+    def stage_seconds(self, stage: str) -> float | None:
+        """Seconds ``stage`` may use now (None: the stage is not in the budget)."""
+        if stage not in self.shares:
+            return None
+        pending = [s for s in self.shares if s not in self.done or s == stage]
+        usable = self.left() - self.reserve * self.seconds
+        return max(usable, 0.0) * self.shares[stage] / sum(self.shares[s] for s in pending)
+
+    def finish(self, stage: str) -> None:
+        self.done.add(stage)
+
+    @contextmanager
+    def active(self) -> Iterator[Budget]:
+        token = _active.set(self)
+        try:
+            yield self
+        finally:
+            _active.reset(token)
+
+
+def active_budget() -> Budget | None:
+    return _active.get()
+
+
+def plan(minutes: float | None, shares: tuple[tuple[str, float], ...], reserve: float, stage: str,
+         complete: set[str]) -> Budget | None:
+    """The budget of one ``edgead train`` invocation: the loop stages it will run (one with ``--stage``;
+    on ``--resume`` those not complete yet) share ``minutes``."""
+    if minutes is None:
+        return None
+    running = {s: w for s, w in shares if (stage == "all" or s == stage) and s not in complete}
+    return Budget(minutes * 60.0, running or {stage: 1.0}, reserve if stage == "all" else 0.0)

@@ -1,0 +1,101 @@
+"""One time budget for a whole run (--max-minutes): split over the stages, always ending exportable;
+a run stopped early resumes to the result of an uninterrupted one."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from edgead.core.config import load_config
+from edgead.training import train
+from edgead.training.budget import Budget, plan
+from edgead.training.loop import run_loop
+
+from .conftest import TINY
+
+
+def _slow_step(seconds: float):
+    def step():
+        time.sleep(seconds)
+        return {"loss": torch.tensor(1.0)}
+    return step
+
+
+def test_a_stage_takes_its_share_and_the_next_gets_what_is_left(tmp_path):
+    budget = Budget(0.8, {"a": 1.0, "b": 1.0})
+    saves = []
+    with budget.active():
+        a = run_loop("a", _slow_step(0.02), lambda s, e, t: saves.append((s, t)), 0, 10_000, 0.0, tmp_path / "l",
+                     progress=False, stage="a")
+        left_for_b = budget.stage_seconds("b")
+        b = run_loop("b", _slow_step(0.02), lambda s, e, t: None, 0, 10_000, 0.0, tmp_path / "l", progress=False,
+                     stage="b")
+    assert a.stopped_by_time_limit and 5 < a.steps < 10_000
+    assert saves[-1] == (a.steps, a.steps)  # the steps done became the plan: the stage is complete
+    assert budget.done == {"a", "b"}
+    assert left_for_b == pytest.approx(0.8 - a.elapsed_s, abs=0.1)  # b's share: all that a left
+    assert b.steps > 5
+
+
+def test_a_budget_counts_only_the_stages_this_invocation_runs():
+    shares = (("autoencoder", 0.35), ("denoiser", 0.5), ("adapt", 0.15))
+    assert plan(None, shares, 0.1, "all", set()) is None
+    whole = plan(10, shares, 0.1, "all", {"autoencoder"})  # a resumed run: the autoencoder is done
+    assert set(whole.shares) == {"denoiser", "adapt"} and whole.reserve == 0.1
+    assert whole.stage_seconds("denoiser") == pytest.approx(600 * 0.9 * 0.5 / 0.65, rel=1e-3)
+    one = plan(2, shares, 0.1, "denoiser", set())  # --stage denoiser: all of it
+    assert one.shares == {"denoiser": 0.5} and one.stage_seconds("denoiser") == pytest.approx(120, rel=1e-3)
+
+
+def test_the_lost_run_ends_exportable_inside_its_budget(demo_data, tmp_path):
+    """The issue's case: steps far beyond the budget used to stop the autoencoder unfinished and lose the run."""
+    from edgead.export.flow import export_run
+
+    budget_s = 12.0
+    cfg = load_config(None, ["method=d3ad", f"data.path={demo_data}", *TINY, "d3ad.knn_k=5", "train.steps=100000",
+                             "d3ad.autoencoder.steps=100000", f"train.max_minutes={budget_s / 60}"])
+    summary = train(cfg, tmp_path / "run", progress=False)
+    stages = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["stages"]
+    assert all(stages[s]["complete"] for s in ("autoencoder", "denoiser", "adapt", "prior", "patches"))
+    for s in ("autoencoder", "denoiser"):
+        assert stages[s]["planned_steps"] == 100000 and 0 < stages[s]["steps"] == stages[s]["steps_done"] < 100000
+    assert sum(stages[s]["seconds"] for s in ("autoencoder", "denoiser", "adapt")) <= budget_s * 0.8 + 3.0
+    assert summary["budget_minutes"] == budget_s / 60
+    bundle, parity = export_run(tmp_path / "run", tmp_path / "b.edgead", parity_images=2, progress=False)
+    assert parity["passed"] and bundle.manifest.calibration is not None
+
+
+def test_a_run_stopped_early_resumes_to_the_uninterrupted_result(demo_data, tmp_path, monkeypatch):
+    import edgead.training.diffusionad.trainer as trainer
+    from edgead.training.checkpoint import resume_config
+
+    overrides = [f"data.path={demo_data}", "train.steps=8", *TINY]
+    train(load_config(None, overrides), tmp_path / "whole", progress=False)
+
+    real = trainer.run_loop
+
+    def stopped_after_five(name, step_fn, *args, **kwargs):
+        calls = []
+
+        def step():
+            if len(calls) == 5:
+                raise KeyboardInterrupt  # Ctrl-C, SIGTERM or a lost machine after 5 steps
+            calls.append(1)
+            return step_fn()
+        return real(name, step, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "run_loop", stopped_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(None, overrides), tmp_path / "stopped", progress=False)
+    monkeypatch.setattr(trainer, "run_loop", real)
+    assert yaml.safe_load((tmp_path / "stopped" / "config.yaml").read_text())["steps_done"] == 5
+    summary = train(resume_config(tmp_path / "stopped", ["train.max_minutes=5"]), tmp_path / "stopped", resume=True,
+                    progress=False)
+    assert summary["steps"] == 8 and summary["budget_minutes"] == 5
+    for name in ("denoiser", "segmenter"):
+        whole, resumed = (load_file(str(tmp_path / r / f"{name}.safetensors")) for r in ("whole", "stopped"))
+        assert all(torch.equal(whole[k], resumed[k]) for k in whole), name
