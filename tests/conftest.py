@@ -6,7 +6,6 @@ when it is absent.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import traceback
 from dataclasses import dataclass
@@ -35,8 +34,12 @@ def edgead_cli(*args, cwd=None, env: dict[str, str] | None = None) -> CliResult:
 
     from edgead.cli import main
 
-    with contextlib.chdir(cwd or os.getcwd()):
+    before = os.getcwd()
+    os.chdir(cwd or before)  # contextlib.chdir is Python 3.11+; edgead supports 3.10
+    try:
         r = CliRunner(env=env).invoke(main, [str(a) for a in args])
+    finally:
+        os.chdir(before)
     stderr = r.stderr
     if r.exception is not None and not isinstance(r.exception, SystemExit):
         stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(r.exception))

@@ -60,7 +60,8 @@ def run(bundle, camera, source, backend, stride, roi, show, web, web_token, save
     if (camera is None) == (source is None):
         raise ConfigError("give exactly one of --camera N or --source SPEC")
     region = Roi.parse(roi)
-    named = [("jsonl", jsonl), ("video", save), ("anomalies", save_anomalies), ("web", web), ("window", "" if show else None)]
+    named = [("jsonl", jsonl), ("video", save), ("anomalies", save_anomalies), ("web", web),
+             ("window", "" if show else None)]  # the named options are short for --sink NAME=ARG
     requests = [(name, arg) for name, arg in named if arg is not None]
     requests += [(spec.partition("=")[0], spec.partition("=")[2]) for spec in sink_specs]
     options = SinkOptions(overwrite=overwrite, fps=save_fps, token=web_token, echo=lambda m: click.echo(m, err=True),
