@@ -40,11 +40,13 @@ def video(demo_data, tmp_path_factory):
     return path, files
 
 
-def test_video_run_matches_predict(detector, video, tmp_path):
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_video_run_matches_predict(detector, video, tmp_path, pipeline):
+    """With --pipeline the sinks write on their own thread: the same lines, video and saved anomalies."""
     path, files = video
     jsonl, out = tmp_path / "e.jsonl", tmp_path / "out.mp4"
     sinks = [JsonlSink(jsonl), VideoSink(out, fps=5), AnomalySaver(tmp_path / "bad")]
-    stats = run_stream(detector, open_source(str(path)), sinks, echo=lambda m: None)
+    stats = run_stream(detector, open_source(str(path)), sinks, echo=lambda m: None, pipeline=pipeline)
     lines = [json.loads(x) for x in jsonl.read_text().splitlines()]
     assert stats.frames == len(lines) == len(files) and stats.stopped_by == "end of source"
     assert [x["frame_index"] for x in lines] == list(range(len(files)))
@@ -222,3 +224,23 @@ def test_example_integration_script(tiny_bundle, video, tmp_path):
     assert r.returncode == 0, r.stderr
     n_rejects = int(r.stderr.strip().splitlines()[-1].split()[-2])
     assert n_rejects == len(list((tmp_path / "ev").glob("*.jpg")))
+
+
+def test_a_sink_that_fails_on_its_thread_ends_the_run_with_its_error(detector, video, tmp_path):
+    from edgead.runtime.sinks import Sink
+
+    class Full(Sink):
+        closed = False
+
+        def write(self, result):
+            raise OSError(28, "No space left on device")
+
+        def close(self):
+            Full.closed = True
+
+    jsonl = tmp_path / "e.jsonl"
+    with pytest.raises(OSError, match="No space left on device"):
+        run_stream(detector, open_source(str(video[0])), [JsonlSink(jsonl), Full()], echo=lambda m: None,
+                   pipeline=True)
+    assert Full.closed and len(jsonl.read_text().splitlines()) >= 1  # the other sink closed with whole lines
+

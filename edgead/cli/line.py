@@ -39,11 +39,14 @@ from .common import backend_option
 @click.option("--status-every", type=float, default=5.0, show_default=True, help="Seconds between status lines.")
 @click.option("--overwrite", is_flag=True, help="Allow replacing existing --save/--jsonl/--save-anomalies outputs.")
 @click.option("--product", help="Product whose thresholds apply (bundles that serve several products).")
+@click.option("--pipeline", is_flag=True,
+              help="Write the outputs (video, JSON lines, anomalies, line view) on a thread of their own, so that "
+                   "the next frame's inference overlaps them; no result is dropped.")
 @click.option("--sink", "sink_specs", multiple=True, metavar="NAME[=ARG]",
               help="Send results to any registered sink, e.g. --sink jsonl=events.jsonl (repeatable; built in: "
                    "jsonl, video, anomalies, window, web, and plugins' sinks).")
 def run(bundle, camera, source, backend, stride, roi, show, web, web_token, save, save_fps, jsonl, save_anomalies,
-        max_frames, loop, reconnect_attempts, status_every, overwrite, product, sink_specs) -> None:
+        max_frames, loop, reconnect_attempts, status_every, overwrite, product, pipeline, sink_specs) -> None:
     """Run a bundle on a live camera or stream (or a video/images) until stopped.
 
     \b
@@ -80,7 +83,8 @@ def run(bundle, camera, source, backend, stride, roi, show, web, web_token, save
     click.echo(f"running {det.method} on {src.name} with {det.backend_name} ({det.choice.reason})", err=True)
     with det:
         stats = run_stream(det, src, sinks, stride=stride, roi=region, max_frames=max_frames,
-                           status_every_s=status_every, echo=lambda m: click.echo(m, err=True), stop=options.stop)
+                           status_every_s=status_every, echo=lambda m: click.echo(m, err=True), stop=options.stop,
+                           pipeline=pipeline)
     click.echo(stats.status_line(), err=True)
     click.echo(json.dumps({"stopped_by": stats.stopped_by, "frames": stats.frames, "anomalies": stats.anomalies,
                            "fps": round(stats.fps, 2), "latency_ms": stats.latency_ms, "source": stats.source}))

@@ -8,6 +8,7 @@ SIGTERM or the end of a file source, closing every sink so the outputs stay vali
 from __future__ import annotations
 
 import collections
+import queue
 import signal
 import threading
 import time
@@ -46,6 +47,38 @@ class RunStats:
         )
 
 
+class _SinkThread:
+    """The sinks on a thread of their own (``--pipeline``): the next frame's inference overlaps the writing
+    and encoding of this one. A short queue keeps memory flat and slows the stream when the sinks fall
+    behind (no result is dropped); a sink's error ends the run at the next frame."""
+
+    def __init__(self, sinks: list[Sink], depth: int = 4):
+        self.sinks, self.queue, self.error = sinks, queue.Queue(maxsize=depth), None
+        self.thread = threading.Thread(target=self._work, name="edgead-sinks", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        while (result := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    for sink in self.sinks:
+                        sink.write(result)
+                except BaseException as exc:  # handed to the stream's thread
+                    self.error = exc
+
+    def write(self, result) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(result)
+
+    def finish(self) -> None:
+        """Write what is queued, then stop; re-raises a sink's error."""
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 def run_stream(
     detector: Detector,
     source: FrameSource,
@@ -56,11 +89,15 @@ def run_stream(
     status_every_s: float = 5.0,
     echo: Callable[[str], None] = print,
     stop: threading.Event | None = None,
+    pipeline: bool = False,
 ) -> RunStats:
+    """``pipeline``: sinks other than the window write on a thread of their own (see _SinkThread)."""
     stop = stop or threading.Event()
     latencies: collections.deque[float] = collections.deque(maxlen=2000)  # bounded: flat memory
     stats = RunStats()
     window = [s for s in sinks if isinstance(s, WindowSink)]
+    behind = _SinkThread([s for s in sinks if s not in window]) if pipeline else None
+    direct = window if pipeline else sinks  # OpenCV's window belongs to this thread
     previous = None
     terminated = threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -88,8 +125,10 @@ def run_stream(
             stats.frames += 1
             stats.anomalies += result.is_anomalous
             latencies.append(result.latency_ms.get("total", 0.0))
-            for sink in sinks:
+            for sink in direct:
                 sink.write(result)
+            if behind is not None:
+                behind.write(result)
             now = time.perf_counter()
             if now - last_status >= status_every_s:
                 refresh(now)
@@ -107,8 +146,12 @@ def run_stream(
     except KeyboardInterrupt:
         stats.stopped_by = "Ctrl-C"
     finally:
-        for sink in sinks:
-            sink.close()
+        try:
+            if behind is not None:
+                behind.finish()  # every result reaches the sinks before they close
+        finally:
+            for sink in sinks:
+                sink.close()
         source.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
