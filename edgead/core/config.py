@@ -99,7 +99,7 @@ class TrainConfig:
     seed: int = 0
     device: Device = "auto"
     max_minutes: float | None = None
-    """Stop before a step that would run past this many minutes of this invocation; keep the checkpoint."""
+    """One time budget for the whole run (this invocation), shared by its stages (training/budget.py)."""
     checkpoint_every: int = 1000
     log_every: int = 50
     """Steps between lines of train_log.jsonl (the first step of each invocation is always logged)."""

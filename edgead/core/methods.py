@@ -44,11 +44,11 @@ class MethodSpec:
     multi_product: bool = False
     """One model for several products (several --data); calibration is kept per product."""
     train_stages: tuple[str, ...] = ()
+    """Training stages that can be run alone (``edgead train --stage NAME``), in order."""
     budget: tuple[tuple[str, float], ...] = ()
     """Loop stages and their shares of a run's time budget (``--max-minutes``), in training order."""
     budget_reserve: float = 0.0
     """Share of the budget kept for the stages without an optimisation loop."""
-    """Training stages that can be run alone (``edgead train --stage NAME``), in order."""
 
     def load(self, part: Part) -> Any:
         return load_target(getattr(self, part))

@@ -33,6 +33,7 @@ class Registry(Generic[T]):
         self._builtin = dict(builtin)
         self._registered: dict[str, T] = {}
         self._loaded: dict[str, T] = {}
+        self._plugins: dict[str, str] | None = None
         self._type = item_type
 
     def _valid(self, name: str, item: object) -> bool:
@@ -51,15 +52,19 @@ class Registry(Generic[T]):
         self._registered.pop(name, None)
 
     def _entry_points(self) -> dict[str, str]:
-        from importlib.metadata import entry_points
+        """Installed plugins' entries, read once (scanning the installed packages is the slow part)."""
+        if self._plugins is None:
+            from importlib.metadata import entry_points
 
-        return {ep.name: ep.value for ep in entry_points(group=self.group)}
+            self._plugins = {ep.name: ep.value for ep in entry_points(group=self.group)}
+        return self._plugins
 
     def names(self) -> list[str]:
         return sorted({*self._builtin, *self._registered, *self._entry_points()})
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name in self.names()
+        return isinstance(name, str) and (name in self._registered or name in self._builtin
+                                          or name in self._entry_points())
 
     def get(self, name: str) -> T:
         if name in self._registered:

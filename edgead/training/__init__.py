@@ -10,8 +10,6 @@ import contextlib
 import os
 from pathlib import Path
 
-import yaml
-
 from ..core.config import ExperimentConfig
 from ..core.errors import ConfigError
 from .budget import plan
@@ -57,12 +55,12 @@ def train(config: ExperimentConfig, run_dir: str | Path, resume: bool = False, p
 
 def _complete_stages(run_dir: Path) -> set[str]:
     """The stages a run folder already holds complete (resume skips them; the budget leaves them out)."""
-    from .checkpoint import CONFIG_FILE
+    from .checkpoint import CONFIG_FILE, read_checkpoint_meta
 
-    try:
-        stages = yaml.safe_load((run_dir / CONFIG_FILE).read_text()).get("stages", {})
-    except (OSError, AttributeError, yaml.YAMLError):
+    if not (run_dir / CONFIG_FILE).is_file():
         return set()
+    meta, _ = read_checkpoint_meta(run_dir)
+    stages = meta.get("stages") or {}
     return {name for name, record in stages.items() if isinstance(record, dict) and record.get("complete")}
 
 

@@ -61,10 +61,10 @@ def backend_names() -> list[str]:
 
 
 def choose_backend(requested: str, bundle: Bundle) -> BackendChoice:
-    kinds = _kinds()
     if requested in BACKENDS:
         kind = BACKENDS.get(requested)
         return BackendChoice(kind.name, kind.usable(bundle))  # raises with why it cannot run here
+    kinds = _kinds()
     candidates = kinds if requested == "auto" else [k for k in kinds if k.family == requested]
     if not candidates:
         raise BackendError(f"backend must be one of {', '.join(backend_names())}; got {requested!r}")

@@ -57,6 +57,17 @@ def available_providers() -> list[str]:
     return list(ort_module().get_available_providers())
 
 
+def require_provider(provider: Provider) -> str:
+    """ONNX Runtime's name of ``provider``; BackendError saying what to install when this ONNX Runtime lacks it."""
+    if provider not in PROVIDERS:
+        raise BackendError(f"provider must be one of {', '.join(PROVIDERS)}; got {provider!r}")
+    wanted, have = PROVIDERS[provider], available_providers()  # no ONNX Runtime at all: the install command
+    if wanted not in have:
+        raise BackendError(f"ONNX Runtime has no {wanted} here (available: {', '.join(have)}); install "
+                           "onnxruntime-gpu (pip install \"edgead[gpu]\") on a machine with CUDA")
+    return wanted
+
+
 class OnnxRuntimeBackend(Backend):
     def __init__(
         self,
@@ -69,14 +80,7 @@ class OnnxRuntimeBackend(Backend):
     ):
         super().__init__(path, inputs, outputs)
         ort = ort_module()
-        if provider not in PROVIDERS:
-            raise BackendError(f"provider must be one of {', '.join(PROVIDERS)}; got {provider!r}")
-        wanted = PROVIDERS[provider]
-        if wanted not in ort.get_available_providers():
-            raise BackendError(
-                f"ONNX Runtime has no {wanted} here (available: {', '.join(ort.get_available_providers())}); "
-                "install onnxruntime-gpu (pip install \"edgead[gpu]\") on a machine with CUDA"
-            )
+        wanted = require_provider(provider)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
@@ -110,16 +114,6 @@ class OnnxRuntimeBackend(Backend):
         self.session = None
 
 
-def _provider_usable(provider: Provider) -> Callable[[Bundle], str]:
-    def usable(bundle: Bundle) -> str:
-        wanted, have = PROVIDERS[provider], available_providers()  # no ONNX Runtime: the install command
-        if wanted not in have:
-            raise BackendError(f"ONNX Runtime has no {wanted} here (available: {', '.join(have)}); install "
-                               "onnxruntime-gpu (pip install \"edgead[gpu]\") on a machine with CUDA")
-        return f"{wanted} available"
-    return usable
-
-
 def _provider_open(provider: Provider) -> Callable[[Bundle, str, int | None, int], Backend]:
     def open_stage(bundle: Bundle, stage: str, threads: int | None, device: int) -> Backend:
         entry = bundle.manifest.stage(stage)
@@ -136,8 +130,8 @@ def _provider_open(provider: Provider) -> Callable[[Bundle, str, int | None, int
 def _kind(provider: Provider, priority: int) -> BackendKind:
     from . import BackendKind
 
-    return BackendKind(f"onnxruntime-{provider}", "onnxruntime", priority, _provider_usable(provider),
-                       _provider_open(provider))
+    return BackendKind(f"onnxruntime-{provider}", "onnxruntime", priority,
+                       lambda bundle: f"{require_provider(provider)} available", _provider_open(provider))
 
 
 ORT_TENSORRT = _kind("tensorrt", 10)
