@@ -3,6 +3,7 @@
 Public API (loaded lazily so that ``import edgead`` stays cheap)::
 
     from edgead import Detector, Result, load_bundle
+    from edgead import RemoteDetector                  # the same API, answered by edgead serve
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from .core.version import __version__
 
-__all__ = ["Detector", "Result", "load_bundle", "__version__"]
+__all__ = ["Detector", "RemoteDetector", "Result", "load_bundle", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .core.bundle import load_bundle
     from .runtime.detector import Detector
     from .runtime.result import Result
+    from .serving.client import RemoteDetector
 
 
 def __getattr__(name: str) -> Any:
@@ -24,6 +26,10 @@ def __getattr__(name: str) -> Any:
         from . import runtime
 
         return getattr(runtime, name)
+    if name == "RemoteDetector":
+        from .serving.client import RemoteDetector
+
+        return RemoteDetector
     if name == "load_bundle":
         from .core.bundle import load_bundle
 

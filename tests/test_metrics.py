@@ -9,7 +9,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from edgead.core.metrics import aupro, auroc, average_precision, f1_max, pixel_metrics
+from edgead.core.metrics import aupro, auroc, average_precision, f1_max, pixel_metrics, trapezoid
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -52,7 +52,7 @@ def _reference_aupro(maps, masks, limit=0.3, n=4000):
     x, y = fprs[keep], pros[keep]
     y_lim = np.interp(limit, fprs, pros)
     x, y = np.r_[x, limit], np.r_[y, y_lim]
-    return np.trapezoid(y, x) / limit
+    return trapezoid(y, x) / limit
 
 
 @pytest.mark.parametrize("seed", range(3))

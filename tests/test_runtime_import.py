@@ -18,7 +18,8 @@ def run(code: str) -> subprocess.CompletedProcess:
 
 
 def test_runtime_imports_without_training_stack():
-    r = run("import edgead.runtime, edgead.evaluation.evaluate, edgead.core.bundle; from edgead import Detector, Result, load_bundle; print('ok')")
+    r = run("import edgead.runtime, edgead.evaluation.evaluate, edgead.core.bundle, edgead.serving.triton_model, "
+            "edgead.serving.watch; from edgead import Detector, RemoteDetector, Result, load_bundle; print('ok')")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok"
 

@@ -3,6 +3,7 @@
     train.py     train, methods              export.py    export
     line.py      run, predict                measure.py   evaluate, benchmark, validate
     bundles.py   calibrate, keygen, sign, verify          demo.py      demo
+    serve.py     serve (Triton Inference Server)
 
 Every expected failure (EdgeadError) ends as one ``error: ...`` line and a non-zero exit code.
 """
@@ -16,7 +17,7 @@ import sys
 import click
 
 from ..core.version import __version__
-from . import bundles, demo, export, line, measure, train
+from . import bundles, demo, export, line, measure, serve, train
 from .common import EdgeadGroup
 
 log = logging.getLogger("edgead")
@@ -63,5 +64,5 @@ def main(verbose: int) -> None:
 
 for _command in (train.train, train.methods, export.export, line.run, line.predict, measure.evaluate,
                  measure.benchmark, measure.validate, bundles.calibrate, bundles.keygen, bundles.sign,
-                 bundles.verify, demo.demo):
+                 bundles.verify, serve.serve, demo.demo):
     main.add_command(_command)

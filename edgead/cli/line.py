@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -14,7 +15,10 @@ from .common import backend_option
 
 # --------------------------------------------------------------------------------------- run
 @click.command()
-@click.option("--bundle", required=True, type=click.Path(), help="Bundle folder.")
+@click.option("--bundle", type=click.Path(), help="Bundle folder (or --server).")
+@click.option("--server", metavar="URL",
+              help="Score on an inference server (edgead serve) instead: grpc://HOST:8001 or http://HOST:8000.")
+@click.option("--model", help="The served model for --server (needed when the server serves several).")
 @click.option("--camera", type=int, help="OpenCV camera index (0 is the first camera).")
 @click.option("--source", help="Video file, rtsp:// or http:// URL, GStreamer pipeline (with '!'), image folder or glob.")
 @backend_option
@@ -35,7 +39,7 @@ from .common import backend_option
 @click.option("--save-anomalies", type=click.Path(file_okay=False), help="Save frame, overlay and mask of anomalous frames.")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many processed frames.")
 @click.option("--loop", is_flag=True, help="Restart a video file at its end.")
-@click.option("--reconnect-attempts", type=click.IntRange(min=0), help="Give up a dropped live source after N tries (default: never).")
+@click.option("--reconnect-attempts", type=click.IntRange(min=0), help="Give up a dropped live source (or an unreachable --server) after N tries (default: never).")
 @click.option("--status-every", type=float, default=5.0, show_default=True, help="Seconds between status lines.")
 @click.option("--overwrite", is_flag=True, help="Allow replacing existing --save/--jsonl/--save-anomalies outputs.")
 @click.option("--product", help="Product whose thresholds apply (bundles that serve several products).")
@@ -45,7 +49,7 @@ from .common import backend_option
 @click.option("--sink", "sink_specs", multiple=True, metavar="NAME[=ARG]",
               help="Send results to any registered sink, e.g. --sink jsonl=events.jsonl (repeatable; built in: "
                    "jsonl, video, anomalies, window, web, and plugins' sinks).")
-def run(bundle, camera, source, backend, stride, roi, show, web, web_token, save, save_fps, jsonl, save_anomalies,
+def run(bundle, server, model, camera, source, backend, stride, roi, show, web, web_token, save, save_fps, jsonl, save_anomalies,
         max_frames, loop, reconnect_attempts, status_every, overwrite, product, pipeline, sink_specs) -> None:
     """Run a bundle on a live camera or stream (or a video/images) until stopped.
 
@@ -53,6 +57,7 @@ def run(bundle, camera, source, backend, stride, roi, show, web, web_token, save
     edgead run --bundle tire.edgead --camera 0 --web 8080        # then open http://127.0.0.1:8080/
     edgead run --bundle tire.edgead --camera 0 --show
     edgead run --bundle tire.edgead --source line.mp4 --save out.mp4 --jsonl events.jsonl
+    edgead run --server grpc://inference-box:8001 --model tire --camera 0 --jsonl events.jsonl
     """
     from ..runtime.detector import Detector
     from ..runtime.runner import run_stream
@@ -62,17 +67,29 @@ def run(bundle, camera, source, backend, stride, roi, show, web, web_token, save
 
     if (camera is None) == (source is None):
         raise ConfigError("give exactly one of --camera N or --source SPEC")
+    if (bundle is None) == (server is None):
+        raise ConfigError("give exactly one of --bundle BUNDLE or --server URL")
+    if server is not None and product is not None:
+        raise ConfigError("--product picks thresholds of a local bundle; a served product is its own --model")
+    if server is None and model is not None:
+        raise ConfigError("--model names a served model; it goes with --server")
     region = Roi.parse(roi)
     named = [("jsonl", jsonl), ("video", save), ("anomalies", save_anomalies), ("web", web),
              ("window", "" if show else None)]  # the named options are short for --sink NAME=ARG
     requests = [(name, arg) for name, arg in named if arg is not None]
     requests += [(spec.partition("=")[0], spec.partition("=")[2]) for spec in sink_specs]
     options = SinkOptions(overwrite=overwrite, fps=save_fps, token=web_token, echo=lambda m: click.echo(m, err=True),
-                          title=Path(bundle).name + (f" / {product}" if product else ""))
+                          title=(Path(bundle).name if bundle else model or server) + (f" / {product}" if product else ""))
     sinks = open_sinks(requests, options)  # outputs are checked here, before anything loads
     det = None
     try:
-        det = Detector.load(bundle, backend=backend, product=product)
+        if server is not None:
+            from ..serving.client import RemoteDetector
+
+            det = RemoteDetector(server, model=model, reconnect_attempts=reconnect_attempts,
+                                 on_event=lambda m: click.echo(m, err=True))
+        else:
+            det = Detector.load(bundle, backend=backend, product=product)
         src = open_source(camera if camera is not None else source, reconnect_attempts=reconnect_attempts, loop=loop)
     except BaseException:
         for s in sinks:
@@ -87,7 +104,8 @@ def run(bundle, camera, source, backend, stride, roi, show, web, web_token, save
                            pipeline=pipeline)
     click.echo(stats.status_line(), err=True)
     click.echo(json.dumps({"stopped_by": stats.stopped_by, "frames": stats.frames, "anomalies": stats.anomalies,
-                           "fps": round(stats.fps, 2), "latency_ms": stats.latency_ms, "source": stats.source}))
+                           "fps": round(stats.fps, 2), "latency_ms": stats.latency_ms, "source": stats.source,
+                           **({"server": asdict(det.stats)} if server is not None else {})}))
     lost = stats.source.get("lost_frames", 0)
     if lost and not src.live:
         click.echo(f"error: {lost} frames of {src.name} could not be decoded (damaged file); the others were processed",

@@ -16,6 +16,9 @@ import numpy as np
 
 from .registry import Registry
 
+trapezoid = getattr(np, "trapezoid", None) or np.trapz
+"""numpy 2's name; numpy 1 (the serving environment: Triton's Python backend) has only trapz."""
+
 
 def _binary_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cumulative true and false positives at each distinct threshold, scores descending."""
@@ -49,7 +52,7 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     fpr, tpr, _ = roc_curve(labels, scores)
-    return float(np.trapezoid(tpr, fpr))
+    return float(trapezoid(tpr, fpr))
 
 
 def precision_recall(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -113,7 +116,7 @@ def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
         x0, x1, y0, y1 = fpr[j - 1], fpr[j], pro[j - 1], pro[j]
         y_lim = y0 + (y1 - y0) * (fpr_limit - x0) / (x1 - x0) if x1 > x0 else y1
         x, y = np.r_[x, fpr_limit], np.r_[y, y_lim]
-    return float(np.trapezoid(y, x) / fpr_limit)
+    return float(trapezoid(y, x) / fpr_limit)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from ..core.metrics import roc_curve
+from ..core.metrics import roc_curve, trapezoid
 from ..core.preprocess import to_image
 from ..data.io import read_image, write_image
 from ..runtime.overlay import heat_map
@@ -37,7 +37,7 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, tit
     cv2.putText(img, title, (x0, 20), font, 0.5, (0, 0, 0), 1)
     for k, (name, (labels, scores)) in enumerate(curves.items()):
         fpr, tpr, _ = roc_curve(labels, scores)
-        auc = float(np.trapezoid(tpr, fpr))
+        auc = float(trapezoid(tpr, fpr))
         pts = np.stack([x0 + fpr * (x1 - x0), y0 - tpr * (y0 - y1)], 1).astype(np.int32)
         colour = COLOURS[k % len(COLOURS)]
         cv2.polylines(img, [pts], False, colour, 2, cv2.LINE_AA)

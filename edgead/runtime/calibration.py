@@ -33,6 +33,7 @@ import numpy as np
 from ..core.bundle import Bundle, Calibration, Stats
 from ..core.config import CalibrationConfig
 from ..core.errors import DataError
+from ..core.metrics import trapezoid
 from ..data.io import read_image
 from .detector import Detector
 
@@ -69,10 +70,10 @@ def tolerance_factor(n: int, target_frr: float, confidence: float) -> float:
     v = nu * w * w
     log_chi2 = (nu / 2 - 1) * np.log(v) - v / 2 - (nu / 2) * math.log(2) - math.lgamma(nu / 2)
     density = np.exp(log_chi2) * 2 * nu * w
-    density /= np.trapezoid(density, w)
+    density /= trapezoid(density, w)
 
     def cdf(x: float) -> float:
-        return float(np.trapezoid(_norm_cdf(x * w - delta) * density, w))
+        return float(trapezoid(_norm_cdf(x * w - delta) * density, w))
 
     lo, hi = 0.0, 10.0 * delta + 100.0
     for _ in range(50):
