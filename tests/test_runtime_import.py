@@ -78,3 +78,12 @@ main()
     assert r.stderr.strip() == ("error: this command needs the Python package 'onnxruntime', which is not installed: "
                                 'pip install "edgead[cpu]" (or "edgead[gpu]" on an NVIDIA GPU)')
     assert not (tmp_path / "b.edgead").exists()
+
+
+def test_fleet_client_needs_no_onnxruntime():
+    """A camera PC with edgead[client] only: RemoteDetector and edgead run --server import without ONNX Runtime."""
+    code = ("import sys; sys.modules['onnxruntime'] = None\n"
+            "import edgead.runtime.detector, edgead.runtime.runner, edgead.runtime.sinks, edgead.runtime.sources\n"
+            "from edgead import RemoteDetector; print('ok')")
+    r = run(code)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

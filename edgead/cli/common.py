@@ -67,6 +67,12 @@ backend_option = click.option(
          "(onnxruntime-cpu, onnxruntime-cuda, onnxruntime-tensorrt, or a plugin's).")
 
 
+int8_option = click.option(
+    "--int8", is_flag=True,
+    help="Run the bundle's INT8 graphs (made by edgead export BUNDLE --quantize int8) on ONNX Runtime; the stages "
+         "export kept in fp32 stay fp32.")
+
+
 def progress() -> bool:
     return sys.stderr.isatty()
 

@@ -19,7 +19,9 @@ from .serve import batching_from, with_batching
 @click.option("--data", multiple=True, help="Dataset(s) for calibration/parity if they moved since training.")
 @click.option("--parity-images", default="32", show_default=True,
               help="Validation+test images compared with PyTorch, or 'all'.")
-@click.option("--engine", type=click.Choice(["fp16", "fp32"]), help="Build TensorRT engines into the bundle SOURCE.")
+@click.option("--engine", type=click.Choice(["fp16", "fp32", "int8"]),
+              help="Build TensorRT engines into the bundle SOURCE (int8: the stages of its INT8 set, from QDQ graphs "
+                   "calibrated on --calibration; the others fp32).")
 @click.option("--workspace", type=float, default=2.0, show_default=True, help="TensorRT workspace (GB).")
 @click.option("--batch", type=int, default=1, show_default=True, help="Largest batch the engines accept.")
 @click.option("--trt", "flavour", type=click.Choice(["auto", "tensorrt", "rtx"]), default="auto", show_default=True,
@@ -28,6 +30,15 @@ from .serve import batching_from, with_batching
 @click.option("--sm", metavar="LIST", help="TensorRT-RTX target compute capabilities, e.g. 86,89,120 "
               "(default: this GPU, or without one the portable set).")
 @click.option("--sign-key", type=click.Path(dir_okay=False), help="Sign the bundle with this private key.")
+@click.option("--quantize", type=click.Choice(["int8"]),
+              help="Add INT8 graphs to the bundle SOURCE (ONNX Runtime static quantisation, QDQ, per-channel), "
+                   "calibrated on --calibration; stages whose scores move stay fp32.")
+@click.option("--calibration", "calibration_images", type=click.Path(),
+              help="Good images for --quantize and --engine int8 (a folder or glob; e.g. the training set's good "
+                   "images).")
+@click.option("--int8-tolerance", type=float, default=0.1, show_default=True,
+              help="Largest score change a stage may cause in INT8, as a share of the margin between the good "
+                   "images' mean score and the threshold.")
 @click.option("--triton-repo", type=click.Path(file_okay=False),
               help="Write a Triton model repository holding the bundle SOURCE (and any --also bundles), for "
                    "a stock tritonserver (e.g. NGC's container with edgead installed).")
@@ -37,14 +48,32 @@ from .serve import batching_from, with_batching
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Inference settings of the method or calibration, e.g. d3ad.dynamic=false, calibration.target_frr=0.005.")
 def export(source, out, overwrite, data, parity_images, engine, workspace, batch, flavour, sm, sign_key,
-           triton_repo, also, max_batch, queue_delay_ms, instances, threads, backend, sets) -> None:
+           quantize, calibration_images, int8_tolerance, triton_repo, also, max_batch, queue_delay_ms, instances, threads, backend, sets) -> None:
     """Export a training run to a bundle, or build TensorRT engines for a bundle.
 
     \b
     edgead export runs/tire --out tire.edgead          ONNX graphs, calibration, parity check
     edgead export tire.edgead --engine fp16            TensorRT engines for this GPU
     edgead export tire.edgead --triton-repo models     a model repository for tritonserver
+    edgead export tire.edgead --quantize int8 --calibration data/tire/train/good
     """
+    if quantize is not None:
+        if calibration_images is None:
+            raise ConfigError("--quantize int8 needs --calibration GOOD_IMAGES (a folder of anomaly-free images)")
+        from ..core.errors import require
+
+        require("onnx", 'pip install "edgead[train]"', "INT8 quantisation")
+        from ..export.quantize import quantize_bundle
+
+        report = quantize_bundle(source, calibration_images, tolerance=int8_tolerance, overwrite=overwrite,
+                                 sign_key=sign_key)
+        resigned(report.pop("signature_dropped", False), source)
+        for name, st in report["stages"].items():
+            click.echo(f"{name:<18} " + (f"fp32 ({st['kept_fp32']})" if "kept_fp32" in st else
+                                         f"int8 (score change {st['score_change']:.3f}, map change "
+                                         f"{st['map_change']:.3f} of the margin)"), err=True)
+        click.echo(json.dumps(report))
+        return
     if triton_repo is not None:
         from ..serving.repository import plan_models, write_repository
 
@@ -58,7 +87,8 @@ def export(source, out, overwrite, data, parity_images, engine, workspace, batch
         from ..export.tensorrt import build_engines
 
         engine_set, report = build_engines(source, engine, workspace_gb=workspace, max_batch=batch,
-                                           overwrite=overwrite, sign_key=sign_key, flavour=flavour, sm=sm)
+                                           overwrite=overwrite, sign_key=sign_key, flavour=flavour, sm=sm,
+                                           calibration=calibration_images)
         resigned(report.pop("signature_dropped", False), source)
         for name, st in report["stages"].items():
             click.echo(f"{name:<18} {st['obtained_precision']:<28} built in {st['build_seconds']:.1f} s, "

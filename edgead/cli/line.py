@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..core.errors import ConfigError
-from .common import backend_option
+from .common import backend_option, int8_option
 
 
 # --------------------------------------------------------------------------------------- run
@@ -22,6 +22,7 @@ from .common import backend_option
 @click.option("--camera", type=int, help="OpenCV camera index (0 is the first camera).")
 @click.option("--source", help="Video file, rtsp:// or http:// URL, GStreamer pipeline (with '!'), image folder or glob.")
 @backend_option
+@int8_option
 @click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, help="Process every N-th frame.")
 @click.option("--roi", help="Region of interest x,y,width,height (pixels of the source frame).")
 @click.option("--show", is_flag=True,
@@ -49,7 +50,7 @@ from .common import backend_option
 @click.option("--sink", "sink_specs", multiple=True, metavar="NAME[=ARG]",
               help="Send results to any registered sink, e.g. --sink jsonl=events.jsonl (repeatable; built in: "
                    "jsonl, video, anomalies, window, web, and plugins' sinks).")
-def run(bundle, server, model, camera, source, backend, stride, roi, show, web, web_token, save, save_fps, jsonl, save_anomalies,
+def run(bundle, server, model, camera, source, backend, int8, stride, roi, show, web, web_token, save, save_fps, jsonl, save_anomalies,
         max_frames, loop, reconnect_attempts, status_every, overwrite, product, pipeline, sink_specs) -> None:
     """Run a bundle on a live camera or stream (or a video/images) until stopped.
 
@@ -71,6 +72,8 @@ def run(bundle, server, model, camera, source, backend, stride, roi, show, web, 
         raise ConfigError("give exactly one of --bundle BUNDLE or --server URL")
     if server is not None and product is not None:
         raise ConfigError("--product picks thresholds of a local bundle; a served product is its own --model")
+    if server is not None and int8:
+        raise ConfigError("--int8 chooses a local bundle's graphs; the server decides what it runs")
     if server is None and model is not None:
         raise ConfigError("--model names a served model; it goes with --server")
     region = Roi.parse(roi)
@@ -89,7 +92,7 @@ def run(bundle, server, model, camera, source, backend, stride, roi, show, web, 
             det = RemoteDetector(server, model=model, reconnect_attempts=reconnect_attempts,
                                  on_event=lambda m: click.echo(m, err=True))
         else:
-            det = Detector.load(bundle, backend=backend, product=product)
+            det = Detector.load(bundle, backend=backend, product=product, int8=int8)
         src = open_source(camera if camera is not None else source, reconnect_attempts=reconnect_attempts, loop=loop)
     except BaseException:
         for s in sinks:
@@ -118,11 +121,12 @@ def run(bundle, server, model, camera, source, backend, stride, roi, show, web, 
 @click.argument("images", nargs=-1, required=True)
 @click.option("--bundle", required=True, type=click.Path(), help="Bundle folder.")
 @backend_option
+@int8_option
 @click.option("--out", type=click.Path(file_okay=False), help="Save an overlay per image here.")
 @click.option("--jsonl", type=click.Path(dir_okay=False), help="Write one JSON line per image.")
 @click.option("--overwrite", is_flag=True, help="Allow replacing an existing --jsonl file or non-empty --out folder.")
 @click.option("--product", help="Product whose thresholds apply (bundles that serve several products).")
-def predict(images, bundle, backend, out, jsonl, overwrite, product) -> None:
+def predict(images, bundle, backend, int8, out, jsonl, overwrite, product) -> None:
     """Score image files (paths, folders or globs) and print a verdict per image.
 
     Prints: path, raw score, normalised score (threshold at 0.5), verdict. An unreadable image,
@@ -149,7 +153,7 @@ def predict(images, bundle, backend, out, jsonl, overwrite, product) -> None:
     check_new_file(jsonl, overwrite, "JSON-lines file")
     names = _overlay_names(files)
     lines, n_bad = [], 0
-    with Detector.load(bundle, backend=backend, product=product) as det:
+    with Detector.load(bundle, backend=backend, product=product, int8=int8) as det:
         for f in files:
             try:
                 r = det.predict(f)

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..core.errors import ConfigError
-from .common import backend_option, progress
+from .common import backend_option, int8_option, progress
 
 
 # ---------------------------------------------------------------------------------- evaluate
@@ -19,10 +19,11 @@ from .common import backend_option, progress
               help="Dataset with test images (MVTec test/ or labelled folders); repeat for several products.")
 @click.option("--product", help="Product of a single --data (default: the dataset's folder name).")
 @backend_option
+@int8_option
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
 @click.option("--sheet", type=click.Path(file_okay=False), help="Save a sheet of example images here.")
 @click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file or writing into a non-empty --sheet folder.")
-def evaluate(bundle, data, product, backend, out, sheet, overwrite) -> None:
+def evaluate(bundle, data, product, backend, int8, out, sheet, overwrite) -> None:
     """Compute image and pixel AUROC/AP/F1max and AUPRO@0.3 on a test set (per product, and the mean)."""
     from ..core.bundle import load_bundle
     from ..core.outputs import atomic_write, check_new_dir, check_new_file
@@ -40,7 +41,7 @@ def evaluate(bundle, data, product, backend, out, sheet, overwrite) -> None:
     for root in data:
         ds = load_dataset(root, validation_fraction=0.0)
         name = product or (ds.name if b.manifest.products else None)
-        with Detector(b, backend=backend, product=name) as det:
+        with Detector(b, backend=backend, product=name, int8=int8) as det:
             run = run_eval(det, ds, progress=progress())
             if sheet:
                 name_png = "sheet.png" if len(data) == 1 else f"{ds.name}.png"
@@ -61,6 +62,7 @@ def evaluate(bundle, data, product, backend, out, sheet, overwrite) -> None:
 @click.command()
 @click.argument("bundle", type=click.Path())
 @backend_option
+@int8_option
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="The larger batch measured besides 1.")
 @click.option("--runs", type=click.IntRange(min=1), default=20, show_default=True, help="Timed runs per batch size.")
 @click.option("--checkpoint", type=click.Path(file_okay=False), help="Training run: also time PyTorch eager, alternating.")
@@ -68,7 +70,7 @@ def evaluate(bundle, data, product, backend, out, sheet, overwrite) -> None:
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
 @click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file.")
 @click.option("--product", help="Product whose thresholds apply (bundles that serve several products).")
-def benchmark(bundle, backend, batch, runs, checkpoint, images, out, overwrite, product) -> None:
+def benchmark(bundle, backend, int8, batch, runs, checkpoint, images, out, overwrite, product) -> None:
     """Latency per part (median, p90), throughput, peak memory; runtime vs PyTorch eager."""
     from ..core.outputs import atomic_write, check_new_file
     from ..evaluation.speed import benchmark as run_benchmark
@@ -83,7 +85,7 @@ def benchmark(bundle, backend, batch, runs, checkpoint, images, out, overwrite, 
 
         reference = partial(torch_backends, checkpoint)
     report = run_benchmark(bundle, backend, batch, runs, reference=reference, images=images, progress=progress(),
-                           product=product)
+                           product=product, int8=int8)
     click.echo(format_report(report))
     if out:
         atomic_write(out, json.dumps(report, indent=2), exclusive=not overwrite)
@@ -93,12 +95,13 @@ def benchmark(bundle, backend, batch, runs, checkpoint, images, out, overwrite, 
 @click.command()
 @click.argument("bundle", type=click.Path())
 @backend_option
+@int8_option
 @click.option("--images", type=click.Path(file_okay=False), help="Real images (default: the bundle's sample images).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), help="Tolerance set (default: from the engines).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="Tolerance set (default: from the engines).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
 @click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file.")
 @click.option("--product", help="Product whose thresholds decide (bundles that serve several products).")
-def validate(bundle, backend, images, precision, out, overwrite, product) -> None:
+def validate(bundle, backend, int8, images, precision, out, overwrite, product) -> None:
     """Compare a backend with ONNX Runtime CPU per stage and end to end; exit 1 outside tolerance."""
     from ..core.outputs import atomic_write, check_new_file
     from ..runtime.detector import Detector
@@ -106,11 +109,11 @@ def validate(bundle, backend, images, precision, out, overwrite, product) -> Non
     from ..runtime.validate import validate as run_validate
 
     check_new_file(out, overwrite, "report")
-    with Detector.load(bundle, backend=backend, product=product) as det:
+    with Detector.load(bundle, backend=backend, product=product, int8=int8) as det:
         imgs = images_from(images) if images else sample_images(det.bundle)
-        if precision is None:
-            precision = "fp16" if det.backend_name == "tensorrt" and any(
-                es.precision == "fp16" for es in det.manifest.engines) else "fp32"
+        if precision is None:  # the engines' precision (the set the backend prefers), or the INT8 graphs'
+            built = {es.precision for es in det.manifest.engines} if det.backend_name == "tensorrt" else set()
+            precision = "int8" if int8 else next((p for p in ("fp16", "int8") if p in built), "fp32")
         report = run_validate(det, imgs, precision=precision)
     click.echo(report.table())
     if out:

@@ -76,7 +76,7 @@ class EngineSet:
     gpu: str
     compute_capability: str
     tensorrt_version: str
-    precision: Literal["fp16", "fp32"]
+    precision: Literal["fp16", "fp32", "int8"]
     obtained_precision: str
     max_batch: int
     files: list[EngineFile]
@@ -85,6 +85,35 @@ class EngineSet:
     """TensorRT-RTX: compute capabilities built for ([]: the builder's portable default)."""
     validated: bool = True
     """Compared with ONNX Runtime on real images when built (not possible on a build server without a GPU)."""
+
+
+@dataclass
+class Int8Stage:
+    stage: StageName
+    file: str
+    sha256: str
+
+
+@dataclass
+class Int8Set:
+    """INT8 graphs beside the fp32 ones (ONNX Runtime static quantisation, QDQ, per-channel weights), for
+    the stages whose scores held on good images the quantisation did not see; the others stay fp32."""
+
+    calibration: str
+    """Folder of good images the activation ranges came from."""
+    n_calibration: int
+    n_held_out: int
+    tolerance: float
+    """Largest score (and p99 map) change allowed, as a share of the margin between the good images'
+    mean and the threshold."""
+    stages: list[Int8Stage]
+    kept_fp32: dict[str, str] = field(default_factory=dict)
+    """Stage -> why it stays fp32."""
+    score_change: float = 0.0
+    """Largest score change of the accepted set on the held-out images, as a share of the margin."""
+    map_change: float = 0.0
+    """Largest p99 map change of the accepted set, as a share of the pixel margin."""
+    decisions_changed: int = 0
 
 
 @dataclass
@@ -152,6 +181,7 @@ class Manifest:
     """Thresholds per product of a bundle that serves several (DiAD); ``calibration`` is then None."""
     extras: list[ExtraEntry] = field(default_factory=list)
     engines: list[EngineSet] = field(default_factory=list)
+    int8: Int8Set | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def calibration_for(self, product: str | None) -> Calibration | None:
@@ -229,7 +259,20 @@ class Bundle:
         entries: list[tuple[str, str]] = [(s.file, s.sha256) for s in self.manifest.stages]
         entries += [(e.file, e.sha256) for e in self.manifest.extras]
         entries += [(f.file, f.sha256) for es in self.manifest.engines for f in es.files]
+        entries += [(q.file, q.sha256) for q in (self.manifest.int8.stages if self.manifest.int8 else [])]
         return entries
+
+    def with_int8(self, stages: list[str] | None = None) -> Bundle:
+        """This bundle with its INT8 graphs in place of the fp32 ones (``stages``: only these), for the
+        ONNX Runtime backends; the manifest on disk is unchanged."""
+        int8 = self.manifest.int8
+        if int8 is None or not int8.stages:
+            raise BundleError(f"bundle {self.root} has no INT8 graphs; make them with: edgead export {self.root} "
+                              "--quantize int8 --calibration GOOD_IMAGES")
+        chosen = {q.stage: q for q in int8.stages if stages is None or q.stage in stages}
+        swapped = [dataclasses.replace(st, file=chosen[st.name].file, sha256=chosen[st.name].sha256) if st.name in chosen else st
+                   for st in self.manifest.stages]
+        return dataclasses.replace(self, manifest=dataclasses.replace(self.manifest, stages=swapped))
 
     def verify(self) -> None:
         """Check every listed file exists and matches its sha256, and that there is no other file.
@@ -343,7 +386,7 @@ def _in_range(value: float | None, lo: float, hi: float, where: str, optional: b
 
 def check_values(m: Manifest) -> None:
     """The values the runtime decides with are finite and in range; ConfigError naming the key otherwise."""
-    for name in ("preprocess", "scoring", "params", "calibration", "products"):
+    for name in ("preprocess", "scoring", "params", "calibration", "products", "int8"):
         _finite(getattr(m, name), f"manifest.{name}")
     if any(v <= 0 for v in m.preprocess.std) or any(v < 1 for v in m.preprocess.image_size):
         raise ConfigError(f"manifest.preprocess needs std > 0 and a positive image_size, got {m.preprocess}")

@@ -73,9 +73,10 @@ def _summary(walls: list[float], parts: list[dict[str, float]], batch: int, stag
 
 def benchmark(bundle: str | Path, backend: str = "auto", batch: int = 8, runs: int = 20, warmup: int = 2,
               reference: Callable[[Bundle], dict[str, Backend]] | None = None, images: str | None = None,
-              progress: bool = False, product: str | None = None) -> dict:
+              progress: bool = False, product: str | None = None, int8: bool = False) -> dict:
     """``reference``: stage engines to time against the runtime's on the same pipeline (the CLI passes
-    PyTorch eager from export.torch_backend; this layer never imports it)."""
+    PyTorch eager from export.torch_backend; this layer never imports it). ``int8``: the bundle's INT8
+    graphs timed against its fp32 ones, alternating."""
     from tqdm.auto import tqdm
 
     det = Detector.load(bundle, backend=backend, product=product)
@@ -85,6 +86,8 @@ def benchmark(bundle: str | Path, backend: str = "auto", batch: int = 8, runs: i
         _once(det, frames[:b])
     rss_runtime = peak_rss_mb()  # before PyTorch is imported: what a deployment pays
     engines = {"runtime": det}
+    if int8:
+        engines["int8"] = Detector.load(det.bundle, backend=backend, product=product, int8=True)
     if reference is not None:
         engines["pytorch"] = Detector(det.bundle, backends=reference(det.bundle), product=product)
     report: dict = {
@@ -107,9 +110,10 @@ def benchmark(bundle: str | Path, backend: str = "auto", batch: int = 8, runs: i
                 parts[name].append(p)
         for name in engines:
             report.setdefault(name, {})[f"batch{b}"] = _summary(walls[name], parts[name], b, stages)
-        if "pytorch" in engines:
-            report.setdefault("pytorch_over_runtime", {})[f"batch{b}"] = (
-                report["pytorch"][f"batch{b}"]["median_ms"] / report["runtime"][f"batch{b}"]["median_ms"])
+        for other in ("pytorch", "int8"):
+            if other in engines:
+                report.setdefault(f"{other}_over_runtime", {})[f"batch{b}"] = (
+                    report[other][f"batch{b}"]["median_ms"] / report["runtime"][f"batch{b}"]["median_ms"])
     report["peak_rss_mb_runtime"] = rss_runtime
     report["peak_rss_mb_process"] = peak_rss_mb()
     for e in engines.values():
@@ -120,15 +124,18 @@ def benchmark(bundle: str | Path, backend: str = "auto", batch: int = 8, runs: i
 def format_report(r: dict) -> str:
     lines = [f"{r['method']} via {r['backend']}, image {r['image_size'][0]}x{r['image_size'][1]}, {r['runs']} runs"]
     lines.append(f"{'engine':<10}{'batch':>6}{'median ms':>11}{'p90 ms':>9}{'frames/s':>10}{'outside stages':>16}")
-    for name in ("runtime", "pytorch"):
+    for name in ("runtime", "int8", "pytorch"):
         for key, s in r.get(name, {}).items():
             lines.append(f"{name:<10}{s['batch']:>6}{s['median_ms']:>11.1f}{s['p90_ms']:>9.1f}"
                          f"{s['frames_per_s']:>10.2f}{s['outside_stages_share']:>15.1%}")
-    for key, s in r.get("runtime", {}).items():
-        parts = ", ".join(f"{k} {v:.1f}" for k, v in s["parts_median_ms"].items())
-        lines.append(f"runtime {key} parts (ms): {parts}")
+    for name in ("runtime", "int8"):
+        for key, s in r.get(name, {}).items():
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in s["parts_median_ms"].items())
+            lines.append(f"{name} {key} parts (ms): {parts}")
     for key, v in r.get("pytorch_over_runtime", {}).items():
         lines.append(f"PyTorch eager / runtime at {key}: {v:.2f}x")
+    for key, v in r.get("int8_over_runtime", {}).items():
+        lines.append(f"INT8 / fp32 time at {key}: {v:.2f}x")
     lines.append(f"peak resident memory: runtime alone {r['peak_rss_mb_runtime']:.0f} MB, "
                  f"whole process {r['peak_rss_mb_process']:.0f} MB")
     return "\n".join(lines)

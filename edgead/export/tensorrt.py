@@ -71,29 +71,41 @@ def _is_half(text: str) -> bool:
     return "fp16" in t or "half" in t
 
 
-def obtained_precision(engine_info_json: str) -> tuple[str, int, int]:
-    """('fp16' or 'fp32', layers with FP16 outputs, layers) from the engine inspector's JSON.
+def _is_int8(text: str) -> bool:
+    return "int8" in text.lower()
+
+
+def obtained_precision(engine_info_json: str, int8: bool = False) -> tuple[str, int, int]:
+    """('fp16' or 'fp32', layers with FP16 outputs, layers) from the engine inspector's JSON; with ``int8``,
+    ('int8', layers with INT8 outputs, layers) when any has them.
 
     TensorRT 10 writes each output's type into "Format/Datatype"; TensorRT 11 has separate
     "DataType"/"Datatype" and "Format" fields. Any of them is read.
     """
     info = json.loads(engine_info_json)
     layers = [layer for layer in info.get("Layers", []) if isinstance(layer, dict)]
-    half = 0
+    half = quant = 0
     for layer in layers:
         fields = " ".join(str(o.get(k, "")) for o in layer.get("Outputs", []) if isinstance(o, dict)
                           for k in ("Format/Datatype", "DataType", "Datatype"))
         half += _is_half(fields)
+        quant += _is_int8(fields)
+    if int8 and quant:
+        return "int8", quant, len(layers)
     return ("fp16" if half else "fp32"), half, len(layers)
 
 
-def precision_from_build_log(messages: list[str]) -> tuple[str, int, int]:
+def precision_from_build_log(messages: list[str], int8: bool = False) -> tuple[str, int, int]:
     """The same read-back from the layer table a DETAILED build writes to its verbose log (TensorRT-RTX)."""
     table = next((m for m in reversed(messages) if m.startswith("Layers:")), None)
     if table is None:
         raise ExportError("the TensorRT build log has no layer table (profiling verbosity DETAILED was not applied)")
     layers = [line for line in table.splitlines() if line.startswith("Name:")]
-    half = sum(_is_half(" ".join(re.findall(r"Datatype: (\w+)", line.partition("Outputs:")[2]))) for line in layers)
+    types = [" ".join(re.findall(r"Datatype: (\w+)", line.partition("Outputs:")[2])) for line in layers]
+    quant = sum(map(_is_int8, types))
+    if int8 and quant:
+        return "int8", quant, len(layers)
+    half = sum(map(_is_half, types))
     return ("fp16" if half else "fp32"), half, len(layers)
 
 
@@ -171,6 +183,8 @@ def build_plan(trt: TensorRT, onnx_path: Path, inputs: list, precision: str, wor
     config = builder.create_builder_config()
     config.set_memory_pool_limit(m.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     config.profiling_verbosity = m.ProfilingVerbosity.DETAILED
+    if precision == "int8" and not trt.strongly_typed:
+        config.set_flag(m.BuilderFlag.INT8)  # explicit quantisation: the graph's Q/DQ pairs set the scales
     if precision == "fp16" and not trt.strongly_typed:
         config.set_flag(m.BuilderFlag.FP16)
         if pin_fp32:
@@ -195,13 +209,16 @@ def build_plan(trt: TensorRT, onnx_path: Path, inputs: list, precision: str, wor
         raise ExportError(f"TensorRT failed to build an engine for {onnx_path.name} (see its log above)")
     plan_bytes = bytes(plan)
     if rtx:
-        obtained, half, total = precision_from_build_log(logger.messages)
+        obtained, half, total = precision_from_build_log(logger.messages, int8=precision == "int8")
     else:
         engine = m.Runtime(logger).deserialize_cuda_engine(plan_bytes)
         if engine is None:
             raise ExportError(f"TensorRT could not load the engine it built for {onnx_path.name}")
         inspector = engine.create_engine_inspector()
-        obtained, half, total = obtained_precision(inspector.get_engine_information(m.LayerInformationFormat.JSON))
+        obtained, half, total = obtained_precision(inspector.get_engine_information(m.LayerInformationFormat.JSON),
+                                                   int8=precision == "int8")
+    if precision == "int8" and obtained != "int8":
+        raise ExportError(f"{onnx_path.name}: int8 was requested but TensorRT built no INT8 layer (0 of {total})")
     if precision == "fp16" and obtained != "fp16":
         raise ExportError(
             f"{onnx_path.name}: fp16 was requested but TensorRT built an FP32 engine "
@@ -226,22 +243,26 @@ def _engine_directory(trt: TensorRT, gpu: GpuInfo | None, targets: list[str], pr
 def build_engines(bundle_path: str | Path, precision: str, workspace_gb: float = 2.0, max_batch: int = 1,
                   overwrite: bool = False, trt: Any = None, gpu: GpuInfo | None = None,
                   validator=None, sign_key: str | Path | None = None, flavour: str = "auto",
-                  sm: str | None = None) -> tuple[EngineSet, dict]:
+                  sm: str | None = None, calibration: str | Path | None = None) -> tuple[EngineSet, dict]:
     """Build, validate where possible and record one engine per stage.
 
     ``trt`` (a ``TensorRT`` or a bare module, taken as the TensorRT flavour), ``gpu`` and ``validator``
-    are for tests; ``flavour`` is auto, tensorrt or rtx; ``sm`` lists TensorRT-RTX targets.
+    are for tests; ``flavour`` is auto, tensorrt or rtx; ``sm`` lists TensorRT-RTX targets. ``int8``:
+    the stages of the bundle's INT8 set from QDQ graphs calibrated on ``calibration`` (good images),
+    the others in fp32.
     """
-    if precision not in ("fp16", "fp32"):
-        raise ExportError(f"--engine must be one of fp16, fp32; got {precision!r}")
+    if precision not in ("fp16", "fp32", "int8"):
+        raise ExportError(f"--engine must be one of fp16, fp32, int8; got {precision!r}")
+    if precision == "int8" and calibration is None:
+        raise ExportError("--engine int8 needs --calibration GOOD_IMAGES (the activation ranges of its QDQ graphs)")
     with exclusive(bundle_path, "export --engine"):  # the manifest is read, extended and written as one step
         return _build_engines(load_bundle(bundle_path), precision, workspace_gb, max_batch, overwrite, trt, gpu,
-                              validator, sign_key, flavour, sm)
+                              validator, sign_key, flavour, sm, calibration)
 
 
 def _build_engines(bundle: Bundle, precision: str, workspace_gb: float, max_batch: int, overwrite: bool, trt: Any,
                    gpu: GpuInfo | None, validator, sign_key: str | Path | None, flavour: str,
-                   sm: str | None) -> tuple[EngineSet, dict]:
+                   sm: str | None, calibration: str | Path | None = None) -> tuple[EngineSet, dict]:
     trt = trt if isinstance(trt, TensorRT) else TensorRT("tensorrt", trt) if trt is not None else tensorrt(flavour)
     targets = parse_targets(sm) if trt.flavour == "rtx" else []
     if sm and trt.flavour != "rtx":
@@ -265,10 +286,17 @@ def _build_engines(bundle: Bundle, precision: str, workspace_gb: float, max_batc
                     "targets": targets, "stages": {}}
     attempts = (False, True) if precision == "fp16" and not trt.strongly_typed else (False,)
     tmp_dir = new_temp_dir(bundle.root, "writing")  # beside the bundle, never an unlisted folder inside it
+    qdq_dir = Path(tempfile.mkdtemp(prefix="edgead-qdq-"))
     try:
+        sources: dict[str, Path] = {}
+        if precision == "int8":
+            from .quantize import tensorrt_graphs
+
+            sources = tensorrt_graphs(bundle, calibration, qdq_dir)
+            report["int8_stages"] = sorted(sources)
         for pin in attempts:
             engine_set, report["stages"] = _build_all(trt, bundle, tmp_dir, directory, precision, gpu, targets,
-                                                      workspace_gb, max_batch, pin)
+                                                      workspace_gb, max_batch, pin, sources)
             if validator is None:
                 engine_set.validated = False
                 report["validation"] = ("not run: no GPU that can run these engines here; on the device run "
@@ -287,6 +315,7 @@ def _build_engines(bundle: Bundle, precision: str, workspace_gb: float, max_batc
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp_dir.rename(out_dir)
     finally:
+        shutil.rmtree(qdq_dir, ignore_errors=True)
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir, ignore_errors=True)
     bundle.manifest.engines = [es for es in bundle.manifest.engines if es.directory != directory] + [engine_set]
@@ -295,21 +324,26 @@ def _build_engines(bundle: Bundle, precision: str, workspace_gb: float, max_batc
 
 
 def _build_all(trt: TensorRT, bundle: Bundle, tmp_dir: Path, directory: str, precision: str, gpu: GpuInfo | None,
-               targets: list[str], workspace_gb: float, max_batch: int, pin: bool) -> tuple[EngineSet, dict]:
+               targets: list[str], workspace_gb: float, max_batch: int, pin: bool,
+               sources: dict[str, Path] | None = None) -> tuple[EngineSet, dict]:
+    """``sources``: stages built from another graph (the INT8 QDQ ones); the others from the bundle's."""
     import time
 
     files, stages = [], {}
     for stage in bundle.manifest.stages:
         factor = stage.batch_factor  # graph samples per frame, from the stage contract
         t0 = time.perf_counter()
-        plan, obtained, half, total = build_plan(trt, bundle.path(stage.file), stage.inputs, precision,
+        source = (sources or {}).get(stage.name)
+        stage_precision = precision if precision != "int8" else "int8" if source else "fp32"
+        plan, obtained, half, total = build_plan(trt, source or bundle.path(stage.file), stage.inputs, stage_precision,
                                                  workspace_gb, max_batch * factor, pin_fp32=pin, targets=targets,
                                                  current_gpu=gpu is not None)
         seconds = time.perf_counter() - t0
         header = EngineHeader(
             method=bundle.method, stage=stage.name,
             inputs=[asdict(s) for s in stage.inputs], outputs=[asdict(s) for s in stage.outputs],
-            precision=precision, obtained_precision=f"{obtained} ({half}/{total} layers FP16)",
+            precision=precision,
+            obtained_precision=f"{obtained} ({half}/{total} layers {'INT8' if obtained == 'int8' else 'FP16'})",
             tensorrt_version=trt.version, gpu=gpu.name if gpu and not targets else "",
             compute_capability=gpu.compute_capability if gpu and not targets else "",
             edgead_version=__version__, onnx_sha256=stage.sha256, max_batch=max_batch * factor,
@@ -318,7 +352,8 @@ def _build_all(trt: TensorRT, bundle: Bundle, tmp_dir: Path, directory: str, pre
         path = tmp_dir / f"{stage.name}.plan"
         write_engine(path, header, plan)
         files.append(EngineFile(stage.name, f"{directory}/{path.name}", sha256_file(path)))
-        stages[stage.name] = {"obtained_precision": header.obtained_precision, "fp16_layers": half,
+        stages[stage.name] = {"obtained_precision": header.obtained_precision,
+                              ("int8_layers" if obtained == "int8" else "fp16_layers"): half,
                               "layers": total, "build_seconds": round(seconds, 2), "pinned_fp32": pin,
                               "megabytes": round(path.stat().st_size / 1e6, 2)}
     engine_set = EngineSet(

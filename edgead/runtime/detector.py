@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ..core.bundle import Bundle, load_bundle
-from ..core.errors import BundleError, InputError
+from ..core.errors import BackendError, BundleError, InputError
 from ..core.preprocess import to_batch
 from ..core.scoring import PostProcessor
 from .backends import Backend, BackendChoice, choose_backend, open_stage
@@ -59,9 +59,13 @@ class Detector:
         require_calibration: bool = True,
         backends: dict[str, Backend] | None = None,
         product: str | None = None,
+        int8: bool = False,
     ):
         """``backends`` (one per stage) replaces backend selection, e.g. to benchmark PyTorch.
-        ``product``: which product's thresholds, for a bundle that serves several (DiAD)."""
+        ``product``: which product's thresholds, for a bundle that serves several (DiAD).
+        ``int8``: run the bundle's INT8 graphs (edgead export --quantize int8) on ONNX Runtime."""
+        if int8:
+            bundle = bundle.with_int8()
         try:
             self.calibration = bundle.manifest.calibration_for(product)
         except BundleError:
@@ -81,7 +85,10 @@ class Detector:
             self.choice = BackendChoice(next(iter(backends.values())).name, "given")
             self.backends = dict(backends)
         else:
-            self.choice = choose_backend(backend, bundle)
+            self.choice = choose_backend("onnxruntime" if int8 and backend == "auto" else backend, bundle)
+            if int8 and not self.choice.name.startswith("onnxruntime"):
+                raise BackendError(f"the INT8 graphs run on ONNX Runtime; backend {self.choice.name} runs the "
+                                   "bundle's engines (choose --backend onnxruntime)")
             self.backends = {}
             try:
                 for stage in stages:
@@ -105,11 +112,12 @@ class Detector:
         threads: int | None = None,
         verify: bool = True,
         product: str | None = None,
+        int8: bool = False,
     ) -> Detector:
         """Open a bundle directory; ``backend`` is auto, tensorrt, onnxruntime or onnxruntime-<cpu|cuda|tensorrt>;
-        ``product`` names the product for a bundle that serves several."""
+        ``product`` names the product for a bundle that serves several; ``int8``: its INT8 graphs."""
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=verify)
-        return cls(b, backend=backend, device=device, threads=threads, product=product)
+        return cls(b, backend=backend, device=device, threads=threads, product=product, int8=int8)
 
     # -- properties -------------------------------------------------------------------------
     @property

@@ -56,7 +56,8 @@ def find_engine_set(bundle: Bundle, precision: str | None = None, device: int = 
             f"with {installed} (it has: {have}); build them with: edgead export {bundle.root} --engine "
             f"{precision or 'fp16'}"
         )
-    matches.sort(key=lambda es: (es.precision != "fp16", es.flavour != "tensorrt"))
+    order = {"fp16": 0, "int8": 1, "fp32": 2}  # int8 sets hold only the stages that kept their scores
+    matches.sort(key=lambda es: (order.get(es.precision, 3), es.flavour != "tensorrt"))
     return matches[0]
 
 
