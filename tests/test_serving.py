@@ -231,6 +231,9 @@ def test_bad_payloads_get_errors_and_the_server_keeps_serving(served, demo_data)
         answer = send(x, dtype, params)
         assert isinstance(answer, Exception) and message in str(answer), (case, answer)
         assert "INVALID_ARGUMENT" in str(answer), (case, answer)
+    with pytest.raises(Exception, match="(?i)restricted|permission|unauthenticated|edgead-admin"):
+        client.unload_model("patchcore")  # what is served is not a client's to change
+    assert client.is_model_ready("patchcore")
     gone = grpc.InferenceServerClient(server.grpc.removeprefix("grpc://"))  # a client that leaves mid-request
     tensor = grpc.InferInput("image", [4, *good.shape], "UINT8")
     tensor.set_data_from_numpy(np.repeat(good[None], 4, 0))
@@ -336,7 +339,8 @@ def test_server_restart_while_a_client_streams(triton, method_bundle, demo_data,
     frames = _frames(demo_data, 6) * 5
     expected = [r.score for r in map(Detector.load(bundle).predict, frames)]
     events: list[str] = []
-    remote = RemoteDetector(server.grpc, model="pc", reconnect_attempts=None, on_event=events.append)
+    remote = RemoteDetector(server.grpc, reconnect_attempts=None, on_event=events.append)  # the only model
+    assert remote.model == "pc"
     got: list[float] = []
 
     def stream():

@@ -60,7 +60,9 @@ def serve(bundles, names, host, http_port, grpc_port, metrics_port, max_batch, q
     Each bundle (each product of a multi-product bundle) is one model; frames from all clients are batched
     together. Clients: RemoteDetector("grpc://HOST:8001", model=NAME) or edgead run --server. Runs until
     Ctrl-C or SIGTERM. Health: /v2/health/live and /v2/health/ready on the HTTP port; Prometheus metrics
-    (requests, batches, queue and compute times per model) on the metrics port.
+    (requests, batches, queue and compute times per model) on the metrics port. Triton's APIs that load or
+    unload models (and shared memory, trace, logging) are closed to clients; bundles replaced on disk are
+    swapped in by serve itself (--reload-every).
 
     \b
     edgead serve tire.edgead grid.edgead --max-batch 16
@@ -93,7 +95,8 @@ def serve(bundles, names, host, http_port, grpc_port, metrics_port, max_batch, q
         if reload_every > 0:
             from ..serving.watch import BundleWatcher
 
-            watcher = BundleWatcher(models, http, reload_every, echo=lambda m: click.echo(m, err=True)).start()
+            watcher = BundleWatcher(models, http, reload_every, echo=lambda m: click.echo(m, err=True),
+                                    admin_token=server.admin_token).start()
         code = server.wait()
         if code not in (0, -signal.SIGINT, -signal.SIGTERM):
             raise ServeError(f"Triton stopped with exit code {code}; its log: {server.log_file}")

@@ -217,10 +217,10 @@ class RemoteDetector:
         return self._client.get_model_config(name)
 
     def _only_model(self) -> str:
-        index = self._call(lambda: self._client.get_model_repository_index(
+        """The loaded models, from the statistics API (edgead serve closes the repository API to clients)."""
+        stats = self._call(lambda: self._client.get_inference_statistics(
             **({"as_json": True} if self._protocol == "grpc" else {})), attempts=0)
-        models = index.get("models", []) if isinstance(index, dict) else index
-        ready = sorted(m["name"] for m in models if m.get("state") == "READY")
+        ready = sorted({m["name"] for m in stats.get("model_stats", [])})
         if len(ready) != 1:
             raise ConfigError(f"the server at {self.url} serves {len(ready)} models ({', '.join(ready) or 'none'}); "
                               "name one (model=... or --model)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -27,6 +28,12 @@ from ..core.errors import ConfigError, EdgeadError, MissingDependencyError
 from .protocol import DEFAULT_PORTS
 
 log = logging.getLogger(__name__)
+
+
+ADMIN_HEADER = "edgead-admin"
+RESTRICTED = "model-repository,shared-memory,trace,logging"
+"""Triton's APIs that change what is served (load, unload) or the server itself: they need the admin header,
+whose value only this process knows. Inference, health, metadata, configuration and statistics stay open."""
 
 
 class ServeError(EdgeadError):
@@ -105,6 +112,8 @@ class TritonServer:
         self._workspace = Path(tempfile.mkdtemp(prefix="edgead-triton-"))
         self.log_file = Path(log_file) if log_file else self._workspace / "tritonserver.log"
         self.process: subprocess.Popen | None = None
+        self.admin_token = secrets.token_hex(16)
+        """The value of the ``edgead-admin`` header the restricted APIs want (the bundle watcher sends it)."""
 
     # -- start ------------------------------------------------------------------------------
     def _command_and_env(self) -> tuple[list[str], dict[str, str]]:
@@ -135,6 +144,8 @@ class TritonServer:
             f"--metrics-address={e.host}", f"--metrics-port={e.metrics}",
             "--model-control-mode=explicit", "--load-model=*", "--exit-on-error=true", "--strict-readiness=true",
             "--log-verbose=0", "--exit-timeout-secs=10",
+            f"--http-restricted-api={RESTRICTED}:{ADMIN_HEADER}={self.admin_token}",
+            f"--grpc-restricted-protocol={RESTRICTED}:{ADMIN_HEADER}={self.admin_token}",
         ]
         return command, env
 

@@ -21,6 +21,7 @@ from ..core.bundle import MANIFEST, load_bundle
 from ..core.errors import EdgeadError
 from .model import bundle_id_of
 from .repository import ServedBundle, check_servable
+from .server import ADMIN_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,10 @@ def _fingerprint(root: Path) -> tuple:
 
 class BundleWatcher:
     def __init__(self, models: list[ServedBundle], http_url: str, every_s: float,
-                 echo: Callable[[str], None] = print):
+                 echo: Callable[[str], None] = print, admin_token: str | None = None):
+        """``admin_token``: the value of the header Triton's model-repository API wants (TritonServer's)."""
         self.every_s, self.echo, self.http_url = every_s, echo, http_url
+        self.headers = {ADMIN_HEADER: admin_token} if admin_token else None
         self.groups: dict[Path, list[ServedBundle]] = {}
         for m in models:
             self.groups.setdefault(m.bundle, []).append(m)
@@ -100,7 +103,7 @@ class BundleWatcher:
         try:
             config = client.get_model_config(model)
             config.setdefault("parameters", {})["bundle_id"] = {"string_value": ident}
-            client.load_model(model, config=json.dumps(config))  # a new configuration: Triton reloads
+            client.load_model(model, config=json.dumps(config), headers=self.headers)  # a new configuration: reload
         except InferenceServerException as exc:
             raise EdgeadError(f"model {model} did not load it: {' '.join(str(exc).split())[:300]}") from None
         finally:
