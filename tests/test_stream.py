@@ -244,3 +244,11 @@ def test_a_sink_that_fails_on_its_thread_ends_the_run_with_its_error(detector, v
                    pipeline=True)
     assert Full.closed and len(jsonl.read_text().splitlines()) >= 1  # the other sink closed with whole lines
 
+
+
+def test_status_line_says_how_many_live_frames_were_skipped():
+    from edgead.runtime.runner import RunStats
+
+    slow = RunStats(frames=10, source={"dropped_live_frames": 7, "lost_frames": 0})
+    assert slow.status_line().endswith("| skipped (slower than the camera) 7")
+    assert "skipped" not in RunStats(frames=10, source={"dropped_live_frames": 0}).status_line()

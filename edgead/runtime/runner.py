@@ -44,6 +44,8 @@ class RunStats:
             f"p99 {lat.get('p99', 0):.1f} ms | frames {self.frames} | anomalies {self.anomalies} | "
             f"bad frames {src.get('bad_frames', 0)} | lost frames {src.get('lost_frames', 0)} | "
             f"reconnects {src.get('reconnects', 0)}"
+            # a live source keeps only its newest frame: those replaced before the detector was free
+            + (f" | skipped (slower than the camera) {src['dropped_live_frames']}" if src.get("dropped_live_frames") else "")
         )
 
 
