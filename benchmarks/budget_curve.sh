@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Quality against training budget: one D3AD `s` run per budget (edgead train --max-minutes M), exported and
-# evaluated on the set's test images. Usage: benchmarks/budget_curve.sh DATA OUT MINUTES...
-# e.g. benchmarks/budget_curve.sh ../shared/data/tire benchmarks/results/budget 4 8 16
+# Quality against training budget: one `s` run per budget (edgead train --max-minutes M), exported and
+# evaluated on the set's test images. Usage: [METHOD=diad] benchmarks/budget_curve.sh DATA OUT MINUTES...
+# e.g. benchmarks/budget_curve.sh ../shared/data/tire benchmarks/results/budget 4 8 16   (METHOD defaults to d3ad)
 set -euo pipefail
 data=$1; out=$2; shift 2
+method=${METHOD:-d3ad}
 mkdir -p "$out/work"
 for m in "$@"; do
-  name="$(basename "$data")-d3ad-s-${m}min"
+  name="$(basename "$data")-${method}-s-${m}min"
   run="$out/work/$name"; bundle="$out/work/$name.edgead"
   rm -rf "$run" "$bundle"
   start=$(date +%s)
-  edgead train --method d3ad --preset s --device cpu --data "$data" --out "$run" --max-minutes "$m" > "$out/$name.train.json"
+  edgead train --method "$method" --preset s --device cpu --data "$data" --out "$run" --max-minutes "$m" > "$out/$name.train.json"
   trained=$(date +%s)
   edgead export "$run" --out "$bundle" > "$out/$name.export.json"
   edgead evaluate "$bundle" --data "$data" --backend onnxruntime-cpu --out "$out/$name.report.json" > "$out/$name.table.txt"

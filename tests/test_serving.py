@@ -197,8 +197,10 @@ def test_remote_detector_equals_local(served, demo_data):
                    [r.score for r in local.predict_batch(same_size)]  # one request, the local batch
     with pytest.raises(ConfigError, match="serves 2 models .*name one"):
         RemoteDetector(server.grpc)
-    with pytest.raises(ServerError, match="unreachable"):
+    with pytest.raises(ServerError, match="serves no model 'nonexistent'; it serves: diffusionad, patchcore"):
         RemoteDetector(server.grpc, model="nonexistent")
+    with pytest.raises(ServerError, match="unreachable"):
+        RemoteDetector(f"grpc://127.0.0.1:{free_ports(1)[0]}", model="patchcore")
 
 
 @pytest.mark.slow

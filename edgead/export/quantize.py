@@ -72,7 +72,7 @@ def _quantize(bundle: Bundle, source: str, seen: list[np.ndarray], held: list[np
             t0 = time.perf_counter()
             try:
                 with _quiet():
-                        quantize_static(str(bundle.path(entry.file)), str(out), _reader(feeds.get(entry.name, [])),
+                    quantize_static(str(bundle.path(entry.file)), str(out), _reader(feeds.get(entry.name, [])),
                                     quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                                     weight_type=QuantType.QInt8)
             except Exception as exc:  # the quantiser's own exception types

@@ -72,7 +72,11 @@ class RemoteDetector:
         self._protocol, address = _parse_url(url)
         self._client = _open_client(self._protocol, address, timeout_s)
         try:
-            self.model = model or self._only_model()
+            served = self._call(self._served_models, attempts=0)
+            self.model = model or _only(served, url)
+            if self.model not in served:
+                raise ServerError(f"the server at {url} serves no model {self.model!r}; it serves: "
+                                  f"{', '.join(served) or 'none'}")
             config = self._call(lambda: self._model_config(self.model), attempts=0)
         except BaseException:
             self.close()
@@ -180,8 +184,8 @@ class RemoteDetector:
                     gap_start = time.perf_counter()
                 if limit is not None and tries >= limit:
                     self.stats.gap_s += time.perf_counter() - gap_start
-                    raise ServerError(f"the inference server at {self.url} (model {getattr(self, 'model', None)}) "
-                                      f"is unreachable: {_message(exc)}"
+                    model = f" (model {self.model})" if getattr(self, "model", None) else ""
+                    raise ServerError(f"the inference server at {self.url}{model} is unreachable: {_message(exc)}"
                                       + (f" (gave up after {tries} retries)" if tries else "")) from None
                 tries += 1
                 self.on_event(f"inference server {self.url} unreachable ({_message(exc)}); retry {tries} in {delay:.1f} s")
@@ -216,15 +220,17 @@ class RemoteDetector:
             return self._client.get_model_config(name, as_json=True)["config"]
         return self._client.get_model_config(name)
 
-    def _only_model(self) -> str:
+    def _served_models(self) -> list[str]:
         """The loaded models, from the statistics API (edgead serve closes the repository API to clients)."""
-        stats = self._call(lambda: self._client.get_inference_statistics(
-            **({"as_json": True} if self._protocol == "grpc" else {})), attempts=0)
-        ready = sorted({m["name"] for m in stats.get("model_stats", [])})
-        if len(ready) != 1:
-            raise ConfigError(f"the server at {self.url} serves {len(ready)} models ({', '.join(ready) or 'none'}); "
-                              "name one (model=... or --model)")
-        return ready[0]
+        stats = self._client.get_inference_statistics(**({"as_json": True} if self._protocol == "grpc" else {}))
+        return sorted({m["name"] for m in stats.get("model_stats", [])})
+
+
+def _only(served: list[str], url: str) -> str:
+    if len(served) != 1:
+        raise ConfigError(f"the server at {url} serves {len(served)} models ({', '.join(served) or 'none'}); "
+                          "name one (model=... or --model)")
+    return served[0]
 
 
 def _parse_url(url: str) -> tuple[str, str]:
