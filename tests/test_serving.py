@@ -370,6 +370,18 @@ def test_server_restart_while_a_client_streams(triton, method_bundle, demo_data,
 
 
 @pytest.mark.slow
+def test_no_orphaned_triton_when_serve_is_killed(triton, method_bundle, tmp_path):
+    import psutil
+
+    server = Server([method_bundle("patchcore")[0]], ["pc"], tmp_path / "k.log")
+    (triton_process,) = psutil.Process(server.proc.pid).children()
+    server.proc.kill()  # SIGKILL: no handler runs in edgead serve
+    server.proc.wait()
+    triton_process.wait(30)  # raises psutil.TimeoutExpired if Triton outlived it
+    assert not triton_process.is_running()
+
+
+@pytest.mark.slow
 def test_a_model_that_cannot_load_stops_serve_with_the_reason(method_bundle, served, tmp_path):
     bundle = method_bundle("patchcore")[0]
     r = subprocess.run([sys.executable, "-m", "edgead.cli", "serve", str(bundle), "--host", "127.0.0.1",

@@ -75,6 +75,17 @@ def _load_error(text: str) -> str:
     return text[text.index("edgead: "):] if "edgead: " in text else text
 
 
+def _die_with_parent() -> None:
+    """Linux: Triton gets SIGTERM when the thread that started it dies, even by SIGKILL, so no orphaned server
+    keeps the ports (PR_SET_PDEATHSIG, as PyTriton does)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     """``n`` ports free on ``host`` now (for test and benchmark servers on loopback)."""
     socks = [socket.socket() for _ in range(n)]
@@ -160,7 +171,8 @@ class TritonServer:
         out = open(self.log_file, "ab")
         try:
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
+                                            start_new_session=True,
+                                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         except OSError as exc:
             raise ServeError(f"cannot start {command[0]}: {exc}") from None
         finally:
