@@ -48,7 +48,8 @@ from .serve import batching_from, with_batching
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Inference settings of the method or calibration, e.g. d3ad.dynamic=false, calibration.target_frr=0.005.")
 def export(source, out, overwrite, data, parity_images, engine, workspace, batch, flavour, sm, sign_key,
-           quantize, calibration_images, int8_tolerance, triton_repo, also, max_batch, queue_delay_ms, instances, threads, backend, sets) -> None:
+           quantize, calibration_images, int8_tolerance, triton_repo, also, max_batch, queue_delay_ms, instances,
+           threads, backend, sets) -> None:
     """Export a training run to a bundle, or build TensorRT engines for a bundle.
 
     \b

@@ -262,16 +262,16 @@ class Bundle:
         entries += [(q.file, q.sha256) for q in (self.manifest.int8.stages if self.manifest.int8 else [])]
         return entries
 
-    def with_int8(self, stages: list[str] | None = None) -> Bundle:
-        """This bundle with its INT8 graphs in place of the fp32 ones (``stages``: only these), for the
-        ONNX Runtime backends; the manifest on disk is unchanged."""
+    def with_int8(self) -> Bundle:
+        """This bundle with its INT8 graphs in place of the fp32 ones, for the ONNX Runtime backends; the
+        manifest on disk is unchanged."""
         int8 = self.manifest.int8
         if int8 is None or not int8.stages:
             raise BundleError(f"bundle {self.root} has no INT8 graphs; make them with: edgead export {self.root} "
                               "--quantize int8 --calibration GOOD_IMAGES")
-        chosen = {q.stage: q for q in int8.stages if stages is None or q.stage in stages}
-        swapped = [dataclasses.replace(st, file=chosen[st.name].file, sha256=chosen[st.name].sha256) if st.name in chosen else st
-                   for st in self.manifest.stages]
+        chosen = {q.stage: q for q in int8.stages}
+        swapped = [dataclasses.replace(st, file=chosen[st.name].file, sha256=chosen[st.name].sha256)
+                   if st.name in chosen else st for st in self.manifest.stages]
         return dataclasses.replace(self, manifest=dataclasses.replace(self.manifest, stages=swapped))
 
     def verify(self) -> None:

@@ -84,15 +84,8 @@ def obtained_precision(engine_info_json: str, int8: bool = False) -> tuple[str, 
     """
     info = json.loads(engine_info_json)
     layers = [layer for layer in info.get("Layers", []) if isinstance(layer, dict)]
-    half = quant = 0
-    for layer in layers:
-        fields = " ".join(str(o.get(k, "")) for o in layer.get("Outputs", []) if isinstance(o, dict)
-                          for k in ("Format/Datatype", "DataType", "Datatype"))
-        half += _is_half(fields)
-        quant += _is_int8(fields)
-    if int8 and quant:
-        return "int8", quant, len(layers)
-    return ("fp16" if half else "fp32"), half, len(layers)
+    return _precision_of([" ".join(str(o.get(k, "")) for o in layer.get("Outputs", []) if isinstance(o, dict)
+                                   for k in ("Format/Datatype", "DataType", "Datatype")) for layer in layers], int8)
 
 
 def precision_from_build_log(messages: list[str], int8: bool = False) -> tuple[str, int, int]:
@@ -101,12 +94,17 @@ def precision_from_build_log(messages: list[str], int8: bool = False) -> tuple[s
     if table is None:
         raise ExportError("the TensorRT build log has no layer table (profiling verbosity DETAILED was not applied)")
     layers = [line for line in table.splitlines() if line.startswith("Name:")]
-    types = [" ".join(re.findall(r"Datatype: (\w+)", line.partition("Outputs:")[2])) for line in layers]
-    quant = sum(map(_is_int8, types))
+    return _precision_of([" ".join(re.findall(r"Datatype: (\w+)", line.partition("Outputs:")[2])) for line in layers],
+                         int8)
+
+
+def _precision_of(output_types: list[str], int8: bool) -> tuple[str, int, int]:
+    """(precision, layers in it, layers) from each layer's output types, however the build reported them."""
+    quant = sum(map(_is_int8, output_types))
     if int8 and quant:
-        return "int8", quant, len(layers)
-    half = sum(map(_is_half, types))
-    return ("fp16" if half else "fp32"), half, len(layers)
+        return "int8", quant, len(output_types)
+    half = sum(map(_is_half, output_types))
+    return ("fp16" if half else "fp32"), half, len(output_types)
 
 
 def pin_layers_fp32(trt: Any, network: Any) -> int:
@@ -286,10 +284,10 @@ def _build_engines(bundle: Bundle, precision: str, workspace_gb: float, max_batc
                     "targets": targets, "stages": {}}
     attempts = (False, True) if precision == "fp16" and not trt.strongly_typed else (False,)
     tmp_dir = new_temp_dir(bundle.root, "writing")  # beside the bundle, never an unlisted folder inside it
-    qdq_dir = Path(tempfile.mkdtemp(prefix="edgead-qdq-"))
+    qdq_dir = Path(tempfile.mkdtemp(prefix="edgead-qdq-")) if precision == "int8" else None
     try:
         sources: dict[str, Path] = {}
-        if precision == "int8":
+        if qdq_dir is not None:
             from .quantize import tensorrt_graphs
 
             sources = tensorrt_graphs(bundle, calibration, qdq_dir)
@@ -315,7 +313,8 @@ def _build_engines(bundle: Bundle, precision: str, workspace_gb: float, max_batc
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp_dir.rename(out_dir)
     finally:
-        shutil.rmtree(qdq_dir, ignore_errors=True)
+        if qdq_dir is not None:
+            shutil.rmtree(qdq_dir, ignore_errors=True)
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir, ignore_errors=True)
     bundle.manifest.engines = [es for es in bundle.manifest.engines if es.directory != directory] + [engine_set]
@@ -334,7 +333,7 @@ def _build_all(trt: TensorRT, bundle: Bundle, tmp_dir: Path, directory: str, pre
         factor = stage.batch_factor  # graph samples per frame, from the stage contract
         t0 = time.perf_counter()
         source = (sources or {}).get(stage.name)
-        stage_precision = precision if precision != "int8" else "int8" if source else "fp32"
+        stage_precision = "fp32" if precision == "int8" and source is None else precision  # kept fp32 by the INT8 set
         plan, obtained, half, total = build_plan(trt, source or bundle.path(stage.file), stage.inputs, stage_precision,
                                                  workspace_gb, max_batch * factor, pin_fp32=pin, targets=targets,
                                                  current_gpu=gpu is not None)

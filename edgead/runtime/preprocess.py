@@ -14,6 +14,9 @@ import numpy as np
 from ..core.errors import DataError, InputError
 from ..data.io import read_image, to_rgb_uint8
 
+MIN_SIDE = 8
+"""Smallest image height or width the runtime judges."""
+
 
 def as_rgb(image: np.ndarray | str | Path, color: str = "bgr") -> np.ndarray:
     """A path or a uint8 array in ``color`` order -> contiguous uint8 RGB HxWx3."""
@@ -33,7 +36,7 @@ def as_rgb(image: np.ndarray | str | Path, color: str = "bgr") -> np.ndarray:
         raise InputError(
             f"expected an image of shape HxW, HxWx3 or HxWx4, got {tuple(image.shape)}"
         )
-    if min(image.shape[:2]) < 8:
+    if min(image.shape[:2]) < MIN_SIDE:
         raise InputError(f"image of shape {tuple(image.shape)} is too small")
     try:
         return to_rgb_uint8(image, "image", color)

@@ -70,7 +70,8 @@ class RemoteDetector:
         self.on_event = on_event or (lambda m: log.warning("%s", m))
         self.stats = ServerStats()
         self._protocol, address = _parse_url(url)
-        self._client = _open_client(self._protocol, address, timeout_s)
+        self._tc, self._client = _open_client(self._protocol, address, timeout_s)
+        self._outputs = [self._tc.InferRequestedOutput(name) for name in OUTPUT_NAMES]
         try:
             served = self._call(self._served_models, attempts=0)
             self.model = model or _only(served, url)
@@ -200,20 +201,12 @@ class RemoteDetector:
             return value
 
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        m = self._module
-        tensor = m.InferInput(IMAGE, list(batch.shape), "UINT8")
+        tensor = self._tc.InferInput(IMAGE, list(batch.shape), "UINT8")
         tensor.set_data_from_numpy(batch)
-        outputs = [m.InferRequestedOutput(name) for name in OUTPUT_NAMES]
         params = {MAP_SIZE: self.map_size} if self.map_size else None
-        r = self._client.infer(self.model, [tensor], outputs=outputs, parameters=params,
+        r = self._client.infer(self.model, [tensor], outputs=self._outputs, parameters=params,
                                **({"client_timeout": self.timeout_s} if self._protocol == "grpc" else {}))
         return {name: r.as_numpy(name) for name in OUTPUT_NAMES}
-
-    @property
-    def _module(self):
-        import importlib
-
-        return importlib.import_module(f"tritonclient.{self._protocol}")
 
     def _model_config(self, name: str) -> dict:
         if self._protocol == "grpc":
@@ -241,6 +234,7 @@ def _parse_url(url: str) -> tuple[str, str]:
 
 
 def _open_client(protocol: str, address: str, timeout_s: float):
+    """(the tritonclient module of the protocol, a client of the server)."""
     try:
         import importlib
 
@@ -249,8 +243,8 @@ def _open_client(protocol: str, address: str, timeout_s: float):
         raise MissingDependencyError(f"the Triton client is not installed ({exc}); install it with: "
                                      'pip install "edgead[client]"') from None
     if protocol == "grpc":
-        return module.InferenceServerClient(address)
-    return module.InferenceServerClient(address, connection_timeout=timeout_s, network_timeout=timeout_s)
+        return module, module.InferenceServerClient(address)
+    return module, module.InferenceServerClient(address, connection_timeout=timeout_s, network_timeout=timeout_s)
 
 
 def _message(exc: Exception) -> str:

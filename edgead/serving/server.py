@@ -99,9 +99,12 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def check_ports_free(endpoints: Endpoints) -> None:
-    """A port in use would have Triton fail after it started, and the readiness probe ask the other server."""
+    """Each port valid and free: a port in use would have Triton fail after it started, and the readiness
+    probe ask the other server."""
     for kind in ("http", "grpc", "metrics"):
         port = getattr(endpoints, kind)
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"--{kind}-port must be 1..65535, got {port}")
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -161,10 +164,6 @@ class TritonServer:
         return command, env
 
     def start(self) -> TritonServer:
-        for name, port in (("http", self.endpoints.http), ("grpc", self.endpoints.grpc),
-                           ("metrics", self.endpoints.metrics)):
-            if not 1 <= port <= 65535:
-                raise ConfigError(f"--{name}-port must be 1..65535, got {port}")
         check_ports_free(self.endpoints)
         command, env = self._command_and_env()
         log.info("starting %s", " ".join(command))
