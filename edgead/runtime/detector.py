@@ -24,7 +24,7 @@ from ..core.bundle import Bundle, load_bundle
 from ..core.errors import BackendError, BundleError, InputError
 from ..core.preprocess import to_batch
 from ..core.scoring import PostProcessor
-from .backends import Backend, BackendChoice, choose_backend, open_stage
+from .backends import BACKENDS, Backend, BackendChoice, choose_backend, open_stage
 from .pipelines import pipeline_class
 from .preprocess import as_rgb
 from .result import Color, Result
@@ -86,7 +86,7 @@ class Detector:
             self.backends = dict(backends)
         else:
             self.choice = choose_backend("onnxruntime" if int8 and backend == "auto" else backend, bundle)
-            if int8 and not self.choice.name.startswith("onnxruntime"):
+            if int8 and BACKENDS.get(self.choice.name).family != "onnxruntime":
                 raise BackendError(f"the INT8 graphs run on ONNX Runtime; backend {self.choice.name} runs the "
                                    "bundle's engines (choose --backend onnxruntime)")
             self.backends = {}
