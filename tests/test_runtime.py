@@ -86,6 +86,19 @@ def test_backend_checks_inputs(detector):
         den.run({"x_t": np.zeros((2, 3, 32, 32), np.float32), "t": np.zeros(2, np.float32)})
 
 
+def test_sessions_do_not_spin_between_stages(detector):
+    """A stage's idle ONNX Runtime threads must not busy-wait on the cores the next stage needs (docs §14)."""
+    from edgead.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+    for backend in detector.backends.values():
+        opts = backend.session.get_session_options()
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    entry = detector.bundle.manifest.stages[0]
+    spinning = OnnxRuntimeBackend(detector.bundle.path(entry.file), entry.inputs, entry.outputs, spinning=True)
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # ONNX Runtime's default: spinning
+        spinning.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+
 def test_backend_choice(tiny_bundle, monkeypatch):
     import edgead.runtime.backends.onnxruntime as ort_backend
 

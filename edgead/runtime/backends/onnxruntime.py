@@ -77,6 +77,7 @@ class OnnxRuntimeBackend(Backend):
         provider: Provider = "cpu",
         threads: int | None = None,
         cache_dir: Path | None = None,
+        spinning: bool = False,
     ):
         super().__init__(path, inputs, outputs)
         ort = ort_module()
@@ -86,6 +87,12 @@ class OnnxRuntimeBackend(Backend):
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
+        if not spinning:
+            # ONNX Runtime's intra-op threads busy-wait for work after each run by default. A pipeline runs
+            # several sessions one after another (five for D3AD, each with its own pool), so the pools of the
+            # stages that just ran keep spinning on the cores the next stage needs. Off, D3AD `s` took 123
+            # instead of 188 ms a frame on 2 cores; one-session PatchCore lost nothing (docs/benchmarks.md §14).
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list = [wanted]
         if provider == "tensorrt":
             trt_opts = {"trt_fp16_enable": False}
