@@ -77,8 +77,8 @@ def _quantize(bundle: Bundle, source: str, seen: list[np.ndarray], held: list[np
             paths[entry.name] = out
             with _int8_detector(bundle, {entry.name: out}) as det8:
                 score, pixel, flips = _change(bundle, det8, held, reference, image_margin, pixel_margin)
-            st = {"seconds": round(time.perf_counter() - t0, 1), "score_change": score, "map_change": pixel,
-                  "decisions_changed": flips}
+            st = {"seconds": round(time.perf_counter() - t0, 1), "score_change": round(score, 4),
+                  "map_change": round(pixel, 4), "decisions_changed": flips}
             if max(score, pixel) > tolerance:
                 st["kept_fp32"] = (f"INT8 moves scores by {score:.3f} and maps by {pixel:.3f} of the margin "
                                    f"(tolerance {tolerance})")
@@ -90,7 +90,7 @@ def _quantize(bundle: Bundle, source: str, seen: list[np.ndarray], held: list[np
         with _int8_detector(bundle, paths) as det8:  # the accepted set, measured together
             score, pixel, flips = _change(bundle, det8, held, reference, image_margin, pixel_margin)
             int8_ms = _median_ms(det8, held)
-        report.update(score_change=score, map_change=pixel, decisions_changed=flips,
+        report.update(score_change=round(score, 4), map_change=round(pixel, 4), decisions_changed=flips,
                       fp32_ms=round(fp32_ms, 1), int8_ms=round(int8_ms, 1), speedup=round(fp32_ms / int8_ms, 2))
         for p in tmp.iterdir():  # only the accepted graphs go into the bundle
             if p.stem not in paths:
@@ -106,7 +106,7 @@ def _quantize(bundle: Bundle, source: str, seen: list[np.ndarray], held: list[np
         calibration=source, n_calibration=len(seen), n_held_out=len(held), tolerance=tolerance,
         stages=[Int8Stage(s, f"{INT8_DIR}/{s}.onnx", sha256_file(target / f"{s}.onnx")) for s in paths],
         kept_fp32={k: v["kept_fp32"] for k, v in report["stages"].items() if "kept_fp32" in v},
-        score_change=score, map_change=pixel, decisions_changed=flips)
+        score_change=report["score_change"], map_change=report["map_change"], decisions_changed=flips)
     report["signature_dropped"] = bundle.save_manifest(sign_key)
     return report
 
@@ -212,7 +212,7 @@ def _change(bundle: Bundle, det: Detector, held, reference, image_margin: float,
     if cal is not None:
         post = PostProcessor(bundle.manifest.scoring, cal)
         flips = int(sum(post.is_anomalous(g.scores)[0] != post.is_anomalous(r.scores)[0] for g, r in zip(got, reference)))
-    return round(score, 4), round(pixel, 4), flips
+    return score, pixel, flips  # unrounded: a tolerance below the report's 4 decimals still applies
 
 
 def _median_ms(det: Detector, images: list[np.ndarray], rounds: int = 2) -> float:
