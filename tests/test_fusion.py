@@ -140,6 +140,11 @@ def test_pretrained_encoder_stays_frozen_while_the_autoencoder_trains(method_bun
     assert "decoder.skip.weight" in state  # the colour path beside the decoder (the default)
     network = yaml.safe_load((run / "config.yaml").read_text())["network"]
     assert network["autoencoder_encoder"] == "efficientnet-lite0" and network["block_out_channels"] == [16, 32]
+    assert network["autoencoder_decoder_stride"] == 2  # D3AD's default: the half-resolution decoder
+    assert any(k.startswith("decoder.decoder.decoder.up_blocks.2.") for k in state)
+    assert not any(k.startswith("decoder.decoder.decoder.up_blocks.3.") for k in state)
+    diad, _ = method_bundle("diad")
+    assert yaml.safe_load((diad.parent / "run" / "config.yaml").read_text())["network"]["autoencoder_decoder_stride"] == 1
     assert parity["passed"]
     with pytest.raises(ConfigError, match="model.autoencoder_encoder must be one of 'scratch', 'efficientnet-lite0'"):
         load_config(None, ["method=d3ad", "model.autoencoder_encoder=resnet"])
@@ -170,3 +175,22 @@ def test_colour_path_carries_the_latents_low_frequencies_and_old_runs_keep_their
     assert old["model"]["autoencoder_encoder"] == "scratch" and old["model"]["autoencoder_colour_skip"] is False
     new = migrate_config({"method": "d3ad", "model": {"preset": "s", "autoencoder_encoder": "efficientnet-lite0"}})
     assert new["model"]["autoencoder_encoder"] == "efficientnet-lite0"
+    assert old["model"]["autoencoder_decoder_stride"] == new["model"]["autoencoder_decoder_stride"] == 1
+
+
+def test_half_resolution_decoder_drops_the_finest_level_and_keeps_the_image_size():
+    from edgead.core.config import load_config
+    from edgead.training.latent.encoders import ColourSkipDecoder, HalfResolutionDecoder
+    from edgead.training.latent.networks import PRESETS, build_autoencoder
+
+    full = build_autoencoder(PRESETS["s"], 64)
+    half = build_autoencoder(replace(PRESETS["s"], autoencoder_decoder_stride=2), 64)
+    assert isinstance(half.decoder, ColourSkipDecoder) and isinstance(half.decoder.decoder, HalfResolutionDecoder)
+    assert len(half.decoder.decoder.decoder.up_blocks) == len(full.decoder.decoder.up_blocks) - 1 == 3
+    z = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        inner = half.decoder.decoder.decoder(half.post_quant_conv(z))
+        out = half.decode(z).sample
+    assert inner.shape == (2, 3, 32, 32) and out.shape == (2, 3, 64, 64)  # decoded at half size, then x2
+    with pytest.raises(ConfigError, match="model.autoencoder_decoder_stride"):
+        load_config(None, ["method=d3ad", "model.autoencoder_decoder_stride=4"])

@@ -44,7 +44,9 @@ def migrate_config(raw: dict[str, Any]) -> dict[str, Any]:
     raw.get("train", {}).pop("num_workers", None)  # 0.1's loader workers (synthesis now runs on the device)
     model = raw.get("model")
     if isinstance(model, dict) and "autoencoder_encoder" not in model:  # 0.2: the from-scratch autoencoder
-        raw["model"] = {**model, "autoencoder_encoder": "scratch", "autoencoder_colour_skip": False}
+        raw["model"] = model = {**model, "autoencoder_encoder": "scratch", "autoencoder_colour_skip": False}
+    if isinstance(model, dict) and "autoencoder_decoder_stride" not in model:  # before 0.6: every pixel decoded
+        raw["model"] = {**model, "autoencoder_decoder_stride": 1}
     return raw
 
 

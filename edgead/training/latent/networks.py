@@ -15,7 +15,7 @@ from ...core.config import ExperimentConfig, ModelConfig
 from ...core.contracts import LATENT_CHANNELS, LATENT_FACTOR
 from ...core.errors import ConfigError
 from ..unet import build_unet
-from .encoders import ENCODERS, ColourSkipDecoder, PretrainedLatentEncoder
+from .encoders import ENCODERS, ColourSkipDecoder, HalfResolutionDecoder, PretrainedLatentEncoder
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class LatentNetworkConfig:
     scratch: diffusers' encoder trained on the product (edgead 0.2)."""
     autoencoder_colour_skip: bool = True
     """A linear path from the latent to the image beside the decoder (encoders.ColourSkipDecoder)."""
+    autoencoder_decoder_stride: int = 1
+    """2: the decoder's finest level dropped, its half-resolution image up-sampled x2 (encoders.HalfResolutionDecoder)."""
 
 
 PRESETS: dict[str, LatentNetworkConfig] = {
@@ -44,18 +46,27 @@ PRESETS: dict[str, LatentNetworkConfig] = {
 }
 
 
+HALF_RESOLUTION_DECODER: set[tuple[str, str]] = {("d3ad", "tiny"), ("d3ad", "s")}
+"""(method, preset) whose decoder is the half-resolution one unless ``model.autoencoder_decoder_stride`` says
+otherwise: D3AD `s` kept its image AUROC and AUPRO on tire, grid and hazelnut_toy with it
+(docs/benchmarks.md section 14). DiAD keeps the full one: its map compares the reconstruction's stride-4
+features, and with the half decoder grid's AUPRO fell from 0.755 to 0.566."""
+
+
 def run_network(meta: dict, config: ExperimentConfig) -> LatentNetworkConfig:
     """The network a latent run was trained with, as its config.yaml records it (runs of edgead 0.3 recorded
     none: resolved from their configuration, which the presets of 0.3 and later give alike)."""
     if meta.get("network"):
         return from_dict(LatentNetworkConfig, meta["network"], "network")
-    return resolve_latent_network(config.model, config.data.image_size)
+    return resolve_latent_network(config.model, config.data.image_size, config.method)
 
 
-def resolve_latent_network(model: ModelConfig, image_size: int) -> LatentNetworkConfig:
+def resolve_latent_network(model: ModelConfig, image_size: int, method: str) -> LatentNetworkConfig:
     cfg = PRESETS[model.preset]
     overrides = {k: getattr(model, k) for k in LatentNetworkConfig.__dataclass_fields__
                  if getattr(model, k, None) is not None}
+    if model.autoencoder_decoder_stride is None and (method, model.preset) in HALF_RESOLUTION_DECODER:
+        overrides["autoencoder_decoder_stride"] = 2
     cfg = replace(cfg, **overrides)
     if len(cfg.autoencoder_channels) != 4:
         raise ConfigError("model.autoencoder_channels needs 4 levels (x8 down-sampling), got "
@@ -65,6 +76,8 @@ def resolve_latent_network(model: ModelConfig, image_size: int) -> LatentNetwork
         if bad:
             raise ConfigError(f"model.{name} {getattr(cfg, name)} must all be divisible by "
                               f"model.norm_num_groups ({cfg.norm_num_groups})")
+    if cfg.autoencoder_decoder_stride not in (1, 2):
+        raise ConfigError(f"model.autoencoder_decoder_stride must be 1 or 2, got {cfg.autoencoder_decoder_stride}")
     if cfg.autoencoder_encoder not in ENCODERS:
         raise ConfigError(f"model.autoencoder_encoder must be one of {', '.join(map(repr, ENCODERS))}; "
                           f"got {cfg.autoencoder_encoder!r}")
@@ -91,6 +104,9 @@ def build_autoencoder(cfg: LatentNetworkConfig, image_size: int, backbone_weight
     if cfg.autoencoder_encoder == "efficientnet-lite0":
         ae.encoder = PretrainedLatentEncoder(LATENT_CHANNELS, cfg.autoencoder_channels[-1], cfg.norm_num_groups,
                                              backbone_weights)
+    if cfg.autoencoder_decoder_stride == 2:
+        ae.decoder = HalfResolutionDecoder(cfg.autoencoder_channels[1:], cfg.autoencoder_layers, cfg.norm_num_groups,
+                                           mid_block_add_attention=(image_size // LATENT_FACTOR) in cfg.attention_resolutions)
     if cfg.autoencoder_colour_skip:
         ae.decoder = ColourSkipDecoder(ae.decoder, LATENT_CHANNELS, LATENT_FACTOR)
     return ae
