@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--data-root", type=Path, required=True)
     ap.add_argument("--steps", type=int, nargs="+", default=[10, 5, 3])
     ap.add_argument("--int8", nargs="+", default=[], metavar="LABEL",
-                    help="Runs (labels of --run, of the first set) whose bundles also get INT8 graphs (quality and speed).")
+                    help="Runs (labels of --run, of the first set) whose bundles also get INT8 graphs.")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
@@ -107,7 +107,8 @@ def markdown(report: dict) -> str:
     """The two tables of docs/benchmarks.md: quality per bundle, and the timed bundles' medians and stages."""
     lines = ["| bundle | image AUROC | pixel AUROC | AUPRO@0.3 | kNN weight |", "|---|---|---|---|---|"]
     for k, q in report["quality"].items():
-        lines.append(f"| {k} | {q['image_auroc']:.3f} | {q['pixel_auroc']:.3f} | {q['aupro']:.3f} | {q['knn_weight']} |")
+        lines.append(f"| {k} | {q['image_auroc']:.3f} | {q['pixel_auroc']:.3f} | {q['aupro']:.3f} "
+                     f"| {q['knn_weight']} |")
     stages = ("encoder", "hint_encoder", "denoiser_step", "decoder", "feature_extractor")
     lines += ["", f"| bundle ({report['speed_on']}) | ms/frame (median) | speed-up | "
               + " | ".join(stages) + " | the rest |", "|---|---|---|" + "---|" * (len(stages) + 1)]

@@ -1,6 +1,7 @@
 """ONNX Runtime's intra-op spinning on and off (edgead turns it off), per bundle, batch 1 and a larger batch.
 
-    python benchmarks/ort_spinning.py BUNDLE... --images ../shared/data/tire/test/good --out benchmarks/results/ort_spinning.json
+    python benchmarks/ort_spinning.py BUNDLE... --images ../shared/data/tire/test/good \\
+        --out benchmarks/results/ort_spinning.json
 
 Each (bundle, setting, batch) is timed in a fresh process, the settings alternating twice, so a pool left
 spinning by one measurement cannot slow the next; the medians of both repetitions are reported.
@@ -70,7 +71,8 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     if a.out:
-        Path(a.out).write_text(json.dumps({"rows": rows, "rounds": a.rounds, "date": time.strftime("%Y-%m-%d")}, indent=1))
+        report = {"rows": rows, "rounds": a.rounds, "date": time.strftime("%Y-%m-%d")}
+        Path(a.out).write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

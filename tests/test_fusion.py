@@ -144,7 +144,8 @@ def test_pretrained_encoder_stays_frozen_while_the_autoencoder_trains(method_bun
     assert any(k.startswith("decoder.decoder.decoder.up_blocks.2.") for k in state)
     assert not any(k.startswith("decoder.decoder.decoder.up_blocks.3.") for k in state)
     diad, _ = method_bundle("diad")
-    assert yaml.safe_load((diad.parent / "run" / "config.yaml").read_text())["network"]["autoencoder_decoder_stride"] == 1
+    diad_network = yaml.safe_load((diad.parent / "run" / "config.yaml").read_text())["network"]
+    assert diad_network["autoencoder_decoder_stride"] == 1
     assert parity["passed"]
     with pytest.raises(ConfigError, match="model.autoencoder_encoder must be one of 'scratch', 'efficientnet-lite0'"):
         load_config(None, ["method=d3ad", "model.autoencoder_encoder=resnet"])

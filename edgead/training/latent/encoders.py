@@ -72,8 +72,9 @@ class HalfResolutionDecoder(nn.Module):
         super().__init__()
         from diffusers.models.autoencoders.vae import Decoder
 
-        self.decoder = Decoder(in_channels=LATENT_CHANNELS, out_channels=3, up_block_types=("UpDecoderBlock2D",) * len(channels),
-                               block_out_channels=tuple(channels), layers_per_block=layers, norm_num_groups=groups,
+        self.decoder = Decoder(in_channels=LATENT_CHANNELS, out_channels=3,
+                               up_block_types=("UpDecoderBlock2D",) * len(channels), block_out_channels=tuple(channels),
+                               layers_per_block=layers, norm_num_groups=groups,
                                mid_block_add_attention=mid_block_add_attention)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,7 @@ class LatentNetworkConfig:
     autoencoder_colour_skip: bool = True
     """A linear path from the latent to the image beside the decoder (encoders.ColourSkipDecoder)."""
     autoencoder_decoder_stride: int = 1
-    """2: the decoder's finest level dropped, its half-resolution image up-sampled x2 (encoders.HalfResolutionDecoder)."""
+    """2: the decoder's finest level dropped, its half-size image up-sampled x2 (encoders.HalfResolutionDecoder)."""
 
 
 PRESETS: dict[str, LatentNetworkConfig] = {
@@ -48,9 +48,10 @@ PRESETS: dict[str, LatentNetworkConfig] = {
 
 HALF_RESOLUTION_DECODER: set[tuple[str, str]] = {("d3ad", "tiny"), ("d3ad", "s")}
 """(method, preset) whose decoder is the half-resolution one unless ``model.autoencoder_decoder_stride`` says
-otherwise: D3AD `s` kept its image AUROC and AUPRO on tire, grid and hazelnut_toy with it
-(docs/benchmarks.md section 14). DiAD keeps the full one: its map compares the reconstruction's stride-4
-features, and with the half decoder grid's AUPRO fell from 0.755 to 0.566."""
+otherwise: with it D3AD `s` kept its image AUROC and AUPRO on tire and hazelnut_toy, and on grid beat a
+full-decoder model trained from the same seed (docs/benchmarks.md section 14). DiAD keeps the full one:
+its map compares the reconstruction's stride-4 features, and with the half decoder grid's AUPRO fell from
+0.755 to 0.566."""
 
 
 def run_network(meta: dict, config: ExperimentConfig) -> LatentNetworkConfig:
@@ -105,8 +106,9 @@ def build_autoencoder(cfg: LatentNetworkConfig, image_size: int, backbone_weight
         ae.encoder = PretrainedLatentEncoder(LATENT_CHANNELS, cfg.autoencoder_channels[-1], cfg.norm_num_groups,
                                              backbone_weights)
     if cfg.autoencoder_decoder_stride == 2:
+        attention = (image_size // LATENT_FACTOR) in cfg.attention_resolutions
         ae.decoder = HalfResolutionDecoder(cfg.autoencoder_channels[1:], cfg.autoencoder_layers, cfg.norm_num_groups,
-                                           mid_block_add_attention=(image_size // LATENT_FACTOR) in cfg.attention_resolutions)
+                                           mid_block_add_attention=attention)
     if cfg.autoencoder_colour_skip:
         ae.decoder = ColourSkipDecoder(ae.decoder, LATENT_CHANNELS, LATENT_FACTOR)
     return ae

@@ -131,7 +131,8 @@ def open_latent_run(config: ExperimentConfig, run_dir: Path, resume: bool, stage
     torch.manual_seed(config.train.seed)
     size = config.data.image_size
     net = resolve_latent_network(config.model, size, config.method)
-    for key in ("autoencoder_encoder", "autoencoder_colour_skip", "autoencoder_decoder_stride"):  # stored explicitly: a later default cannot move it
+    # stored explicitly: a later default cannot move it
+    for key in ("autoencoder_encoder", "autoencoder_colour_skip", "autoencoder_decoder_stride"):
         if getattr(config.model, key) is None:
             setattr(config.model, key, getattr(net, key))
     spec = Preprocess.for_size(size)
