@@ -88,8 +88,8 @@ class ModelConfig:
     """Latent methods: a linear latent-to-image path beside the decoder; None: the preset's."""
     autoencoder_decoder_stride: Literal[1, 2] | None = None
     """Latent methods: 1 decodes every pixel (the papers); 2 decodes at half resolution and up-samples x2 inside
-    the decoder (its finest level dropped: 2.5x faster, the image size unchanged); None: 2 for D3AD's tiny and s
-    presets (measured to keep its quality), else 1."""
+    the decoder (its finest level dropped: 2.5x faster, the image size unchanged); None: 2 for the presets the method's
+    table entry lists (MethodSpec.half_resolution_decoder: D3AD's tiny and s, measured), else 1."""
 
 
 @dataclass

@@ -49,6 +49,9 @@ class MethodSpec:
     """Loop stages and their shares of a run's time budget (``--max-minutes``), in training order."""
     budget_reserve: float = 0.0
     """Share of the budget kept for the stages without an optimisation loop."""
+    half_resolution_decoder: tuple[str, ...] = ()
+    """Latent methods: presets whose autoencoder decodes at half resolution unless
+    ``model.autoencoder_decoder_stride`` says otherwise (training/latent/encoders.py:HalfResolutionDecoder)."""
 
     def load(self, part: Part) -> Any:
         return load_target(getattr(self, part))

@@ -121,4 +121,8 @@ SPEC = MethodSpec(
     train_stages=("autoencoder", "denoiser", "adapt", "prior", "patches"),
     budget=(("autoencoder", 0.35), ("denoiser", 0.5), ("adapt", 0.15)),
     budget_reserve=0.2,
+    # measured: image AUROC and AUPRO kept on tire and hazelnut_toy, on grid above a full-decoder model of the
+    # same seed, the decoder 2.5x faster (docs/benchmarks.md section 14). DiAD keeps the full decoder: its map
+    # compares the reconstruction's stride-4 features, and with the half one grid's AUPRO fell 0.755 -> 0.566.
+    half_resolution_decoder=("tiny", "s"),
 )

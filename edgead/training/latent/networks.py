@@ -14,6 +14,7 @@ from ...core.codec import from_dict
 from ...core.config import ExperimentConfig, ModelConfig
 from ...core.contracts import LATENT_CHANNELS, LATENT_FACTOR
 from ...core.errors import ConfigError
+from ...core.methods import get_method
 from ..unet import build_unet
 from .encoders import ENCODERS, ColourSkipDecoder, HalfResolutionDecoder, PretrainedLatentEncoder
 
@@ -46,14 +47,6 @@ PRESETS: dict[str, LatentNetworkConfig] = {
 }
 
 
-HALF_RESOLUTION_DECODER: set[tuple[str, str]] = {("d3ad", "tiny"), ("d3ad", "s")}
-"""(method, preset) whose decoder is the half-resolution one unless ``model.autoencoder_decoder_stride`` says
-otherwise: with it D3AD `s` kept its image AUROC and AUPRO on tire and hazelnut_toy, and on grid beat a
-full-decoder model trained from the same seed (docs/benchmarks.md section 14). DiAD keeps the full one:
-its map compares the reconstruction's stride-4 features, and with the half decoder grid's AUPRO fell from
-0.755 to 0.566."""
-
-
 def run_network(meta: dict, config: ExperimentConfig) -> LatentNetworkConfig:
     """The network a latent run was trained with, as its config.yaml records it (runs of edgead 0.3 recorded
     none: resolved from their configuration, which the presets of 0.3 and later give alike)."""
@@ -66,7 +59,7 @@ def resolve_latent_network(model: ModelConfig, image_size: int, method: str) -> 
     cfg = PRESETS[model.preset]
     overrides = {k: getattr(model, k) for k in LatentNetworkConfig.__dataclass_fields__
                  if getattr(model, k, None) is not None}
-    if model.autoencoder_decoder_stride is None and (method, model.preset) in HALF_RESOLUTION_DECODER:
+    if model.autoencoder_decoder_stride is None and model.preset in get_method(method).half_resolution_decoder:
         overrides["autoencoder_decoder_stride"] = 2
     cfg = replace(cfg, **overrides)
     if len(cfg.autoencoder_channels) != 4:
@@ -95,18 +88,18 @@ def build_autoencoder(cfg: LatentNetworkConfig, image_size: int, backbone_weight
     from diffusers import AutoencoderKL
 
     n = len(cfg.autoencoder_channels)
+    attention = (image_size // LATENT_FACTOR) in cfg.attention_resolutions  # self-attention in the middle blocks
     ae = AutoencoderKL(
         in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
         up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=cfg.autoencoder_channels,
         layers_per_block=cfg.autoencoder_layers, latent_channels=LATENT_CHANNELS,
         norm_num_groups=cfg.norm_num_groups, sample_size=image_size,
-        mid_block_add_attention=(image_size // LATENT_FACTOR) in cfg.attention_resolutions,
+        mid_block_add_attention=attention,
     )
     if cfg.autoencoder_encoder == "efficientnet-lite0":
         ae.encoder = PretrainedLatentEncoder(LATENT_CHANNELS, cfg.autoencoder_channels[-1], cfg.norm_num_groups,
                                              backbone_weights)
     if cfg.autoencoder_decoder_stride == 2:
-        attention = (image_size // LATENT_FACTOR) in cfg.attention_resolutions
         ae.decoder = HalfResolutionDecoder(cfg.autoencoder_channels[1:], cfg.autoencoder_layers, cfg.norm_num_groups,
                                            mid_block_add_attention=attention)
     if cfg.autoencoder_colour_skip:
