@@ -15,7 +15,7 @@ from edgead.training import train
 from edgead.training.budget import Budget, plan
 from edgead.training.loop import run_loop
 
-from .conftest import TINY
+from .conftest import TINY, edgead_cli
 
 
 def _slow_step(seconds: float):
@@ -44,6 +44,8 @@ def test_a_stage_takes_its_share_and_the_next_gets_what_is_left(tmp_path):
 def test_a_budget_counts_only_the_stages_this_invocation_runs():
     shares = (("autoencoder", 0.35), ("denoiser", 0.5), ("adapt", 0.15))
     assert plan(None, shares, 0.1, "all", set()) is None
+    filled = plan(10, shares, 0.1, "all", set(), fill=True, fixed=("adapt",))
+    assert filled.fills("denoiser") and not filled.fills("adapt") and not filled.fills("prior")
     whole = plan(10, shares, 0.1, "all", {"autoencoder"})  # a resumed run: the autoencoder is done
     assert set(whole.shares) == {"denoiser", "adapt"} and whole.reserve == 0.1
     assert whole.stage_seconds("denoiser") == pytest.approx(600 * 0.9 * 0.5 / 0.65, rel=1e-3)
@@ -99,3 +101,61 @@ def test_a_run_stopped_early_resumes_to_the_uninterrupted_result(demo_data, tmp_
     for name in ("denoiser", "segmenter"):
         whole, resumed = (load_file(str(tmp_path / r / f"{name}.safetensors")) for r in ("whole", "stopped"))
         assert all(torch.equal(whole[k], resumed[k]) for k in whole), name
+
+
+def test_a_filled_budget_plans_the_steps_its_share_holds(tmp_path):
+    """--fill-budget: the stage runs past the preset's 3 steps for its whole share, planned once from the rate."""
+    from edgead.training.loop import filled_steps
+
+    assert filled_steps(10, 4.0, 2.5) == 19 and filled_steps(10, 4.0, -1.0) == 10
+    budget = Budget(1.2, {"a": 1.0}, fill=True)
+    saves, snapshots = [], []
+    with budget.active():
+        a = run_loop("a", _slow_step(0.01), lambda s, e, t: saves.append((s, t)), 0, 3, 0.0, tmp_path / "l",
+                     progress=False, stage="a", save_when=lambda s, t: s == t // 2 and not snapshots.append(s))
+    assert a.steps > 30 and not a.stopped_by_time_limit  # the plan, not the guard, ended it
+    assert a.elapsed_s == pytest.approx(1.2, abs=0.35)  # the whole share used
+    assert saves[-1] == (a.steps, a.steps) and budget.done == {"a"}
+    assert snapshots == [a.steps // 2]  # placed by the final total
+
+
+def test_a_filled_stage_stopped_before_its_plan_stays_unfinished(tmp_path):
+    """Ctrl-C in the warm-up: the record must not call the stage complete at the preset's 2 steps."""
+    calls, saves = [], []
+
+    def step():
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return {"loss": torch.tensor(1.0)}
+
+    with Budget(60.0, {"a": 1.0}, fill=True).active(), pytest.raises(KeyboardInterrupt):
+        run_loop("a", step, lambda s, e, t: saves.append((s, t)), 0, 2, 0.0, tmp_path / "l", progress=False,
+                 stage="a")
+    assert saves == [(3, 4)]  # 3 steps done of a plan not made yet: unfinished, resumable
+
+
+def test_a_filled_budget_trains_longer_and_ends_exportable(demo_data, tmp_path):
+    from edgead.export.flow import export_run
+
+    budget_s = 15.0
+    cfg = load_config(None, ["method=d3ad", f"data.path={demo_data}", *TINY, "d3ad.knn_k=5", "train.steps=3",
+                             "d3ad.autoencoder.steps=3", f"train.max_minutes={budget_s / 60}",
+                             "train.fill_budget=true"])
+    summary = train(cfg, tmp_path / "run", progress=False)
+    stages = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["stages"]
+    assert all(stages[s]["complete"] for s in ("autoencoder", "denoiser", "adapt", "prior", "patches"))
+    for s in ("autoencoder", "denoiser"):
+        assert stages[s]["planned_steps"] == 3 and stages[s]["steps"] == stages[s]["steps_done"] > 3
+    assert "planned_steps" not in stages["adapt"]  # the method's one epoch (MethodSpec.budget_fixed), not filled
+    looped = sum(stages[s]["seconds"] for s in ("autoencoder", "denoiser", "adapt"))
+    assert budget_s * 0.8 * 0.7 <= looped <= budget_s * 0.8 + 2.0  # the loop stages used their shares
+    assert summary["budget_filled"] is True
+    _, parity = export_run(tmp_path / "run", tmp_path / "b.edgead", parity_images=2, progress=False)
+    assert parity["passed"]
+
+
+def test_fill_budget_needs_a_budget(demo_data, tmp_path):
+    r = edgead_cli("train", "--method", "d3ad", "--data", demo_data, "--out", tmp_path / "run", "--fill-budget")
+    assert r.returncode != 0 and "needs a budget to fill: give --max-minutes" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()

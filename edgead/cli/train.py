@@ -27,6 +27,9 @@ from .common import option_overrides
 @click.option("--max-minutes", type=float,
               help="One time budget for the whole run: shared by its stages, which shorten to fit; the run ends "
                    "complete and exportable inside it. With --resume: the budget for what is left.")
+@click.option("--fill-budget", is_flag=True, default=None,
+              help="With --max-minutes: train each stage for its whole share of the budget, its steps planned "
+                   "from the rate measured in a short warm-up (more steps than the preset when there is time).")
 @click.option("--textures", type=click.Path(file_okay=False), help="Folder of textures for synthetic anomalies.")
 @click.option("--foreground/--no-foreground", default=None, help="Put synthetic anomalies on the object only.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Training device (default auto).")
@@ -39,8 +42,8 @@ from .common import option_overrides
               help="Training processes on this machine, one per GPU (or CPU processes): runs the same command under "
                    "torchrun --nproc-per-node N with PyTorch DistributedDataParallel; --batch-size is the total "
                    "over all.")
-def train(config_path, data, out, method, preset, image_size, steps, batch_size, max_minutes, textures,
-          foreground, device, resume, stage, sets, nproc) -> None:
+def train(config_path, data, out, method, preset, image_size, steps, batch_size, max_minutes, fill_budget,
+          textures, foreground, device, resume, stage, sets, nproc) -> None:
     """Train a model on anomaly-free images and save a checkpoint in --out."""
     from ..core.config import load_config
     from ..core.errors import require
@@ -52,6 +55,7 @@ def train(config_path, data, out, method, preset, image_size, steps, batch_size,
     overrides = option_overrides({
         "method": method, "data.path": data_path, "model.preset": preset, "data.image_size": image_size,
         "train.steps": steps, "train.batch_size": batch_size, "train.max_minutes": max_minutes,
+        "train.fill_budget": fill_budget,
         "data.textures": textures, "data.foreground": foreground, "train.device": device,
     }, sets)
     existing = (Path(out) / "config.yaml").is_file()

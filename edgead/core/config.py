@@ -104,6 +104,10 @@ class TrainConfig:
     device: Device = "auto"
     max_minutes: float | None = None
     """One time budget for the whole run (this invocation), shared by its stages (training/budget.py)."""
+    fill_budget: bool = False
+    """With max_minutes: each loop stage runs as many steps as its share of the budget holds, planned from its
+    step rate measured in a short warm-up (more than the preset's steps when there is time), instead of the
+    preset's steps cut short where the budget is too small."""
     checkpoint_every: int = 1000
     log_every: int = 50
     """Steps between lines of train_log.jsonl (the first step of each invocation is always logged)."""
@@ -204,6 +208,8 @@ class ExperimentConfig:
             raise ConfigError(f"train.learning_rate must be > 0, got {t.learning_rate}")
         if t.max_minutes is not None and t.max_minutes <= 0:
             raise ConfigError(f"train.max_minutes must be > 0, got {t.max_minutes}")
+        if t.fill_budget and t.max_minutes is None:
+            raise ConfigError("train.fill_budget (--fill-budget) needs a budget to fill: give --max-minutes")
         c = self.calibration
         if c.k_sigma < 0:
             raise ConfigError("calibration.k_sigma must be >= 0")

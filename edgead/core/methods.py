@@ -49,6 +49,9 @@ class MethodSpec:
     """Loop stages and their shares of a run's time budget (``--max-minutes``), in training order."""
     budget_reserve: float = 0.0
     """Share of the budget kept for the stages without an optimisation loop."""
+    budget_fixed: tuple[str, ...] = ()
+    """Loop stages whose length is part of the method, not of the budget (D3AD's one adaptation epoch): a filled
+    budget (``--fill-budget``) never lengthens them, it only shortens them to their share."""
     half_resolution_decoder: tuple[str, ...] = ()
     """Latent methods: presets whose autoencoder decodes at half resolution unless
     ``model.autoencoder_decoder_stride`` says otherwise (training/latent/encoders.py:HalfResolutionDecoder)."""

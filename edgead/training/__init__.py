@@ -35,7 +35,8 @@ def train(config: ExperimentConfig, run_dir: str | Path, resume: bool = False, p
 
     joined = distributed.setup(config.train.device)  # under torchrun: one of several training processes
     progress = progress and distributed.is_main()
-    budget = plan(config.train.max_minutes, spec.budget, spec.budget_reserve, stage, _complete_stages(Path(run_dir)))
+    budget = plan(config.train.max_minutes, spec.budget, spec.budget_reserve, stage, _complete_stages(Path(run_dir)),
+                  fill=config.train.fill_budget, fixed=spec.budget_fixed)
     try:
         with budget.active() if budget is not None else contextlib.nullcontext():
             if stage == "all":
@@ -48,7 +49,7 @@ def train(config: ExperimentConfig, run_dir: str | Path, resume: bool = False, p
     if joined:
         summary = {**summary, "processes": int(os.environ["WORLD_SIZE"])}
     if budget is not None:
-        summary = {**summary, "budget_minutes": config.train.max_minutes,
+        summary = {**summary, "budget_minutes": config.train.max_minutes, "budget_filled": budget.fill,
                    "budget_used_minutes": round((budget.seconds - budget.left()) / 60.0, 2)}
     return summary
 

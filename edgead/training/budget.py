@@ -7,6 +7,11 @@ the stages without a loop (the D3AD prior, the patch bank, DiAD's selection). A 
 its share stops *before* the step that would overrun and takes the steps it has done as its plan:
 it is complete, the next stage starts, and the run always ends exportable within the budget. The
 stages' records keep the planned steps, so the report says what the budget cut.
+
+With ``fill`` (``--fill-budget``) a stage's steps are not the preset's but what its share holds: the loop
+measures the stage's step rate in a short warm-up and plans the steps from it once (training/loop.py), so
+a large budget trains longer and a stage no longer finishes early while an earlier one was cut. Stages
+whose length is part of the method (``MethodSpec.budget_fixed``) keep their steps.
 """
 
 from __future__ import annotations
@@ -27,8 +32,15 @@ class Budget:
     """Loop stage -> weight, for the stages this invocation will run."""
     reserve: float = 0.0
     """Fraction of the budget kept for the stages without a loop."""
+    fill: bool = False
+    """Each stage runs for its whole share, its steps planned from its measured rate..."""
+    fixed: frozenset[str] = frozenset()
+    """...except these, whose steps are the method's (MethodSpec.budget_fixed): only shortened to fit."""
     started: float = field(default_factory=time.perf_counter)
     done: set[str] = field(default_factory=set)
+
+    def fills(self, stage: str) -> bool:
+        return self.fill and stage in self.shares and stage not in self.fixed
 
     def left(self) -> float:
         return self.seconds - (time.perf_counter() - self.started)
@@ -58,10 +70,11 @@ def active_budget() -> Budget | None:
 
 
 def plan(minutes: float | None, shares: tuple[tuple[str, float], ...], reserve: float, stage: str,
-         complete: set[str]) -> Budget | None:
+         complete: set[str], fill: bool = False, fixed: tuple[str, ...] = ()) -> Budget | None:
     """The budget of one ``edgead train`` invocation: the loop stages it will run (one with ``--stage``;
     on ``--resume`` those not complete yet) share ``minutes``."""
     if minutes is None:
         return None
     running = {s: w for s, w in shares if (stage == "all" or s == stage) and s not in complete}
-    return Budget(minutes * 60.0, running or {stage: 1.0}, reserve if stage == "all" else 0.0)
+    return Budget(minutes * 60.0, running or {stage: 1.0}, reserve if stage == "all" else 0.0, fill=fill,
+                  fixed=frozenset(fixed))

@@ -172,8 +172,8 @@ def open_run(run_dir: Path, config: ExperimentConfig, resume: bool) -> dict[str,
     return state
 
 
-RESUMABLE = ("train.steps", "train.max_minutes", "train.device", "train.checkpoint_every", "train.log_every",
-             "train.mixed_precision", "train.channels_last", "train.compile", "data.path")
+RESUMABLE = ("train.steps", "train.max_minutes", "train.fill_budget", "train.device", "train.checkpoint_every",
+             "train.log_every", "train.mixed_precision", "train.channels_last", "train.compile", "data.path")
 """Options a resumed run may change; everything else is the run's own and may not differ."""
 
 

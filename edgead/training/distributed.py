@@ -99,6 +99,16 @@ def any_process(flag: bool) -> bool:
     return bool(t.item())
 
 
+def fewest(value: int) -> int:
+    """The smallest of every process's ``value`` (a plan made from each process's own clock must agree)."""
+    if not enabled():
+        return value
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
 def barrier() -> None:
     if enabled():
         dist.barrier()

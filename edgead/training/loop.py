@@ -13,6 +13,8 @@ stalled by the host.
   that would overrun, judged by the mean duration of recent steps, takes the steps done as the
   stage's plan (so the stage is complete and the run goes on) and saves. ``max_minutes`` caps one
   invocation alone (the stage then stays incomplete, to be resumed).
+- A budget that is filled (``--fill-budget``) plans the stage's steps once, after a warm-up of a few
+  steps and seconds timed between two device synchronisations, from the measured rate and the share.
 - After a few steps, a stage whose estimate passes ``LONG_RUN_S`` says so once, with the options
   that finish sooner (a 256-px DiffusionAD on a CPU would otherwise run for weeks in silence).
 - Ctrl-C and SIGTERM (a service manager, ``kill``, a batch scheduler's time limit) both save the
@@ -70,6 +72,12 @@ class _Progress:
 
             self.bar = tqdm(total=total, initial=start, desc=name, unit="step", dynamic_ncols=True)
 
+    def replan(self, total: int) -> None:
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
     def due(self) -> bool:
         return self.lines and time.perf_counter() - self.last_line >= self.line_every_s
 
@@ -98,6 +106,22 @@ class _Progress:
 
 LONG_RUN_S = 3600.0
 ESTIMATE_AFTER_STEPS = 3
+WARMUP_STEPS = 5
+"""Steps after the first that time a stage's rate before a filled budget plans its steps..."""
+WARMUP_S = 10.0
+"""...and seconds (at most 5% of the stage's share): a GPU's queue must fill before its rate shows."""
+FILL_MARGIN = 0.97
+"""Share of the time left that a filled plan counts on: steps vary, and a stage that ends early hands its time on."""
+
+
+def _synchronise() -> None:
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def filled_steps(step: int, rate: float, seconds_left: float) -> int:
+    """The steps a stage at ``step`` runs in all when it goes on at ``rate`` steps/s for ``seconds_left``."""
+    return step + max(int(rate * FILL_MARGIN * max(seconds_left, 0.0)), 0)
 
 
 def long_run_warning(name: str, rate: float, remaining: int) -> str | None:
@@ -145,14 +169,18 @@ def run_loop(
     progress: bool = True,
     line_every_s: float = 10.0,
     stage: str | None = None,
+    save_when: Callable[[int, int], bool] | None = None,
 ) -> LoopResult:
-    """``stage``: the name under which the run's budget (if any) gives this loop its share."""
+    """``stage``: the name under which the run's budget (if any) gives this loop its share; with a filled budget
+    ``total_steps`` is replaced by the steps the share holds. ``save_when(step, total)``: more steps to save at
+    than every ``checkpoint_every`` (snapshots placed by the final total)."""
     step = start_step
-    if step >= total_steps:
-        log.info("%s already has %d/%d steps; nothing to do", name, step, total_steps)
-        return LoopResult(step, start_elapsed_s, False, {}, 0.0)
     budget = active_budget()
     share_s = budget.stage_seconds(stage) if budget is not None and stage is not None else None
+    to_plan = share_s is not None and budget.fills(stage)  # the steps come from the rate, once it is measured
+    if step >= total_steps and not to_plan:
+        log.info("%s already has %d/%d steps; nothing to do", name, step, total_steps)
+        return LoopResult(step, start_elapsed_s, False, {}, 0.0)
     limits = [s for s in (share_s, None if max_minutes is None else max_minutes * 60.0) if s is not None]
     limit_s = min(limits) if limits else None
     planned = total_steps
@@ -171,15 +199,17 @@ def run_loop(
     log_file = log_path.open("a") if main else None
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None  # SIGTERM saves like Ctrl-C
+    warmup_from: tuple[int, float] | None = None  # (step, time) after the first step, for a filled budget
+    filled = 0  # the steps a filled budget planned
     try:
-        while step < total_steps:
+        while to_plan or step < total_steps:
             now = time.perf_counter()
             if limit_s is not None and recent:
                 expected = sum(recent) / len(recent)
                 if distributed.any_process(now - t_session + expected > limit_s):
                     stopped_by_time = True
                     if share_s is not None and limit_s == share_s:  # the budget: these steps are the plan
-                        total_steps = step
+                        total_steps, to_plan = step, False
                     break
             losses = step_fn()
             step += 1
@@ -190,7 +220,22 @@ def run_loop(
             t_after = time.perf_counter()
             recent = (recent + [t_after - now])[-20:]
             session_rate = (step - start_step) / max(t_after - t_session, 1e-9)
-            want_log = first or step % log_every == 0 or step == total_steps
+            if to_plan and warmup_from is None:
+                _synchronise()
+                warmup_from = (step, time.perf_counter())
+            elif to_plan and (step - warmup_from[0] >= WARMUP_STEPS
+                              and t_after - warmup_from[1] >= min(WARMUP_S, 0.05 * share_s)):
+                _synchronise()
+                t_now = time.perf_counter()
+                rate = (step - warmup_from[0]) / max(t_now - warmup_from[1], 1e-9)
+                left = share_s - (t_now - t_session)
+                filled = planned = total_steps = distributed.fewest(filled_steps(step, rate, left))
+                to_plan = False
+                bar.replan(total_steps)
+                log.info("%s: %.3g steps/s in the warm-up; its %.0f s of the budget hold %d steps", name, rate,
+                         share_s, total_steps)
+            at_end = not to_plan and step == total_steps
+            want_log = first or step % log_every == 0 or at_end
             want_line = bar.due()
             reported = None
             if want_log or want_line:
@@ -213,11 +258,12 @@ def run_loop(
                 if warning:
                     log.warning(warning)
             bar.update(step, session_rate, reported, want_line)
-            if step % checkpoint_every == 0 or step == total_steps:
+            if step % checkpoint_every == 0 or at_end or (save_when is not None and not to_plan
+                                                          and save_when(step, total_steps)):
                 save_fn(step, time.perf_counter() - t_run0, total_steps)
     except KeyboardInterrupt:
         log.warning("%s interrupted at step %d; saving checkpoint", name, step)
-        save_fn(step, time.perf_counter() - t_run0, total_steps)
+        save_fn(step, time.perf_counter() - t_run0, max(total_steps, step + 1) if to_plan else total_steps)
         raise
     finally:
         if main_thread:
@@ -226,13 +272,15 @@ def run_loop(
         if log_file is not None:
             log_file.close()
     elapsed = time.perf_counter() - t_run0
-    if stopped_by_time and total_steps == step:
+    if stopped_by_time and total_steps == step and filled:
+        log.info("%s: %d of the %d steps planned from the warm-up fitted the budget's share", name, step, filled)
+    elif stopped_by_time and total_steps == step:
         log.warning("%s: the time budget allowed %d of %d steps; the run goes on with them (a run with a larger "
                     "--max-minutes trains more)", name, step, planned)
     elif stopped_by_time:
         log.warning("%s: stopped at step %d/%d by the %.1f-minute limit", name, step, total_steps, max_minutes)
     if stopped_by_time or (step % checkpoint_every != 0 and step != total_steps):
-        save_fn(step, elapsed, total_steps)
+        save_fn(step, elapsed, max(total_steps, step + 1) if to_plan else total_steps)  # unplanned: unfinished
     if budget is not None and stage is not None and step >= total_steps:
         budget.finish(stage)
     distributed.barrier()  # the other processes go on once process 0 has written the stage's files

@@ -104,7 +104,11 @@ def _train_guidance(run: StagedRun, unet, ae, scale: float, data: DeviceImages, 
     batch = distributed.local_batch(batch, "the guidance stage's batch size")
     forward = distributed.data_parallel(
         lambda z_t, t, x, noise: {"eps_mse": ((guided(z_t, t.float(), sg.hint(x)) - noise) ** 2).mean()}, sg, unet)
-    marks = {round(steps * (k + 1) / d.snapshots) for k in range(d.snapshots)}
+
+    def snapshot(at: int, total: int) -> bool:
+        """``d.snapshots`` evenly spaced over the stage's final steps (a filled budget plans them in the loop)."""
+        return at == total or any(at == round(total * (k + 1) / d.snapshots) for k in range(d.snapshots))
+
     sg.train()
     unet.train()
 
@@ -128,24 +132,13 @@ def _train_guidance(run: StagedRun, unet, ae, scale: float, data: DeviceImages, 
     def save_fn(at: int, seconds: float, total: int) -> None:
         run.save("guidance", {"sg": sg, "denoiser_guided": unet}, at, seconds, total, optimiser, planned=steps)
         # a snapshot the select stage compares (the last one too: a budget may end the stage early)
-        if (at in marks or at == total) and distributed.is_main():
+        if snapshot(at, total) and distributed.is_main():
             for name in ("sg", "denoiser_guided"):
                 shutil.copy(run.run_dir / f"{name}.safetensors", run.run_dir / f"snapshot{at}_{name}.safetensors")
 
-    checkpoint_every = min([tc.checkpoint_every, *[m for m in marks if m > 0]])
     run_loop("train guidance", step_fn, save_fn, step, steps, elapsed,
-             run.run_dir / "train_log.jsonl", checkpoint_every=_gcd_marks(marks, checkpoint_every),
-             log_every=tc.log_every, progress=progress, stage="guidance")
-
-
-def _gcd_marks(marks: set[int], every: int) -> int:
-    """A checkpoint interval that lands on every snapshot mark."""
-    from math import gcd
-
-    g = every
-    for m in marks:
-        g = gcd(g, m)
-    return max(g, 1)
+             run.run_dir / "train_log.jsonl", checkpoint_every=tc.checkpoint_every, log_every=tc.log_every,
+             progress=progress, stage="guidance", save_when=snapshot)
 
 
 def load_guided(run_dir: Path, config: ExperimentConfig, net: LatentNetworkConfig,
