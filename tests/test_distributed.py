@@ -56,6 +56,18 @@ def test_a_latent_method_trains_every_stage_on_two_processes(demo_data, tmp_path
     assert parity["passed"]
 
 
+@pytest.mark.slow
+def test_two_processes_fill_a_budget_with_one_plan(demo_data, tmp_path):
+    """Each process times its own warm-up; they must plan the same steps at the same step, or DDP hangs."""
+    r = _train("--data", demo_data, "--out", tmp_path / "run", "--steps", 3, *COMMON, "--max-minutes", 0.2,
+               "--fill-budget", "--nproc", 2)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout)
+    assert summary["processes"] == 2 and summary["budget_filled"] and summary["steps"] > 3
+    meta = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert meta["steps_done"] == meta["steps"] == summary["steps"] and meta["planned_steps"] == 3
+
+
 def test_a_batch_the_processes_cannot_share_is_refused(monkeypatch):
     from edgead.core.errors import ConfigError
     from edgead.training import distributed

@@ -223,8 +223,9 @@ def run_loop(
             if to_plan and warmup_from is None:
                 _synchronise()
                 warmup_from = (step, time.perf_counter())
-            elif to_plan and (step - warmup_from[0] >= WARMUP_STEPS
-                              and t_after - warmup_from[1] >= min(WARMUP_S, 0.05 * share_s)):
+            elif to_plan and distributed.any_process(  # every process plans at the same step
+                    step - warmup_from[0] >= WARMUP_STEPS
+                    and t_after - warmup_from[1] >= min(WARMUP_S, 0.05 * share_s)):
                 _synchronise()
                 t_now = time.perf_counter()
                 rate = (step - warmup_from[0]) / max(t_now - warmup_from[1], 1e-9)
