@@ -89,24 +89,22 @@ def data_parallel(compute: Callable[..., dict[str, torch.Tensor]], *modules: nn.
                                    find_unused_parameters=unused)
 
 
+def _reduced(value: int, op) -> int:
+    """``value`` reduced over every process with ``op`` (NCCL reduces on the GPU, gloo on the CPU)."""
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=op)
+    return int(t.item())
+
+
 def any_process(flag: bool) -> bool:
     """True on every process when it is true on one (a time limit must stop them all at the same step)."""
-    if not enabled():
-        return flag
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return bool(_reduced(int(flag), dist.ReduceOp.MAX)) if enabled() else flag
 
 
 def fewest(value: int) -> int:
     """The smallest of every process's ``value`` (a plan made from each process's own clock must agree)."""
-    if not enabled():
-        return value
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-    t = torch.tensor([value], dtype=torch.int64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return int(t.item())
+    return _reduced(value, dist.ReduceOp.MIN) if enabled() else value
 
 
 def barrier() -> None:

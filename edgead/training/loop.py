@@ -201,6 +201,11 @@ def run_loop(
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None  # SIGTERM saves like Ctrl-C
     warmup_from: tuple[int, float] | None = None  # (step, time) after the first step, for a filled budget
     filled = 0  # the steps a filled budget planned
+
+    def recorded_total() -> int:
+        """The stage's steps for its record; before a filled plan exists, one more than done: unfinished."""
+        return max(total_steps, step + 1) if to_plan else total_steps
+
     try:
         while to_plan or step < total_steps:
             now = time.perf_counter()
@@ -264,7 +269,7 @@ def run_loop(
                 save_fn(step, time.perf_counter() - t_run0, total_steps)
     except KeyboardInterrupt:
         log.warning("%s interrupted at step %d; saving checkpoint", name, step)
-        save_fn(step, time.perf_counter() - t_run0, max(total_steps, step + 1) if to_plan else total_steps)
+        save_fn(step, time.perf_counter() - t_run0, recorded_total())
         raise
     finally:
         if main_thread:
@@ -281,7 +286,7 @@ def run_loop(
     elif stopped_by_time:
         log.warning("%s: stopped at step %d/%d by the %.1f-minute limit", name, step, total_steps, max_minutes)
     if stopped_by_time or (step % checkpoint_every != 0 and step != total_steps):
-        save_fn(step, elapsed, max(total_steps, step + 1) if to_plan else total_steps)  # unplanned: unfinished
+        save_fn(step, elapsed, recorded_total())
     if budget is not None and stage is not None and step >= total_steps:
         budget.finish(stage)
     distributed.barrier()  # the other processes go on once process 0 has written the stage's files
