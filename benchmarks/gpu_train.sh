@@ -9,7 +9,8 @@
 set -u
 minutes=$1; data=$2; textures=$3; runs=$4; shift 4
 mkdir -p "$runs"
-for ds in tire grid hazelnut_toy; do
+sets=${SETS:-tire grid hazelnut_toy}
+for ds in $sets; do
   steps=$(python3 -c "from edgead.data.datasets import load_dataset as l; print(round(3000 * len(l('$data/$ds').train) / 16))")
   fg=--foreground; [ "$ds" = grid ] && fg=--no-foreground
   echo "$ds: $steps steps (3000 epochs)"
@@ -18,4 +19,4 @@ for ds in tire grid hazelnut_toy; do
     --device cuda --set train.checkpoint_every=2000 "$@" > "$runs/$ds.log" 2>&1 &
 done
 wait
-for ds in tire grid hazelnut_toy; do echo "== $ds"; tail -n 3 "$runs/$ds.log"; done
+for ds in $sets; do echo "== $ds"; tail -n 3 "$runs/$ds.log"; done

@@ -1,14 +1,17 @@
 """Training throughput: steps/s, GPU utilisation and GPU memory per preset and speed option.
 
-Each configuration runs ``edgead train`` in its own process for ``--warmup + --steps`` steps;
-steps/s is read from train_log.jsonl between the line at ``--warmup`` and the last line (the
-loop synchronises with the GPU at every log line, so those times are exact). GPU utilisation and
+Each configuration runs ``edgead train`` in its own process for ``--warmup + --steps`` steps (every
+loop stage of a latent method: autoencoder, denoiser, and DiAD's guidance, each that many steps);
+steps/s is read from train_log.jsonl, per stage, between the line at ``--warmup`` and the stage's last
+line (the loop synchronises with the GPU at every log line, so those times are exact). GPU utilisation and
 memory are sampled from NVML (nvidia-ml-py) or nvidia-smi every 0.2 s while a run is past its
 warm-up. ``--baseline-src`` times another edgead source tree (e.g. the previous release) with the
 same data and batch, for a before/after ratio measured in one run of this script:
 
     python benchmarks/train_speed.py --data DATA/tire --textures TEXTURES --foreground \\
         --presets s --variants fp32 bf16 bf16-cl bf16-cl-compile --baseline-src .baseline --out speed.json
+    python benchmarks/train_speed.py --method diad --data DATA/grid --variants fp32 bf16 bf16-cl \
+        --warmup 40 --steps 120 --log-every 20 --out speed-diad.json
 """
 
 from __future__ import annotations
@@ -97,9 +100,13 @@ def read_log(path: Path) -> list[dict]:
 def time_one(name: str, args: argparse.Namespace, src: Path, sets: list[str], run: Path) -> dict:
     total = args.warmup + args.steps
     # -P: the working directory is not put first on sys.path, so PYTHONPATH decides which tree runs
-    cmd = [sys.executable, "-P", "-m", "edgead.cli", "train", "--data", args.data, "--out", str(run),
-           "--steps", str(total), "--batch-size", str(args.batch_size), "--device", args.device,
-           "--image-size", str(args.image_size), "--set", "train.checkpoint_every=1000000"]
+    cmd = [sys.executable, "-P", "-m", "edgead.cli", "train", "--method", args.method, "--data", args.data,
+           "--out", str(run), "--steps", str(total), "--device", args.device, "--image-size", str(args.image_size),
+           "--set", "train.checkpoint_every=1000000", "--set", f"train.log_every={args.log_every}"]
+    if args.batch_size:
+        cmd += ["--batch-size", str(args.batch_size)]
+    if args.method in ("d3ad", "diad"):  # --steps sets the denoiser's (and DiAD's guidance) steps
+        cmd += ["--set", f"{args.method}.autoencoder.steps={total}"]
     if args.preset_flag:
         cmd += ["--preset", args.preset_flag]
     if args.textures:
@@ -120,27 +127,37 @@ def time_one(name: str, args: argparse.Namespace, src: Path, sets: list[str], ru
     lines = read_log(log)
     if proc.returncode != 0 or not lines:
         return {"name": name, "error": output[-2000:]}
-    warm = next(r for r in lines if r["step"] >= args.warmup)
-    last = lines[-1]
-    if last["step"] <= warm["step"]:
-        return {"name": name, "error": "no log line after the warm-up: use multiples of 50 steps"}
-    rate = (last["step"] - warm["step"]) / (last["elapsed_s"] - warm["elapsed_s"])
-    return {"name": name, "steps_per_s": round(rate, 2), "measured_steps": last["step"] - warm["step"],
-            "wall_s": round(time.perf_counter() - t0, 1), **gpu.summary()}
+    rates = stage_rates(lines, args.warmup)
+    if not rates:
+        return {"name": name, "error": "no log line after the warm-up: make --steps a multiple of --log-every"}
+    return {"name": name, "steps_per_s": rates, "wall_s": round(time.perf_counter() - t0, 1), **gpu.summary()}
+
+
+def stage_rates(lines: list[dict], warmup: int) -> dict[str, float]:
+    """steps/s of every loop stage with a log line past ``warmup``, timed from that line to the stage's last."""
+    rates = {}
+    for stage in dict.fromkeys(r.get("stage", "train") for r in lines):
+        own = [r for r in lines if r.get("stage", "train") == stage]
+        warm = next((r for r in own if r["step"] >= warmup), None)
+        if warm is not None and own[-1]["step"] > warm["step"]:
+            rates[stage] = round((own[-1]["step"] - warm["step"]) / (own[-1]["elapsed_s"] - warm["elapsed_s"]), 2)
+    return rates
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--method", default="diffusionad", choices=["diffusionad", "d3ad", "diad"])
     ap.add_argument("--data", required=True)
     ap.add_argument("--textures")
     ap.add_argument("--foreground", action="store_true")
     ap.add_argument("--presets", nargs="+", default=["s"])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, help="default: the preset's")
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--baseline-src", type=Path, help="another edgead source tree to time (its own options)")
     ap.add_argument("--baseline-sets", nargs="*", default=["train.mixed_precision=true", "train.num_workers=5"])
     ap.add_argument("--out", type=Path, required=True)
@@ -163,7 +180,7 @@ def main() -> None:
     import torch
 
     report = {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-              "torch": torch.__version__, "data": args.data, "batch_size": args.batch_size,
+              "torch": torch.__version__, "method": args.method, "data": args.data, "batch_size": args.batch_size,
               "date": time.strftime("%Y-%m-%d"), "results": results}
     args.out.write_text(json.dumps(report, indent=2))
 

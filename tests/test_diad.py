@@ -165,3 +165,44 @@ def test_a_product_the_shared_autoencoder_cannot_reproduce_is_named():
     assert reconstruction_gap({"tire": 0.066, "grid": 0.1}) is None
     warning = reconstruction_gap({"tire": 0.066, "grid": 0.284, "hazelnut_toy": 0.382})
     assert "reproduces hazelnut_toy 5.8x worse than tire" in warning and "one model per product" in warning
+
+
+def test_selection_under_a_budget_scores_the_latest_snapshot_first_and_stops_before_the_deadline(monkeypatch):
+    """A candidate costs ~0.05 s here; with 0.08 s left after the first, no second one is started."""
+    import time
+
+    from edgead.training.diad import select
+
+    def fake_maps(x, *args, deadline=None, **kwargs):
+        if deadline is not None and time.perf_counter() > deadline:
+            return None
+        time.sleep(0.05)
+        return np.random.default_rng(0).random((len(x), 8, 8)).astype(np.float32)
+
+    monkeypatch.setattr(select, "diad_maps", fake_maps)
+    args = (torch.zeros(4, 3, 8, 8), np.array([0, 0, 1, 1]), None, {10: None, 20: None}, None, None, None, None,
+            0.0, 1)
+    everything = select.score_candidates({10: None, 20: None}, [600, 800], *args)
+    assert [(r["snapshot"], r["start_step"]) for r in everything] == [(20, 600), (20, 800), (10, 600), (10, 800)]
+    cut = select.score_candidates({10: None, 20: None}, [600, 800], *args, deadline=time.perf_counter() + 0.08)
+    assert [(r["snapshot"], r["start_step"]) for r in cut] == [(20, 600)]
+    assert select.score_candidates({10: None, 20: None}, [600, 800], *args, deadline=time.perf_counter() - 1) == []
+
+
+def test_selection_maps_give_up_once_the_batches_done_say_the_rest_would_overrun():
+    import time
+
+    from edgead.training.diad.select import diad_maps
+
+    class SlowScheduler:  # 0.05 s a batch of 8
+        def reconstruct(self, denoise, z0, t_max, noise):
+            time.sleep(0.05)
+            return z0
+
+    def same(x):
+        return x
+
+    images = torch.rand(24, 3, 8, 8)
+    args = (same, same, None, same, lambda x: [x], SlowScheduler(), 600, torch.zeros(1, 3, 8, 8))
+    assert diad_maps(images, *args).shape == (24, 8, 8)
+    assert diad_maps(images, *args, deadline=time.perf_counter() + 0.07) is None  # 3 batches of 0.05 s do not fit

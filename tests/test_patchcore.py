@@ -30,6 +30,18 @@ def test_greedy_coreset_covers_clusters():
     assert sorted(int(i) // 100 for i in idx) == [0, 1, 2]  # one point per cluster
 
 
+def test_a_coreset_cut_by_the_budget_still_holds_every_patch_it_should():
+    """Past the deadline the rest of the bank is a random sample: distinct patches, as many as asked."""
+    import time
+
+    from edgead.training.patchcore import greedy_coreset
+
+    x = torch.randn(500, 8, generator=torch.Generator().manual_seed(1))
+    idx = greedy_coreset(x, 40, deadline=time.perf_counter() - 1.0)
+    assert len(idx) == 40 and len(set(idx.tolist())) == 40 and int(idx.max()) < 500
+    assert torch.equal(idx, greedy_coreset(x, 40, deadline=time.perf_counter() - 1.0))  # seeded
+
+
 def test_backbone_features_have_documented_strides():
     from edgead.training.backbone import FEATURE_CHANNELS, load_backbone
 

@@ -1,12 +1,13 @@
-"""DiAD training in four stages, each resumable and runnable alone (``--stage``):
+"""DiAD training in five stages, each resumable and runnable alone (``--stage``):
 
     autoencoder   KL autoencoder from scratch on the good images of every product (shared with D3AD)
     denoiser      stage A: the latent UNet, eps-MSE, scaled-linear beta 0.00085 -> 0.012
     guidance      stage B: the Semantic-Guided network and the UNet's decoder (encoder, middle block and
                   time embedding frozen), eps-MSE with C(x0) from the clean image; snapshots kept
+    patches       memory bank of patch descriptors for the kNN map fused with the reconstruction map
+                  (before the selection: under a budget the selection can shrink, a cut bank cannot)
     select        the snapshot and start step with the best AUROC on synthetic anomalies made from the
                   held-out good images (never test images)
-    patches       memory bank of patch descriptors for the kNN map fused with the reconstruction map
 
 One model serves several products: ``--data`` once per product; their training images are pooled and
 each product keeps its held-out images for calibration.
@@ -26,8 +27,9 @@ from ...core.contracts import latent_noise, latent_size
 from ...core.errors import EdgeadError
 from ...core.preprocess import Preprocess
 from ...methods.diad import SPEC, sampler
-from .. import distributed
+from .. import distributed, precision
 from ..backbone import PATCH_LAYERS, FeatureStages, load_backbone
+from ..budget import active_budget
 from ..checkpoint import load_weights, restore_progress
 from ..data import DeviceImages, from_unit, load_images
 from ..latent.autoencoder import LatentDecoder, LatentEncoder, posterior_moments
@@ -63,18 +65,19 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progres
     if codec is None or not lr.wants(*STAGES[1:]):
         return _summary(lr)
     ae, scale, _, _ = codec
-    unet = lr.denoiser(ae, scale, d.schedule, progress)
+    if lr.wants("denoiser", "guidance"):  # selection loads its snapshots itself; the patch bank needs no UNet
+        unet = lr.denoiser(ae, scale, d.schedule, progress)
     if d.sg and lr.pending("guidance"):
         run.require("guidance", "autoencoder", "denoiser")
         _train_guidance(run, unet, ae, scale, lr.data, lr.spec,
                         or_default(d.guidance_steps, lr.steps("guidance_steps")), lr.batch("denoiser_batch"),
                         or_default(d.guidance_learning_rate, lr.learning_rate()), progress)
-    if lr.pending("select"):
-        run.require("select", "autoencoder", "denoiser", *(["guidance"] if d.sg else []))
-        _select(run, ae, scale, lr.datasets, lr.spec)
     if lr.pending("patches"):
         train_patch_bank(run, map_features(config, patches=True), lr.data.images, lr.spec, d.knn.coreset_fraction,
                          progress)
+    if lr.pending("select"):
+        run.require("select", "autoencoder", "denoiser", *(["guidance"] if d.sg else []))
+        _select(run, ae, scale, lr.datasets, lr.spec)
     return _summary(lr)
 
 
@@ -102,8 +105,16 @@ def _train_guidance(run: StagedRun, unet, ae, scale: float, data: DeviceImages, 
                       dtype=torch.float32, device=device)
     gen, reseed = step_seeding(device, tc.seed, 4, step)
     batch = distributed.local_batch(batch, "the guidance stage's batch size")
-    forward = distributed.data_parallel(
-        lambda z_t, t, x, noise: {"eps_mse": ((guided(z_t, t.float(), sg.hint(x)) - noise) ** 2).mean()}, sg, unet)
+    layout = precision.memory_format(tc, device)
+    sg.to(memory_format=layout)
+    unet.to(memory_format=layout)
+
+    def losses(z_t: torch.Tensor, t: torch.Tensor, x: torch.Tensor, noise: torch.Tensor) -> dict[str, torch.Tensor]:
+        with precision.autocast(tc, device):
+            eps = guided(z_t.contiguous(memory_format=layout), t.float(), sg.hint(x.contiguous(memory_format=layout)))
+        return {"eps_mse": ((eps.float() - noise) ** 2).mean()}
+
+    forward = distributed.data_parallel(losses, sg, unet)
 
     def snapshot(at: int, total: int) -> bool:
         """``d.snapshots`` evenly spaced over the stage's final steps (a filled budget plans them in the loop)."""
@@ -164,23 +175,30 @@ def _select(run: StagedRun, ae, scale: float, sets, spec: Preprocess) -> None:
         log.warning("DiAD's selection has only %d held-out good images (%d or more recommended): it ranks the "
                     "candidates on %d good/synthetic pairs, so the snapshot and start step it keeps are close to a "
                     "guess; put more anomaly-free images in validation/good", n, MIN_SELECTION_IMAGES, n * n)
+    device = next(ae.parameters()).device  # the training device: on a GPU this stage takes seconds, not minutes
     data = DeviceImages(load_images(held_out, spec), torch.device("cpu"), config.data.foreground)
     x, labels = synthetic_set(data, spec)
-    ae = ae.cpu()
     encoder, decoder = LatentEncoder(ae, scale), LatentDecoder(ae, scale)
-    features = map_features(config)
+    features = map_features(config).to(device)
     net = run_network(run.meta, config)
     if d.sg:
         steps = sorted(int(p.name.split("_")[0][len("snapshot"):]) for p in run.run_dir.glob("snapshot*_sg.safetensors"))
         loaded = {s: load_guided(run.run_dir, config, net, f"snapshot{s}_") for s in steps}
     else:
         loaded = {0: load_guided(run.run_dir, config, net)}
-    candidates = {s: g for s, (g, _) in loaded.items()}
-    hints = {s: (h if h is not None else _zero_hint(net)) for s, (_, h) in loaded.items()}
+    candidates = {s: g.to(device) for s, (g, _) in loaded.items()}
+    hints = {s: (h if h is not None else _zero_hint(net)).to(device) for s, (_, h) in loaded.items()}
     starts = [d.start_step] if d.start_step is not None else list(d.start_candidates)
-    rows = score_candidates(candidates, starts, x, labels, encoder, hints, decoder, features, sampler(config.diad),
-                            fixed_noise(config), d.smoothing_sigma, d.pool)
-    chosen = best(rows)
+    budget = active_budget()
+    rows = score_candidates(candidates, starts, x.to(device), labels, encoder, hints, decoder, features,
+                            sampler(config.diad), fixed_noise(config).to(device), d.smoothing_sigma, d.pool,
+                            deadline=None if budget is None else budget.started + budget.seconds)
+    if len(rows) < len(candidates) * len(starts):
+        log.warning("DiAD's selection: the time budget left time to score %d of its %d candidates (the latest "
+                    "snapshot first)%s; a larger --max-minutes scores them all", len(rows),
+                    len(candidates) * len(starts), "" if rows else f", so it keeps snapshot {max(candidates)} "
+                    f"and start step {starts[0]} unscored")
+    chosen = best(rows) if rows else {"snapshot": max(candidates), "start_step": starts[0]}
     if d.sg and distributed.is_main():
         for name in ("sg", "denoiser_guided"):
             shutil.copy(run.run_dir / f"snapshot{chosen['snapshot']}_{name}.safetensors",

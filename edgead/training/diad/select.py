@@ -4,10 +4,15 @@ The reference code picks its checkpoint by test-set AUROC; edgead never looks at
 each stage-B snapshot and candidate start step, the held-out good images and one synthetic anomaly
 made from each (edgead's training synthesis) are reconstructed exactly as the runtime will, scored
 with the runtime's own map code (edgead.core.maps and scoring, numpy), and the pair with the
-best image AUROC wins (ties: the later snapshot, the larger start step).
+best image AUROC wins (ties: the later snapshot, the larger start step). Under a time budget the
+candidates are scored latest snapshot first, and none is started (or finished) that the time left cannot
+hold, its cost measured on the candidates and batches before; when not even one fits, the run keeps the
+latest snapshot and the first start step, unscored, and says so.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import torch
@@ -22,31 +27,43 @@ from ...core.scoring import image_scores, smooth
 @torch.no_grad()
 def diad_maps(images: torch.Tensor, encoder: nn.Module, hint_encoder: nn.Module, denoiser: nn.Module,
               decoder: nn.Module, features: nn.Module, scheduler: GuidedDDIMScheduler, start: int,
-              noise: torch.Tensor, batch: int = 8) -> np.ndarray:
-    """Anomaly maps [N, H, W] of model-space images, as the DiAD runtime computes them."""
+              noise: torch.Tensor, batch: int = 8, deadline: float | None = None) -> np.ndarray | None:
+    """Anomaly maps [N, H, W] of model-space images, as the DiAD runtime computes them; None as soon as the
+    batches done show that the rest would end past ``deadline`` (perf_counter time)."""
     out = []
     size = tuple(images.shape[-2:])
+    began = time.perf_counter()
     for i in range(0, len(images), batch):
+        if out and deadline is not None and \
+                time.perf_counter() + (time.perf_counter() - began) / i * (len(images) - i) > deadline:
+            return None
         x = images[i:i + batch]
         z0, hint = encoder(x), hint_encoder(x)
         t_max = np.full(len(x), start)
-        z = scheduler.reconstruct(lambda z_t, t: denoiser(z_t, torch.as_tensor(t), hint), z0, t_max,
-                                  noise.expand(len(x), -1, -1, -1))
+        z = scheduler.reconstruct(lambda z_t, t: denoiser(z_t, torch.as_tensor(t, device=z_t.device), hint), z0,
+                                  t_max, noise.expand(len(x), -1, -1, -1))
         x_hat = decoder(z)
         f, f_hat = features(x), features(x_hat)
-        out.append(feature_distance_map([a.numpy() for a in f], [b.numpy() for b in f_hat], size))
+        out.append(feature_distance_map([a.cpu().numpy() for a in f], [b.cpu().numpy() for b in f_hat], size))
     return np.concatenate(out)
 
 
 def score_candidates(candidates: dict[int, nn.Module], starts: list[int], x: torch.Tensor, labels: np.ndarray,
                      encoder, hint_encoders: dict[int, nn.Module], decoder, features, scheduler, noise,
-                     sigma: float, pool: int) -> list[dict]:
-    rows = []
-    for step, denoiser in candidates.items():
+                     sigma: float, pool: int, deadline: float | None = None) -> list[dict]:
+    """One row per (snapshot, start step) scored; ``deadline`` (perf_counter time): stop before a candidate
+    that would end past it (none at all when even the first would: the caller keeps a default)."""
+    rows, began = [], time.perf_counter()
+    for step in sorted(candidates, reverse=True):
         for start in starts:
-            maps = smooth(diad_maps(x, encoder, hint_encoders[step], denoiser, decoder, features, scheduler,
-                                    start, noise), sigma)
-            scores = image_scores(maps, "pooled_max", pool=pool)
+            if rows and deadline is not None and \
+                    time.perf_counter() + (time.perf_counter() - began) / len(rows) > deadline:
+                return rows
+            maps = diad_maps(x, encoder, hint_encoders[step], candidates[step], decoder, features, scheduler,
+                             start, noise, deadline=deadline)
+            if maps is None:
+                return rows
+            scores = image_scores(smooth(maps, sigma), "pooled_max", pool=pool)
             rows.append({"snapshot": step, "start_step": start, "synthetic_auroc": round(auroc(labels, scores), 4)})
     return rows
 

@@ -34,7 +34,7 @@ from ...core.errors import ConfigError
 from ...core.preprocess import Preprocess
 from ...core.schedulers import NormGuidedOneStepScheduler, alphas_cumprod
 from ...data.datasets import load_dataset
-from .. import augment, distributed
+from .. import augment, distributed, precision
 from ..checkpoint import (
     load_weights,
     open_run,
@@ -173,7 +173,7 @@ class DiffusionADTrainer:
         step, elapsed = restore_progress(self.run_dir, state, {"denoiser": denoiser, "segmenter": segmenter}, optimiser)
         if state is not None:
             log.info("resuming %s at step %d", self.run_dir, step)
-        layout = torch.channels_last if cuda and tc.channels_last else torch.contiguous_format
+        layout = precision.memory_format(tc, self.device)
         denoiser.to(memory_format=layout)
         segmenter.to(memory_format=layout)
         run_denoiser, run_segmenter = denoiser, segmenter
@@ -184,7 +184,7 @@ class DiffusionADTrainer:
                           dtype=torch.float32, device=self.device)
         # one generator for batches, synthesis, timesteps and noise, re-seeded at every step
         gen, reseed = step_seeding(self.device, tc.seed, 0, step)
-        amp = tc.mixed_precision and cuda
+        amp = precision.bf16(tc, self.device)
         half = distributed.local_batch(batch, "train.batch_size") // 2  # this process's normal and anomalous halves
         if half < 1:
             raise ConfigError(f"train.batch_size {batch} gives each of the {distributed.world_size()} training "

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ...core.preprocess import Preprocess
-from .. import distributed
+from .. import distributed, precision
 from ..backbone import load_backbone
 from ..checkpoint import load_weights, restore_progress
 from ..data import DeviceImages, from_unit, numpy_batch, to_model_input
@@ -57,12 +57,14 @@ def perceptual_distance(features: nn.Module, a: torch.Tensor, b: torch.Tensor) -
 
 
 def _random_crop(x: torch.Tensor, crop: int, g: torch.Generator) -> torch.Tensor:
+    """One random crop for the batch; the offsets stay on the device (no host sync per step on a GPU)."""
     h, w = x.shape[-2:]
     if crop >= min(h, w):
         return x
-    top = int(torch.randint(0, h - crop + 1, (1,), generator=g, device=g.device))
-    left = int(torch.randint(0, w - crop + 1, (1,), generator=g, device=g.device))
-    return x[..., top:top + crop, left:left + crop]
+    top = torch.randint(0, h - crop + 1, (1,), generator=g, device=g.device)
+    left = torch.randint(0, w - crop + 1, (1,), generator=g, device=g.device)
+    span = torch.arange(crop, device=x.device)
+    return x.index_select(-2, top + span).index_select(-1, left + span)
 
 
 def train_autoencoder(run: StagedRun, net: LatentNetworkConfig, data: DeviceImages, spec: Preprocess,
@@ -78,14 +80,20 @@ def train_autoencoder(run: StagedRun, net: LatentNetworkConfig, data: DeviceImag
     features = load_backbone(backbone_weights).to(device)
     gen, reseed = step_seeding(device, tc.seed, 1, step)
     batch = distributed.local_batch(settings.batch_size, "the autoencoder's batch size")
+    layout = precision.memory_format(tc, device)
+    ae.to(memory_format=layout)
+    features.to(memory_format=layout)
     ae.train()
 
     def losses(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        posterior = ae.encode(x).latent_dist
-        rec = ae.decode(posterior.sample(generator=gen)).sample
+        with precision.autocast(tc, device):
+            posterior = ae.encode(x).latent_dist
+            rec = ae.decode(posterior.sample(generator=gen)).sample
+            perceptual = perceptual_distance(features, rec, x)
+        rec = rec.float()
         l1 = (rec - x).abs().mean()
-        perceptual = perceptual_distance(features, rec, x)
-        kl = posterior.kl().mean()
+        perceptual = perceptual.float()
+        kl = posterior.kl().float().mean()
         return {"total": l1 + settings.perceptual_weight * perceptual + settings.kl_weight * kl, "l1": l1,
                 "perceptual": perceptual, "kl": kl}
 
@@ -95,7 +103,8 @@ def train_autoencoder(run: StagedRun, net: LatentNetworkConfig, data: DeviceImag
         reseed()
         x01, _ = data.draw(batch, gen)
         flip = torch.rand(x01.shape[0], 1, 1, 1, generator=gen, device=device) < 0.5
-        out = forward(from_unit(_random_crop(torch.where(flip, x01.flip(-1), x01), settings.crop, gen), spec))
+        x = from_unit(_random_crop(torch.where(flip, x01.flip(-1), x01), settings.crop, gen), spec)
+        out = forward(x.contiguous(memory_format=layout))
         optimiser.zero_grad(set_to_none=True)
         out["total"].backward()
         optimiser.step()

@@ -14,7 +14,7 @@ from torch import nn
 
 from ...core.config import ScheduleConfig
 from ...core.schedulers import alphas_cumprod
-from .. import distributed
+from .. import distributed, precision
 from ..checkpoint import restore_progress
 from ..loop import run_loop, step_seeding
 from ..staged import StagedRun
@@ -34,9 +34,16 @@ def train_latent_denoiser(run: StagedRun, unet: nn.Module, means: torch.Tensor, 
                                      schedule.beta_schedule), dtype=torch.float32, device=device)
     gen, reseed = step_seeding(device, tc.seed, 2, step)
     batch = distributed.local_batch(batch, f"the {name}'s batch size")
+    layout = precision.memory_format(tc, device)
+    unet.to(memory_format=layout)
     unet.train()
-    forward = distributed.data_parallel(
-        lambda z_t, t, noise: {"eps_mse": ((unet(z_t, t.float()).sample - noise) ** 2).mean()}, unet)
+
+    def losses(z_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> dict[str, torch.Tensor]:
+        with precision.autocast(tc, device):
+            eps = unet(z_t.contiguous(memory_format=layout), t.float()).sample
+        return {"eps_mse": ((eps.float() - noise) ** 2).mean()}
+
+    forward = distributed.data_parallel(losses, unet)
 
     def step_fn():
         reseed()

@@ -31,7 +31,7 @@ def fit_patch_bank(features: FeatureStages, images: np.ndarray, spec: Preprocess
     if not features.patches:
         raise ValueError("the feature stages compute no patch descriptors")
     patches = extract(lambda x: features(x)[-1], images, spec, device=device)
-    return fit_memory_bank(patches, fraction, seed, progress, deadline)
+    return fit_memory_bank(patches, fraction, seed, progress, deadline, device)
 
 
 def train_patch_bank(run, features: FeatureStages, images: torch.Tensor, spec: Preprocess, fraction: float,

@@ -55,8 +55,10 @@ class PatchFeatures(nn.Module):
 
 def greedy_coreset(x: torch.Tensor, n: int, seed: int = 0, projection_dim: int = 128,
                    progress: bool = False, deadline: float | None = None) -> torch.Tensor:
-    """Indices of an approximate k-center coreset (PatchCore §3.2) on a random projection. ``deadline``
-    (``time.perf_counter()`` seconds): stop there with the centres chosen so far, the ones that cover most."""
+    """Indices of an approximate k-center coreset (PatchCore §3.2) on a random projection, computed on ``x``'s
+    device. ``deadline`` (``time.perf_counter()`` seconds): the centres chosen by then (the ones that cover
+    most) and a random sample of the other patches for the rest, so the bank always holds ``n`` patches (a
+    bank cut to a handful would make the kNN map meaningless)."""
     from tqdm.auto import tqdm
 
     if n >= x.shape[0]:
@@ -64,15 +66,18 @@ def greedy_coreset(x: torch.Tensor, n: int, seed: int = 0, projection_dim: int =
     g = torch.Generator().manual_seed(seed)
     if x.shape[1] > projection_dim:
         proj = torch.randn(x.shape[1], projection_dim, generator=g) / projection_dim**0.5
-        x = x @ proj
+        x = x @ proj.to(x.device)
     sq = (x * x).sum(1)
     chosen = [int(torch.randint(x.shape[0], (1,), generator=g))]
     dist = sq - 2 * x @ x[chosen[0]] + sq[chosen[0]]
     for _ in tqdm(range(n - 1), disable=not progress, desc="coreset", unit="patch"):
         if deadline is not None and time.perf_counter() > deadline:
-            log.warning("the time budget ended the coreset at %d of %d patches (a run with a larger --max-minutes "
-                        "keeps more)", len(chosen), n)
-            break
+            log.warning("the time budget ended the greedy coreset at %d of %d patches; the other %d are a random "
+                        "sample (a run with a larger --max-minutes chooses them all)", len(chosen), n, n - len(chosen))
+            rest = torch.ones(x.shape[0], dtype=torch.bool)
+            rest[chosen] = False
+            pool = torch.nonzero(rest).flatten()
+            return torch.cat([torch.tensor(chosen), pool[torch.randperm(len(pool), generator=g)[:n - len(chosen)]]])
         i = int(torch.argmax(dist))
         chosen.append(i)
         dist = torch.minimum(dist, sq - 2 * x @ x[i] + sq[i])
@@ -94,11 +99,13 @@ def extract(model: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, s
 
 
 def fit_memory_bank(patches: torch.Tensor, fraction: float, seed: int = 0, progress: bool = False,
-                    deadline: float | None = None) -> torch.Tensor:
-    """[N, C, h, w] patch descriptors -> the coreset memory bank [M, C] (M = fraction of all patches)."""
+                    deadline: float | None = None, device: torch.device | None = None) -> torch.Tensor:
+    """[N, C, h, w] patch descriptors -> the coreset memory bank [M, C] on the CPU (M = fraction of all patches);
+    the coreset is searched on ``device`` (a GPU does it in seconds)."""
     flat = patches.permute(0, 2, 3, 1).reshape(-1, patches.shape[1])
     n = max(1, int(round(flat.shape[0] * fraction)))
-    return flat[greedy_coreset(flat, n, seed=seed, progress=progress, deadline=deadline)].contiguous()
+    picked = greedy_coreset(flat.to(device or "cpu"), n, seed=seed, progress=progress, deadline=deadline)
+    return flat[picked].contiguous()
 
 
 def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progress: bool = True) -> dict:
