@@ -13,7 +13,7 @@ mkdir -p "$runs/packed"
 names=()
 for m in "$@"; do
   for method in d3ad diad; do
-    name="$(basename "$data")-${method}-s-${m}min-gpu"
+    name="$(basename "$data")-${method}-${PRESET:-s}-${m}min-gpu"
     names+=("$name")
     python3 -m edgead.cli train --method "$method" --preset "${PRESET:-s}" --device "${DEVICE:-cuda}" --data "$data" --out "$runs/$name" \
       --max-minutes "$m" --fill-budget > "$runs/$name.json" 2> "$runs/$name.log" &

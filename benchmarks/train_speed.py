@@ -10,8 +10,8 @@ same data and batch, for a before/after ratio measured in one run of this script
 
     python benchmarks/train_speed.py --data DATA/tire --textures TEXTURES --foreground \\
         --presets s --variants fp32 bf16 bf16-cl bf16-cl-compile --baseline-src .baseline --out speed.json
-    python benchmarks/train_speed.py --method diad --data DATA/grid --variants fp32 bf16 bf16-cl \
-        --warmup 40 --steps 120 --log-every 20 --out speed-diad.json
+    python benchmarks/train_speed.py --method diad --data DATA/grid --variants fp32 bf16 bf16-cl \\
+        --warmup 30 --steps 90 --log-every 15 --out speed-diad.json
 """
 
 from __future__ import annotations
