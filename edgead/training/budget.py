@@ -69,6 +69,12 @@ def active_budget() -> Budget | None:
     return _active.get()
 
 
+def budget_deadline() -> float | None:
+    """``time.perf_counter()`` time at which the active run's budget ends (None: the run has no budget)."""
+    budget = _active.get()
+    return None if budget is None else budget.started + budget.seconds
+
+
 def plan(minutes: float | None, shares: tuple[tuple[str, float], ...], reserve: float, stage: str,
          complete: set[str], fill: bool = False, fixed: tuple[str, ...] = ()) -> Budget | None:
     """The budget of one ``edgead train`` invocation: the loop stages it will run (one with ``--stage``;

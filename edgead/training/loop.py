@@ -38,7 +38,7 @@ import torch
 
 from ..core.errors import EdgeadError
 from . import distributed
-from .budget import active_budget
+from .budget import active_budget, budget_deadline
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +185,7 @@ def run_loop(
     limit_s = min(limits) if limits else None
     planned = total_steps
     main = distributed.is_main()  # one process writes the log and shows progress
-    bar = _Progress(name, step, total_steps, progress and main, line_every_s,
-                    None if budget is None else budget.started + budget.seconds)
+    bar = _Progress(name, step, total_steps, progress and main, line_every_s, budget_deadline())
     sums: dict[str, torch.Tensor] = {}
     n_summed = 0
     first = True

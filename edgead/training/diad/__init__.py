@@ -29,7 +29,7 @@ from ...core.preprocess import Preprocess
 from ...methods.diad import SPEC, sampler
 from .. import distributed, precision
 from ..backbone import PATCH_LAYERS, FeatureStages, load_backbone
-from ..budget import active_budget
+from ..budget import budget_deadline
 from ..checkpoint import load_weights, restore_progress
 from ..data import DeviceImages, from_unit, load_images
 from ..latent.autoencoder import LatentDecoder, LatentEncoder, posterior_moments
@@ -189,16 +189,17 @@ def _select(run: StagedRun, ae, scale: float, sets, spec: Preprocess) -> None:
     candidates = {s: g.to(device) for s, (g, _) in loaded.items()}
     hints = {s: (h if h is not None else _zero_hint(net)).to(device) for s, (_, h) in loaded.items()}
     starts = [d.start_step] if d.start_step is not None else list(d.start_candidates)
-    budget = active_budget()
     rows = score_candidates(candidates, starts, x.to(device), labels, encoder, hints, decoder, features,
                             sampler(config.diad), fixed_noise(config).to(device), d.smoothing_sigma, d.pool,
-                            deadline=None if budget is None else budget.started + budget.seconds)
+                            deadline=budget_deadline())
+    unscored = {"snapshot": max(candidates), "start_step": starts[0]}  # when the budget left time for none
     if len(rows) < len(candidates) * len(starts):
         log.warning("DiAD's selection: the time budget left time to score %d of its %d candidates (the latest "
                     "snapshot first)%s; a larger --max-minutes scores them all", len(rows),
-                    len(candidates) * len(starts), "" if rows else f", so it keeps snapshot {max(candidates)} "
-                    f"and start step {starts[0]} unscored")
-    chosen = best(rows) if rows else {"snapshot": max(candidates), "start_step": starts[0]}
+                    len(candidates) * len(starts),
+                    "" if rows else ", so it keeps snapshot {snapshot} and start step {start_step} unscored"
+                    .format(**unscored))
+    chosen = best(rows) if rows else unscored
     if d.sg and distributed.is_main():
         for name in ("sg", "denoiser_guided"):
             shutil.copy(run.run_dir / f"snapshot{chosen['snapshot']}_{name}.safetensors",

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from ...core.errors import EdgeadError
 from ...core.preprocess import Preprocess
 from ..backbone import FeatureStages
-from ..budget import active_budget
+from ..budget import budget_deadline
 from ..checkpoint import save_tensors
 from ..patchcore import extract, fit_memory_bank
 
@@ -39,10 +39,8 @@ def train_patch_bank(run, features: FeatureStages, images: torch.Tensor, spec: P
     """Fit the bank on the run's training images (uint8 [N, 3, H, W] on the device) and record the stage."""
     t0 = time.perf_counter()
     device = images.device
-    budget = active_budget()
     bank = fit_patch_bank(features.to(device), images.permute(0, 2, 3, 1).cpu().numpy(), spec, fraction,
-                          run.config.train.seed, device, progress,
-                          deadline=None if budget is None else budget.started + budget.seconds)
+                          run.config.train.seed, device, progress, deadline=budget_deadline())
     save_tensors(run.run_dir / PATCH_BANK_FILE, {"patch_bank": bank})
     run.save("patches", {}, 1, time.perf_counter() - t0, 1, extra={"patch_bank": list(bank.shape), **(record or {})})
     return bank
