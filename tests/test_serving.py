@@ -132,6 +132,24 @@ def test_run_needs_one_of_bundle_or_server(tiny_bundle, demo_data):
     assert r.returncode == 2 and "expected grpc://HOST:PORT or http://HOST:PORT" in r.stderr
 
 
+def test_serve_says_why_triton_would_not_start(method_bundle, tmp_path):
+    """One port given twice is refused before Triton starts; a reason Triton prints after its usage text (an
+    option it refuses) reaches the user instead of "no reason in its log"."""
+    bundle = method_bundle("patchcore")[0]
+    http, grpc, metrics = free_ports(3)
+    r = edgead_cli("serve", bundle, "--host", "127.0.0.1", "--http-port", http, "--grpc-port", http,
+                   "--metrics-port", metrics)
+    assert r.returncode != 0 and "--http-port and --grpc-port are both" in r.stderr and "Traceback" not in r.stderr
+    fake = tmp_path / "tritonserver"
+    fake.write_text("#!/bin/sh\necho 'Usage: tritonserver [options]'\necho '  --model-repository <path>'\necho\n"
+                    "echo 'The server cannot listen to HTTP requests and GRPC requests at the same address'\nexit 1\n")
+    fake.chmod(0o755)
+    r = edgead_cli("serve", bundle, "--host", "127.0.0.1", "--http-port", http, "--grpc-port", grpc,
+                   "--metrics-port", metrics, "--tritonserver", fake)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert "Triton stopped (exit code 1): The server cannot listen to HTTP requests and GRPC requests" in r.stderr
+
+
 # ----------------------------------------------------------------------------- with a server
 @pytest.fixture(scope="module")
 def triton():
@@ -240,7 +258,7 @@ def test_bad_payloads_get_errors_and_the_server_keeps_serving(served, demo_data)
     tensor = grpc.InferInput("image", [4, *good.shape], "UINT8")
     tensor.set_data_from_numpy(np.repeat(good[None], 4, 0))
     with pytest.raises(Exception, match="Deadline"):
-        gone.infer("patchcore", [tensor], client_timeout=0.005)
+        gone.infer("patchcore", [tensor], client_timeout=0.0001)  # far below any round trip
     gone.close()
     answers: dict[int, object] = {}
     threads = [threading.Thread(target=lambda k=k: answers.__setitem__(
@@ -301,9 +319,7 @@ def test_bundle_replaced_on_disk_is_swapped_whole_or_refused(served, demo_data, 
     b = load_bundle(new_root)
     b.manifest.calibration.image.threshold *= 1.5  # a recalibrated bundle: same stages, other verdicts
     b.save_manifest()
-    from edgead.serving.model import bundle_id
-
-    new = (Detector.load(new_root).predict(frame).normalised_score, bundle_id(load_bundle(new_root)))
+    new = (Detector.load(new_root).predict(frame).normalised_score, load_bundle(new_root).id)
     assert new != old
     damaged = tmp_path / "damaged.edgead"
     shutil.copytree(new_root, damaged)
@@ -326,8 +342,103 @@ def test_bundle_replaced_on_disk_is_swapped_whole_or_refused(served, demo_data, 
         seen.add((remote.predict(frame).normalised_score, remote.bundle_id))
     seen.add((remote.predict(frame).normalised_score, remote.bundle_id))
     assert seen == {old, new}  # never a mixture
+    deadline = time.monotonic() + 20  # serve says so once Triton's configuration API shows the new bundle
+    while f"reloaded: {old[1]} -> {new[1]}" not in server.err.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
     log = server.err.read_text()
     assert "changed on disk but was refused" in log and f"reloaded: {old[1]} -> {new[1]}" in log
+
+
+TAKEOVER = r"""
+import base64, json, os, sys, urllib.request
+pid, http, model = sys.argv[1], sys.argv[2], sys.argv[3]
+out = {"uid": os.getuid()}
+argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+out["cmdline_read"] = True
+try:
+    open(f"/proc/{pid}/environ", "rb").read()
+    out["environ_read"] = True
+except OSError:
+    out["environ_read"] = False
+headers = [{}]
+for a in argv:  # whatever guards the restricted APIs, as the command line shows it
+    text = a.decode(errors="replace")
+    if "restricted" in text and ":" in text and "=" in text:
+        key, _, value = text.split(":", 1)[1].partition("=")
+        headers.append({key: value.strip()})
+repo = next(a.decode().split("=", 1)[1] for a in argv if a.startswith(b"--model-repository="))
+marker = f"/tmp/edgead-takeover-{pid}"
+code = f"open({marker!r}, 'w').write('taken')\nclass TritonPythonModel:\n    def execute(self, r): return []\n"
+config = json.dumps({"name": model, "backend": "python", "max_batch_size": 0,
+                     "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [1]}],
+                     "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [1]}]})
+body = json.dumps({"parameters": {"config": config,
+                                  "file:1/model.py": base64.b64encode(code.encode()).decode()}}).encode()
+answers = []
+for h in headers:
+    for path in (f"/v2/repository/models/{model}/load", f"/v2/repository/models/{model}/unload",
+                 "/v2/logging", "/v2/trace/setting"):
+        req = urllib.request.Request(http + path, data=body if path.endswith("load") else b"{}", method="POST")
+        for k, v in h.items():
+            try:
+                req.add_header(k, v)
+            except ValueError:
+                pass
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                answers.append([path, r.status])
+        except urllib.error.HTTPError as e:
+            answers.append([path, e.code])
+        except (OSError, ValueError) as e:
+            answers.append([path, str(e)[:80]])
+out["answers"] = answers
+try:
+    open(os.path.join(repo, model, "config.pbtxt"), "a").close()
+    out["repository_writable"] = True
+except OSError:
+    out["repository_writable"] = False
+shm = [f for f in os.listdir("/dev/shm") if f.startswith("triton_python_backend")]
+writable = []
+for f in shm:
+    try:
+        open(os.path.join("/dev/shm", f), "r+b").close()
+        writable.append(f)
+    except OSError:
+        pass
+out["shm_regions"], out["shm_writable"] = len(shm), writable
+out["marker"] = os.path.exists(marker)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or not Path("/usr/bin/python3").is_file(),
+                    reason="needs root to run a process as another user (nobody) with the system's python3")
+def test_another_user_of_the_machine_cannot_take_over_the_server(served, demo_data):
+    """A local user reads Triton's command line (anyone may) and environment, then tries the model-repository
+    (load with its own Python code, unload), logging and trace APIs with every header that command line shows:
+    all refused, neither the repository nor the shared memory Triton exchanges frames through is theirs to write,
+    and the served bundle is unchanged."""
+    import psutil
+
+    from edgead import RemoteDetector
+
+    server, _ = served
+    (triton_process,) = psutil.Process(server.proc.pid).children()
+    before = RemoteDetector(server.grpc, model="patchcore")
+    before.predict(_frames(demo_data, 1)[0])  # shared-memory regions exist once a request ran
+    r = subprocess.run(["/usr/bin/python3", "-I", "-c", TAKEOVER, str(triton_process.pid), server.http, "patchcore"],
+                       capture_output=True, text=True, timeout=120, user=65534, group=65534, extra_groups=[], cwd="/")
+    assert r.returncode == 0, r.stderr
+    seen = json.loads(r.stdout)
+    assert seen["uid"] == 65534 and seen["cmdline_read"] and not seen["environ_read"]
+    assert len(seen["answers"]) >= 8  # with no header and with the one the command line shows
+    assert all(status in (400, 403) for _, status in seen["answers"]), seen["answers"]
+    assert not seen["repository_writable"] and not seen["marker"]
+    assert seen["shm_regions"] > 0 and seen["shm_writable"] == [], seen
+    after = RemoteDetector(server.grpc, model="patchcore")
+    after.predict(_frames(demo_data, 1)[0])
+    assert after.bundle_id == before.bundle_id and triton_process.is_running()
 
 
 @pytest.mark.slow

@@ -61,8 +61,8 @@ def serve(bundles, names, host, http_port, grpc_port, metrics_port, max_batch, q
     together. Clients: RemoteDetector("grpc://HOST:8001", model=NAME) or edgead run --server. Runs until
     Ctrl-C or SIGTERM. Health: /v2/health/live and /v2/health/ready on the HTTP port; Prometheus metrics
     (requests, batches, queue and compute times per model) on the metrics port. Triton's APIs that load or
-    unload models (and shared memory, trace, logging) are closed to clients; bundles replaced on disk are
-    swapped in by serve itself (--reload-every).
+    unload models (and shared memory, trace, logging) are closed to every client, whoever it runs as; bundles
+    replaced on disk are verified and swapped in by serve itself (--reload-every).
 
     \b
     edgead serve tire.edgead grid.edgead --max-batch 16
@@ -78,7 +78,7 @@ def serve(bundles, names, host, http_port, grpc_port, metrics_port, max_batch, q
                             backend=backend, threads=threads, copy_bundles=False)
     endpoints = Endpoints(host, http_port, grpc_port, metrics_port)
     server = TritonServer(repo, endpoints, tritonserver=tritonserver, log_file=log_file,
-                          env={MAX_PIXELS_ENV: str(max_pixels)})
+                          env={MAX_PIXELS_ENV: str(max_pixels)}, poll_every_s=reload_every or None)
     click.echo(f"starting Triton with {len(models)} model(s): {', '.join(m.name for m in models)}", err=True)
     watcher = None
     previous = signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
@@ -95,8 +95,8 @@ def serve(bundles, names, host, http_port, grpc_port, metrics_port, max_batch, q
         if reload_every > 0:
             from ..serving.watch import BundleWatcher
 
-            watcher = BundleWatcher(models, http, reload_every, echo=lambda m: click.echo(m, err=True),
-                                    admin_token=server.admin_token).start()
+            watcher = BundleWatcher(models, repo, http, reload_every, echo=lambda m: click.echo(m, err=True),
+                                    log_file=server.log_file).start()
         code = server.wait()
         if code not in (0, -signal.SIGINT, -signal.SIGTERM):
             raise ServeError(f"Triton stopped with exit code {code}; its log: {server.log_file}")

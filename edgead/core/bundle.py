@@ -222,10 +222,23 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def manifest_id(manifest: Path) -> str:
+    """A bundle's id: the first 16 hex digits of its manifest's sha256. The manifest lists every other file's
+    sha256, so its hash names the whole bundle (thresholds included)."""
+    return sha256_file(manifest)[:16]
+
+
 @dataclass
 class Bundle:
     root: Path
     manifest: Manifest
+    manifest_sha256: str = ""
+    """sha256 of the manifest's bytes as loaded or last saved ("": read from disk when asked)."""
+
+    @property
+    def id(self) -> str:
+        """The bundle's id (``manifest_id``) as loaded: what every Result, JSON line and served answer carries."""
+        return self.manifest_sha256[:16] if self.manifest_sha256 else manifest_id(self.root / MANIFEST)
 
     @property
     def method(self) -> str:
@@ -310,7 +323,7 @@ class Bundle:
         Returns True when a signature had to be dropped (the bundle must be signed again).
         """
         was_signed = self.signed
-        _write_manifest(self.root, self.manifest)
+        self.manifest_sha256 = _write_manifest(self.root, self.manifest)
         if sign_key is not None:
             from .signing import sign
 
@@ -319,13 +332,16 @@ class Bundle:
         return was_signed
 
 
-def _write_manifest(root: Path, manifest: Manifest) -> None:
+def _write_manifest(root: Path, manifest: Manifest) -> str:
+    """Write the manifest with its integrity line; the sha256 of the bytes written."""
     from .outputs import atomic_write
     from .signing import SIGNATURE
 
     body = to_yaml(to_dict(manifest))
-    atomic_write(root / MANIFEST, body + INTEGRITY + hashlib.sha256(body.encode()).hexdigest() + "\n")
+    text = body + INTEGRITY + hashlib.sha256(body.encode()).hexdigest() + "\n"
+    atomic_write(root / MANIFEST, text)
     (root / SIGNATURE).unlink(missing_ok=True)  # it covered the previous manifest
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 MAX_MANIFEST_BYTES = 16 << 20
@@ -339,10 +355,12 @@ def _manifest_size(mf: Path) -> None:
                           "it is not one edgead wrote")
 
 
-def _read_manifest(mf: Path) -> dict[str, Any]:
+def _read_manifest(mf: Path) -> tuple[dict[str, Any], str]:
+    """The manifest's contents and the sha256 of the bytes read."""
     _manifest_size(mf)
+    data = mf.read_bytes()
     try:
-        text = mf.read_bytes().decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise BundleError(f"{mf} is corrupt: not a text file") from None
     body, sep, digest = text.rpartition(INTEGRITY)
@@ -358,7 +376,7 @@ def _read_manifest(mf: Path) -> dict[str, Any]:
         )
     if not sep:
         raise BundleError(f"{mf} has no integrity line (edited by hand or truncated); re-export the bundle")
-    return raw
+    return raw, hashlib.sha256(data).hexdigest()
 
 
 def _finite(obj: Any, where: str) -> None:
@@ -436,7 +454,7 @@ def load_bundle(path: str | Path, verify: bool = True, trusted_keys: list[Path] 
         _manifest_size(mf)
         verify_signature(root, keys)
         verify = True  # a machine that trusts only signed bundles checks every file, whatever the caller asked
-    raw = _read_manifest(mf)
+    raw, digest = _read_manifest(mf)
     from .methods import get_method
 
     raw_params = raw.pop("params", None)
@@ -456,7 +474,7 @@ def load_bundle(path: str | Path, verify: bool = True, trusted_keys: list[Path] 
     missing = sorted(set(spec.extras) - {e.name for e in manifest.extras})
     if missing:
         raise BundleError(f"{mf} is invalid: method {spec.name} needs the extras {', '.join(missing)}")
-    bundle = Bundle(root, manifest)
+    bundle = Bundle(root, manifest, digest)
     for rel, _ in bundle.files():
         bundle.path(rel)  # every path inside the bundle, also when the hashes are not checked
     if verify:
@@ -524,14 +542,13 @@ class BundleWriter:
 
     def open_staged(self, manifest: Manifest) -> Bundle:
         """The bundle as written so far (for calibration and parity before it is final)."""
-        _write_manifest(self.tmp, manifest)
-        return Bundle(self.tmp, manifest)
+        return Bundle(self.tmp, manifest, _write_manifest(self.tmp, manifest))
 
     def commit(self, manifest: Manifest) -> Bundle:
         from .outputs import publish_dir
 
         check_values(manifest)  # never write what load_bundle would refuse
-        _write_manifest(self.tmp, manifest)
+        digest = _write_manifest(self.tmp, manifest)
         Bundle(self.tmp, manifest).verify()
         publish_dir(self.tmp, self.out, self.overwrite)  # replaces exactly ``out``; nothing beside it is touched
-        return Bundle(self.out, manifest)
+        return Bundle(self.out, manifest, digest)

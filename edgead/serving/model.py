@@ -4,16 +4,13 @@ the requests batched with it."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..core.bundle import MANIFEST, Bundle
 from ..core.errors import EdgeadError, InputError
 from ..data.io import MAX_PIXELS_ENV, max_image_pixels
 from ..runtime.detector import Detector
@@ -28,15 +25,6 @@ class Request:
     map_size: int | None = None
     outputs: Sequence[str] | None = None
     """Outputs asked for; None: all."""
-
-
-def bundle_id(bundle: Bundle) -> str:
-    """The manifest lists every file's sha256: its own hash names the whole bundle."""
-    return bundle_id_of(bundle.root / MANIFEST)
-
-
-def bundle_id_of(manifest: Path) -> str:
-    return hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
 
 
 def check_request(request: Request) -> None:
@@ -66,7 +54,7 @@ class ServedModel:
         if detector.calibration is None:
             raise EdgeadError(f"bundle {detector.bundle.root} is not calibrated; serve a calibrated bundle")
         self.detector = detector
-        self.bundle_id = bundle_id(detector.bundle)
+        self.bundle_id = detector.bundle.id
         stats = detector.calibration.pixel
         self._pixel_stats = np.array([getattr(stats, k) for k in PIXEL_STATS], np.float64)
 

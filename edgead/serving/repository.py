@@ -17,7 +17,6 @@ from ..core.bundle import Bundle, load_bundle
 from ..core.errors import BundleError, ConfigError
 from ..core.outputs import check_new_dir, check_replaceable
 from ..core.version import __version__
-from .model import bundle_id
 from .protocol import IMAGE, OUTPUTS
 
 MODEL_PY = "from edgead.serving.triton_model import TritonPythonModel  # noqa: F401\n"
@@ -31,7 +30,7 @@ class ServedBundle:
     bundle: Path
     method: str
     bundle_id: str
-    """The manifest's hash (model.bundle_id) the model must find when it loads."""
+    """The bundle's id (``Bundle.id``) the model must find when it loads."""
     product: str | None = None
 
 
@@ -56,7 +55,7 @@ def plan_models(bundles: list[str | Path], names: list[str] | None = None) -> li
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", base):
             raise ConfigError(f"model name {base!r}: use letters, digits, '_', '.', '-'")
         check_servable(b)
-        ident = bundle_id(b)
+        ident = b.id
         if b.manifest.products:
             planned += [ServedBundle(f"{base}-{p}", b.root.resolve(), b.method, ident, p) for p in b.manifest.products]
         else:
@@ -101,6 +100,15 @@ def config_pbtxt(model: ServedBundle, batching: Batching, bundle_param: str, bac
     )
 
 
+def with_bundle_id(config: str, ident: str) -> str:
+    """A model configuration (``config_pbtxt``) naming another bundle id: Triton reloads a model whose
+    configuration changed, and the model refuses any bundle but this one."""
+    new, n = re.subn(r'(key: "bundle_id" value: \{ string_value: )"[^"]*"', rf'\g<1>{_quote(ident)}', config)
+    if n != 1:
+        raise ConfigError("the model configuration has no bundle_id parameter (not written by edgead serve)")
+    return new
+
+
 def is_repository(path: Path) -> bool:
     """A folder edgead wrote: every entry a model whose configuration carries edgead's parameters."""
     entries = list(path.iterdir())
@@ -138,6 +146,9 @@ def write_repository(out: str | Path, models: list[ServedBundle], batching: Batc
                 shutil.copytree(m.bundle, version / "bundle", ignore=shutil.ignore_patterns(".*.lock"))
                 copied[m.bundle], param = m.name, "bundle"
             (version / "model.py").write_text(MODEL_PY)
+            # A file where Python would cache model.py's bytecode: the import cannot write into the model's folder,
+            # which Triton's POLL mode (edgead serve) would take for a changed model and load again.
+            (version / "__pycache__").write_bytes(b"")
             (tmp / m.name / "config.pbtxt").write_text(config_pbtxt(m, batching, param, backend, threads))
         if root.exists():
             shutil.rmtree(root)

@@ -9,9 +9,9 @@ and site-packages, which the environment set here arranges.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -30,10 +30,13 @@ from .protocol import DEFAULT_PORTS
 log = logging.getLogger(__name__)
 
 
-ADMIN_HEADER = "edgead-admin"
-RESTRICTED = "model-repository,shared-memory,trace,logging"
-"""Triton's APIs that change what is served (load, unload) or the server itself: they need the admin header,
-whose value only this process knows. Inference, health, metadata, configuration and statistics stay open."""
+CLOSED_APIS = "model-repository,shared-memory,trace,logging"
+"""Triton's APIs that change what is served (load, unload) or the server itself. They are closed to every
+client: restricted to a header value that no HTTP or gRPC request can carry (it holds a line break, which ends
+an HTTP header and which gRPC refuses in metadata). There is no secret to steal: whoever reads Triton's command
+line learns a value nobody can send. Inference, health, metadata, configuration and statistics stay open."""
+CLOSED_HEADER = "edgead-closed"
+_UNSENDABLE = "closed\n"
 
 
 class ServeError(EdgeadError):
@@ -69,15 +72,20 @@ def _bundled_tritonserver() -> tuple[Path, Path, Path]:
     return binary, Path(get_libs_path()), Path(stub)
 
 
-def _load_error(text: str) -> str:
+def load_error(text: str) -> str:
     """A model's load error without Triton's wrapping and the Python stack: 'edgead: ...' where edgead said it."""
     text = text.split("\\n\\nAt:")[0].split("\n\nAt:")[0].rstrip('"')
     return text[text.index("edgead: "):] if "edgead: " in text else text
 
 
-def _die_with_parent() -> None:
-    """Linux: Triton gets SIGTERM when the thread that started it dies, even by SIGKILL, so no orphaned server
-    keeps the ports (PR_SET_PDEATHSIG, as PyTriton does)."""
+def _in_triton_child() -> None:
+    """Before Triton starts: files and shared-memory regions it makes are its account's alone (umask 077: the
+    frames it exchanges with its Python backends are not readable by other users), and on Linux it gets SIGTERM
+    when the thread that started it dies, even by SIGKILL, so no orphaned server keeps the ports
+    (PR_SET_PDEATHSIG, as PyTriton does)."""
+    os.umask(0o077)
+    if sys.platform != "linux":
+        return
     try:
         import ctypes
 
@@ -99,8 +107,12 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def check_ports_free(endpoints: Endpoints) -> None:
-    """Each port valid and free: a port in use would have Triton fail after it started, and the readiness
-    probe ask the other server."""
+    """Each port valid, distinct and free: a port in use would have Triton fail after it started, and the
+    readiness probe ask the other server."""
+    ports = {kind: getattr(endpoints, kind) for kind in ("http", "grpc", "metrics")}
+    for a, b in (("http", "grpc"), ("http", "metrics"), ("grpc", "metrics")):
+        if ports[a] == ports[b]:
+            raise ConfigError(f"--{a}-port and --{b}-port are both {ports[a]}; give each its own port")
     for kind in ("http", "grpc", "metrics"):
         port = getattr(endpoints, kind)
         if not 1 <= port <= 65535:
@@ -115,19 +127,26 @@ def check_ports_free(endpoints: Endpoints) -> None:
 
 
 class TritonServer:
-    """``with TritonServer(repo, endpoints): ...`` runs tritonserver until the block ends."""
+    """``with TritonServer(repo, endpoints): ...`` runs tritonserver until the block ends.
+
+    ``poll_every_s``: Triton looks at the model repository this often and reloads a model whose configuration
+    changed (model control mode POLL: how ``edgead serve`` swaps a bundle replaced on disk, by rewriting its own
+    private repository); None: what is loaded at start is served until the end (mode NONE). In both modes
+    Triton refuses every load and unload request of a client.
+    """
 
     def __init__(self, repository: Path, endpoints: Endpoints = Endpoints(), tritonserver: str | None = None,
-                 log_file: Path | None = None, startup_timeout_s: float = 180.0, env: dict[str, str] | None = None):
-        """``env``: variables for the server (and edgead inside it) on top of this process's."""
+                 log_file: Path | None = None, startup_timeout_s: float = 180.0, env: dict[str, str] | None = None,
+                 poll_every_s: float | None = None):
+        """``env``: variables for the server (and edgead inside it) on top of this process's; never a secret
+        (another user cannot read a process's environment, but its children inherit it)."""
         self.repository, self.endpoints, self.env = Path(repository), endpoints, dict(env or {})
         self.tritonserver, self.startup_timeout_s = tritonserver, startup_timeout_s
+        self.poll_every_s = poll_every_s
         self._own_log = log_file is None
         self._workspace = Path(tempfile.mkdtemp(prefix="edgead-triton-"))
         self.log_file = Path(log_file) if log_file else self._workspace / "tritonserver.log"
         self.process: subprocess.Popen | None = None
-        self.admin_token = secrets.token_hex(16)
-        """The value of the ``edgead-admin`` header the restricted APIs want (the bundle watcher sends it)."""
 
     # -- start ------------------------------------------------------------------------------
     def _command_and_env(self) -> tuple[list[str], dict[str, str]]:
@@ -152,14 +171,17 @@ class TritonServer:
         env["LD_LIBRARY_PATH"] = ":".join(paths + [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p])
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the stub's site-packages
         e = self.endpoints
+        if self.poll_every_s is None:
+            control = ["--model-control-mode=none"]
+        else:
+            control = ["--model-control-mode=poll", f"--repository-poll-secs={max(1, math.ceil(self.poll_every_s))}"]
+        closed = f"{CLOSED_APIS}:{CLOSED_HEADER}={_UNSENDABLE}"
         command = [
             str(binary), f"--model-repository={self.repository}", *backend_args,
             f"--http-address={e.host}", f"--http-port={e.http}", f"--grpc-address={e.host}", f"--grpc-port={e.grpc}",
             f"--metrics-address={e.host}", f"--metrics-port={e.metrics}",
-            "--model-control-mode=explicit", "--load-model=*", "--exit-on-error=true", "--strict-readiness=true",
-            "--log-verbose=0", "--exit-timeout-secs=10",
-            f"--http-restricted-api={RESTRICTED}:{ADMIN_HEADER}={self.admin_token}",
-            f"--grpc-restricted-protocol={RESTRICTED}:{ADMIN_HEADER}={self.admin_token}",
+            *control, "--exit-on-error=true", "--strict-readiness=true", "--log-verbose=0", "--exit-timeout-secs=10",
+            f"--http-restricted-api={closed}", f"--grpc-restricted-protocol={closed}",
         ]
         return command, env
 
@@ -170,8 +192,7 @@ class TritonServer:
         out = open(self.log_file, "ab")
         try:
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True,
-                                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                            start_new_session=True, preexec_fn=_in_triton_child)
         except OSError as exc:
             raise ServeError(f"cannot start {command[0]}: {exc}") from None
         finally:
@@ -198,10 +219,13 @@ class TritonServer:
     def _why_down(self) -> str:
         """What the log says went wrong: each model's load error, or the server's own."""
         text = self.log_file.read_text(errors="replace") if self.log_file.is_file() else ""
-        reasons = [f"model {m.group(1)} did not load: {_load_error(m.group(2))}"
+        reasons = [f"model {m.group(1)} did not load: {load_error(m.group(2))}"
                    for m in re.finditer(r"failed to load '([^']+)' version \d+: (.*)", text)]
         if not reasons:
             reasons = [m.group(1).strip().rstrip('"') for m in re.finditer(r'^E\S+ \S+ \d+ \S+\] "(.*)$', text, re.M)]
+        if not reasons:  # an option Triton refused: its usage text, then the reason on the last line
+            last = [line.strip() for line in text.splitlines() if line.strip()]
+            reasons = last[-1:]
         code = self.process.returncode if self.process else None
         self._keep_log()
         detail = "; ".join(dict.fromkeys(reasons)) or "no reason in its log"
