@@ -365,7 +365,8 @@ def test_a_score_that_is_not_finite_is_an_error_for_that_frame_never_a_pass(tiny
         with pytest.raises(InputError, match=r"the anomaly score of the image is not finite \(nan\)"):
             det.predict(demo_data / "test/hole/000.png")
         src = ImageFilesSource(sorted((demo_data / "test/good").glob("*.png"))[:3], "three")
-        assert list(det.stream(src)) == [] and src.stats.bad_frames == 3  # counted like unreadable frames
+        assert list(det.stream(src)) == [] and src.stats.refused_frames == 3 and src.stats.unjudged == 3
+        assert "not finite" in src.stats.first_error  # counted among the frames without a verdict
 
 
 def test_nested_yaml_and_os_errors_are_one_line(tmp_path, demo_data):

@@ -60,7 +60,8 @@ def test_served_model_answers_each_request_on_its_own(method_bundle, demo_data):
     answers = model.answer(requests)
     errors = {i: str(a) for i, a in enumerate(answers) if isinstance(a, InputError)}
     assert sorted(errors) == [1, 2, 3, 4, 6]
-    assert "holds no frame of at least 8x8 pixels" in errors[1] and "[1, 4, 4, 3]" in errors[2]
+    assert "(0, 0, 3) is too small: images of at least 8x8 pixels are judged" in errors[1]
+    assert "(4, 4, 3) is too small" in errors[2]
     assert "must be uint8, got float32" in errors[3]
     assert "'map_size' must be a whole number >= 1, got 0" in errors[4]
     assert "unknown outputs ['nonsense']" in errors[6]
@@ -243,7 +244,7 @@ def test_bad_payloads_get_errors_and_the_server_keeps_serving(served, demo_data)
     bad = {
         "dtype": (np.zeros((1, 64, 64, 3), np.float32), "FP32", None, "data-type is 'FP32', but model 'patchcore' expects 'UINT8'"),
         "rank": (np.zeros((1, 64, 64), np.uint8), "UINT8", None, "unexpected shape for input 'image'"),
-        "empty": (np.zeros((1, 0, 0, 3), np.uint8), "UINT8", None, "holds no frame of at least 8x8 pixels"),
+        "empty": (np.zeros((1, 0, 0, 3), np.uint8), "UINT8", None, "images of at least 8x8 pixels are judged"),
         "too large": (np.zeros((1, 1001, 1000, 3), np.uint8), "UINT8", None, "exceed the server's limit of 1,000,000"),
         "map_size": (good[None], "UINT8", {"map_size": -2}, "'map_size' must be a whole number >= 1"),
     }
@@ -287,6 +288,32 @@ def test_run_server_gives_the_local_run(served, demo_data, tmp_path):
                (b["source"], b["frame_index"], b["score"], b["is_anomalous"], b["anomalous_pixels"])
     summary = json.loads(remote.stdout.strip().splitlines()[-1])
     assert summary["server"]["frames"] == len(rows[1]) and summary["server"]["reconnects"] == 0
+    ident = rows[1][0]["bundle_id"]
+    assert {r["bundle_id"] for r in rows[0] + rows[1]} == {ident} and len(ident) == 16  # every line names it
+    assert {r["threshold"] for r in rows[1]} == {summary["threshold"]}
+    pinned = edgead_cli("run", "--server", server.grpc, "--model", "diffusionad", "--source", src,
+                        "--expect-bundle", bundles["diffusionad"])  # a copy of the bundle pins its id
+    assert pinned.returncode == 0, pinned.stderr
+    other = edgead_cli("run", "--server", server.grpc, "--model", "diffusionad", "--source", src,
+                       "--expect-bundle", "0123456789abcdef", "--jsonl", tmp_path / "other.jsonl")
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    assert f"answered with bundle {ident}, but this client expects bundle 0123456789abcdef" in other.stderr
+    assert not (tmp_path / "other.jsonl").exists()  # no verdict of the wrong bundle was written
+
+
+@pytest.mark.slow
+def test_a_client_whose_frames_are_all_refused_fails(served, tmp_path):
+    """Frames the server refuses (here: too small to judge) are no verdicts: the run says so and ends 1."""
+    import cv2
+
+    server, _ = served
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((4, 64, 3), 90, np.uint8))
+    r = edgead_cli("run", "--server", server.grpc, "--model", "patchcore", "--source", tmp_path,
+                   "--jsonl", tmp_path / "out.jsonl")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "error: no frame was judged: all 3 frames read got no verdict (first: the server refused" in r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["unjudged"] == 3
 
 
 @pytest.mark.slow
@@ -312,8 +339,11 @@ def test_bundle_replaced_on_disk_is_swapped_whole_or_refused(served, demo_data, 
     server, bundles = served
     pc = bundles["patchcore"]
     frame = _frames(demo_data, 1)[0]
-    remote = RemoteDetector(server.grpc, model="patchcore")
+    events: list[str] = []
+    remote = RemoteDetector(server.grpc, model="patchcore", on_event=events.append)
     old = (remote.predict(frame).normalised_score, remote.bundle_id)
+    pinned = RemoteDetector(server.grpc, model="patchcore", expect_bundle=old[1])
+    assert pinned.predict(frame).bundle_id == old[1]
     new_root = tmp_path / "new.edgead"
     shutil.copytree(pc, new_root)
     b = load_bundle(new_root)
@@ -347,6 +377,11 @@ def test_bundle_replaced_on_disk_is_swapped_whole_or_refused(served, demo_data, 
         time.sleep(0.1)
     log = server.err.read_text()
     assert "changed on disk but was refused" in log and f"reloaded: {old[1]} -> {new[1]}" in log
+    assert remote.stats.bundle_changes == 1 and f"changed: {old[1]} -> {new[1]}" in " ".join(events)
+    from edgead.serving.client import BundleMismatch
+
+    with pytest.raises(BundleMismatch, match=f"answered with bundle {new[1]}, but this client expects bundle {old[1]}"):
+        pinned.predict(frame)  # a pinned client never uses the new bundle's verdict
 
 
 TAKEOVER = r"""

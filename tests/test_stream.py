@@ -252,3 +252,44 @@ def test_status_line_says_how_many_live_frames_were_skipped():
     slow = RunStats(frames=10, source={"dropped_live_frames": 7, "lost_frames": 0})
     assert slow.status_line().endswith("| skipped (slower than the camera) 7")
     assert "skipped" not in RunStats(frames=10, source={"dropped_live_frames": 0}).status_line()
+
+
+def test_a_run_that_judges_too_few_frames_ends_with_an_error(tiny_bundle, demo_data, tmp_path):
+    """Frames the model refuses (too small) are no verdicts: all refused, or more than --max-unjudged of them,
+    is exit 1 with one line naming the first reason; every JSON line names the bundle and threshold."""
+    from edgead.core.bundle import load_bundle
+
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(tiny / f"{i}.png"), np.full((64, 5, 3), 90, np.uint8))
+    r = edgead_cli("run", "--bundle", tiny_bundle, "--source", tiny)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == \
+        "error: no frame was judged: all 2 frames read got no verdict (first: image of shape (64, 5, 3) is too " \
+        "small: images of at least 8x8 pixels are judged)"
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for f in sorted((demo_data / "test" / "good").glob("*.png"))[:6]:
+        (mixed / f.name).write_bytes(f.read_bytes())
+    cv2.imwrite(str(mixed / "zz.png"), np.full((64, 5, 3), 90, np.uint8))
+    r = edgead_cli("run", "--bundle", tiny_bundle, "--source", mixed, "--jsonl", tmp_path / "m.jsonl")
+    assert r.returncode == 1 and "error: 1 of 7 frames (14.3%) got no verdict, more than the 5% allowed" in r.stderr
+    ident = load_bundle(tiny_bundle).id
+    lines = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert len(lines) == 6 and {x["bundle_id"] for x in lines} == {ident} and len({x["threshold"] for x in lines}) == 1
+    r = edgead_cli("run", "--bundle", tiny_bundle, "--source", mixed, "--max-unjudged", "0.2")
+    assert r.returncode == 0, r.stderr
+    r = edgead_cli("run", "--bundle", tiny_bundle, "--source", mixed, "--expect-bundle", "0123456789abcdef")
+    assert r.returncode == 1 and f"is {ident}, not the expected 0123456789abcdef" in r.stderr
+
+
+def test_a_stream_of_refused_frames_gives_up_instead_of_running_on(detector):
+    from edgead.runtime.runner import NOTHING_JUDGED_AFTER
+
+    tiny = [np.full((4, 64, 3), 90, np.uint8)] * (NOTHING_JUDGED_AFTER + 50)
+    src = ImageFilesSource([Path("x")], "tiny frames")
+    src.frames = lambda: iter(__import__("edgead.runtime.sources", fromlist=["Frame"]).Frame(i, im, 0.0, "t")
+                              for i, im in enumerate(tiny))
+    with pytest.raises(SourceError, match=f"the first {NOTHING_JUDGED_AFTER} frames of tiny frames were all refused"):
+        run_stream(detector, src, [], echo=lambda m: None)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from ..core.errors import ConfigError
+from ..core.bundle import bundle_pin
+from ..core.errors import BundleError, ConfigError
 from .common import backend_option, int8_option
 
 
@@ -50,8 +51,15 @@ from .common import backend_option, int8_option
 @click.option("--sink", "sink_specs", multiple=True, metavar="NAME[=ARG]",
               help="Send results to any registered sink, e.g. --sink jsonl=events.jsonl (repeatable; built in: "
                    "jsonl, video, anomalies, window, web, and plugins' sinks).")
+@click.option("--expect-bundle", metavar="ID|BUNDLE",
+              help="Only accept verdicts of this bundle (its id, as every result carries it, or a copy of the bundle): "
+                   "with --server an answer from another bundle ends the run; with --bundle the bundle must be it.")
+@click.option("--max-unjudged", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="End with an error (exit 1) when more than this share of the frames got no verdict (refused by the "
+                   "model or the server, unreadable or lost); a run that judged no frame always does.")
 def run(bundle, server, model, camera, source, backend, int8, stride, roi, show, web, web_token, save, save_fps, jsonl, save_anomalies,
-        max_frames, loop, reconnect_attempts, status_every, overwrite, product, pipeline, sink_specs) -> None:
+        max_frames, loop, reconnect_attempts, status_every, overwrite, product, pipeline, sink_specs, expect_bundle,
+        max_unjudged) -> None:
     """Run a bundle on a live camera or stream (or a video/images) until stopped.
 
     \b
@@ -90,9 +98,12 @@ def run(bundle, server, model, camera, source, backend, int8, stride, roi, show,
             from ..serving.client import RemoteDetector
 
             det = RemoteDetector(server, model=model, reconnect_attempts=reconnect_attempts,
-                                 on_event=lambda m: click.echo(m, err=True))
+                                 on_event=lambda m: click.echo(m, err=True), expect_bundle=expect_bundle)
         else:
             det = Detector.load(bundle, backend=backend, product=product, int8=int8)
+            if expect_bundle is not None and bundle_pin(expect_bundle) != det.bundle_id:
+                raise BundleError(f"bundle {bundle} is {det.bundle_id}, not the expected {bundle_pin(expect_bundle)} "
+                                  "(--expect-bundle)")
         src = open_source(camera if camera is not None else source, reconnect_attempts=reconnect_attempts, loop=loop)
     except BaseException:
         for s in sinks:
@@ -107,12 +118,18 @@ def run(bundle, server, model, camera, source, backend, int8, stride, roi, show,
                            pipeline=pipeline)
     click.echo(stats.status_line(), err=True)
     click.echo(json.dumps({"stopped_by": stats.stopped_by, "frames": stats.frames, "anomalies": stats.anomalies,
+                           "unjudged": stats.unjudged, "bundle_id": det.bundle_id,
+                           "threshold": None if det.bundle_id is None else det.threshold,
                            "fps": round(stats.fps, 2), "latency_ms": stats.latency_ms, "source": stats.source,
                            **({"server": asdict(det.stats)} if server is not None else {})}))
     lost = stats.source.get("lost_frames", 0)
     if lost and not src.live:
         click.echo(f"error: {lost} frames of {src.name} could not be decoded (damaged file); the others were processed",
                    err=True)
+        sys.exit(1)
+    failure = stats.failure(max_unjudged)
+    if failure:
+        click.echo(f"error: {failure}", err=True)
         sys.exit(1)
 
 

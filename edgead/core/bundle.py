@@ -228,6 +228,19 @@ def manifest_id(manifest: Path) -> str:
     return sha256_file(manifest)[:16]
 
 
+def bundle_pin(spec: str | Path) -> str:
+    """The bundle id a client pins (``--expect-bundle``): a 16-hex id, or the id of the bundle folder named."""
+    text = str(spec).strip()
+    if Path(text).is_dir():
+        if not (Path(text) / MANIFEST).is_file():
+            raise ConfigError(f"--expect-bundle {text}: the folder is not a bundle ({MANIFEST} is missing)")
+        return manifest_id(Path(text) / MANIFEST)
+    if len(text) == 16 and all(c in "0123456789abcdef" for c in text.lower()):
+        return text.lower()
+    raise ConfigError(f"--expect-bundle {text!r}: give a bundle id (16 hex digits, as results carry it) or a "
+                      "bundle folder")
+
+
 @dataclass
 class Bundle:
     root: Path

@@ -26,7 +26,7 @@ from ..core.preprocess import to_batch
 from ..core.scoring import PostProcessor
 from .backends import BACKENDS, Backend, BackendChoice, choose_backend, open_stage
 from .pipelines import pipeline_class
-from .preprocess import as_rgb
+from .preprocess import as_rgb, check_judgeable
 from .result import Color, Result
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,8 @@ class Detector:
             raise BundleError(f"bundle {bundle.root} is not calibrated; re-export it with 'edgead export'")
         self.product = product
         self.bundle = bundle
+        self.bundle_id = bundle.id
+        """The bundle's id (``Bundle.id``), carried by every Result."""
         self.manifest = bundle.manifest
         self.postprocess = PostProcessor(bundle.manifest.scoring, self.calibration)
         stages = [s.name for s in bundle.manifest.stages]
@@ -198,6 +200,8 @@ class Detector:
         cal = self.calibration
         if cal is None:
             raise BundleError(f"bundle {self.bundle.root} is not calibrated; re-export it with 'edgead export'")
+        for rgb in rgbs:
+            check_judgeable(rgb)
         t_in = time.perf_counter()
         scored = self.score_batch(rgbs)
         bad = np.flatnonzero(~np.isfinite(scored.scores))
@@ -228,6 +232,7 @@ class Detector:
                     image=rgb if keep_image else None,
                     source=sources[i],
                     pixel_stats=cal.pixel,
+                    bundle_id=self.bundle_id,
                 )
             )
         t_end = time.perf_counter()

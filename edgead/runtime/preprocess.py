@@ -15,16 +15,25 @@ from ..core.errors import DataError, InputError
 from ..data.io import read_image, to_rgb_uint8
 
 MIN_SIDE = 8
-"""Smallest image height or width the runtime judges."""
+"""Smallest image height or width the runtime judges (a local Detector and a served model alike)."""
+
+
+def check_judgeable(image: np.ndarray, what: str = "image") -> None:
+    """InputError for an image too small to judge: one rule for predict, streams and the server."""
+    if min(image.shape[:2]) < MIN_SIDE:
+        raise InputError(f"{what} of shape {tuple(image.shape)} is too small: images of at least "
+                         f"{MIN_SIDE}x{MIN_SIDE} pixels are judged")
 
 
 def as_rgb(image: np.ndarray | str | Path, color: str = "bgr") -> np.ndarray:
     """A path or a uint8 array in ``color`` order -> contiguous uint8 RGB HxWx3."""
     if isinstance(image, (str, Path)):
         try:
-            return read_image(image)
+            rgb = read_image(image)
         except DataError as exc:
             raise InputError(str(exc)) from None
+        check_judgeable(rgb, f"image {image}")
+        return rgb
     if not isinstance(image, np.ndarray):
         raise InputError(f"expected an image path or a numpy array, got {type(image).__name__}")
     if image.dtype != np.uint8:
@@ -36,8 +45,7 @@ def as_rgb(image: np.ndarray | str | Path, color: str = "bgr") -> np.ndarray:
         raise InputError(
             f"expected an image of shape HxW, HxWx3 or HxWx4, got {tuple(image.shape)}"
         )
-    if min(image.shape[:2]) < MIN_SIDE:
-        raise InputError(f"image of shape {tuple(image.shape)} is too small")
+    check_judgeable(image)
     try:
         return to_rgb_uint8(image, "image", color)
     except DataError as exc:

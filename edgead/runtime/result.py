@@ -37,6 +37,8 @@ class Result:
     frame_index: int | None = None
     timestamp: float | None = None
     pixel_stats: Stats | None = field(default=None, repr=False)
+    bundle_id: str | None = None
+    """The bundle that judged the frame (``Bundle.id``): with ``threshold``, what a decision is traced to."""
     _overlays: dict[tuple[float, bool], np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def overlay(self, color: Color = "bgr", alpha: float = 0.6, text: bool = True) -> np.ndarray:
@@ -59,6 +61,8 @@ class Result:
             "score": round(float(self.score), 6),
             "normalised_score": round(float(self.normalised_score), 6),
             "is_anomalous": bool(self.is_anomalous),
+            "threshold": float(self.threshold),
+            "bundle_id": self.bundle_id,
             "anomalous_pixels": int(self.mask.sum()),
             "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
         }

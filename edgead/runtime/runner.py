@@ -26,10 +26,19 @@ if TYPE_CHECKING:
     from .detector import Detector
 
 
+NOTHING_JUDGED_AFTER = 100
+"""A run stops when its first this-many frames all got no verdict (refused by the model or the server): it would
+judge nothing however long it ran."""
+USER_STOPS = ("SIGTERM", "Ctrl-C", "stop request (q)")
+
+
 @dataclass
 class RunStats:
     frames: int = 0
+    """Frames judged (a verdict each)."""
     anomalies: int = 0
+    unjudged: int = 0
+    """Frames of the source that got no verdict (refused, unreadable or lost)."""
     elapsed_s: float = 0.0
     fps: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
@@ -44,9 +53,27 @@ class RunStats:
             f"p99 {lat.get('p99', 0):.1f} ms | frames {self.frames} | anomalies {self.anomalies} | "
             f"bad frames {src.get('bad_frames', 0)} | lost frames {src.get('lost_frames', 0)} | "
             f"reconnects {src.get('reconnects', 0)}"
+            + (f" | refused {src['refused_frames']}" if src.get("refused_frames") else "")
             # a live source keeps only its newest frame: those replaced before the detector was free
             + (f" | skipped (slower than the camera) {src['dropped_live_frames']}" if src.get("dropped_live_frames") else "")
         )
+
+    def failure(self, max_unjudged: float) -> str | None:
+        """Why the run must end non-zero: it judged no frame, or more than ``max_unjudged`` of its frames got no
+        verdict; None when it did its job. A run stopped by its operator before any frame is not a failure."""
+        why = self.source.get("first_error")
+        reason = f" (first: {why})" if why else ""
+        total = self.frames + self.unjudged
+        if self.frames == 0:
+            if self.stopped_by in USER_STOPS and self.unjudged == 0:
+                return None
+            if self.unjudged == 0:
+                return "no frame was judged: the source gave no frame"
+            return f"no frame was judged: all {self.unjudged} frames read got no verdict{reason}"
+        if self.unjudged > max_unjudged * total:
+            return (f"{self.unjudged} of {total} frames ({self.unjudged / total:.1%}) got no verdict, more than the "
+                    f"{max_unjudged:.0%} allowed (--max-unjudged){reason}")
+        return None
 
 
 class _SinkThread:
@@ -120,10 +147,14 @@ def run_stream(
         if latencies:
             a = np.fromiter(latencies, float)
             stats.latency_ms = {f"p{q}": float(np.percentile(a, q)) for q in (50, 90, 99)}
-        stats.source = asdict(source.stats) if isinstance(source.stats, SourceStats) else {}
+        if isinstance(source.stats, SourceStats):
+            stats.source, stats.unjudged = asdict(source.stats), source.stats.unjudged
+        else:
+            stats.source = {}
 
     try:
-        for result in stream_results(detector, source, stride=stride, roi=roi, max_frames=max_frames, stop=stop):
+        for result in stream_results(detector, source, stride=stride, roi=roi, max_frames=max_frames, stop=stop,
+                                     give_up_after=NOTHING_JUDGED_AFTER):
             stats.frames += 1
             stats.anomalies += result.is_anomalous
             latencies.append(result.latency_ms.get("total", 0.0))

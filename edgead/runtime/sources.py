@@ -48,6 +48,25 @@ class SourceStats:
     reconnects: int = 0
     dropped_live_frames: int = 0
     gaps_s: list[float] = field(default_factory=list)
+    refused_frames: int = 0
+    """Frames read but not judged: the model (or the server) refused them (InputError)."""
+    first_error: str | None = None
+    """Why the first frame that was not judged was not."""
+
+    def bad_frame(self, reason: str) -> None:
+        """A frame the source could not turn into an image."""
+        self.bad_frames += 1
+        self.first_error = self.first_error or reason
+
+    def refused_frame(self, reason: str) -> None:
+        """A frame read but refused by the model or the server."""
+        self.refused_frames += 1
+        self.first_error = self.first_error or reason
+
+    @property
+    def unjudged(self) -> int:
+        """Frames of the source that got no verdict (a damaged video's frames count once, lost or bad)."""
+        return self.refused_frames + max(self.bad_frames, self.lost_frames)
 
 
 class FrameSource(ABC):
@@ -98,7 +117,7 @@ class ImageFilesSource(FrameSource):
             try:
                 rgb = read_image(f)
             except DataError as exc:
-                self.stats.bad_frames += 1
+                self.stats.bad_frame(str(exc))
                 log.warning("skipping frame %d: %s", i, exc)
                 continue
             self.stats.frames_read += 1

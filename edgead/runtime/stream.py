@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..core.errors import ConfigError, InputError
+from ..core.errors import ConfigError, InputError, SourceError
 from .sources import FrameSource, open_source
 
 if TYPE_CHECKING:
@@ -62,11 +62,14 @@ def stream_results(
     max_frames: int | None = None,
     stop: threading.Event | None = None,
     reconnect_attempts: int | None = None,
+    give_up_after: int | None = None,
 ) -> Iterator[Result]:
     """Yield a Result (frame attached) for every ``stride``-th frame of ``source``.
 
     ``source`` is an open FrameSource or anything ``open_source`` accepts (camera index, path,
-    URL, GStreamer pipeline, folder, glob). A source opened here is closed at the end.
+    URL, GStreamer pipeline, folder, glob). A source opened here is closed at the end. A frame the model
+    (or the server) refuses is counted (``source.stats.refused_frames``) and skipped; with ``give_up_after``,
+    a stream whose first that-many frames were all refused ends with a SourceError saying why.
     """
     if stride < 1:
         raise ConfigError(f"stride must be >= 1, got {stride}")
@@ -83,9 +86,12 @@ def stream_results(
             image = region.crop(frame.image) if region is not None else frame.image
             try:
                 result = detector.predict_rgb([image])[0]
-            except InputError as exc:  # a frame the model cannot judge is a bad frame, never a pass
-                src.stats.bad_frames += 1
+            except InputError as exc:  # a frame the model cannot judge gets no verdict, never a pass
+                src.stats.refused_frame(str(exc))
                 log.warning("skipping frame %d: %s", frame.index, exc)
+                if give_up_after is not None and done == 0 and src.stats.refused_frames >= give_up_after:
+                    raise SourceError(f"no frame was judged: the first {src.stats.refused_frames} frames of "
+                                      f"{src.name} were all refused (first: {src.stats.first_error})") from None
                 continue
             result.source, result.frame_index, result.timestamp = frame.source, frame.index, frame.timestamp
             if on_result is not None:

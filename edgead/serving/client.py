@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import cv2
 import numpy as np
 
-from ..core.bundle import Stats
+from ..core.bundle import Stats, bundle_pin
 from ..core.errors import ConfigError, InputError, MissingDependencyError, SourceError
 from ..runtime.backends import BackendChoice
 from ..runtime.preprocess import as_rgb
@@ -35,6 +35,10 @@ class ServerError(SourceError):
     """The inference server cannot be reached, or does not serve the model asked for."""
 
 
+class BundleMismatch(ServerError):
+    """The server answered with another bundle than the one this client is pinned to; the answer was not used."""
+
+
 @dataclass
 class ServerStats:
     requests: int = 0
@@ -43,6 +47,8 @@ class ServerStats:
     """Gaps after which the server answered again."""
     gap_s: float = 0.0
     """Seconds spent waiting for an unreachable server, all gaps together."""
+    bundle_changes: int = 0
+    """Times the served bundle changed under this client (each one reported through ``on_event``)."""
 
 
 def _transient(exc: Exception) -> bool:
@@ -58,13 +64,17 @@ class RemoteDetector:
     """``url``: grpc://HOST:PORT (default scheme; Triton's gRPC port is 8001) or http://HOST:PORT (8000).
     ``model``: the served model; may be left out when the server serves one. ``map_size``: longest side of
     the maps sent back (default the model's resolution: maps equal the local ones). ``reconnect_attempts``:
-    retries of an unreachable server before giving up (None: forever)."""
+    retries of an unreachable server before giving up (None: forever). ``expect_bundle``: the bundle id (or a
+    local copy of the bundle) every answer must come from; an answer from another raises BundleMismatch and is
+    never used. Without it, a change of the served bundle is reported through ``on_event`` and every Result
+    names its bundle."""
 
     def __init__(self, url: str = "grpc://127.0.0.1:8001", model: str | None = None, timeout_s: float = 60.0,
                  map_size: int | None = None, reconnect_attempts: int | None = 5,
-                 on_event: Callable[[str], None] | None = None):
+                 on_event: Callable[[str], None] | None = None, expect_bundle: str | Path | None = None):
         if map_size is not None and map_size < 1:
             raise ConfigError(f"map_size must be >= 1, got {map_size}")
+        self.expected_bundle = bundle_pin(expect_bundle) if expect_bundle is not None else None
         self.url, self.timeout_s, self.map_size = url, timeout_s, map_size
         self.reconnect_attempts = reconnect_attempts
         self.on_event = on_event or (lambda m: log.warning("%s", m))
@@ -91,12 +101,18 @@ class RemoteDetector:
         self.max_batch = max(1, int(config.get("max_batch_size", 1)))
         self.choice = BackendChoice("triton", f"model {self.model} at {url}")
         self.bundle_id: str | None = None
-        """The served bundle (sha256 of its manifest) that answered last."""
+        """The served bundle (``Bundle.id``) that answered last."""
+        self._threshold = float("nan")
 
     # -- the local Detector's API -----------------------------------------------------------
     @property
     def backend_name(self) -> str:
         return self.choice.name
+
+    @property
+    def threshold(self) -> float:
+        """The image threshold of the bundle that answered last (NaN before the first answer)."""
+        return self._threshold
 
     def predict(self, image: np.ndarray | str | Path, color: Color = "bgr", keep_image: bool = True) -> Result:
         return self.predict_batch([image], color=color, keep_image=keep_image)[0]
@@ -145,9 +161,9 @@ class RemoteDetector:
         t0 = time.perf_counter()
         out = self._call(lambda: self._infer(batch))
         rt_ms = (time.perf_counter() - t0) * 1e3 / len(rgbs)
+        self._check_bundle(out["bundle_id"][0, 0].decode(), float(out["threshold"][0, 0]))
         self.stats.requests += 1
         self.stats.frames += len(rgbs)
-        self.bundle_id = out["bundle_id"][0, 0].decode()
         results = []
         for k, rgb in enumerate(rgbs):
             h, w = rgb.shape[:2]
@@ -166,8 +182,21 @@ class RemoteDetector:
                 latency_ms={"server": server_ms, "network": max(0.0, rt_ms - server_ms), "total": rt_ms},
                 image=rgb if keep_image else None,
                 pixel_stats=pixel,
+                bundle_id=self.bundle_id,
             ))
         return results
+
+    def _check_bundle(self, ident: str, threshold: float) -> None:
+        """Refuse an answer from a bundle other than the pinned one; report a change of the served bundle."""
+        if self.expected_bundle is not None and ident != self.expected_bundle:
+            raise BundleMismatch(f"the server at {self.url} (model {self.model}) answered with bundle {ident}, but "
+                                 f"this client expects bundle {self.expected_bundle} (--expect-bundle); its answer was "
+                                 "not used")
+        if self.bundle_id is not None and ident != self.bundle_id:
+            self.stats.bundle_changes += 1
+            self.on_event(f"the served bundle of model {self.model} changed: {self.bundle_id} -> {ident} (threshold "
+                          f"{self._threshold:.6g} -> {threshold:.6g}); decisions from here on are the new bundle's")
+        self.bundle_id, self._threshold = ident, threshold
 
     def _call(self, fn: Callable[[], Any], attempts: int | None = -1) -> Any:
         """fn(), retried with back-off while the server is unreachable; ``attempts`` -1: the detector's setting."""

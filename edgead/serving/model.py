@@ -14,7 +14,7 @@ import numpy as np
 from ..core.errors import EdgeadError, InputError
 from ..data.io import MAX_PIXELS_ENV, max_image_pixels
 from ..runtime.detector import Detector
-from ..runtime.preprocess import MIN_SIDE
+from ..runtime.preprocess import check_judgeable
 from .protocol import OUTPUT_NAMES, PIXEL_STATS
 
 
@@ -34,8 +34,9 @@ def check_request(request: Request) -> None:
     if x.ndim != 4 or x.shape[3] != 3:
         raise InputError(f"'image' must be [n, height, width, 3] RGB frames, got shape {list(x.shape)}")
     n, h, w = x.shape[:3]
-    if n == 0 or min(h, w) < MIN_SIDE:
-        raise InputError(f"'image' of shape {list(x.shape)} holds no frame of at least {MIN_SIDE}x{MIN_SIDE} pixels")
+    if n == 0:
+        raise InputError(f"'image' of shape {list(x.shape)} holds no frame")
+    check_judgeable(x[0], "'image' frame")
     limit = max_image_pixels()
     if h * w > limit:
         raise InputError(f"frames of {w}x{h} pixels exceed the server's limit of {limit:,} "
