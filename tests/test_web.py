@@ -111,6 +111,79 @@ def test_line_view_serves_frames_scores_and_anomalies(detector, demo_data):
         urllib.request.urlopen(view.url, timeout=2)
 
 
+def test_a_token_with_url_characters_opens_the_view_it_printed(detector, demo_data):
+    """A token with '+', '&' or '%' works with the URL the view prints (it is encoded there)."""
+    token = "a+b&c=d%e f/g"
+    view = WebView("127.0.0.1:0", token=token)
+    try:
+        assert "%2B" in view.url and "&c=" not in view.url
+        assert _get(view.url)[0] == 200
+        base, query = view.url.split("?")
+        assert _get(f"{base}stats.json?{query}")[0] == 200
+        assert _get(f"{base}stats.json?token=a+b%26c=d")[0] == 403  # not encoded: another token
+    finally:
+        view.close()
+
+
+def test_the_view_never_shows_a_path_of_the_machine(detector, demo_data):
+    files = sorted(demo_data.glob("test/*/*.png"))
+    view = WebView("127.0.0.1:0", token=TOKEN)
+    try:
+        run_stream(detector, ImageFilesSource(files, str(demo_data / "test")), [_Open(view)], echo=lambda m: None)
+        base = view.url.split("?")[0]
+        body = _get(f"{base}stats.json?token={TOKEN}")[1].decode() + _get(view.url)[1].decode()
+        assert str(demo_data) not in body and "/tmp" not in body
+        names = {a["source"] for a in json.loads(_get(f"{base}stats.json?token={TOKEN}")[1])["gallery"]}
+        assert names and names <= {f.name for f in files}
+    finally:
+        view.close()
+
+
+def test_beyond_loopback_the_view_needs_a_token_or_the_named_opt_out(tiny_bundle, demo_data):
+    from edgead.runtime.sinks import SinkOptions
+    from edgead.runtime.web import web_sink
+
+    port = _free_port()
+    with pytest.raises(ConfigError, match="exposes the line view beyond this machine: give it a --web-token"):
+        web_sink(f"0.0.0.0:{port}", SinkOptions())
+    said = []
+    view = web_sink(f"0.0.0.0:{port}", SinkOptions(web_public=True, echo=said.append))
+    try:
+        assert "open to every machine" in said[0]
+    finally:
+        view.close()
+    view = web_sink(f"0.0.0.0:{port}", SinkOptions(token=TOKEN, echo=said.append))
+    view.close()
+    r = subprocess.run([sys.executable, "-m", "edgead.cli", "run", "--bundle", str(tiny_bundle), "--source",
+                        str(demo_data / "test/good"), "--web", f"0.0.0.0:{port}"], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--web-public" in r.stderr
+
+
+def test_a_browser_that_resets_its_connection_leaves_no_traceback(detector, demo_data, caplog, capfd):
+    import logging
+
+    view = WebView("127.0.0.1:0")
+    try:
+        run_stream(detector, ImageFilesSource(sorted(demo_data.glob("test/good/*.png"))[:2], "g"), [_Open(view)],
+                   echo=lambda m: None)
+        host, port = view.server.server_address[:2]
+        with caplog.at_level(logging.DEBUG, logger="edgead.runtime.web"):
+            for path in ("/stream.mjpg", "/frame.jpg", "/stats.json"):
+                s = socket.create_connection((host, port))
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                s.close()  # RST instead of FIN: the browser resets the connection
+            s = socket.create_connection((host, port))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.sendall(b"GET /stats.json HTT")  # reset mid-request
+            s.close()
+            time.sleep(1.0)
+        assert _get(view.url)[0] == 200  # still serving
+    finally:
+        view.close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_a_busy_port_is_one_error_line(tiny_bundle, demo_data):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

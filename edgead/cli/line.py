@@ -34,7 +34,11 @@ from .common import backend_option, int8_option
               help="Serve a line view to browsers: live frame, score over time, FPS, latency, counts, latest "
                    "anomalies. PORT alone binds to 127.0.0.1; give a HOST (0.0.0.0) to expose it.")
 @click.option("--web-token", envvar="EDGEAD_WEB_TOKEN",
-              help="Require ?token=TOKEN on every request of the line view (or $EDGEAD_WEB_TOKEN).")
+              help="Require ?token=TOKEN on every request of the line view (or $EDGEAD_WEB_TOKEN); needed to serve it "
+                   "beyond loopback.")
+@click.option("--web-public", is_flag=True,
+              help="Serve the line view beyond loopback without a token: anyone who reaches this machine sees the "
+                   "line's frames.")
 @click.option("--save", type=click.Path(dir_okay=False), help="Write an annotated video (.mp4, .avi, .mkv).")
 @click.option("--save-fps", type=float, default=10.0, show_default=True, help="Frame rate of --save.")
 @click.option("--jsonl", type=click.Path(dir_okay=False), help="One JSON line per processed frame.")
@@ -57,7 +61,7 @@ from .common import backend_option, int8_option
 @click.option("--max-unjudged", type=click.FloatRange(0, 1), default=0.05, show_default=True,
               help="End with an error (exit 1) when more than this share of the frames got no verdict (refused by the "
                    "model or the server, unreadable or lost); a run that judged no frame always does.")
-def run(bundle, server, model, camera, source, backend, int8, stride, roi, show, web, web_token, save, save_fps, jsonl, save_anomalies,
+def run(bundle, server, model, camera, source, backend, int8, stride, roi, show, web, web_token, web_public, save, save_fps, jsonl, save_anomalies,
         max_frames, loop, reconnect_attempts, status_every, overwrite, product, pipeline, sink_specs, expect_bundle,
         max_unjudged) -> None:
     """Run a bundle on a live camera or stream (or a video/images) until stopped.
@@ -89,7 +93,8 @@ def run(bundle, server, model, camera, source, backend, int8, stride, roi, show,
              ("window", "" if show else None)]  # the named options are short for --sink NAME=ARG
     requests = [(name, arg) for name, arg in named if arg is not None]
     requests += [(spec.partition("=")[0], spec.partition("=")[2]) for spec in sink_specs]
-    options = SinkOptions(overwrite=overwrite, fps=save_fps, token=web_token, echo=lambda m: click.echo(m, err=True),
+    options = SinkOptions(overwrite=overwrite, fps=save_fps, token=web_token, web_public=web_public,
+                          echo=lambda m: click.echo(m, err=True),
                           title=(Path(bundle).name if bundle else model or server) + (f" / {product}" if product else ""))
     sinks = open_sinks(requests, options)  # outputs are checked here, before anything loads
     det = None

@@ -175,6 +175,8 @@ class SinkOptions:
     """Frame rate of a written video."""
     token: str | None = None
     """Access token of the line view."""
+    web_public: bool = False
+    """The line view may be served beyond loopback without a token (``--web-public``)."""
     title: str = "edgead"
     stop: threading.Event = field(default_factory=threading.Event)
     """Set by a sink that asks the run to end (the window's q key)."""

@@ -3,8 +3,10 @@
 What an engineer at the line looks at, served by the standard library's threaded HTTP server (no
 GUI OpenCV, any install): the live annotated frame as MJPEG, the score over time against the
 threshold, frames per second and latency, counts, and the latest anomalies with their maps.
-Loopback only unless a host is given; ``--web-token`` makes every request carry ``?token=``.
-The server thread only reads what ``write`` last published, so a slow browser never slows the line.
+Loopback only unless a host is given, and then only with ``--web-token`` (every request carries
+``?token=``) or the named opt-out ``--web-public``. No page or JSON names a path of the machine (sources
+appear by file name). A browser that goes away mid-answer is a debug line, never a traceback. The server
+thread only reads what ``write`` last published, so a slow browser never slows the line.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import PurePath
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import cv2
 import numpy as np
@@ -65,6 +68,28 @@ class WebAddress:
             return False
 
 
+def public_name(source: str | None) -> str | None:
+    """What the line view may show of a frame's source: a URL as the source redacted it, a file by its name
+    (never the folders above it)."""
+    if source is None or "://" in source or source.startswith("camera"):
+        return source
+    return PurePath(source).name
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001 - the base class's signature
+        """A browser that resets or closes its connection mid-answer: one debug line (the base prints a traceback)."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("web: %s went away (%s)", client_address[0], exc)
+        else:
+            log.warning("web: a request from %s failed: %s", client_address[0], exc)
+
+
 def _jpeg(bgr: np.ndarray, quality: int = 80) -> bytes:
     ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
@@ -93,11 +118,10 @@ class WebView(Sink):
         self.times: deque[float] = deque(maxlen=50)
         self.started = time.time()
         try:
-            self.server = ThreadingHTTPServer((self.address.host, self.address.port), _handler(self))
+            self.server = _Server((self.address.host, self.address.port), _handler(self))
         except OSError as exc:
             raise ConfigError(f"cannot serve the line view on {self.address.host}:{self.address.port}: "
                               f"{exc.strerror or exc}") from None
-        self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="edgead-web", daemon=True)
         self.thread.start()
 
@@ -105,7 +129,7 @@ class WebView(Sink):
     def url(self) -> str:
         host, port = self.server.server_address[:2]
         host = f"[{host}]" if ":" in str(host) else host
-        return f"http://{host}:{port}/" + (f"?token={self.token}" if self.token else "")
+        return f"http://{host}:{port}/" + (f"?token={quote(self.token, safe='')}" if self.token else "")
 
     def write(self, result: Result) -> None:
         jpeg = _jpeg(result.overlay(color="bgr"))
@@ -127,7 +151,7 @@ class WebView(Sink):
                     self.images.pop(f"{old}/overlay", None)
                     self.images.pop(f"{old}/map", None)
                 self.gallery.append({"id": key, "frame": result.frame_index, "time": now,
-                                     "score": round(float(result.score), 6), "source": result.source})
+                                     "score": round(float(result.score), 6), "source": public_name(result.source)})
             self.changed.notify_all()
 
     def stats(self) -> dict:
@@ -159,10 +183,15 @@ class WebView(Sink):
 
 def web_sink(address: str, options: SinkOptions) -> WebView:
     """The SINKS entry ``web`` (``--web [HOST:]PORT``)."""
-    view = WebView(WebAddress.parse(address), options.token, title=options.title)
+    where = WebAddress.parse(address)
+    if not where.loopback and not options.token and not options.web_public:
+        raise ConfigError(f"--web {address} exposes the line view beyond this machine: give it a --web-token "
+                          "(or $EDGEAD_WEB_TOKEN), or pass --web-public to show the line's frames to anyone who "
+                          f"reaches {where.host}")
+    view = WebView(where, options.token, title=options.title)
     if not view.address.loopback and not options.token:
         options.echo(f"warning: the line view is open to every machine that reaches {view.address.host} "
-                     "(no --web-token)")
+                     "(--web-public, no --web-token)")
     options.echo(f"line view: {view.url}")
     return view
 
@@ -182,7 +211,10 @@ def _handler(view: WebView) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
             self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.wfile.write(body)
+            except (ConnectionError, TimeoutError):
+                log.debug("web: %s went away", self.client_address[0])
 
         def do_GET(self) -> None:  # noqa: N802 - the base class's name
             url = urlsplit(self.path)
@@ -218,7 +250,7 @@ def _handler(view: WebView) -> type[BaseHTTPRequestHandler]:
                     self.wfile.write(b"--" + BOUNDARY + b"\r\nContent-Type: image/jpeg\r\nContent-Length: "
                                      + str(len(frame)).encode() + b"\r\n\r\n" + frame + b"\r\n")
                     self.wfile.flush()
-            except (BrokenPipeError, ConnectionResetError):
+            except (ConnectionError, TimeoutError):
                 pass  # the browser went away
 
     return Handler
