@@ -152,3 +152,80 @@ def test_evaluation_says_when_good_images_score_far_outside_the_calibration(capl
     assert w.startswith("the good test images score far above this bundle's calibration (3 of 4 above the threshold 2")
     assert "the product or the imaging setup looks different" in w
     assert calibration_mismatch(np.array([3.0]), None) is None
+
+
+@pytest.fixture(scope="module")
+def pc_bundle(method_bundle, tmp_path_factory):
+    root = tmp_path_factory.mktemp("poison") / "pc.edgead"
+    shutil.copytree(method_bundle("patchcore")[0], root)
+    return root
+
+
+def test_defective_parts_among_the_good_images_are_left_out_by_what_the_bundle_knows(pc_bundle, demo_data, tmp_path):
+    """Two defective parts among eight "good" images: the bundle's own good scores give the spread of good parts,
+    so they are found (though eight images alone cannot show it), named and left out: the threshold is the one
+    the six good parts give. --refuse-outliers refuses; --keep-suspects uses them, and the threshold rises."""
+    from edgead.core.config import CalibrationConfig
+    from edgead.runtime.calibration import recalibrate
+
+    cal = load_bundle(pc_bundle).manifest.calibration
+    assert len(cal.good_scores) == cal.n_images and len(cal.synthetic_scores) > 0  # what export recorded
+    good = sorted((demo_data / "test" / "good").glob("*.png"))
+    bad = [sorted((demo_data / "test" / d).glob("*.png"))[0] for d in ("hole", "stain")]
+    mixed, clean = tmp_path / "mixed", tmp_path / "clean"
+    for folder, files in ((mixed, good + bad), (clean, good)):
+        folder.mkdir()
+        for f in files:
+            (folder / f"{f.parent.name}_{f.name}").write_bytes(f.read_bytes())
+
+    def threshold(folder, **kw):
+        b = tmp_path / f"b{len(list(tmp_path.iterdir()))}.edgead"
+        shutil.copytree(pc_bundle, b)
+        _, new, _ = recalibrate(load_bundle(b), [str(folder)], CalibrationConfig(), backend="onnxruntime-cpu", **kw)
+        return new
+
+    honest, poisoned = threshold(clean), threshold(mixed)
+    assert poisoned.n_images == 6 and poisoned.image.threshold == pytest.approx(honest.image.threshold)
+    assert "2 of the 8 given images look like defective parts" in poisoned.warnings[0]
+    assert "hole_000.png" in poisoned.warnings[0] and "stain_000.png" in poisoned.warnings[0]
+    kept = threshold(mixed, keep_suspects=True)
+    assert kept.n_images == 8 and kept.image.threshold > honest.image.threshold
+    b = tmp_path / "refused.edgead"
+    shutil.copytree(pc_bundle, b)
+    before = (b / "manifest.yaml").read_bytes()
+    r = edgead_cli("calibrate", b, "--good", mixed, "--refuse-outliers", "--backend", "onnxruntime-cpu")
+    assert r.returncode == 1 and "look like defective parts" in r.stderr and "nothing was changed" in r.stderr
+    assert (b / "manifest.yaml").read_bytes() == before
+    r = edgead_cli("calibrate", b, "--good", mixed, "--backend", "onnxruntime-cpu")
+    assert r.returncode == 0 and r.stderr.count("look like defective parts") == 1  # said once
+    assert json.loads(r.stdout)["images"] == 6
+
+
+def test_a_threshold_that_would_pass_what_the_bundle_catches_is_refused(pc_bundle, demo_data, tmp_path):
+    """The wrong folder (defective parts only): they score above every calibration image, which is said, and a
+    threshold that would pass most of the synthetic anomalies the current one catches is refused unless accepted."""
+    import numpy as np
+
+    from edgead.core.config import CalibrationConfig
+    from edgead.core.errors import DataError
+    from edgead.runtime.calibration import recalibrate
+
+    b = tmp_path / "b.edgead"
+    shutil.copytree(pc_bundle, b)
+    bundle = load_bundle(b)
+    cal = bundle.manifest.calibration
+    # a bundle whose threshold catches its synthetic anomalies (the tiny one's 6 images set it too high to): the
+    # guard's case
+    cal.image.threshold = cal.image.max * 1.1
+    cal.synthetic_scores = [float(cal.image.threshold * f) for f in np.linspace(1.05, 1.5, 20)]
+    bundle.save_manifest()
+    defects = [str(demo_data / "test" / d) for d in ("hole", "stain", "scratch")]
+    before = (b / "manifest.yaml").read_bytes()
+    with pytest.raises(DataError, match=r"would pass \d+% of the bundle's synthetic anomalies, of which the current "
+                                        r"one passes 0%.*--accept-misses \(nothing was changed\)"):
+        recalibrate(load_bundle(b), defects, CalibrationConfig(rule="k_sigma", k_sigma=3.0), backend="onnxruntime-cpu")
+    assert (b / "manifest.yaml").read_bytes() == before
+    _, new, _ = recalibrate(load_bundle(b), defects, CalibrationConfig(rule="k_sigma", k_sigma=3.0),
+                            backend="onnxruntime-cpu", accept_misses=True)
+    assert any("score above every good image the bundle was calibrated on" in w for w in new.warnings)
+    assert new.synthetic_miss_rate > 0.5

@@ -116,3 +116,31 @@ def test_int8_tensorrt_engines_from_qdq_graphs(int8_bundle, demo_data, tmp_path)
             assert st["obtained_precision"].startswith("fp32"), st
     with pytest.raises(Exception, match="needs --calibration"):
         build_engines(b, "int8", flavour="rtx")
+
+
+def test_a_narrower_margin_rechecks_the_int8_stages_and_drops_those_that_no_longer_hold(int8_bundle, demo_data,
+                                                                                       tmp_path):
+    """INT8 was accepted against the margin of its day; a calibration that narrows it measures the stages again:
+    a margin as wide as before keeps them, one that is all but gone drops them (graphs removed, said, still a
+    whole bundle)."""
+    from edgead.core.bundle import load_bundle
+    from edgead.core.config import CalibrationConfig
+    from edgead.runtime.calibration import recalibrate
+
+    root, _ = int8_bundle
+    b = tmp_path / "b.edgead"
+    shutil.copytree(root, b)
+    stages = {q.stage for q in load_bundle(b).manifest.int8.stages}
+    good = [str(demo_data / "test" / "good"), str(demo_data / "validation" / "good")]
+    _, new, _ = recalibrate(load_bundle(b), good, CalibrationConfig(rule="k_sigma", k_sigma=1e4),
+                            backend="onnxruntime-cpu")  # a wider margin: the changes matter less
+    assert {q.stage for q in load_bundle(b).manifest.int8.stages} == stages
+    assert any("re-checked" in w and "kept" in w for w in new.warnings)
+    _, new, _ = recalibrate(load_bundle(b), good, CalibrationConfig(rule="k_sigma", k_sigma=1e-6),
+                            backend="onnxruntime-cpu")  # threshold at the good mean: any change flips decisions
+    m = load_bundle(b).manifest  # verified: no graph left that the manifest does not list
+    assert m.int8 is None and not (b / "graphs-int8").exists()
+    assert any("dropped" in w and "fp32 runs instead" in w for w in new.warnings)
+    assert any("no INT8 graphs left" in w and "--quantize int8" in w for w in new.warnings)
+    r = edgead_cli("predict", next((demo_data / "test" / "good").iterdir()), "--bundle", b, "--int8")
+    assert r.returncode != 0 and "has no INT8 graphs" in r.stderr

@@ -23,11 +23,19 @@ from .common import backend_option, progress, resigned
 @click.option("--sign-key", type=click.Path(dir_okay=False), help="Sign the changed bundle with this private key.")
 @click.option("--product", help="Product to re-calibrate (bundles that serve several products).")
 @click.option("--refuse-outliers", is_flag=True,
-              help="Refuse to calibrate when some --good images score far above the others (perhaps defective "
-                   "parts among them); by default they are named in a warning.")
+              help="Refuse to calibrate when some --good images look like defective parts (the bundle judges them "
+                   "anomalous and they score far above the others); by default they are left out and named.")
+@click.option("--keep-suspects", is_flag=True,
+              help="Use --good images that look like defective parts anyway (they are good parts).")
+@click.option("--accept-misses", is_flag=True,
+              help="Accept a threshold that passes far more of the bundle's synthetic anomalies than the current one.")
 def calibrate(bundle, good, target_frr, confidence, rule, max_frames, backend, sign_key, product,
-              refuse_outliers) -> None:
+              refuse_outliers, keep_suspects, accept_misses) -> None:
     """Re-calibrate a bundle's thresholds on a line's own good parts (no retraining, no PyTorch).
+
+    What the bundle knows guards the new threshold: given images that look like defective parts are left out and
+    named, a threshold that would pass far more of the bundle's synthetic anomalies is refused, and INT8 stages
+    are measured again against the new margin (dropped when they no longer hold). Nothing changes on a refusal.
 
     \b
     edgead calibrate tire.edgead --good line_good/ --target-frr 0.005
@@ -44,7 +52,8 @@ def calibrate(bundle, good, target_frr, confidence, rule, max_frames, backend, s
     with exclusive(bundle, "calibrate"):  # read, change and write the manifest as one step
         b = load_bundle(bundle)
         old, new, dropped = recalibrate(b, list(good), cfg, backend=backend, max_frames=max_frames,
-                                        progress=progress(), sign_key=sign_key, product=product)
+                                        progress=progress(), sign_key=sign_key, product=product,
+                                        keep_suspects=keep_suspects, accept_misses=accept_misses)
     resigned(dropped, b.root)
     for w in new.warnings:
         click.echo(f"warning: {w}", err=True)
@@ -52,6 +61,9 @@ def calibrate(bundle, good, target_frr, confidence, rule, max_frames, backend, s
         "bundle": str(b.root), "images": new.n_images, "rule": new.rule, "target_frr": new.target_frr,
         "image_threshold": new.image.threshold, "previous_image_threshold": old.image.threshold if old else None,
         "threshold_interval_90": new.threshold_interval, "pixel_threshold": new.pixel.threshold,
+        "synthetic_miss_rate": new.synthetic_miss_rate,
+        "previous_synthetic_miss_rate": old.synthetic_miss_rate if old else None,
+        "int8_stages": [q.stage for q in b.manifest.int8.stages] if b.manifest.int8 else [],
     }))
 
 

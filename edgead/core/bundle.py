@@ -146,6 +146,12 @@ class Calibration:
     synthetic_miss_rate: float | None = None
     """Share of synthetic anomalies (made from the calibration images) below the threshold."""
     warnings: list[str] = field(default_factory=list)
+    good_scores: list[float] = field(default_factory=list)
+    """Image scores of the good images the threshold was fitted on: what a later ``edgead calibrate`` screens its
+    images against (a few defective parts among them would raise the threshold)."""
+    synthetic_scores: list[float] = field(default_factory=list)
+    """Image scores of the synthetic anomalies export made from held-out good images: what a new threshold is
+    checked against (one that passes many more of them than this one did is refused unless accepted)."""
 
 
 @dataclass

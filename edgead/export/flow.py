@@ -158,9 +158,10 @@ def advise_sensitivity(cal, good: np.ndarray, synthetic: np.ndarray, product: st
     """Record the share of synthetic anomalies the threshold misses; when it is above 5%, say (log and
     manifest) what would bring it down: how many more good images for ``edgead calibrate``, or that no
     number of them would at this false-reject target."""
-    from ..runtime.calibration import images_for_misses
+    from ..runtime.calibration import images_for_misses, rounded_scores
 
     cal.synthetic_miss_rate = float(np.mean(synthetic <= cal.image.threshold)) if len(synthetic) else None
+    cal.good_scores, cal.synthetic_scores = rounded_scores(good), rounded_scores(synthetic)
     miss = cal.synthetic_miss_rate
     if miss is None or miss <= MAX_SYNTHETIC_MISS:
         return

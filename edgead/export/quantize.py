@@ -23,10 +23,9 @@ import numpy as np
 from ..core.bundle import Bundle, Int8Set, Int8Stage, load_bundle, sha256_file
 from ..core.errors import ExportError
 from ..core.outputs import exclusive, new_temp_dir
-from ..core.scoring import PostProcessor
 from ..data.io import read_image
-from ..runtime.backends.onnxruntime import OnnxRuntimeBackend
 from ..runtime.detector import Detector
+from ..runtime.int8 import calibrations, changes, int8_detector, margins
 from ..runtime.sources import expand_images
 
 log = logging.getLogger(__name__)
@@ -57,7 +56,7 @@ def _quantize(bundle: Bundle, source: str, seen: list[np.ndarray], held: list[np
         feeds = _record(det, seen)
         reference = [det.score_batch([im]) for im in held]
         fp32_ms = _median_ms(det, held)
-    image_margin, pixel_margin = _margins(bundle, reference)
+    image_margin, pixel_margin = margins(calibrations(bundle), reference)
 
     tmp = new_temp_dir(bundle.root, "int8")
     report: dict = {"calibration": source, "n_calibration": len(seen), "n_held_out": len(held), "stages": {}}
@@ -75,8 +74,8 @@ def _quantize(bundle: Bundle, source: str, seen: list[np.ndarray], held: list[np
                 report["stages"][entry.name] = {"kept_fp32": f"quantisation failed: {exc}"}
                 continue
             paths[entry.name] = out
-            with _int8_detector(bundle, {entry.name: out}) as det8:
-                score, pixel, flips = _change(bundle, det8, held, reference, image_margin, pixel_margin)
+            with int8_detector(bundle, {entry.name: out}) as det8:
+                score, pixel, flips = changes(bundle, det8, held, reference, image_margin, pixel_margin)
             st = {"seconds": round(time.perf_counter() - t0, 1), "score_change": round(score, 4),
                   "map_change": round(pixel, 4), "decisions_changed": flips}
             if max(score, pixel) > tolerance:
@@ -87,8 +86,8 @@ def _quantize(bundle: Bundle, source: str, seen: list[np.ndarray], held: list[np
         if not paths:
             why = "; ".join(f"{k}: {v['kept_fp32']}" for k, v in report["stages"].items())
             raise ExportError(f"no stage keeps its scores in INT8 within the tolerance ({why})")
-        with _int8_detector(bundle, paths) as det8:  # the accepted set, measured together
-            score, pixel, flips = _change(bundle, det8, held, reference, image_margin, pixel_margin)
+        with int8_detector(bundle, paths) as det8:  # the accepted set, measured together
+            score, pixel, flips = changes(bundle, det8, held, reference, image_margin, pixel_margin)
             int8_ms = _median_ms(det8, held)
         report.update(score_change=round(score, 4), map_change=round(pixel, 4), decisions_changed=flips,
                       fp32_ms=round(fp32_ms, 1), int8_ms=round(int8_ms, 1), speedup=round(fp32_ms / int8_ms, 2))
@@ -178,41 +177,6 @@ def _quiet():
         yield
     finally:
         logging.disable(logging.NOTSET)
-
-
-def _int8_detector(bundle: Bundle, int8: dict[str, Path]) -> Detector:
-    """The bundle with these stages from INT8 graphs not yet in it (the others fp32), on ONNX Runtime CPU."""
-    backends = {e.name: OnnxRuntimeBackend(int8.get(e.name, bundle.path(e.file)), e.inputs, e.outputs)
-                for e in bundle.manifest.stages}
-    return Detector(bundle, backends=backends, require_calibration=False)
-
-
-def _margins(bundle: Bundle, reference) -> tuple[float, float]:
-    """Distance from the good images' mean to the threshold, image and pixel level (the smallest over the
-    products of a bundle that serves several)."""
-    cals = [bundle.manifest.calibration] if bundle.manifest.calibration else list(bundle.manifest.products.values())
-    if not cals:
-        scores = np.array([r.scores[0] for r in reference])
-        maps = np.stack([r.maps[0] for r in reference])
-        return float(scores.std() or 1.0), float(maps.std() or 1.0)  # an uncalibrated bundle: their spread
-    image = min(abs(c.image.threshold - c.image.mean) for c in cals)
-    pixel = min(abs(c.pixel.threshold - c.pixel.mean) for c in cals)
-    return max(image, 1e-12), max(pixel, 1e-12)
-
-
-def _change(bundle: Bundle, det: Detector, held, reference, image_margin: float,
-            pixel_margin: float) -> tuple[float, float, int]:
-    """Largest image-score change and p99 map change (shares of the margins) and decisions changed, for ``det``
-    (some stages in INT8) against the fp32 ``reference``."""
-    got = [det.score_batch([im]) for im in held]
-    score = max(abs(float(g.scores[0] - r.scores[0])) for g, r in zip(got, reference)) / image_margin
-    pixel = max(float(np.percentile(np.abs(g.maps[0] - r.maps[0]), 99)) for g, r in zip(got, reference)) / pixel_margin
-    flips = 0
-    cal = bundle.manifest.calibration
-    if cal is not None:
-        post = PostProcessor(bundle.manifest.scoring, cal)
-        flips = int(sum(post.is_anomalous(g.scores)[0] != post.is_anomalous(r.scores)[0] for g, r in zip(got, reference)))
-    return score, pixel, flips  # unrounded: a tolerance below the report's 4 decimals still applies
 
 
 def _median_ms(det: Detector, images: list[np.ndarray], rounds: int = 2) -> float:

@@ -148,7 +148,9 @@ def outliers(scores: np.ndarray) -> np.ndarray:
 
 def calibration_from_scores(scores: np.ndarray, map_maxima: np.ndarray, map_min: float,
                             config: CalibrationConfig, source: str, unit_interval: bool = False,
-                            names: list[str] | None = None) -> Calibration:
+                            names: list[str] | None = None, recalibrating: bool = False) -> Calibration:
+    """``recalibrating``: for ``edgead calibrate``, which reports the warnings itself (they are not logged)
+    and whose advice is more good parts, not the command just run."""
     n = len(scores)
     if config.rule == "tolerance" and n < MIN_TOLERANCE_IMAGES:
         raise DataError(f"calibration needs at least {MIN_TOLERANCE_IMAGES} anomaly-free images for the "
@@ -171,12 +173,13 @@ def calibration_from_scores(scores: np.ndarray, map_maxima: np.ndarray, map_min:
         warnings.append(f"all {n} good images score the same ({scores[0]:.4g}): the threshold's spread is "
                         "unknown (the same image given several times, or a constant frame?)")
     if n < config.min_images:
+        advice = ("calibrate again on more good parts to narrow it" if recalibrating else
+                  "re-calibrate on a line's own good parts with 'edgead calibrate BUNDLE --good DIR'")
         warnings.append(
             f"only {n} anomaly-free images calibrated the threshold ({config.min_images} or more recommended): "
-            f"its 90% bootstrap interval is {interval[0]:.4g} to {interval[1]:.4g}; re-calibrate on a line's own "
-            "good parts with 'edgead calibrate BUNDLE --good DIR'"
+            f"its 90% bootstrap interval is {interval[0]:.4g} to {interval[1]:.4g}; {advice}"
         )
-    for w in warnings:
+    for w in [] if recalibrating else warnings:
         log.warning(w)
     return Calibration(
         rule=config.rule, n_images=n, source=source, image=image, pixel=pixel, k=k, transform=transform,
@@ -309,38 +312,151 @@ def good_frames(specs: list[str], max_frames: int | None = None, skip: set[str] 
                     return
 
 
+SUSPECT_Z = 3.0
+"""A given good image is a suspect when the bundle judges it anomalous (above its current threshold) and it
+scores this many robust standard deviations above the other given images and the bundle's own good images."""
+MAX_CAUGHT_LOSS = 0.5
+"""A new threshold may not pass more than this share of the bundle's synthetic anomalies that the current one
+catches, unless the user accepts it (``--accept-misses``)."""
+MIN_CAUGHT = 0.2
+"""Below this share of synthetic anomalies caught, the current threshold says too little to guard the new one."""
+INT8_RECHECK_FRAMES = 24
+
+
+def rounded_scores(values: np.ndarray) -> list[float]:
+    """Scores for the manifest: 7 significant digits, enough to screen and check against."""
+    return [float(f"{v:.7g}") for v in np.asarray(values, np.float64)]
+
+
+def suspects(scores: np.ndarray, old: Calibration | None, unit_interval: bool = False) -> np.ndarray:
+    """Indices of given "good" images that look like defective parts: above every good image the bundle was
+    calibrated on, and far above the rest (robust z over SUSPECT_Z against the median and MAD of the given
+    images together with the bundle's own good scores, in the scale the threshold rule works in).
+
+    A screen of the given images alone cannot catch two defective parts among eight; the bundle's own good
+    scores give the spread of good parts. When most given images score that high, the line looks different
+    from the calibration images (camera, light, video) or the folder is wrong: none is singled out (the caller
+    says so).
+    """
+    s = np.asarray(scores, np.float64)
+    if old is None or len(s) == 0:
+        return np.zeros(0, int)
+    known = np.asarray(old.good_scores, np.float64)
+    highest = float(known.max()) if len(known) else old.image.max
+    high = s > highest
+    pool = np.concatenate([s, known])
+    if not high.any() or 2 * high.sum() >= len(s) or len(pool) < 2 * MIN_TOLERANCE_IMAGES:
+        return np.zeros(0, int)
+    forward = TRANSFORMS[_transform(pool, unit_interval)][0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y, yp = forward(s), forward(pool)
+    med = float(np.median(yp))
+    mad = 1.4826 * float(np.median(np.abs(yp - med)))
+    z = (y - med) / max(mad, 1e-12)
+    return np.flatnonzero(high & (z > SUSPECT_Z))
+
+
+def _caught(synthetic: list[float], threshold: float) -> float:
+    return float(np.mean(np.asarray(synthetic) > threshold))
+
+
+def _raising_most(scores: np.ndarray, names: list[str], config: CalibrationConfig, transform: str, n: int = 3) -> str:
+    """The images whose removal lowers the threshold most (leave-one-out), for a message."""
+    full = _rule_threshold(scores, config, transform)[0]
+    drops = [(full - _rule_threshold(np.delete(scores, i), config, transform)[0], i) for i in range(len(scores))]
+    top = [i for d, i in sorted(drops, reverse=True)[:n] if d > 0]
+    return ", ".join(f"{names[i]} ({scores[i]:.4g})" for i in top) or "none in particular"
+
+
 def recalibrate(bundle: Bundle, specs: list[str], config: CalibrationConfig, backend: str = "auto",
                 max_frames: int | None = None, progress: bool = False, sign_key: str | Path | None = None,
-                product: str | None = None) -> tuple[Calibration | None, Calibration, bool]:
+                product: str | None = None, keep_suspects: bool = False,
+                accept_misses: bool = False) -> tuple[Calibration | None, Calibration, bool]:
     """New thresholds for ``bundle`` (one ``product`` of a multi-product bundle) from a line's own good
     parts; the old ones go to the history. Returns (old, new, signature_dropped).
+
+    What the bundle already knows guards the new threshold: given images that look like defective parts
+    (``suspects``) are left out and named (refused with ``calibration.outliers=refuse``; used with
+    ``keep_suspects``), a threshold that would pass far more of the bundle's synthetic anomalies than the
+    current one is refused unless ``accept_misses``, and INT8 stages are measured again against the new
+    margin (runtime/int8.py). Nothing is written when it refuses.
     """
     import datetime as dt
+
+    from .int8 import recheck
 
     m = bundle.manifest
     old = m.calibration_for(product)
     if m.products and product is None:
         product = next(iter(m.products))  # calibration_for accepted it: the only product
     frames = FrameLog()
+    sample: list[np.ndarray] = []  # good frames the INT8 stages are re-checked on
+
+    def kept(images: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
+        for image in images:
+            if len(sample) < INT8_RECHECK_FRAMES:
+                sample.append(image)
+            yield image
+
+    det = Detector(bundle, backend=backend, require_calibration=False)
     try:
-        new, _ = calibrate(bundle, good_frames(specs, max_frames, m.training_hashes(), frames), config,
-                           ", ".join(specs), backend=backend, progress=progress, names=frames.used)
+        maps, scores = run_images(det, kept(good_frames(specs, max_frames, m.training_hashes(), frames)),
+                                  progress=progress, desc="calibrate")
     except DataError as exc:
         if frames.training and not frames.used:
             raise DataError(f"all {len(frames.training)} images given are the model's own training images (same "
                             "content); calibrate on good parts it was not trained on") from None
         raise exc from None
+    finally:
+        det.close()
+    names = frames.used
+    unit = m.scoring.unit_interval
     notes = []
+    odd = suspects(scores, old, unit)
+    if len(odd):
+        listed = ", ".join(f"{names[i]} ({scores[i]:.4g})" for i in odd[:5]) + (
+            f" and {len(odd) - 5} more" if len(odd) > 5 else "")
+        text = (f"{len(odd)} of the {len(scores)} given images look like defective parts: they score above every good "
+                f"image the bundle was calibrated on and far above the other given images: {listed}")
+        if config.outliers == "refuse":
+            raise DataError(text + "; remove them (calibration.outliers=refuse; nothing was changed)")
+        if keep_suspects:
+            notes.append(text + "; used as given (--keep-suspects)")
+        else:
+            notes.append(text + "; left out of the threshold (if they are good parts, pass --keep-suspects)")
+            keep = np.setdiff1d(np.arange(len(scores)), odd)
+            maps, scores, names = maps[keep], scores[keep], [names[i] for i in keep]
+    elif old is not None and float(np.median(scores)) > old.image.max:
+        above = int(np.sum(scores > old.image.threshold))
+        notes.append(f"the given images score above every good image the bundle was calibrated on (median "
+                     f"{np.median(scores):.4g}, the highest of its {old.n_images} {old.image.max:.4g}; {above} of "
+                     f"{len(scores)} above its threshold {old.image.threshold:.4g}): if they are good parts, the line "
+                     "looks different from the images it was calibrated on (camera, light, video compression) and the "
+                     "new threshold follows them; if they are not good parts, this is the wrong folder")
+    maxima = maps.reshape(len(maps), -1).max(axis=1)
+    new = calibration_from_scores(scores, maxima, float(maps.min()), config, ", ".join(specs), unit, names,
+                                  recalibrating=True)
+    new.good_scores = rounded_scores(scores)
+    if old is not None and old.synthetic_scores:
+        new.synthetic_scores = list(old.synthetic_scores)
+        was, now = _caught(old.synthetic_scores, old.image.threshold), _caught(old.synthetic_scores, new.image.threshold)
+        new.synthetic_miss_rate = 1.0 - now
+        if was >= MIN_CAUGHT and now < (1 - MAX_CAUGHT_LOSS) * was:  # it loses most of what the bundle catches
+            text = (f"the new threshold {new.image.threshold:.4g} (now {old.image.threshold:.4g}) would pass "
+                    f"{1 - now:.0%} of the bundle's synthetic anomalies, of which the current one passes {1 - was:.0%}; "
+                    f"the images that raise it most: "
+                    f"{_raising_most(scores, names, config, new.transform) if config.rule == 'tolerance' else 'n/a'}")
+            if not accept_misses:
+                raise DataError(text + "; if the line's good parts really score this high, pass --accept-misses "
+                                "(nothing was changed)")
+            notes.append(text + " (--accept-misses)")
     if frames.training:
-        notes.append(f"left out {len(frames.training)} of the given images: they are the model's own training images "
-                     f"(same content), which it scores lower than new good parts; calibrated on the other "
-                     f"{new.n_images}")
+        notes.insert(0, f"left out {len(frames.training)} of the given images: they are the model's own training "
+                        f"images (same content), which it scores lower than new good parts; calibrated on the other "
+                        f"{len(frames.used)}")
     if frames.duplicates:
-        notes.append(f"counted {len(frames.duplicates)} repeated images once (the same pixels as an earlier one, "
-                     f"e.g. {frames.duplicates[0]}): calibrated on {new.n_images} distinct images")
-    for w in reversed(notes):
-        new.warnings.insert(0, w)
-        log.warning(w)
+        notes.insert(0, f"counted {len(frames.duplicates)} repeated images once (the same pixels as an earlier one, "
+                        f"e.g. {frames.duplicates[0]}): calibrated on {len(frames.used)} distinct images")
     history = bundle.manifest.provenance.setdefault("calibration_history", [])
     if old is not None:
         history.append({"replaced": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
@@ -350,4 +466,11 @@ def recalibrate(bundle: Bundle, specs: list[str], config: CalibrationConfig, bac
         m.products[product] = new
     else:
         m.calibration = new
-    return old, new, bundle.save_manifest(sign_key)
+    said, obsolete = recheck(bundle, sample, "edgead calibrate moved the threshold")
+    new.warnings[:0] = notes + said  # reported by the caller (edgead calibrate prints each once)
+    dropped = bundle.save_manifest(sign_key)
+    for graph in obsolete:  # no longer listed: removed once the manifest that drops them is written
+        graph.unlink(missing_ok=True)
+        if graph.parent.is_dir() and not any(graph.parent.iterdir()):
+            graph.parent.rmdir()
+    return old, new, dropped
