@@ -181,6 +181,46 @@ def test_resume_with_a_conflicting_option(tiny_run, tmp_path):
     assert meta["config"]["data"]["image_size"] == 64  # not the 256-px default
 
 
+def test_resume_with_other_data_is_refused_unless_asked_and_the_record_keeps_its_history(tiny_run, demo_data,
+                                                                                          tmp_path):
+    """Data given again with the same images (moved) continues; other images are refused with nothing changed;
+    --allow-changes trains on and the run's history names what it was trained on before and what changed."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    moved = tmp_path / "moved"
+    shutil.copytree(demo_data, moved)
+    other = tmp_path / "other"
+    shutil.copytree(demo_data, other)
+    (other / "train" / "good" / "000.png").write_bytes((other / "test" / "good" / "000.png").read_bytes())
+    before = (run / "config.yaml").read_text()
+    one_error_line(edgead("train", "--out", run, "--resume", "--data", other, "--steps", "31"),
+                   f"was trained on '{demo_data}'; '{other}' holds other images", code=2)
+    assert (run / "config.yaml").read_text() == before
+    r = edgead("train", "--out", run, "--resume", "--data", moved, "--steps", "31", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    r = edgead("train", "--out", run, "--resume", "--data", other, "--steps", "32", "--device", "cpu",
+               "--allow-changes")
+    assert r.returncode == 0, r.stderr
+    meta = yaml.safe_load((run / "config.yaml").read_text())
+    first, second = meta["history"]
+    assert first["how"] == "resume" and first["changed"]["data.path"] == [str(demo_data), str(moved)]
+    assert "trained_on_before" in first  # a moved data set is recorded too
+    assert second["changed"]["data.path"] == [str(moved), str(other)] and second["changed"]["train.steps"] == [31, 32]
+    assert second["trained_on_before"]["fingerprint"] != meta["dataset"]["fingerprint"]
+    assert meta["dataset"]["root"] == str(other) and meta["steps_done"] == 32
+    one_error_line(edgead("train", "--out", run, "--resume", "--set", "model.preset=s", "--allow-changes"),
+                   "would make another model", code=2)
+
+
+def test_a_budget_that_is_not_a_number_is_one_error_line(demo_data, tmp_path):
+    for value in ("nan", "inf", "-inf"):
+        one_error_line(edgead("train", "--method", "patchcore", "--data", demo_data, "--out", tmp_path / "r",
+                              "--max-minutes", value), "train.max_minutes must be", code=2)
+    one_error_line(edgead("train", "--method", "patchcore", "--data", demo_data, "--out", tmp_path / "r",
+                          "--set", "train.learning_rate=.nan"), "train.learning_rate must be a finite number", code=2)
+    assert not (tmp_path / "r").exists()
+
+
 # 7 ------------------------------------------------------------- batch commands go on past bad items
 def test_predict_goes_on_past_an_unreadable_image(bundle, demo_data, tmp_path):
     folder = tmp_path / "imgs"

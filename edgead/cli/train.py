@@ -34,6 +34,9 @@ from .common import option_overrides
 @click.option("--foreground/--no-foreground", default=None, help="Put synthetic anomalies on the object only.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Training device (default auto).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out with its own configuration.")
+@click.option("--allow-changes", is_flag=True,
+              help="With --resume (or --stage on a run): continue with other data or other training options; the "
+                   "run's history keeps what it was trained with before (method, network and size never change).")
 @click.option("--stage", default="all", show_default=True, metavar="NAME",
               help="Train one stage of a staged method (d3ad: autoencoder, denoiser, adapt, prior, patches; "
                    "'edgead methods' lists each method's).")
@@ -43,7 +46,7 @@ from .common import option_overrides
                    "torchrun --nproc-per-node N with PyTorch DistributedDataParallel; --batch-size is the total "
                    "over all.")
 def train(config_path, data, out, method, preset, image_size, steps, batch_size, max_minutes, fill_budget,
-          textures, foreground, device, resume, stage, sets, nproc) -> None:
+          textures, foreground, device, resume, allow_changes, stage, sets, nproc) -> None:
     """Train a model on anomaly-free images and save a checkpoint in --out."""
     from ..core.config import load_config
     from ..core.errors import require
@@ -64,8 +67,10 @@ def train(config_path, data, out, method, preset, image_size, steps, batch_size,
             raise ConfigError("a run is continued with its own configuration; leave out --config")
         from ..training.checkpoint import resume_config
 
-        config = resume_config(out, overrides)
+        config = resume_config(out, overrides, allow_changes)
     else:
+        if allow_changes:
+            raise ConfigError("--allow-changes goes with --resume (or --stage on an existing run)")
         config = load_config(config_path, overrides)
     from ..training import train as train_method
 

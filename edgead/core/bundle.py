@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -26,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .codec import from_dict, read_yaml_text, to_dict, to_yaml
+from .codec import check_finite, from_dict, read_yaml_text, to_dict, to_yaml
 from .contracts import StageContract, StageName, TensorSpec
 from .errors import BundleError, ConfigError
 from .preprocess import Preprocess
@@ -398,22 +397,6 @@ def _read_manifest(mf: Path) -> tuple[dict[str, Any], str]:
     return raw, hashlib.sha256(data).hexdigest()
 
 
-def _finite(obj: Any, where: str) -> None:
-    """Every number inside ``obj`` (dataclasses, lists, dicts) is finite: a NaN threshold would pass every part."""
-    if isinstance(obj, float):
-        if not math.isfinite(obj):
-            raise ConfigError(f"{where} must be a finite number, got {obj}")
-    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        for f in dataclasses.fields(obj):
-            _finite(getattr(obj, f.name), f"{where}.{f.name}")
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            _finite(v, f"{where}[{i}]")
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            _finite(v, f"{where}.{k}")
-
-
 def _in_range(value: float | None, lo: float, hi: float, where: str, optional: bool = False) -> None:
     if value is None and optional:
         return
@@ -424,7 +407,7 @@ def _in_range(value: float | None, lo: float, hi: float, where: str, optional: b
 def check_values(m: Manifest) -> None:
     """The values the runtime decides with are finite and in range; ConfigError naming the key otherwise."""
     for name in ("preprocess", "scoring", "params", "calibration", "products", "int8"):
-        _finite(getattr(m, name), f"manifest.{name}")
+        check_finite(getattr(m, name), f"manifest.{name}")
     if any(v <= 0 for v in m.preprocess.std) or any(v < 1 for v in m.preprocess.image_size):
         raise ConfigError(f"manifest.preprocess needs std > 0 and a positive image_size, got {m.preprocess}")
     from .scoring import SCORE_RULES

@@ -8,6 +8,7 @@ billions of nodes) and never written.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -191,3 +192,19 @@ def read_yaml_mapping(path: Path, error: type[EdgeadError] = ConfigError) -> dic
     except OSError as exc:
         raise error(f"cannot read {path}: {exc.strerror}") from None
     return read_yaml_text(text, str(path), error)
+
+
+def check_finite(obj: Any, where: str) -> None:
+    """Every number inside ``obj`` (dataclasses, lists, dicts) is finite: a NaN threshold would pass every part."""
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            raise ConfigError(f"{where} must be a finite number, got {obj}")
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            check_finite(getattr(obj, f.name), f"{where}.{f.name}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_finite(v, f"{where}[{i}]")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            check_finite(v, f"{where}.{k}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .codec import apply_overrides, coerce, from_dict, read_yaml_mapping, to_dict
+from .codec import apply_overrides, check_finite, coerce, from_dict, read_yaml_mapping, to_dict
 from .errors import ConfigError
 
 Preset = Literal["tiny", "s", "m", "paper"]
@@ -198,6 +198,11 @@ class ExperimentConfig:
             raise ConfigError(
                 f"data.validation_fraction must be in [0, 1), got {self.data.validation_fraction}"
             )
+        for f in dataclasses.fields(self):  # a NaN or infinite budget, rate or weight is no setting
+            if f.name != "sections":
+                check_finite(getattr(self, f.name), f.name)
+        for name, section in self.sections.items():
+            check_finite(section, name)
         t = self.train
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(t, name) is not None and getattr(t, name) < 1:

@@ -37,6 +37,10 @@ def train(config: ExperimentConfig, run_dir: str | Path, resume: bool = False, p
     progress = progress and distributed.is_main()
     budget = plan(config.train.max_minutes, spec.budget, spec.budget_reserve, stage, _complete_stages(Path(run_dir)),
                   fill=config.train.fill_budget, fixed=spec.budget_fixed)
+    from .checkpoint import CONFIG_FILE, record_continuation
+
+    if (Path(run_dir) / CONFIG_FILE).is_file() and (resume or stage != "all"):
+        record_continuation(Path(run_dir), config, "resume" if stage == "all" else f"stage {stage}")
     try:
         with budget.active() if budget is not None else contextlib.nullcontext():
             if stage == "all":

@@ -87,6 +87,10 @@ def save_checkpoint(
         save_tensors(run_dir / f"{name}.safetensors", module.state_dict())
     if state is not None:
         save_trainer_state(run_dir / STATE_FILE, state)
+    if "history" not in meta and (run_dir / CONFIG_FILE).is_file():  # a run's record keeps its past
+        previous = read_yaml_text((run_dir / CONFIG_FILE).read_text(), str(run_dir / CONFIG_FILE))
+        if previous.get("history"):
+            meta["history"] = previous["history"]
     text = to_yaml(meta)
     if distributed.is_main():
         atomic_write(run_dir / CONFIG_FILE, text)
@@ -173,8 +177,11 @@ def open_run(run_dir: Path, config: ExperimentConfig, resume: bool) -> dict[str,
 
 
 RESUMABLE = ("train.steps", "train.max_minutes", "train.fill_budget", "train.device", "train.checkpoint_every",
-             "train.log_every", "train.mixed_precision", "train.channels_last", "train.compile", "data.path")
-"""Options a resumed run may change; everything else is the run's own and may not differ."""
+             "train.log_every", "train.mixed_precision", "train.channels_last", "train.compile")
+"""Options a resumed run may change: how long and where it trains, not what it learns. Everything else is the
+run's own and may differ only when asked (``--allow-changes``); method, network and image size never."""
+NEVER = ("method", "model.", "data.image_size")
+"""What makes the run's networks: a run with other values is another run."""
 
 
 def _leaf(tree: dict[str, Any], key: str) -> Any:
@@ -184,24 +191,82 @@ def _leaf(tree: dict[str, Any], key: str) -> Any:
     return node
 
 
-def resume_config(run_dir: str | Path, overrides: list[str]) -> ExperimentConfig:
+def _fingerprints(recorded: Any) -> list[str | None]:
+    sets = recorded if isinstance(recorded, list) else [recorded]
+    return [d.get("fingerprint") if isinstance(d, dict) else None for d in sets]
+
+
+def _same_data(meta: dict[str, Any], config: ExperimentConfig) -> bool:
+    """Whether ``config``'s data holds the images the run was trained on (moved or not): by content."""
+    from ..data.datasets import load_dataset
+
+    stored = _fingerprints(meta.get("dataset"))
+    given = [load_dataset(p, config.data.validation_fraction, config.data.split_seed).fingerprint()
+             for p in config.data_paths]
+    return None not in stored and sorted(stored) == sorted(given)
+
+
+def resume_config(run_dir: str | Path, overrides: list[str], allow_changes: bool = False) -> ExperimentConfig:
     """The run's saved configuration with the options a resumed run may change.
 
-    An option that differs from what the run was trained with is an error naming the stored
-    value (edgead 0.1 silently continued with defaults).
+    An option that differs from what the run was trained with is an error naming the stored value (edgead
+    0.1 silently continued with defaults), unless ``allow_changes``: then everything but the method, the
+    network and the image size may change, and ``training.train`` records the change in the run's history.
+    Data given again counts as a change only when its images differ (a moved data set is the same data).
     """
     from ..core.codec import apply_overrides
 
-    _, stored = read_checkpoint_meta(run_dir)
+    meta, stored = read_checkpoint_meta(run_dir)
     base = to_dict(stored)
     merged = to_dict(stored)
     for item in overrides:
         key = item.partition("=")[0]
         given = to_dict(from_dict(ExperimentConfig, apply_overrides(to_dict(stored), [item])))
         old, new = _leaf(base, key), _leaf(given, key)
-        if key in RESUMABLE:
+        if key in RESUMABLE or new == old:
             apply_overrides(merged, [item])
-        elif new != old:
+            continue
+        if key == "data.path":
+            candidate = from_dict(ExperimentConfig, apply_overrides(to_dict(stored), [item]))
+            if _same_data(meta, candidate):
+                apply_overrides(merged, [item])  # the same images elsewhere
+                continue
+            if not allow_changes:
+                raise ConfigError(f"--resume: {run_dir} was trained on {old!r}; {new!r} holds other images. Continue "
+                                  "with the run's own data, train into another --out, or pass --allow-changes to "
+                                  "train on with this data (the run's history keeps what it was trained on)")
+        if key.startswith(NEVER) or key in NEVER:
+            raise ConfigError(f"--resume: {run_dir} was trained with {key}={old!r}, the option gives {new!r}, which "
+                              "would make another model: leave it out, or train into another --out")
+        if not allow_changes:
             raise ConfigError(f"--resume: {run_dir} was trained with {key}={old!r}, the option gives {new!r}; "
-                              "leave it out to continue the run as it was trained, or train into another --out")
+                              "leave it out to continue the run as it was trained, pass --allow-changes to change it "
+                              "(recorded in the run's history), or train into another --out")
+        apply_overrides(merged, [item])
     return from_dict(ExperimentConfig, merged).validate()
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> dict[str, list[Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: dict[str, list[Any]] = {}
+        for k in sorted(set(a) | set(b)):
+            out.update(_differences(a.get(k), b.get(k), f"{prefix}{k}."))
+        return out
+    return {} if a == b else {prefix.rstrip("."): [a, b]}
+
+
+def record_continuation(run_dir: Path, config: ExperimentConfig, how: str) -> None:
+    """Append to the run's history what this invocation continues it with (every option that differs from the
+    record, and the data it was trained on until now when that changes), before it trains: the record of a run
+    names everything it was trained with, not only the latest."""
+    import datetime as dt
+
+    meta, stored = read_checkpoint_meta(run_dir)
+    changed = _differences(to_dict(stored), to_dict(config))
+    entry: dict[str, Any] = {"at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+                             "edgead_version": __version__, "how": how, "changed": changed}
+    if "data.path" in changed:
+        entry["trained_on_before"] = meta.get("dataset")
+    meta = {**meta, "history": [*(meta.get("history") or []), entry]}
+    if distributed.is_main():
+        atomic_write(Path(run_dir) / CONFIG_FILE, to_yaml(meta))
