@@ -212,6 +212,37 @@ def test_resume_with_other_data_is_refused_unless_asked_and_the_record_keeps_its
                    "would make another model", code=2)
 
 
+def test_symbolic_link_loops_neither_repeat_images_nor_hang(bundle, demo_data, tmp_path):
+    """Folders and globs over links that loop (a link to a parent, two folders linking each other): every image
+    once, in bounded time; a link to a folder elsewhere is still followed."""
+    import time
+
+    tree = tmp_path / "tree"
+    (tree / "a" / "b").mkdir(parents=True)
+    good = sorted((demo_data / "test" / "good").glob("*.png"))
+    shutil.copy(good[0], tree / "a" / "0.png")
+    shutil.copy(good[1], tree / "a" / "b" / "1.png")
+    (tree / "a" / "b" / "up").symlink_to(tree / "a")
+    (tree / "a" / "b" / "root").symlink_to(tree)
+    (tree / "a" / "again.png").symlink_to(tree / "a" / "0.png")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(good[2], elsewhere / "2.png")
+    (tree / "ext").symlink_to(elsewhere)
+    t0 = time.monotonic()
+    r = edgead("predict", "--bundle", bundle, f"{tree}/**/*.png", tree / "a")
+    assert r.returncode == 0 and time.monotonic() - t0 < 60, r.stderr
+    scored = [line.split("\t")[0] for line in r.stdout.strip().splitlines()]
+    assert sorted(Path(p).name for p in scored) == ["0.png", "1.png", "2.png"]  # again.png is 0.png
+    assert "the same files again" in r.stderr
+
+
+def test_an_image_too_small_to_judge_is_refused_by_predict_as_by_the_server(bundle, tmp_path):
+    cv2.imwrite(str(tmp_path / "line.png"), np.full((1, 640, 3), 128, np.uint8))
+    r = edgead("predict", "--bundle", bundle, tmp_path / "line.png")
+    one_error_line(r, "is too small: images of at least 8x8 pixels are judged")
+
+
 def test_a_budget_that_is_not_a_number_is_one_error_line(demo_data, tmp_path):
     for value in ("nan", "inf", "-inf"):
         one_error_line(edgead("train", "--method", "patchcore", "--data", demo_data, "--out", tmp_path / "r",

@@ -87,6 +87,31 @@ def test_read_image_conversions_and_errors(tmp_path):
         read_image(tmp_path / "missing.png")
 
 
+def _with_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """A JPEG with an EXIF APP1 segment holding only the orientation tag (what a phone or camera writes)."""
+    import struct
+
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) \
+        + struct.pack("<I", 0)
+    app1 = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
+def test_a_jpeg_is_read_upright_by_its_orientation_tag(tmp_path):
+    """A camera stores a sideways part with orientation 6 ("turn 90 degrees clockwise"): read, it is upright."""
+    rng = np.random.default_rng(0)
+    upright = cv2.GaussianBlur(rng.integers(0, 255, (48, 80, 3), dtype=np.uint8), (5, 5), 0)
+    sensor = cv2.rotate(upright, cv2.ROTATE_90_COUNTERCLOCKWISE)  # how the sensor saw it
+    ok, buf = cv2.imencode(".jpg", sensor, [cv2.IMWRITE_JPEG_QUALITY, 98])
+    (tmp_path / "part.jpg").write_bytes(_with_orientation(buf.tobytes(), 6))
+    got = read_image(tmp_path / "part.jpg")
+    assert got.shape == (48, 80, 3)
+    want = cv2.cvtColor(upright, cv2.COLOR_BGR2RGB).astype(int)
+    assert np.abs(got.astype(int) - want).mean() < 0.5 * np.abs(got[::-1, ::-1].astype(int) - want).mean()
+    (tmp_path / "plain.jpg").write_bytes(buf.tobytes())
+    assert read_image(tmp_path / "plain.jpg").shape == (80, 48, 3)  # no tag: as stored
+
+
 def test_channel_order_is_declared_not_guessed():
     bgr = np.zeros((4, 4, 3), np.uint8)
     bgr[..., 2] = 200

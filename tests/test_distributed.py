@@ -76,3 +76,21 @@ def test_a_batch_the_processes_cannot_share_is_refused(monkeypatch):
     assert distributed.local_batch(12) == 4
     with pytest.raises(ConfigError, match="^train.batch_size 16 must be a multiple of the 3 training processes$"):
         distributed.local_batch(16)
+
+
+@pytest.mark.slow
+def test_a_failing_training_process_is_one_error_line(demo_data, tmp_path):
+    """torchrun's own traceback and failure report are left out: one line with the process's reason."""
+    r = _train("--data", tmp_path / "missing", "--out", tmp_path / "r", "--steps", 3, *COMMON, "--nproc", 2)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "ChildFailedError" not in r.stderr, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: a training process failed: dataset folder not found: {tmp_path / 'missing'}"]
+
+
+def test_a_killed_training_process_is_named():
+    from edgead.cli.train import _why
+
+    report = ("Traceback (most recent call last):\n...\nRoot Cause (first observed failure):\n[0]:\n"
+              "  rank      : 1 (local_rank: 1)\n  exitcode  : -9 (pid: 4242)\n")
+    assert _why([], report, 1) == "process 1 was killed by signal 9 (run without --nproc to see why)"
+    assert _why(["error: out of memory\n", "error: other\n"], report, 1) == "out of memory"

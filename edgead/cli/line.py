@@ -158,7 +158,7 @@ def predict(images, bundle, backend, int8, out, jsonl, overwrite, product) -> No
     from ..core.errors import InputError, SourceError
     from ..core.outputs import atomic_write, check_new_dir, check_new_file
     from ..runtime.detector import Detector
-    from ..runtime.sources import expand_images
+    from ..runtime.sources import expand_images, unique_files
 
     files, failed, missing = [], [], []
     for spec in images:
@@ -167,6 +167,7 @@ def predict(images, bundle, backend, int8, out, jsonl, overwrite, product) -> No
         except SourceError as exc:
             failed.append(spec)
             missing.append(str(exc))
+    files = unique_files(files)
     if not files:  # nothing at all to score: one error line
         raise SourceError("; ".join(missing))
     for message in missing:

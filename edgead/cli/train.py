@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -80,8 +81,16 @@ def train(config_path, data, out, method, preset, image_size, steps, batch_size,
         click.echo(json.dumps({"run": str(out), **summary}, default=str))
 
 
+_LAUNCHER_LOG = re.compile(r"^[WEI]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S*torch/distributed/")
+"""A log line of torchrun's own (the workers' lines are edgead's)."""
+
+
 def _torchrun(nproc: int) -> int:
-    """``edgead train ... --nproc N`` as ``torchrun --standalone --nproc-per-node N -m edgead.cli train ...``."""
+    """``edgead train ... --nproc N`` as ``torchrun --standalone --nproc-per-node N -m edgead.cli train ...``.
+
+    The processes' output passes through as it comes; when one fails, torchrun stops the others and prints
+    its own traceback and report, which are left out: the user gets one ``error:`` line, the failed
+    process's own reason."""
     import subprocess
 
     args, skip = [], False
@@ -94,7 +103,42 @@ def _torchrun(nproc: int) -> int:
             args.append(a)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "edgead.cli", *args]
-    return subprocess.run(command).returncode
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, bufsize=1, errors="replace")
+    reasons: list[str] = []
+    report: list[str] = []
+    try:
+        for line in proc.stderr:
+            if report or line.startswith(("Traceback (most recent call last):", "=" * 20)):
+                report.append(line)
+                continue
+            if _LAUNCHER_LOG.match(line) or line.startswith(("*****", "Setting OMP_NUM_THREADS")):
+                continue
+            if line.startswith("error: "):
+                if line not in reasons:
+                    reasons.append(line)
+                continue
+            sys.stderr.write(line)
+    except KeyboardInterrupt:
+        proc.wait()
+        raise
+    code = proc.wait()
+    if code != 0:
+        click.echo(f"error: a training process failed: {_why(reasons, ''.join(report), code)}", err=True)
+    return code
+
+
+def _why(reasons: list[str], report: str, code: int) -> str:
+    """The failed process's own error line, or what torchrun's report says of the first failure."""
+    if reasons:
+        return reasons[0][len("error: "):].strip()
+    root = report.split("Root Cause")[-1]
+    rank = re.search(r"rank\s*:\s*(\d+)", root)
+    status = re.search(r"exitcode\s*:\s*(-?\d+)", root)
+    if rank and status:
+        n = int(status.group(1))
+        how = f"was killed by signal {-n}" if n < 0 else f"exited with code {n}"
+        return f"process {rank.group(1)} {how} (run without --nproc to see why)"
+    return f"torchrun exited with code {code} (run without --nproc to see why)"
 
 
 @click.command()

@@ -89,8 +89,12 @@ def read_image(path: str | Path) -> np.ndarray:
     if size is not None and size[0] * size[1] > limit:
         raise DataError(f"image {p} is {size[0]}x{size[1]} pixels, more than the limit of {limit:,} "
                         f"(set {MAX_PIXELS_ENV} to allow larger images)")
+    # A JPEG is decoded upright: its EXIF orientation tag applies (a phone or camera stores the sensor's rows and
+    # says how to turn them; ignored, a good part photographed sideways is an anomaly). Other formats keep every
+    # channel and bit as stored, converted below by their declared type.
+    jpeg = data[:2].tobytes() == b"\xff\xd8"
     try:
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR if jpeg else cv2.IMREAD_UNCHANGED) if data.size else None
     except (cv2.error, MemoryError) as exc:
         raise DataError(f"cannot decode image {p}: {str(exc).strip().splitlines()[-1]}") from None
     if image is None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -303,14 +305,66 @@ class LiveSource(FrameSource):
             self.cap.release()
 
 
+def _class_end(part: str, i: int) -> int:
+    """Index of the ']' closing the character class that opens at ``part[i]`` ('[!]x]' and '[]x]' hold a ']'),
+    or -1: a lone '[' is itself."""
+    start = i + 1 + (part[i + 1:i + 2] == "!")
+    start += part[start:start + 1] == "]"
+    return part.find("]", start)
+
+
+def _part_regex(part: str) -> str:
+    """One path component of a glob pattern as a regex that never crosses a '/' (hidden names only when the
+    part starts with '.', as glob does)."""
+    out, i = [] if part.startswith(".") else [r"(?!\.)"], 0
+    while i < len(part):
+        c = part[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[" and _class_end(part, i) > 0:
+            j = _class_end(part, i)
+            body = part[i + 1:j]
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]")
+            i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def _glob(spec: str) -> list[Path]:
+    """Files matching a glob pattern; ``**`` follows symbolic links to folders but enters each real folder once,
+    so a link loop neither repeats files nor hangs (glob.glob would walk it to the kernel's limit)."""
+    if "**" not in spec:
+        return sorted(Path(m) for m in glob.glob(spec))
+    parts = Path(spec).parts
+    first = next(k for k, part in enumerate(parts) if GLOB_CHARS & set(part))
+    root = Path(*parts[:first]) if first else Path(".")
+    regex = "".join(r"(?:(?!\.)[^/]+/)*" if part == "**" else _part_regex(part) + "/" for part in parts[first:])
+    pattern = re.compile(regex + r"(?!\.)[^/]*" if parts[-1] == "**" else regex[:-1])
+    found, visited = [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in visited:
+            dirs[:] = []
+            continue
+        visited.add(real)
+        dirs.sort()
+        here = Path(folder).relative_to(root)
+        found += [Path(folder) / f for f in files if pattern.fullmatch((here / f).as_posix())]
+    return sorted(found)
+
+
 def expand_images(specs: tuple[str, ...] | list[str]) -> list[Path]:
-    """Image paths from files, folders and glob patterns, in the order given."""
+    """Image paths from files, folders and glob patterns, in the order given; a file named twice (by a
+    symbolic link, or by two patterns) is listed once."""
     files: list[Path] = []
     for spec in specs:
         p = Path(spec)
         if GLOB_CHARS & set(spec):
-            matches = sorted(Path(m) for m in glob.glob(spec, recursive=True))
-            matches = [m for m in matches if m.suffix.lower() in IMAGE_SUFFIXES]
+            matches = [m for m in _glob(spec) if m.suffix.lower() in IMAGE_SUFFIXES and m.is_file()]
             if not matches:
                 raise SourceError(f"no images match {spec!r}")
             files.extend(matches)
@@ -323,7 +377,18 @@ def expand_images(specs: tuple[str, ...] | list[str]) -> list[Path]:
             files.append(p)
         else:
             raise SourceError(f"no such file or folder: {p}")
-    return files
+    return unique_files(files)
+
+
+def unique_files(files: list[Path]) -> list[Path]:
+    """``files`` with each file once, in order (by its real path: a symbolic link is the file it names)."""
+    unique: dict[str, Path] = {}
+    for f in files:
+        unique.setdefault(os.path.realpath(f), f)
+    if len(unique) < len(files):
+        log.warning("%d of the %d images given are the same files again (symbolic links or overlapping patterns); "
+                    "each is read once", len(files) - len(unique), len(files))
+    return list(unique.values())
 
 
 @dataclass(frozen=True)
