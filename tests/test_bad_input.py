@@ -569,10 +569,11 @@ def test_calibration_screens_its_good_images(method_bundle, demo_data, tmp_path)
         cv2.imwrite(str(defect / f"zz_{i}.png"), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
     before = digest(bundle)
     one_error_line(edgead("calibrate", bundle, "--good", defect, "--refuse-outliers"),
-                   "score far above the others")
+                   "2 of the 14 given images look like defective parts")
     assert digest(bundle) == before
     r = edgead("calibrate", bundle, "--good", defect)
-    assert r.returncode == 0 and "score far above the others" in r.stderr and "zz_" in r.stderr, r.stderr
+    assert r.returncode == 0 and "look like defective parts" in r.stderr and "zz_" in r.stderr, r.stderr
+    assert "left out of the threshold" in r.stderr and json.loads(r.stdout)["images"] == 12
 
 
 def test_outlier_rule_and_constant_scores():
