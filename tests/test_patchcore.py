@@ -30,6 +30,57 @@ def test_greedy_coreset_covers_clusters():
     assert sorted(int(i) // 100 for i in idx) == [0, 1, 2]  # one point per cluster
 
 
+def _one_at_a_time(x: torch.Tensor, n: int) -> list[int]:
+    """The textbook greedy k-center selection: one centre, one pass over every point."""
+    g = torch.Generator().manual_seed(0)
+    chosen = [int(torch.randint(x.shape[0], (1,), generator=g))]
+    dist = ((x - x[chosen[0]]) ** 2).sum(1)
+    for _ in range(n - 1):
+        chosen.append(int(torch.argmax(dist)))
+        dist = torch.minimum(dist, ((x - x[chosen[-1]]) ** 2).sum(1))
+    return chosen
+
+
+@pytest.mark.parametrize("n, batch, pool", [(300, 128, 8), (300, 7, 2), (1999, 64, 4)])
+def test_the_batched_coreset_is_the_greedy_one(n, batch, pool):
+    """Rounds of one matrix product pick exactly the centres of the one-at-a-time greedy selection."""
+    from edgead.training.patchcore import greedy_coreset
+
+    x = torch.randn(2000, 16, generator=torch.Generator().manual_seed(3))
+    x[:1000] *= 0.2  # a dense and a sparse region
+    got = greedy_coreset(x, n, projection_dim=16, batch=batch, pool=pool)
+    assert sorted(got.tolist()) == sorted(_one_at_a_time(x, n)) and len(set(got.tolist())) == n
+
+
+def test_patch_descriptors_average_after_upsampling():
+    """upsample_first: every scale averaged over the same 3x3 window of the finest grid; pool_first (runs trained
+    before 0.9) averages a coarse map at its own stride first."""
+    import torch.nn.functional as F
+
+    from edgead.training.backbone import aggregate_patches
+
+    fine, coarse = torch.randn(1, 2, 8, 8), torch.randn(1, 3, 4, 4)
+    up = F.interpolate(coarse, size=(8, 8), mode="bilinear", align_corners=False)
+    want = F.avg_pool2d(torch.cat([fine, up], 1), 3, 1, 1, count_include_pad=False)
+    assert torch.allclose(aggregate_patches([fine, coarse]), want)
+    old = aggregate_patches([fine, coarse], aggregation="pool_first")
+    assert torch.allclose(old[:, :2], want[:, :2]) and not torch.allclose(old[:, 2:], want[:, 2:])
+
+
+def test_runs_trained_before_the_change_keep_their_patch_descriptors():
+    from edgead.core.codec import from_dict
+    from edgead.core.config import ExperimentConfig
+    from edgead.training.checkpoint import migrate_config
+
+    old = {"method": "d3ad", "patchcore": {"coreset_fraction": 0.01}, "d3ad": {"knn": {"weight": None}}}
+    cfg = from_dict(ExperimentConfig, migrate_config(old))
+    assert cfg.patchcore.aggregation == "pool_first" and cfg.d3ad.knn.aggregation == "pool_first"
+    assert cfg.patchcore.coreset_fraction == 0.01  # as trained
+    new = ExperimentConfig()
+    assert new.patchcore.aggregation == new.d3ad.knn.aggregation == "upsample_first"
+    assert new.patchcore.coreset_fraction == new.d3ad.knn.coreset_fraction == 0.1
+
+
 def test_a_coreset_cut_by_the_budget_still_holds_every_patch_it_should():
     """Past the deadline the rest of the bank is a random sample: distinct patches, as many as asked."""
     import time

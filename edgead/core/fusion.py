@@ -16,6 +16,7 @@ reconstruction alone, the papers' map; 1: the kNN map alone, the baseline's).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -29,8 +30,11 @@ class PatchKnnConfig:
     candidates: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(16))
     """Weights compared on synthetic anomalies: 0, 0.05, ..., 0.75. The reconstruction keeps at least a quarter
     of the map: the kNN map alone is the baseline, not a diffusion detector (set weight=1 to measure it)."""
-    coreset_fraction: float = 0.01
+    coreset_fraction: float = 0.1
     """Share of the training patches kept in the memory bank (greedy k-center coreset, as the baseline)."""
+    aggregation: Literal["upsample_first", "pool_first"] = "upsample_first"
+    """Patch descriptor as the baseline's (``patchcore.aggregation``); runs trained before edgead 0.9 keep
+    ``pool_first``."""
 
     def check(self, where: str) -> None:
         weights = ([] if self.weight is None else [self.weight]) + list(self.candidates)

@@ -42,7 +42,7 @@ class D3ADExport(MethodExport):
         backbone = load_backbone(self.config.backbone.weights)
         if self.config.d3ad.adapt:
             load_weights(self.run_dir, "feature_extractor", backbone)
-        self.features = FeatureStages(backbone.eval(), MAP_STAGES, PATCH_LAYERS)
+        self.features = FeatureStages(backbone.eval(), MAP_STAGES, PATCH_LAYERS, self.config.d3ad.knn.aggregation)
         adapted = self.config.d3ad.adapt
         self.prior = load_prior(self.run_dir, adapted)
         if self.prior is None:  # adapt=false on a run trained with adaptation: the prior of ImageNet features

@@ -5,6 +5,7 @@ also D3AD's prior. Declarations only (torch-free); see ``training/patchcore``,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from ..core.errors import ConfigError
 from ..core.methods import MethodSpec
@@ -14,13 +15,14 @@ from ..core.methods import MethodSpec
 class PatchCoreConfig:
     layers: tuple[int, ...] = (1, 2)
     """Feature scales (0: stride 4, 1: stride 8, 2: stride 16) that form a patch descriptor."""
-    coreset_fraction: float = 0.01
-    """Share of training patches kept by greedy k-center coreset subsampling (1.0 keeps all).
-
-    PatchCore reports 1% close to 10% in quality; the greedy search costs O(bank x patches).
-    """
+    coreset_fraction: float = 0.1
+    """Share of training patches kept by greedy k-center coreset subsampling (1.0 keeps all): 10%, PatchCore's
+    and anomalib's default."""
     neighbourhood: int = 3
     """Patch features are averaged over a neighbourhood x neighbourhood window."""
+    aggregation: Literal["upsample_first", "pool_first"] = "upsample_first"
+    """Order of upsampling and neighbourhood averaging (``training.backbone.aggregate_patches``); runs trained
+    before edgead 0.9 keep ``pool_first``."""
     smoothing_sigma: float = 4.0
     """Gaussian blur of the distance map before the max (PatchCore: sigma 4)."""
 

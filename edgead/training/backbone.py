@@ -121,16 +121,27 @@ PATCH_LAYERS = (1, 2)
 PATCH_NEIGHBOURHOOD = 3
 
 
-def aggregate_patches(feats: list[torch.Tensor], neighbourhood: int = PATCH_NEIGHBOURHOOD) -> torch.Tensor:
-    """PatchCore's local patch descriptor: every map averaged over a neighbourhood x neighbourhood window,
-    brought to the first map's grid (bilinear), concatenated over channels."""
-    out = []
-    for f in feats:
-        f = F.avg_pool2d(f, neighbourhood, stride=1, padding=neighbourhood // 2, count_include_pad=False)
-        if out and f.shape[-2:] != out[0].shape[-2:]:
-            f = F.interpolate(f, size=out[0].shape[-2:], mode="bilinear", align_corners=False)
-        out.append(f)
-    return torch.cat(out, dim=1)
+def aggregate_patches(feats: list[torch.Tensor], neighbourhood: int = PATCH_NEIGHBOURHOOD,
+                      aggregation: str = "upsample_first") -> torch.Tensor:
+    """PatchCore's local patch descriptor from maps at several strides, on the first (finest) map's grid.
+
+    ``upsample_first``: every map brought to the finest grid (bilinear), concatenated, then averaged over a
+    neighbourhood x neighbourhood window (padding not counted), so every scale describes the same area.
+    ``pool_first`` (edgead before 0.9): each map averaged at its own stride, then upsampled, so a coarse map's
+    window covers twice the area; runs trained with it keep it (their memory banks were made so)."""
+    if aggregation not in ("upsample_first", "pool_first"):
+        raise ValueError(f"aggregation must be one of 'upsample_first', 'pool_first'; got {aggregation!r}")
+
+    def pool(f: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(f, neighbourhood, stride=1, padding=neighbourhood // 2, count_include_pad=False)
+
+    grid = feats[0].shape[-2:]
+    if aggregation == "pool_first":
+        feats = [pool(f) for f in feats]
+    out = [f if f.shape[-2:] == grid else F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
+           for f in feats]
+    joined = torch.cat(out, dim=1)
+    return pool(joined) if aggregation == "upsample_first" else joined
 
 
 class FeatureStages(nn.Module):
@@ -138,9 +149,11 @@ class FeatureStages(nn.Module):
     the ``feature_extractor`` stage of D3AD (8, 16) and DiAD (4, 8, 16). With ``patches`` a last output
     holds the patch descriptors of those scales (``aggregate_patches``), for the patch kNN map."""
 
-    def __init__(self, backbone: nn.Module, stages: tuple[int, ...], patches: tuple[int, ...] = ()):
+    def __init__(self, backbone: nn.Module, stages: tuple[int, ...], patches: tuple[int, ...] = (),
+                 aggregation: str = "upsample_first"):
         super().__init__()
         self.backbone, self.stages, self.patches = backbone, tuple(stages), tuple(patches)
+        self.aggregation = aggregation
 
     @property
     def names(self) -> list[str]:
@@ -149,4 +162,6 @@ class FeatureStages(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         feats = self.backbone(image)
         out = tuple(feats[i] for i in self.stages)
-        return out + (aggregate_patches([feats[i] for i in self.patches]),) if self.patches else out
+        if not self.patches:
+            return out
+        return out + (aggregate_patches([feats[i] for i in self.patches], aggregation=self.aggregation),)

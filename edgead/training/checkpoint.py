@@ -27,6 +27,8 @@ from ..core.version import __version__
 from . import distributed
 
 CONFIG_FILE = "config.yaml"
+PATCH_SECTION = "patchcore"
+"""The baseline's configuration section, whose patch descriptor migrate_config keeps as it was trained."""
 STATE_FILE = "trainer_state.pt"
 
 
@@ -47,6 +49,13 @@ def migrate_config(raw: dict[str, Any]) -> dict[str, Any]:
         raw["model"] = model = {**model, "autoencoder_encoder": "scratch", "autoencoder_colour_skip": False}
     if isinstance(model, dict) and "autoencoder_decoder_stride" not in model:  # before 0.6: every pixel decoded
         raw["model"] = {**model, "autoencoder_decoder_stride": 1}
+    for name, section in list(raw.items()):  # before 0.9: patch maps pooled at their own stride, then upsampled
+        if isinstance(section, dict):
+            if name == PATCH_SECTION and "aggregation" not in section:
+                raw[name] = section = {**section, "aggregation": "pool_first"}
+            knn = section.get("knn")
+            if isinstance(knn, dict) and "aggregation" not in knn:
+                raw[name] = {**section, "knn": {**knn, "aggregation": "pool_first"}}
     return raw
 
 

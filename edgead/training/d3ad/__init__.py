@@ -66,7 +66,7 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progres
                                                 "bin_counts": np.histogram(distances, edges)[0].tolist()})
     if lr.pending("patches"):
         run.require("patches", *(["adapt"] if d.adapt else []))
-        train_patch_bank(run, FeatureStages(backbone, MAP_STAGES, PATCH_LAYERS), data.images, spec,
+        train_patch_bank(run, FeatureStages(backbone, MAP_STAGES, PATCH_LAYERS, d.knn.aggregation), data.images, spec,
                          d.knn.coreset_fraction, progress, {"adapted": d.adapt})
     return lr.summary()
 

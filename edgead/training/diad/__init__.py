@@ -83,7 +83,8 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progres
 
 def map_features(config: ExperimentConfig, patches: bool = False) -> FeatureStages:
     """The frozen ImageNet features of the map (strides 4, 8, 16), with the patch descriptors if asked."""
-    return FeatureStages(load_backbone(config.backbone.weights), MAP_STAGES, PATCH_LAYERS if patches else ())
+    return FeatureStages(load_backbone(config.backbone.weights), MAP_STAGES, PATCH_LAYERS if patches else (),
+                         config.diad.knn.aggregation)
 
 
 def _train_guidance(run: StagedRun, unet, ae, scale: float, data: DeviceImages, spec: Preprocess, steps: int,

@@ -1,9 +1,10 @@
 """PatchCore-style baseline (Roth et al. 2022) on EfficientNet-Lite0 features.
 
-Patch descriptor: backbone features at the chosen scales, each averaged over a 3x3 neighbourhood
-(local aggregation), upsampled to the finest chosen stride and concatenated. The memory bank is
-a greedy k-center coreset of all training patches; at run time the anomaly map is the distance
-of each patch to its nearest bank entry (edgead.core.knn), blurred, image score = max.
+Patch descriptor: backbone features at the chosen scales, upsampled to the finest chosen stride,
+concatenated and averaged over a 3x3 neighbourhood (local aggregation; ``training.backbone.
+aggregate_patches``). The memory bank is the greedy k-center coreset of 10% of all training patches
+(PatchCore's and anomalib's setting); at run time the anomaly map is the distance of each patch to
+its nearest bank entry (edgead.core.knn), blurred, image score = max.
 The same bank and scorer give D3AD its kNN prior.
 """
 
@@ -36,9 +37,11 @@ log = logging.getLogger(__name__)
 class PatchFeatures(nn.Module):
     """Images in [-1, 1] -> patch descriptors [B, C, H/s, W/s] (s = finest chosen stride)."""
 
-    def __init__(self, backbone: nn.Module, layers: tuple[int, ...], neighbourhood: int = 3):
+    def __init__(self, backbone: nn.Module, layers: tuple[int, ...], neighbourhood: int = 3,
+                 aggregation: str = "upsample_first"):
         super().__init__()
         self.backbone, self.layers, self.k = backbone, tuple(sorted(layers)), neighbourhood
+        self.aggregation = aggregation
 
     @property
     def stride(self) -> int:
@@ -50,43 +53,69 @@ class PatchFeatures(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         feats = self.backbone(image)
-        return aggregate_patches([feats[i] for i in self.layers], self.k)
+        return aggregate_patches([feats[i] for i in self.layers], self.k, self.aggregation)
 
 
-def greedy_coreset(x: torch.Tensor, n: int, seed: int = 0, projection_dim: int = 128,
-                   progress: bool = False, deadline: float | None = None) -> torch.Tensor:
-    """Indices of an approximate k-center coreset (PatchCore §3.2) on a random projection, computed on ``x``'s
-    device. ``deadline`` (``time.perf_counter()`` seconds): the centres chosen by then (the ones that cover
-    most) and a random sample of the other patches for the rest, so the bank always holds ``n`` patches (a
-    bank cut to a handful would make the kNN map meaningless)."""
+def greedy_coreset(x: torch.Tensor, n: int, seed: int = 0, projection_dim: int = 128, progress: bool = False,
+                   deadline: float | None = None, batch: int = 128, pool: int = 8) -> torch.Tensor:
+    """Indices of the greedy k-center coreset (PatchCore §3.2) on a random projection, computed on ``x``'s device.
+
+    Exactly the greedy selection (each centre the point farthest from those chosen so far), in rounds that
+    cost one matrix product each instead of one pass over every patch per centre: a round takes the
+    ``batch * pool`` farthest points as candidates and picks centres among them greedily, updating only the
+    candidates' distances, for as long as the farthest candidate is still farther than every point outside
+    the pool (distances only shrink, so the greedy choice is then among the candidates); all distances are
+    then updated at once with the round's centres. ``deadline`` (``time.perf_counter()`` seconds): the
+    centres chosen by then (the ones that cover most) and a random sample of the other patches for the rest,
+    so the bank always holds ``n`` patches (a bank cut to a handful would make the kNN map meaningless)."""
     from tqdm.auto import tqdm
 
-    if n >= x.shape[0]:
-        return torch.arange(x.shape[0])
+    total = x.shape[0]
+    if n >= total:
+        return torch.arange(total)
     g = torch.Generator().manual_seed(seed)
     if x.shape[1] > projection_dim:
         proj = torch.randn(x.shape[1], projection_dim, generator=g) / projection_dim**0.5
         x = x @ proj.to(x.device)
     sq = (x * x).sum(1)
-    chosen = [int(torch.randint(x.shape[0], (1,), generator=g))]
-    dist = sq - 2 * x @ x[chosen[0]] + sq[chosen[0]]
-    for _ in tqdm(range(n - 1), disable=not progress, desc="coreset", unit="patch"):
+    chosen = [int(torch.randint(total, (1,), generator=g))]
+    dist = (sq - 2 * x @ x[chosen[0]] + sq[chosen[0]]).clamp_min_(0)
+    bar = tqdm(total=n, initial=1, disable=not progress, desc="coreset", unit="patch")
+    while len(chosen) < n:
         if deadline is not None and time.perf_counter() > deadline:
+            bar.close()
             log.warning("the time budget ended the greedy coreset at %d of %d patches; the other %d are a random "
                         "sample (a run with a larger --max-minutes chooses them all)", len(chosen), n, n - len(chosen))
-            rest = torch.ones(x.shape[0], dtype=torch.bool)
+            rest = torch.ones(total, dtype=torch.bool)
             rest[chosen] = False
-            pool = torch.nonzero(rest).flatten()
-            return torch.cat([torch.tensor(chosen), pool[torch.randperm(len(pool), generator=g)[:n - len(chosen)]]])
-        i = int(torch.argmax(dist))
-        chosen.append(i)
-        dist = torch.minimum(dist, sq - 2 * x @ x[i] + sq[i])
-    return torch.tensor(chosen)
+            others = torch.nonzero(rest).flatten()
+            return torch.cat([torch.tensor(chosen), others[torch.randperm(len(others), generator=g)[:n - len(chosen)]]])
+        size = min(total, batch * pool + 1)
+        top = torch.topk(dist, size)
+        if size == total:  # every point is a candidate
+            candidates, far, beyond = top.indices, top.values.clone(), -1.0
+        else:
+            candidates, far, beyond = top.indices[:-1], top.values[:-1].clone(), float(top.values[-1])
+        cx, csq = x[candidates], sq[candidates]
+        picked: list[int] = []
+        while len(picked) < batch and len(chosen) + len(picked) < n:
+            j = int(torch.argmax(far))
+            if float(far[j]) <= beyond:  # a point outside the pool may be as far now: next round
+                break
+            picked.append(j)
+            far = torch.minimum(far, (csq - 2 * cx @ cx[j] + csq[j]).clamp_min_(0))
+        new = candidates[torch.tensor(picked)] if picked else torch.argmax(dist)[None]
+        chosen += new.tolist()
+        centres = x[new]
+        dist = torch.minimum(dist, (sq[:, None] - 2 * x @ centres.T + sq[new][None]).min(1).values.clamp_min_(0))
+        bar.update(len(new))
+    bar.close()
+    return torch.tensor(chosen[:n])
 
 
 def build_patch_features(config: ExperimentConfig) -> PatchFeatures:
     p = config.patchcore
-    return PatchFeatures(load_backbone(config.backbone.weights), p.layers, p.neighbourhood).eval()
+    return PatchFeatures(load_backbone(config.backbone.weights), p.layers, p.neighbourhood, p.aggregation).eval()
 
 
 @torch.no_grad()
