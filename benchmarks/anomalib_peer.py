@@ -110,7 +110,7 @@ def run(data_root: Path, name: str, model: str, normalisation: str) -> dict:
     from anomalib.data import MVTecAD
     from anomalib.engine import Engine
 
-    from edgead.core.metrics import aupro, average_precision, auroc
+    from edgead.core.metrics import aupro, auroc, average_precision
     from edgead.data.datasets import load_dataset
     from edgead.data.io import read_mask
 
@@ -125,7 +125,7 @@ def run(data_root: Path, name: str, model: str, normalisation: str) -> dict:
     t0 = time.perf_counter()
     batches = engine.predict(model=m, datamodule=dm, return_predictions=True)
     predict_s = time.perf_counter() - t0
-    scores, maps, paths = {}, {}, []
+    scores, maps = {}, {}
     for b in batches:
         for path, score, amap in zip(b.image_path, b.pred_score, b.anomaly_map):
             scores[str(Path(path).resolve())] = float(score)

@@ -1,7 +1,7 @@
 """An analysis, not a setting: what DiAD's one model for several products would score with a fusion weight
 chosen per product (the export rule, on each product's own held-out good images and synthetic anomalies)
 instead of one weight for all. Prints image AUROC / AUPRO on each product's test set for the bundle's global
-weight, the per-product weight and the kNN map alone (docs/benchmarks.md section 8.9).
+weight, the per-product weight and the kNN map alone (docs/studies.md section 8.9).
 
     python benchmarks/diad_product_weights.py tire grid
 """
@@ -17,7 +17,7 @@ from edgead.core.metrics import aupro, auroc
 from edgead.core.scoring import image_scores, smooth
 from edgead.data.datasets import load_dataset
 from edgead.data.io import read_mask
-from edgead.export.fusion import choose_weight, map_components, synthetic_anomalies
+from edgead.export.fusion_weight import choose_weight, map_components, synthetic_anomalies
 from edgead.training.data import load_images
 
 B = load_bundle("benchmarks/results/fusion/work/diad-multi-fused.edgead")  # fusion_study.py makes it

@@ -25,7 +25,7 @@ from edgead.core.metrics import aupro, auroc, average_precision
 from edgead.core.scoring import image_scores, smooth
 from edgead.data.datasets import content_hash, load_dataset
 from edgead.data.io import read_mask
-from edgead.export.fusion import (
+from edgead.export.fusion_weight import (
     SYNTHETIC_IMAGES,
     candidate_rows,
     choose_weight,

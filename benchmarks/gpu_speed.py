@@ -21,13 +21,13 @@ import torch
 from edgead.core.config import load_config
 from edgead.core.preprocess import Preprocess, resize
 from edgead.data.io import list_images, read_image
-from edgead.training.diffusionad import DiffusionADModel
-from edgead.training.diffusionad import load_model as load_diffusionad
-from edgead.training.diffusionad.networks import (
+from edgead.methods.diffusionad.networks import (
     build_denoiser,
     build_segmenter,
     resolve_network,
 )
+from edgead.methods.diffusionad.train import DiffusionADModel
+from edgead.methods.diffusionad.train import load_model as load_diffusionad
 
 
 def build_model(run: str | None, preset: str, size: int) -> DiffusionADModel:

@@ -104,7 +104,7 @@ def main() -> None:
 
 
 def markdown(report: dict) -> str:
-    """The two tables of docs/benchmarks.md: quality per bundle, and the timed bundles' medians and stages."""
+    """The two tables of docs/studies.md: quality per bundle, and the timed bundles' medians and stages."""
     lines = ["| bundle | image AUROC | pixel AUROC | AUPRO@0.3 | kNN weight |", "|---|---|---|---|---|"]
     for k, q in report["quality"].items():
         lines.append(f"| {k} | {q['image_auroc']:.3f} | {q['pixel_auroc']:.3f} | {q['aupro']:.3f} "

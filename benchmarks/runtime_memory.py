@@ -19,12 +19,12 @@ from pathlib import Path
 
 from edgead.core.config import load_config
 from edgead.export.flow import export_run
-from edgead.training.checkpoint import save_checkpoint
-from edgead.training.diffusionad.networks import (
+from edgead.methods.diffusionad.networks import (
     build_denoiser,
     build_segmenter,
     resolve_network,
 )
+from edgead.training.checkpoint import save_checkpoint
 
 
 def random_run(preset: str, data: str, size: int, out: Path) -> Path:

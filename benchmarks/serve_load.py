@@ -15,6 +15,7 @@ this process, run in the same session.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -73,10 +74,8 @@ class TreeProbe:
         while not self._stop.wait(0.2):
             rss = 0
             for p in self.procs():
-                try:
+                with contextlib.suppress(psutil.Error):
                     rss += p.memory_info().rss
-                except psutil.Error:
-                    pass
             self.peak_mb = max(self.peak_mb, rss / 2**20)
 
     def __enter__(self):

@@ -25,9 +25,9 @@ from make_video import make_video
 
 from edgead.data.io import list_images
 from edgead.evaluation.speed import peak_rss_mb
+from edgead.line.runner import run_stream
+from edgead.line.sinks import JsonlSink, Sink, VideoSink
 from edgead.runtime.detector import Detector
-from edgead.runtime.runner import run_stream
-from edgead.runtime.sinks import JsonlSink, Sink, VideoSink
 from edgead.runtime.sources import open_source
 
 

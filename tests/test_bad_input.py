@@ -490,7 +490,7 @@ def test_overwrite_never_replaces_a_folder_edgead_did_not_make(tiny_run, demo_da
 def test_a_file_that_appears_after_the_check_is_never_replaced(tmp_path):
     from edgead.core.errors import ConfigError
     from edgead.core.outputs import atomic_write_with, publish_dir
-    from edgead.runtime.sinks import JsonlSink
+    from edgead.line.sinks import JsonlSink
 
     out = tmp_path / "report.json"
 
@@ -635,7 +635,7 @@ def test_a_yaml_alias_bomb_is_refused_before_it_expands(bundle, tmp_path):
 
 def test_one_writer_per_json_lines_file(tmp_path):
     from edgead.core.errors import ConfigError
-    from edgead.runtime.sinks import JsonlSink
+    from edgead.line.sinks import JsonlSink
 
     class R:  # the part of a Result the sink reads
         timestamp = None
@@ -658,7 +658,7 @@ def test_a_full_disk_leaves_no_half_line_and_no_truncated_image(tmp_path, monkey
     import errno
 
     from edgead.data.io import write_image
-    from edgead.runtime.sinks import JsonlSink
+    from edgead.line.sinks import JsonlSink
 
     class R:
         timestamp = None

@@ -3,8 +3,6 @@ a run stopped early resumes to the result of an uninterrupted one."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 import yaml
@@ -12,28 +10,45 @@ from safetensors.torch import load_file
 
 from edgead.core.config import load_config
 from edgead.training import train
-from edgead.training.budget import Budget, plan
+from edgead.training.budget import Budget, plan, using_clock
 from edgead.training.loop import run_loop
 
 from .conftest import TINY, edgead_cli
 
 
-def _slow_step(seconds: float):
+class Ticking:
+    """A clock that advances by ``tick`` seconds each time it is read: budgets, loops and deadlines then see the
+    same durations on a quiet machine and a loaded one (the code reads it a fixed number of times a step)."""
+
+    def __init__(self, tick: float):
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _slow_step(clock: Ticking, seconds: float):
     def step():
-        time.sleep(seconds)
+        clock.advance(seconds)  # a step that takes ``seconds`` on the run's clock
         return {"loss": torch.tensor(1.0)}
     return step
 
 
 def test_a_stage_takes_its_share_and_the_next_gets_what_is_left(tmp_path):
-    budget = Budget(0.8, {"a": 1.0, "b": 1.0})
+    clock = Ticking(1e-4)
     saves = []
-    with budget.active():
-        a = run_loop("a", _slow_step(0.02), lambda s, e, t: saves.append((s, t)), 0, 10_000, 0.0, tmp_path / "l",
-                     progress=False, stage="a")
-        left_for_b = budget.stage_seconds("b")
-        b = run_loop("b", _slow_step(0.02), lambda s, e, t: None, 0, 10_000, 0.0, tmp_path / "l", progress=False,
-                     stage="b")
+    with using_clock(clock):
+        budget = Budget(0.8, {"a": 1.0, "b": 1.0})
+        with budget.active():
+            a = run_loop("a", _slow_step(clock, 0.02), lambda s, e, t: saves.append((s, t)), 0, 10_000, 0.0,
+                         tmp_path / "l", progress=False, stage="a")
+            left_for_b = budget.stage_seconds("b")
+            b = run_loop("b", _slow_step(clock, 0.02), lambda s, e, t: None, 0, 10_000, 0.0, tmp_path / "l",
+                         progress=False, stage="b")
     assert a.stopped_by_time_limit and 5 < a.steps < 10_000
     assert saves[-1] == (a.steps, a.steps)  # the steps done became the plan: the stage is complete
     assert budget.done == {"a", "b"}
@@ -54,13 +69,15 @@ def test_a_budget_counts_only_the_stages_this_invocation_runs():
 
 
 def test_the_lost_run_ends_exportable_inside_its_budget(demo_data, tmp_path):
-    """The issue's case: steps far beyond the budget used to stop the autoencoder unfinished and lose the run."""
+    """The issue's case: steps far beyond the budget used to stop the autoencoder unfinished and lose the run. The
+    run's clock ticks each time it is read, so the steps a share holds do not depend on the machine's load."""
     from edgead.export.flow import export_run
 
     budget_s = 12.0
     cfg = load_config(None, ["method=d3ad", f"data.path={demo_data}", *TINY, "d3ad.knn_k=5", "train.steps=100000",
                              "d3ad.autoencoder.steps=100000", f"train.max_minutes={budget_s / 60}"])
-    summary = train(cfg, tmp_path / "run", progress=False)
+    with using_clock(Ticking(0.1)):
+        summary = train(cfg, tmp_path / "run", progress=False)
     stages = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["stages"]
     assert all(stages[s]["complete"] for s in ("autoencoder", "denoiser", "adapt", "prior", "patches"))
     for s in ("autoencoder", "denoiser"):
@@ -72,7 +89,7 @@ def test_the_lost_run_ends_exportable_inside_its_budget(demo_data, tmp_path):
 
 
 def test_a_run_stopped_early_resumes_to_the_uninterrupted_result(demo_data, tmp_path, monkeypatch):
-    import edgead.training.diffusionad.trainer as trainer
+    import edgead.methods.diffusionad.train as trainer
     from edgead.training.checkpoint import resume_config
 
     overrides = [f"data.path={demo_data}", "train.steps=8", *TINY]
@@ -108,11 +125,14 @@ def test_a_filled_budget_plans_the_steps_its_share_holds(tmp_path):
     from edgead.training.loop import filled_steps
 
     assert filled_steps(10, 4.0, 2.5) == 19 and filled_steps(10, 4.0, -1.0) == 10
-    budget = Budget(1.2, {"a": 1.0}, fill=True)
+    clock = Ticking(1e-4)
     saves, snapshots = [], []
-    with budget.active():
-        a = run_loop("a", _slow_step(0.01), lambda s, e, t: saves.append((s, t)), 0, 3, 0.0, tmp_path / "l",
-                     progress=False, stage="a", save_when=lambda s, t: s == t // 2 and not snapshots.append(s))
+    with using_clock(clock):
+        budget = Budget(1.2, {"a": 1.0}, fill=True)
+        with budget.active():
+            a = run_loop("a", _slow_step(clock, 0.01), lambda s, e, t: saves.append((s, t)), 0, 3, 0.0,
+                         tmp_path / "l", progress=False, stage="a",
+                         save_when=lambda s, t: s == t // 2 and not snapshots.append(s))
     assert a.steps > 30  # far past the 3 steps asked
     assert a.elapsed_s == pytest.approx(1.2, abs=0.35)  # the whole share used
     assert saves[-1] == (a.steps, a.steps) and budget.done == {"a"}
@@ -142,7 +162,8 @@ def test_a_filled_budget_trains_longer_and_ends_exportable(demo_data, tmp_path):
     cfg = load_config(None, ["method=d3ad", f"data.path={demo_data}", *TINY, "d3ad.knn_k=5", "train.steps=3",
                              "d3ad.autoencoder.steps=3", f"train.max_minutes={budget_s / 60}",
                              "train.fill_budget=true"])
-    summary = train(cfg, tmp_path / "run", progress=False)
+    with using_clock(Ticking(0.1)):
+        summary = train(cfg, tmp_path / "run", progress=False)
     stages = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["stages"]
     assert all(stages[s]["complete"] for s in ("autoencoder", "denoiser", "adapt", "prior", "patches"))
     for s in ("autoencoder", "denoiser"):

@@ -185,7 +185,8 @@ def test_defective_parts_among_the_good_images_are_left_out_by_what_the_bundle_k
         return new
 
     honest, poisoned = threshold(clean), threshold(mixed)
-    assert poisoned.n_images == 6 and poisoned.image.threshold == pytest.approx(honest.image.threshold)
+    # the same six good parts (scored in other batches: ONNX Runtime sums differently by about 1e-6)
+    assert poisoned.n_images == 6 and poisoned.image.threshold == pytest.approx(honest.image.threshold, rel=1e-4)
     assert "2 of the 8 given images look like defective parts" in poisoned.warnings[0]
     assert "hole_000.png" in poisoned.warnings[0] and "stain_000.png" in poisoned.warnings[0]
     kept = threshold(mixed, keep_suspects=True)

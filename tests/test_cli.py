@@ -85,3 +85,68 @@ def test_unreadable_image_in_predict(tiny_bundle, tmp_path):
     bad.write_bytes(b"nope")
     r = edgead("predict", "--bundle", tiny_bundle, bad)
     assert_clean_error(r, "cannot decode image")
+
+
+def test_the_bundle_is_the_first_argument_everywhere_and_the_old_option_still_works(tiny_bundle, demo_data):
+    image = demo_data / "test" / "good" / "000.png"
+    new, old = edgead("predict", tiny_bundle, image), edgead("predict", image, "--bundle", tiny_bundle)
+    assert new.returncode == old.returncode == 0 and new.stdout == old.stdout
+    r = edgead("run", tiny_bundle, "--source", demo_data / "test" / "good", "--bundle", tiny_bundle)
+    assert_clean_error(r, "give the bundle once", code=2)
+    assert_clean_error(edgead("predict", tiny_bundle), "give the images to score after the bundle", code=2)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--engine", "fp16", "--out", "x.edgead"], "--out does not apply to 'edgead export --engine'"),
+    (["--engine", "fp16", "--quantize", "int8"], "choose one export mode: --engine or --quantize"),
+    (["--quantize", "int8", "--calibration", ".", "--sm", "86"], "--sm does not apply to 'edgead export --quantize'"),
+    (["--triton-repo", "m", "--sign-key", "k"], "--sign-key does not apply to 'edgead export --triton-repo'"),
+    (["--out", "x.edgead", "--int8-tolerance", "0.2", "--also", "y"],
+     "--also, --int8-tolerance do not apply to 'edgead export' (it writes a new bundle"),
+])
+def test_each_export_mode_refuses_the_options_of_the_others(tiny_bundle, tmp_path, args, message):
+    r = edgead("export", tiny_bundle, *args, cwd=tmp_path)
+    assert_clean_error(r, message, code=2)
+    assert len([line for line in r.stderr.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_every_export_option_belongs_to_a_mode():
+    from edgead.cli.export import EXPORT_MODES, export
+
+    declared = {o for m in EXPORT_MODES for o in m.options} | {m.selector for m in EXPORT_MODES if m.selector}
+    assert {p.name for p in export.params} - {"source"} == declared
+
+
+def test_detector_and_remote_detector_share_one_interface():
+    """Every member of AnomalyDetector exists on both, with the same parameters."""
+    import inspect
+
+    from edgead import AnomalyDetector, Detector, RemoteDetector
+
+    members = [n for n in vars(AnomalyDetector) if not n.startswith("_") or n in ("__enter__", "__exit__")]
+    members += list(AnomalyDetector.__annotations__)
+    for cls in (Detector, RemoteDetector):
+        for name in members:
+            assert hasattr(cls, name) or name in ("method",), (cls.__name__, name)
+            want, got = getattr(AnomalyDetector, name, None), getattr(cls, name, None)
+            if inspect.isfunction(want):
+                assert list(inspect.signature(got).parameters) == list(inspect.signature(want).parameters), \
+                    (cls.__name__, name)
+
+
+def test_the_python_api_trains_exports_evaluates_and_calibrates(demo_data, tmp_path):
+    """The whole path from Python, with a progress callback that hears every long step."""
+    from edgead import api
+
+    events = []
+    run = api.train(demo_data, tmp_path / "run", method="patchcore", image_size=64,
+                    overrides=["patchcore.coreset_fraction=0.05"], progress=events.append)
+    assert run.summary["memory_bank"][0] > 0 and any(e.task == "coreset" for e in events)
+    done = api.export(run.run_dir, tmp_path / "pc.edgead", parity_images=2, progress=events.append)
+    assert done.stages == ["feature_extractor"] and done.parity["passed"] and done.image_threshold > 0
+    report = api.evaluate(done.bundle, demo_data, backend="onnxruntime-cpu", progress=events.append)
+    assert 0.0 <= report.image_auroc <= 1.0 and 0.0 <= report.aupro <= 1.0
+    assert any(e.task.startswith("evaluate") and e.done == e.total for e in events)
+    cal = api.calibrate(done.bundle, [demo_data / "test" / "good"], target_frr=0.05, backend="onnxruntime-cpu")
+    assert cal.images == 6 and cal.previous_image_threshold == done.image_threshold
+    assert cal.report["image_threshold"] == cal.image_threshold

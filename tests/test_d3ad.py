@@ -97,7 +97,7 @@ def test_map_arithmetic_matches_pytorch():
 
 def test_prior_needs_enough_training_images():
     from edgead.core.preprocess import Preprocess
-    from edgead.training.d3ad.prior import fit_prior
+    from edgead.methods.d3ad.prior import fit_prior
     from edgead.training.data import DeviceImages
 
     data = DeviceImages(np.zeros((5, 64, 64, 3), np.uint8), torch.device("cpu"))

@@ -20,7 +20,7 @@ def _unet(widths=(16, 32), layers=1, size=8):
 
 @pytest.mark.parametrize("widths, layers", [((16, 32), 1), ((16, 32, 32), 2)])
 def test_controlled_forward_is_diffusers_and_sg_starts_as_identity(widths, layers):
-    from edgead.training.diad.networks import (
+    from edgead.methods.diad.networks import (
         GuidedDenoiser,
         HintEncoder,
         SemanticGuidedNetwork,
@@ -40,7 +40,7 @@ def test_controlled_forward_is_diffusers_and_sg_starts_as_identity(widths, layer
 def test_sff_learns_where_the_reference_stays_zero():
     """With zero-initialised SFF convolutions (the reference) no gradient reaches SFF or the previous
     level's zero convolutions; with edgead's initialisation both receive one after the first update."""
-    from edgead.training.diad.networks import (
+    from edgead.methods.diad.networks import (
         GuidedDenoiser,
         SemanticGuidedNetwork,
         zero_module,
@@ -171,7 +171,7 @@ def test_selection_under_a_budget_scores_the_latest_snapshot_first_and_stops_bef
     """A candidate costs ~0.05 s here; with 0.08 s left after the first, no second one is started."""
     import time
 
-    from edgead.training.diad import select
+    from edgead.methods.diad import select
 
     def fake_maps(x, *args, deadline=None, **kwargs):
         if deadline is not None and time.perf_counter() > deadline:
@@ -192,7 +192,7 @@ def test_selection_under_a_budget_scores_the_latest_snapshot_first_and_stops_bef
 def test_selection_maps_give_up_once_the_batches_done_say_the_rest_would_overrun():
     import time
 
-    from edgead.training.diad.select import diad_maps
+    from edgead.methods.diad.select import diad_maps
 
     class SlowScheduler:  # 0.05 s a batch of 8
         def reconstruct(self, denoise, z0, t_max, noise):

@@ -24,8 +24,8 @@ def test_parity_fails_when_a_graph_differs_from_pytorch(tiny_run, tiny_bundle, d
     import torch
 
     from edgead import load_bundle
+    from edgead.export.flow import method_export
     from edgead.export.parity import check_parity
-    from edgead.export.torch_backend import torch_stages
 
     class Shifted(torch.nn.Module):  # what a wrong export would look like from the other side
         def __init__(self, inner):
@@ -35,7 +35,7 @@ def test_parity_fails_when_a_graph_differs_from_pytorch(tiny_run, tiny_bundle, d
         def forward(self, *args):
             return self.inner(*args) + 0.01
 
-    modules = torch_stages(tiny_run)
+    modules = method_export(tiny_run).torch_modules()
     modules["segmenter"] = Shifted(modules["segmenter"])
     images = sorted((demo_data / "test" / "good").iterdir())[:2]
     with pytest.raises(ParityError, match=r"segmenter.*FAIL"):

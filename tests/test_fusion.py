@@ -32,8 +32,8 @@ def _maps(rng, n, size=32, blob=None):
 
 @pytest.mark.parametrize("informative, expected", [("knn", 0.75), ("reconstruction", 0.0)])
 def test_weight_goes_to_the_map_that_finds_the_synthetic_anomalies(informative, expected):
-    from edgead.core.bundle import Scoring
-    from edgead.export.fusion import choose_weight
+    from edgead.core.manifest import Scoring
+    from edgead.export.fusion_weight import choose_weight
 
     rng = np.random.default_rng(0)
     masks = np.zeros((6, 32, 32), bool)
@@ -53,8 +53,8 @@ def test_weight_goes_to_the_map_that_finds_the_synthetic_anomalies(informative, 
 
 def test_patch_output_is_the_baselines_descriptor():
     """D3AD's and DiAD's kNN maps use exactly the PatchCore baseline's patch descriptor."""
+    from edgead.methods.patchcore.train import PatchFeatures
     from edgead.training.backbone import PATCH_LAYERS, FeatureStages, load_backbone
-    from edgead.training.patchcore import PatchFeatures
 
     backbone = load_backbone()
     x = torch.rand(2, 3, 64, 64) * 2 - 1

@@ -1,7 +1,7 @@
 """Every registered method, through the same path: train (tiny) -> export -> load -> predict.
 
 Parametrised over the registry, so a new method is tested by registering it. A method that exists
-only in the tests (tests/dummy_method.py) proves the registry alone is enough to add one.
+only in the tests (tests/dummy_method/, one folder as every method) proves the registry alone is enough to add one.
 """
 
 import numpy as np

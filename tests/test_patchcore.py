@@ -20,7 +20,7 @@ def test_knn_against_brute_force():
 
 
 def test_greedy_coreset_covers_clusters():
-    from edgead.training.patchcore import greedy_coreset
+    from edgead.training.patch_bank import greedy_coreset
 
     g = torch.Generator().manual_seed(0)
     centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
@@ -44,7 +44,7 @@ def _one_at_a_time(x: torch.Tensor, n: int) -> list[int]:
 @pytest.mark.parametrize("n, batch, pool", [(300, 128, 8), (300, 7, 2), (1999, 64, 4)])
 def test_the_batched_coreset_is_the_greedy_one(n, batch, pool):
     """Rounds of one matrix product pick exactly the centres of the one-at-a-time greedy selection."""
-    from edgead.training.patchcore import greedy_coreset
+    from edgead.training.patch_bank import greedy_coreset
 
     x = torch.randn(2000, 16, generator=torch.Generator().manual_seed(3))
     x[:1000] *= 0.2  # a dense and a sparse region
@@ -85,7 +85,7 @@ def test_a_coreset_cut_by_the_budget_still_holds_every_patch_it_should():
     """Past the deadline the rest of the bank is a random sample: distinct patches, as many as asked."""
     import time
 
-    from edgead.training.patchcore import greedy_coreset
+    from edgead.training.patch_bank import greedy_coreset
 
     x = torch.randn(500, 8, generator=torch.Generator().manual_seed(1))
     idx = greedy_coreset(x, 40, deadline=time.perf_counter() - 1.0)

@@ -17,9 +17,9 @@ from edgead.core.errors import ConfigError
 from edgead.core.metrics import METRICS, Metric, image_metrics
 from edgead.core.registry import Registry
 from edgead.core.scoring import SCORE_RULES
+from edgead.line.sinks import SINKS, Sink
 from edgead.runtime.backends import BACKENDS, BackendKind, backend_names
 from edgead.runtime.backends.onnxruntime import OnnxRuntimeBackend
-from edgead.runtime.sinks import SINKS, Sink
 from edgead.runtime.sources import SOURCES, Frame, FrameSource, SourceKind
 
 

@@ -128,7 +128,7 @@ def test_exported_repository_serves_after_a_move(triton, method_bundle, tiny_bun
 
 def test_run_needs_one_of_bundle_or_server(tiny_bundle, demo_data):
     r = edgead_cli("run", "--bundle", tiny_bundle, "--server", "grpc://127.0.0.1:1", "--source", demo_data / "test")
-    assert r.returncode == 2 and "exactly one of --bundle BUNDLE or --server URL" in r.stderr
+    assert r.returncode == 2 and "exactly one of BUNDLE or --server URL" in r.stderr
     r = edgead_cli("run", "--server", "ftp://x", "--source", demo_data / "test")
     assert r.returncode == 2 and "expected grpc://HOST:PORT or http://HOST:PORT" in r.stderr
 

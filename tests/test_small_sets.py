@@ -36,7 +36,7 @@ def test_photometric_augmentation_stays_in_range_and_varies_per_sample():
 
 
 def test_segmenter_holdout_splits_without_overlap():
-    from edgead.training.diffusionad.trainer import split_for_segmenter
+    from edgead.methods.diffusionad.train import split_for_segmenter
 
     den, seg = split_for_segmenter(22, 0.25, seed=0)
     assert len(seg) == 6 and len(den) == 16 and not set(den.tolist()) & set(seg.tolist())
@@ -51,9 +51,9 @@ def test_small_set_training_keeps_the_best_snapshot_and_exports_it(demo_data, tm
 
     from edgead.core.config import load_config
     from edgead.export.flow import export_run
+    from edgead.methods.diffusionad.train import load_model
     from edgead.training import train
     from edgead.training.checkpoint import read_checkpoint_meta
-    from edgead.training.diffusionad import load_model
 
     from .conftest import TINY
 

@@ -14,8 +14,8 @@ import pytest
 
 from edgead import Detector
 from edgead.core.errors import InputError, SourceError
-from edgead.runtime.runner import run_stream
-from edgead.runtime.sinks import AnomalySaver, JsonlSink, VideoSink
+from edgead.line.runner import run_stream
+from edgead.line.sinks import AnomalySaver, JsonlSink, VideoSink
 from edgead.runtime.sources import ImageFilesSource, LiveSource, open_source
 from edgead.runtime.stream import Roi
 
@@ -227,7 +227,7 @@ def test_example_integration_script(tiny_bundle, video, tmp_path):
 
 
 def test_a_sink_that_fails_on_its_thread_ends_the_run_with_its_error(detector, video, tmp_path):
-    from edgead.runtime.sinks import Sink
+    from edgead.line.sinks import Sink
 
     class Full(Sink):
         closed = False
@@ -247,7 +247,7 @@ def test_a_sink_that_fails_on_its_thread_ends_the_run_with_its_error(detector, v
 
 
 def test_status_line_says_how_many_live_frames_were_skipped():
-    from edgead.runtime.runner import RunStats
+    from edgead.line.runner import RunStats
 
     slow = RunStats(frames=10, source={"dropped_live_frames": 7, "lost_frames": 0})
     assert slow.status_line().endswith("| skipped (slower than the camera) 7")
@@ -285,7 +285,7 @@ def test_a_run_that_judges_too_few_frames_ends_with_an_error(tiny_bundle, demo_d
 
 
 def test_a_stream_of_refused_frames_gives_up_instead_of_running_on(detector):
-    from edgead.runtime.runner import NOTHING_JUDGED_AFTER
+    from edgead.line.runner import NOTHING_JUDGED_AFTER
 
     tiny = [np.full((4, 64, 3), 90, np.uint8)] * (NOTHING_JUDGED_AFTER + 50)
     src = ImageFilesSource([Path("x")], "tiny frames")

@@ -6,16 +6,16 @@ import torch
 
 from edgead.core.config import load_config
 from edgead.core.errors import ConfigError, EdgeadError
-from edgead.training import train
-from edgead.training.diffusionad import DiffusionADTrainer
-from edgead.training.diffusionad import load_model as load_diffusionad
-from edgead.training.diffusionad.losses import focal_loss, mask_loss
-from edgead.training.diffusionad.networks import (
+from edgead.methods.diffusionad.losses import focal_loss, mask_loss
+from edgead.methods.diffusionad.networks import (
     PRESETS,
     build_denoiser,
     build_segmenter,
     resolve_network,
 )
+from edgead.methods.diffusionad.train import DiffusionADTrainer
+from edgead.methods.diffusionad.train import load_model as load_diffusionad
+from edgead.training import train
 
 from .conftest import TINY
 

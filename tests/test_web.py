@@ -18,10 +18,10 @@ import pytest
 
 from edgead import Detector
 from edgead.core.errors import ConfigError
-from edgead.runtime.runner import run_stream
-from edgead.runtime.sinks import Sink
+from edgead.line.runner import run_stream
+from edgead.line.sinks import Sink
+from edgead.line.web import BOUNDARY, WebAddress, WebView
 from edgead.runtime.sources import ImageFilesSource
-from edgead.runtime.web import BOUNDARY, WebAddress, WebView
 
 TOKEN = "line-7-secret"
 
@@ -140,8 +140,8 @@ def test_the_view_never_shows_a_path_of_the_machine(detector, demo_data):
 
 
 def test_beyond_loopback_the_view_needs_a_token_or_the_named_opt_out(tiny_bundle, demo_data):
-    from edgead.runtime.sinks import SinkOptions
-    from edgead.runtime.web import web_sink
+    from edgead.line.sinks import SinkOptions
+    from edgead.line.web import web_sink
 
     port = _free_port()
     with pytest.raises(ConfigError, match="exposes the line view beyond this machine: give it a --web-token"):
@@ -167,7 +167,7 @@ def test_a_browser_that_resets_its_connection_leaves_no_traceback(detector, demo
         run_stream(detector, ImageFilesSource(sorted(demo_data.glob("test/good/*.png"))[:2], "g"), [_Open(view)],
                    echo=lambda m: None)
         host, port = view.server.server_address[:2]
-        with caplog.at_level(logging.DEBUG, logger="edgead.runtime.web"):
+        with caplog.at_level(logging.DEBUG, logger="edgead.line.web"):
             for path in ("/stream.mjpg", "/frame.jpg", "/stats.json"):
                 s = socket.create_connection((host, port))
                 s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())

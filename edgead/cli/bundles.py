@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .common import backend_option, progress, resigned
+from .common import backend_option, resigned
 
 
 # --------------------------------------------------------------------------------- calibrate
@@ -41,30 +41,15 @@ def calibrate(bundle, good, target_frr, confidence, rule, max_frames, backend, s
     edgead calibrate tire.edgead --good line_good/ --target-frr 0.005
     edgead calibrate tire.edgead --good good_shift.mp4
     """
-    from ..core.bundle import load_bundle
-    from ..core.config import CalibrationConfig
-    from ..core.outputs import exclusive
-    from ..runtime.calibration import recalibrate
+    from .. import api
 
-    cfg = CalibrationConfig(**{k: v for k, v in {"target_frr": target_frr, "confidence": confidence,
-                                                  "rule": rule}.items() if v is not None},
-                            outliers="refuse" if refuse_outliers else "warn")
-    with exclusive(bundle, "calibrate"):  # read, change and write the manifest as one step
-        b = load_bundle(bundle)
-        old, new, dropped = recalibrate(b, list(good), cfg, backend=backend, max_frames=max_frames,
-                                        progress=progress(), sign_key=sign_key, product=product,
-                                        keep_suspects=keep_suspects, accept_misses=accept_misses)
-    resigned(dropped, b.root)
-    for w in new.warnings:
+    r = api.calibrate(bundle, list(good), target_frr=target_frr, confidence=confidence, rule=rule,
+                      max_frames=max_frames, backend=backend, product=product, refuse_outliers=refuse_outliers,
+                      keep_suspects=keep_suspects, accept_misses=accept_misses, sign_key=sign_key)
+    resigned(r.signature_dropped, r.bundle)
+    for w in r.warnings:
         click.echo(f"warning: {w}", err=True)
-    click.echo(json.dumps({
-        "bundle": str(b.root), "images": new.n_images, "rule": new.rule, "target_frr": new.target_frr,
-        "image_threshold": new.image.threshold, "previous_image_threshold": old.image.threshold if old else None,
-        "threshold_interval_90": new.threshold_interval, "pixel_threshold": new.pixel.threshold,
-        "synthetic_miss_rate": new.synthetic_miss_rate,
-        "previous_synthetic_miss_rate": old.synthetic_miss_rate if old else None,
-        "int8_stages": [q.stage for q in b.manifest.int8.stages] if b.manifest.int8 else [],
-    }))
+    click.echo(json.dumps(r.report))
 
 
 # ------------------------------------------------------------------------------- signatures

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -75,11 +74,6 @@ int8_option = click.option(
 
 def progress() -> bool:
     return sys.stderr.isatty()
-
-
-def option_overrides(pairs: dict[str, object], extra: tuple[str, ...]) -> list[str]:
-    out = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in pairs.items() if v is not None]
-    return out + list(extra)
 
 
 def resigned(dropped: bool, bundle) -> None:

@@ -16,7 +16,9 @@ from .common import backend_option, int8_option
 
 # --------------------------------------------------------------------------------------- run
 @click.command()
-@click.option("--bundle", type=click.Path(), help="Bundle folder (or --server).")
+@click.argument("bundle", required=False, type=click.Path())
+@click.option("--bundle", "bundle_option", type=click.Path(), hidden=True,
+              help="The bundle, as an option (edgead before 0.9); the same as the argument.")
 @click.option("--server", metavar="URL",
               help="Score on an inference server (edgead serve) instead: grpc://HOST:8001 or http://HOST:8000.")
 @click.option("--model", help="The served model for --server (needed when the server serves several).")
@@ -61,27 +63,28 @@ from .common import backend_option, int8_option
 @click.option("--max-unjudged", type=click.FloatRange(0, 1), default=0.05, show_default=True,
               help="End with an error (exit 1) when more than this share of the frames got no verdict (refused by the "
                    "model or the server, unreadable or lost); a run that judged no frame always does.")
-def run(bundle, server, model, camera, source, backend, int8, stride, roi, show, web, web_token, web_public, save, save_fps, jsonl, save_anomalies,
+def run(bundle, bundle_option, server, model, camera, source, backend, int8, stride, roi, show, web, web_token, web_public, save, save_fps, jsonl, save_anomalies,
         max_frames, loop, reconnect_attempts, status_every, overwrite, product, pipeline, sink_specs, expect_bundle,
         max_unjudged) -> None:
-    """Run a bundle on a live camera or stream (or a video/images) until stopped.
+    """Run BUNDLE (or a served one, --server) on a live camera or stream (or a video/images) until stopped.
 
     \b
-    edgead run --bundle tire.edgead --camera 0 --web 8080        # then open http://127.0.0.1:8080/
-    edgead run --bundle tire.edgead --camera 0 --show
-    edgead run --bundle tire.edgead --source line.mp4 --save out.mp4 --jsonl events.jsonl
+    edgead run tire.edgead --camera 0 --web 8080        # then open http://127.0.0.1:8080/
+    edgead run tire.edgead --camera 0 --show
+    edgead run tire.edgead --source line.mp4 --save out.mp4 --jsonl events.jsonl
     edgead run --server grpc://inference-box:8001 --model tire --camera 0 --jsonl events.jsonl
     """
+    bundle = one_bundle(bundle, bundle_option)
+    from ..line.runner import run_stream
+    from ..line.sinks import SinkOptions, open_sinks
     from ..runtime.detector import Detector
-    from ..runtime.runner import run_stream
-    from ..runtime.sinks import SinkOptions, open_sinks
     from ..runtime.sources import open_source
     from ..runtime.stream import Roi
 
     if (camera is None) == (source is None):
         raise ConfigError("give exactly one of --camera N or --source SPEC")
     if (bundle is None) == (server is None):
-        raise ConfigError("give exactly one of --bundle BUNDLE or --server URL")
+        raise ConfigError("give exactly one of BUNDLE or --server URL")
     if server is not None and product is not None:
         raise ConfigError("--product picks thresholds of a local bundle; a served product is its own --model")
     if server is not None and int8:
@@ -140,16 +143,17 @@ def run(bundle, server, model, camera, source, backend, int8, stride, roi, show,
 
 # ----------------------------------------------------------------------------------- predict
 @click.command()
-@click.argument("images", nargs=-1, required=True)
-@click.option("--bundle", required=True, type=click.Path(), help="Bundle folder.")
+@click.argument("paths", nargs=-1, required=True, metavar="BUNDLE IMAGES...")
+@click.option("--bundle", "bundle_option", type=click.Path(), hidden=True,
+              help="The bundle, as an option (edgead before 0.9): then every argument is an image.")
 @backend_option
 @int8_option
 @click.option("--out", type=click.Path(file_okay=False), help="Save an overlay per image here.")
 @click.option("--jsonl", type=click.Path(dir_okay=False), help="Write one JSON line per image.")
 @click.option("--overwrite", is_flag=True, help="Allow replacing an existing --jsonl file or non-empty --out folder.")
 @click.option("--product", help="Product whose thresholds apply (bundles that serve several products).")
-def predict(images, bundle, backend, int8, out, jsonl, overwrite, product) -> None:
-    """Score image files (paths, folders or globs) and print a verdict per image.
+def predict(paths, bundle_option, backend, int8, out, jsonl, overwrite, product) -> None:
+    """Score image files (paths, folders or globs) with BUNDLE and print a verdict per image.
 
     Prints: path, raw score, normalised score (threshold at 0.5), verdict. An unreadable image,
     a missing path or a pattern that matches nothing is reported and skipped; the exit code is 1
@@ -160,6 +164,9 @@ def predict(images, bundle, backend, int8, out, jsonl, overwrite, product) -> No
     from ..runtime.detector import Detector
     from ..runtime.sources import expand_images, unique_files
 
+    bundle, images = (bundle_option, paths) if bundle_option else (paths[0], paths[1:])
+    if not images:
+        raise ConfigError("give the images to score after the bundle: edgead predict BUNDLE IMAGES...")
     files, failed, missing = [], [], []
     for spec in images:
         try:
@@ -211,3 +218,10 @@ def _overlay_names(files: list[Path]) -> dict[Path, str]:
         used.add(name)
         names[f] = name
     return names
+
+
+def one_bundle(argument: str | None, option: str | None) -> str | None:
+    """The bundle given as the argument or (edgead before 0.9) as --bundle; both is an error."""
+    if argument and option:
+        raise ConfigError("give the bundle once: as the argument (edgead run BUNDLE ...), not also as --bundle")
+    return argument or option

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
-from ..core.errors import ConfigError
 from .common import backend_option, int8_option, progress
 
 
@@ -25,33 +23,18 @@ from .common import backend_option, int8_option, progress
 @click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file or writing into a non-empty --sheet folder.")
 def evaluate(bundle, data, product, backend, int8, out, sheet, overwrite) -> None:
     """Compute image and pixel AUROC/AP/F1max and AUPRO@0.3 on a test set (per product, and the mean)."""
-    from ..core.bundle import load_bundle
+    from .. import api
     from ..core.outputs import atomic_write, check_new_dir, check_new_file
-    from ..data.datasets import load_dataset
-    from ..evaluation.evaluate import evaluate as run_eval
-    from ..evaluation.evaluate import format_table, mean_report, save_sheets
-    from ..runtime.detector import Detector
+    from ..evaluation.evaluate import format_table
 
     check_new_file(out, overwrite, "report")
     check_new_dir(sheet, overwrite, "sheet folder")
-    if product and len(data) > 1:
-        raise ConfigError("--product names the product of a single --data; with several, each folder name is its product")
-    b = load_bundle(bundle)
-    reports = {}
-    for root in data:
-        ds = load_dataset(root, validation_fraction=0.0)
-        name = product or (ds.name if b.manifest.products else None)
-        with Detector(b, backend=backend, product=name, int8=int8) as det:
-            run = run_eval(det, ds, progress=progress())
-            if sheet:
-                name_png = "sheet.png" if len(data) == 1 else f"{ds.name}.png"
-                run.report["sheets"] = [str(p) for p in save_sheets(det, run, Path(sheet), name=name_png)]
-        reports[ds.name] = run.report
-        if len(data) > 1:
-            click.echo(f"== {ds.name}")
-        click.echo(format_table(run.report))
-    report = next(iter(reports.values())) if len(reports) == 1 else {"products": reports, "mean": mean_report(reports)}
-    if len(reports) > 1:
+    report = api.evaluate(bundle, list(data), product=product, backend=backend, int8=int8, sheet=sheet).report
+    if "products" not in report:
+        click.echo(format_table(report))
+    else:
+        for name, r in report["products"].items():
+            click.echo(f"== {name}\n" + format_table(r))
         click.echo("== mean over products\n" + format_table(report["mean"]))
     if out:
         atomic_write(out, json.dumps(report, indent=2), exclusive=not overwrite)
@@ -81,7 +64,7 @@ def benchmark(bundle, backend, int8, batch, runs, checkpoint, images, out, overw
     if checkpoint is not None:  # PyTorch eager stages of the run, timed against the runtime's
         from functools import partial
 
-        from ..export.torch_backend import torch_backends
+        from ..export.flow import torch_backends
 
         reference = partial(torch_backends, checkpoint)
     report = run_benchmark(bundle, backend, batch, runs, reference=reference, images=images, progress=progress(),

@@ -6,12 +6,8 @@ import json
 import os
 import re
 import sys
-from pathlib import Path
 
 import click
-
-from ..core.errors import ConfigError
-from .common import option_overrides
 
 
 # ------------------------------------------------------------------------------------- train
@@ -49,36 +45,20 @@ from .common import option_overrides
 def train(config_path, data, out, method, preset, image_size, steps, batch_size, max_minutes, fill_budget,
           textures, foreground, device, resume, allow_changes, stage, sets, nproc) -> None:
     """Train a model on anomaly-free images and save a checkpoint in --out."""
-    from ..core.config import load_config
     from ..core.errors import require
 
     require("torch", 'pip install "edgead[train]"', "Training")
     if nproc > 1 and "WORLD_SIZE" not in os.environ:  # start the processes; each runs this command again
         sys.exit(_torchrun(nproc))
-    data_path = None if not data else data[0] if len(data) == 1 else list(data)
-    overrides = option_overrides({
-        "method": method, "data.path": data_path, "model.preset": preset, "data.image_size": image_size,
-        "train.steps": steps, "train.batch_size": batch_size, "train.max_minutes": max_minutes,
-        "train.fill_budget": fill_budget,
-        "data.textures": textures, "data.foreground": foreground, "train.device": device,
-    }, sets)
-    existing = (Path(out) / "config.yaml").is_file()
-    if resume or (stage != "all" and existing):  # the run's own configuration, as it was trained
-        if config_path:
-            raise ConfigError("a run is continued with its own configuration; leave out --config")
-        from ..training.checkpoint import resume_config
-
-        config = resume_config(out, overrides, allow_changes)
-    else:
-        if allow_changes:
-            raise ConfigError("--allow-changes goes with --resume (or --stage on an existing run)")
-        config = load_config(config_path, overrides)
-    from ..training import train as train_method
+    from .. import api
 
     # a bar on a terminal, a progress line every few seconds in a log file
-    summary = train_method(config, out, resume=resume, progress=True, stage=stage)
+    result = api.train(list(data) or None, out, method=method, preset=preset, image_size=image_size, steps=steps,
+                       batch_size=batch_size, max_minutes=max_minutes, fill_budget=fill_budget, textures=textures,
+                       foreground=foreground, device=device, resume=resume, allow_changes=allow_changes, stage=stage,
+                       config=config_path, overrides=sets)
     if os.environ.get("RANK", "0") == "0":  # one summary, from training process 0
-        click.echo(json.dumps({"run": str(out), **summary}, default=str))
+        click.echo(json.dumps({"run": str(out), **result.summary}, default=str))
 
 
 _LAUNCHER_LOG = re.compile(r"^[WEI]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S*torch/distributed/")

@@ -19,16 +19,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from .codec import check_finite, from_dict, read_yaml_text, to_dict, to_yaml
-from .contracts import StageContract, StageName, TensorSpec
+from .contracts import StageContract
 from .errors import BundleError, ConfigError
-from .preprocess import Preprocess
+from .manifest import ExtraEntry, Manifest, StageEntry
+from .methods import get_method
+from .outputs import atomic_write, check_replaceable, check_writable, exclusive, new_temp_dir, publish_dir
+from .scoring import SCORE_RULES
+from .signing import SIGNATURE, sign, trusted_keys_from_env
+from .signing import verify as verify_signature
 from .version import __version__
 
 SCHEMA_VERSION = 2
@@ -37,186 +42,6 @@ RUNTIME_CACHE_SUFFIX = ".runtime-cache"
 """Kernels TensorRT for RTX compiled on this GPU, kept beside its engines: the one file a bundle may
 hold that its manifest does not list (a cache, rebuilt when it does not fit)."""
 INTEGRITY = "# sha256 of the lines above: "
-
-
-@dataclass
-class StageEntry:
-    name: StageName
-    file: str
-    sha256: str
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    opset: int
-    description: str = ""
-    batch_factor: int = 1
-    """Graph samples per frame (engines for frame batch B are built for B * batch_factor)."""
-
-
-@dataclass
-class ExtraEntry:
-    name: str
-    file: str
-    sha256: str
-
-
-@dataclass
-class EngineFile:
-    stage: StageName
-    file: str
-    sha256: str
-
-
-@dataclass
-class EngineSet:
-    """TensorRT engines of one flavour, built for one device (or, TensorRT-RTX, for target compute
-    capabilities) and one precision."""
-
-    directory: str
-    gpu: str
-    compute_capability: str
-    tensorrt_version: str
-    precision: Literal["fp16", "fp32", "int8"]
-    obtained_precision: str
-    max_batch: int
-    files: list[EngineFile]
-    flavour: Literal["tensorrt", "rtx"] = "tensorrt"
-    targets: list[str] = field(default_factory=list)
-    """TensorRT-RTX: compute capabilities built for ([]: the builder's portable default)."""
-    validated: bool = True
-    """Compared with ONNX Runtime on real images when built (not possible on a build server without a GPU)."""
-
-
-@dataclass
-class Int8Stage:
-    stage: StageName
-    file: str
-    sha256: str
-
-
-@dataclass
-class Int8Set:
-    """INT8 graphs beside the fp32 ones (ONNX Runtime static quantisation, QDQ, per-channel weights), for
-    the stages whose scores held on good images the quantisation did not see; the others stay fp32."""
-
-    calibration: str
-    """Folder of good images the activation ranges came from."""
-    n_calibration: int
-    n_held_out: int
-    tolerance: float
-    """Largest score (and p99 map) change allowed, as a share of the margin between the good images'
-    mean and the threshold."""
-    stages: list[Int8Stage]
-    kept_fp32: dict[str, str] = field(default_factory=dict)
-    """Stage -> why it stays fp32."""
-    score_change: float = 0.0
-    """Largest score change of the accepted set on the held-out images, as a share of the margin."""
-    map_change: float = 0.0
-    """Largest p99 map change of the accepted set, as a share of the pixel margin."""
-    decisions_changed: int = 0
-
-
-@dataclass
-class Stats:
-    min: float
-    max: float
-    threshold: float
-    mean: float
-    std: float
-
-
-@dataclass
-class Calibration:
-    """Thresholds and normalisation from anomaly-free images (never test images)."""
-
-    rule: Literal["tolerance", "k_sigma"]
-    n_images: int
-    source: str
-    image: Stats
-    pixel: Stats
-    k: float
-    """The factor used: the tolerance factor, or k_sigma."""
-    transform: Literal["logit", "log", "none"] = "none"
-    target_frr: float | None = None
-    confidence: float | None = None
-    threshold_interval: list[float] | None = None
-    """90% bootstrap interval of the image threshold over the calibration images."""
-    calibration_frr: float = 0.0
-    """Share of the calibration images themselves above the threshold."""
-    synthetic_miss_rate: float | None = None
-    """Share of synthetic anomalies (made from the calibration images) below the threshold."""
-    warnings: list[str] = field(default_factory=list)
-    good_scores: list[float] = field(default_factory=list)
-    """Image scores of the good images the threshold was fitted on: what a later ``edgead calibrate`` screens its
-    images against (a few defective parts among them would raise the threshold)."""
-    synthetic_scores: list[float] = field(default_factory=list)
-    """Image scores of the synthetic anomalies export made from held-out good images: what a new threshold is
-    checked against (one that passes many more of them than this one did is refused unless accepted)."""
-
-
-@dataclass
-class Scoring:
-    """Anomaly map -> image score (anomalib's post-processor, read by ``runtime.postprocess``)."""
-
-    image_score: str
-    """A score rule's name (core.scoring.SCORE_RULES)."""
-    smoothing_sigma: float = 0.0
-    """Gaussian blur of the map before scoring (pixels; 0 = off)."""
-    top_k: int = 1
-    """top_k_mean: mean of the k largest map values."""
-    pool: int = 1
-    """pooled_max: max after a pool x pool average pool (stride 1)."""
-    unit_interval: bool = False
-    """Maps and scores are probabilities in [0, 1] (calibration then works on their logit)."""
-
-
-@dataclass
-class Manifest:
-    schema_version: int
-    edgead_version: str
-    method: str
-    created: str
-    preprocess: Preprocess
-    scoring: Scoring
-    stages: list[StageEntry]
-    params: Any = None
-    """The method's parameters: an instance of its registered ``params`` dataclass."""
-    calibration: Calibration | None = None
-    """Thresholds of a single-product bundle."""
-    products: dict[str, Calibration] = field(default_factory=dict)
-    """Thresholds per product of a bundle that serves several (DiAD); ``calibration`` is then None."""
-    extras: list[ExtraEntry] = field(default_factory=list)
-    engines: list[EngineSet] = field(default_factory=list)
-    int8: Int8Set | None = None
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    def calibration_for(self, product: str | None) -> Calibration | None:
-        """The thresholds to use for ``product`` (None: the bundle's only one); BundleError if unknown."""
-        if not self.products:
-            if product is not None:
-                raise BundleError(f"this bundle serves a single product; leave out the product ({product!r})")
-            return self.calibration
-        if product is None:
-            if len(self.products) == 1:
-                return next(iter(self.products.values()))
-            raise BundleError(f"this bundle serves several products ({', '.join(self.products)}); "
-                              "choose one with --product NAME (Detector.load(..., product=NAME))")
-        if product not in self.products:
-            raise BundleError(f"unknown product {product!r}; this bundle knows: {', '.join(self.products)}")
-        return self.products[product]
-
-    def training_hashes(self) -> set[str]:
-        """Content hashes of the model's training images (``data.datasets.content_hash``), every product's."""
-        recorded = self.provenance.get("dataset", {})
-        sets = recorded if isinstance(recorded, list) else [recorded]  # one entry per product (DiAD)
-        return {h for ds in sets if isinstance(ds, dict) for h in ds.get("train_hashes", []) if isinstance(h, str)}
-
-    def stage(self, name: str) -> StageEntry:
-        for s in self.stages:
-            if s.name == name:
-                return s
-        raise BundleError(
-            f"bundle has no stage {name!r}; it has {', '.join(s.name for s in self.stages)}"
-        )
 
 
 def sha256_file(path: Path) -> str:
@@ -311,8 +136,6 @@ class Bundle:
         An unlisted file is covered by neither the integrity line nor a signature, yet a runtime may
         read it (ONNX external weights beside a graph): it is refused, not ignored.
         """
-        from .signing import SIGNATURE
-
         listed = {rel for rel, _ in self.files()} | {MANIFEST, SIGNATURE}
         for p in sorted(self.root.rglob("*")):
             rel = p.relative_to(self.root).as_posix()
@@ -331,8 +154,6 @@ class Bundle:
 
     @property
     def signed(self) -> bool:
-        from .signing import SIGNATURE
-
         return (self.root / SIGNATURE).is_file()
 
     def save_manifest(self, sign_key: str | Path | None = None) -> bool:
@@ -343,8 +164,6 @@ class Bundle:
         was_signed = self.signed
         self.manifest_sha256 = _write_manifest(self.root, self.manifest)
         if sign_key is not None:
-            from .signing import sign
-
             sign(self.root, sign_key)
             return False
         return was_signed
@@ -352,8 +171,6 @@ class Bundle:
 
 def _write_manifest(root: Path, manifest: Manifest) -> str:
     """Write the manifest with its integrity line; the sha256 of the bytes written."""
-    from .outputs import atomic_write
-    from .signing import SIGNATURE
 
     body = to_yaml(to_dict(manifest))
     text = body + INTEGRITY + hashlib.sha256(body.encode()).hexdigest() + "\n"
@@ -410,8 +227,6 @@ def check_values(m: Manifest) -> None:
         check_finite(getattr(m, name), f"manifest.{name}")
     if any(v <= 0 for v in m.preprocess.std) or any(v < 1 for v in m.preprocess.image_size):
         raise ConfigError(f"manifest.preprocess needs std > 0 and a positive image_size, got {m.preprocess}")
-    from .scoring import SCORE_RULES
-
     if m.scoring.image_score not in SCORE_RULES:
         raise BundleError(f"manifest.scoring.image_score {m.scoring.image_score!r} is not a score rule of this "
                           f"edgead ({', '.join(SCORE_RULES.names())}); update edgead or install the plugin that has it")
@@ -440,8 +255,6 @@ def load_bundle(path: str | Path, verify: bool = True, trusted_keys: list[Path] 
     ``trusted_keys`` (default: the files in $EDGEAD_TRUSTED_KEYS): when any are given, the bundle
     must carry a valid signature by one of them.
     """
-    from .signing import trusted_keys_from_env
-    from .signing import verify as verify_signature
 
     root = Path(path)
     if not root.exists():
@@ -457,8 +270,6 @@ def load_bundle(path: str | Path, verify: bool = True, trusted_keys: list[Path] 
         verify_signature(root, keys)
         verify = True  # a machine that trusts only signed bundles checks every file, whatever the caller asked
     raw, digest = _read_manifest(mf)
-    from .methods import get_method
-
     raw_params = raw.pop("params", None)
     try:
         manifest = from_dict(Manifest, raw, "manifest")
@@ -492,8 +303,6 @@ class BundleWriter:
     """
 
     def __init__(self, out: str | Path, overwrite: bool = False):
-        from .outputs import check_replaceable, check_writable, exclusive, new_temp_dir
-
         self.out = Path(out)
         self.overwrite = overwrite
         if self.out.exists() and not overwrite:
@@ -547,8 +356,6 @@ class BundleWriter:
         return Bundle(self.tmp, manifest, _write_manifest(self.tmp, manifest))
 
     def commit(self, manifest: Manifest) -> Bundle:
-        from .outputs import publish_dir
-
         check_values(manifest)  # never write what load_bundle would refuse
         digest = _write_manifest(self.tmp, manifest)
         Bundle(self.tmp, manifest).verify()

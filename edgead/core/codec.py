@@ -169,7 +169,7 @@ def to_yaml(data: Any) -> str:
 def read_yaml_text(text: str, where: str, error: type[EdgeadError] = ConfigError) -> dict[str, Any]:
     """YAML text that must hold a mapping (empty: empty mapping); ``error`` on anything else."""
     try:
-        loaded = yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a SafeLoader without aliases
+        loaded = yaml.load(text, Loader=_PlainLoader)
     except _AliasFound as line:
         raise error(f"{where} uses a YAML alias (*name, line {line}), which edgead files never contain") from None
     except yaml.YAMLError as exc:

@@ -39,7 +39,7 @@ class DataConfig:
     """With several products (DiAD), draw every product equally often in each training batch instead
     of every image, so a product with few images is learned as well as one with many. With the
     pretrained encoder and the colour path of the autoencoder this gives every product an error as
-    low as its own autoencoder's (docs/benchmarks.md section 8); false: uniform over images."""
+    low as its own autoencoder's (docs/studies.md §8); false: uniform over images."""
 
 
 @dataclass
@@ -88,8 +88,8 @@ class ModelConfig:
     """Latent methods: a linear latent-to-image path beside the decoder; None: the preset's."""
     autoencoder_decoder_stride: Literal[1, 2] | None = None
     """Latent methods: 1 decodes every pixel (the papers); 2 decodes at half resolution and up-samples x2 inside
-    the decoder (its finest level dropped: 2.5x faster, the image size unchanged); None: 2 for the presets the method's
-    table entry lists (MethodSpec.half_resolution_decoder: D3AD's tiny and s, measured), else 1."""
+    the decoder (its finest level dropped, the image size unchanged); None: 2 for the presets the method's table
+    entry lists (MethodSpec.half_resolution_decoder: D3AD's tiny and s), else 1."""
 
 
 @dataclass

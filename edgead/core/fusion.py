@@ -8,7 +8,7 @@ the model could not reproduce it. Both are z-scored on anomaly-free calibration 
     map = (1 - w) * (reconstruction - mu_r) / sd_r + w * (knn - mu_k) / sd_k
 
 w is chosen per bundle at export on synthetic anomalies made from held-out good images (never test
-images) among ``candidates`` (edgead/export/fusion.py: the weight that sets their image scores
+images) among ``candidates`` (edgead/export/fusion_weight.py: the weight that sets their image scores
 furthest from the good images'), or fixed with ``--set <method>.knn.weight=W`` (0: the
 reconstruction alone, the papers' map; 1: the kNN map alone, the baseline's).
 """

@@ -38,7 +38,7 @@ class MethodSpec:
     exporter: str
     """A ``edgead.export.flow.MethodExport`` subclass (PyTorch)."""
     pipeline: str
-    """A ``edgead.runtime.pipelines.base.Pipeline`` subclass (numpy, no PyTorch)."""
+    """A ``edgead.runtime.pipeline.Pipeline`` subclass (numpy, no PyTorch)."""
     tiny: tuple[str, ...] = ()
     """Configuration overrides that train in seconds on a CPU (tests, demo)."""
     multi_product: bool = False

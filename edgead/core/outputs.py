@@ -147,7 +147,7 @@ def new_temp_dir(beside: Path, label: str) -> Path:
 def apply_umask(root: Path) -> None:
     """Folders 0777 and files 0666 under the umask, as a plain mkdir/open would have made them."""
     mask = _umask()
-    for d, dirs, files in os.walk(root):
+    for d, _dirs, files in os.walk(root):
         os.chmod(d, 0o777 & ~mask)
         for f in files:
             os.chmod(os.path.join(d, f), 0o666 & ~mask)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from .bundle import Calibration, Scoring, Stats
+from .manifest import Calibration, Scoring, Stats
 from .registry import Registry
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..core.errors import DataError
 from ..core.metrics import auroc, image_metrics, metrics_for, pixel_metrics
+from ..core.progress import tracked
 from ..data.datasets import AnomalyDataset, Sample, content_hash
 from ..data.io import read_image, read_mask
 from ..runtime.detector import Detector
@@ -36,8 +37,6 @@ def training_images_among(samples: list[Sample], detector: Detector) -> list[Sam
 
 
 def evaluate(detector: Detector, dataset: AnomalyDataset, batch: int = 4, progress: bool = True) -> EvaluationRun:
-    from tqdm.auto import tqdm
-
     samples = dataset.test
     if not samples:
         raise DataError(f"{dataset.root} has no test images (expected test/<good|defect>/ or defect folders)")
@@ -53,7 +52,7 @@ def evaluate(detector: Detector, dataset: AnomalyDataset, batch: int = 4, progre
     maps, scores = [], []
     reconstructs = False
     t0 = time.perf_counter()
-    for i in tqdm(range(0, len(samples), batch), disable=not progress, desc="evaluate", unit="batch"):
+    for i in tracked(range(0, len(samples), batch), f"evaluate {dataset.name}", bar=progress, unit="batch"):
         rgbs = [read_image(s.path) for s in samples[i:i + batch]]
         scored = detector.score_batch(rgbs)
         maps.append(scored.maps)

@@ -125,7 +125,7 @@ def format_report(r: dict) -> str:
     lines = [f"{r['method']} via {r['backend']}, image {r['image_size'][0]}x{r['image_size'][1]}, {r['runs']} runs"]
     lines.append(f"{'engine':<10}{'batch':>6}{'median ms':>11}{'p90 ms':>9}{'frames/s':>10}{'outside stages':>16}")
     for name in ("runtime", "int8", "pytorch"):
-        for key, s in r.get(name, {}).items():
+        for s in r.get(name, {}).values():
             lines.append(f"{name:<10}{s['batch']:>6}{s['median_ms']:>11.1f}{s['p90_ms']:>9.1f}"
                          f"{s['frames_per_s']:>10.2f}{s['outside_stages_share']:>15.1%}")
     for name in ("runtime", "int8"):

@@ -21,20 +21,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.bundle import SCHEMA_VERSION, Bundle, BundleWriter, Manifest, Scoring
+from ..core.bundle import SCHEMA_VERSION, Bundle, BundleWriter
 from ..core.codec import to_dict
 from ..core.config import ExperimentConfig
 from ..core.contracts import StageContract
 from ..core.errors import ConfigError, DataError, ExportError
+from ..core.manifest import Manifest, Scoring
 from ..core.preprocess import Preprocess, resize
+from ..core.progress import report
 from ..core.version import __version__
 from ..data.datasets import AnomalyDataset, load_dataset
 from ..data.io import read_image
 from ..methods import get_method
-from ..runtime.backends import reuse_backends
+from ..runtime.backends import Backend, reuse_backends
 from ..runtime.calibration import calibrate
 from ..training.checkpoint import read_checkpoint_meta
 from .onnx_export import OPSET, export_stage
+from .parity import check_parity
+from .torch_backend import TorchBackend
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +69,7 @@ class MethodExport(ABC):
     def scoring(self) -> Scoring:
         """How the runtime turns the method's anomaly map into an image score."""
 
-    def fit_statistics(self, bundle: Bundle, images: list[Path], progress: bool = False) -> None:
+    def fit_statistics(self, bundle: Bundle, images: list[Path], progress: bool = False) -> None:  # noqa: B027
         """Statistics the pipeline needs from anomaly-free images before calibration (default: none).
 
         Runs on the staged bundle through the runtime; updates ``bundle.manifest.params``.
@@ -73,6 +77,12 @@ class MethodExport(ABC):
 
     def torch_modules(self) -> dict[str, torch.nn.Module]:
         return {name: module for name, (module, _) in self.stages().items()}
+
+
+def torch_backends(run_dir: str | Path, bundle: Bundle) -> dict[str, Backend]:
+    """The training run's networks, one PyTorch backend per exported stage (any registered method): the bundle's
+    pipeline with PyTorch in place of ONNX Runtime, for benchmarks and parity."""
+    return {stage: TorchBackend(module, bundle, stage) for stage, module in method_export(run_dir).torch_modules().items()}
 
 
 def method_export(run_dir: str | Path, overrides: list[str] | None = None) -> MethodExport:
@@ -219,8 +229,14 @@ def export_run(
     if list(stages) != list(spec.stages):
         raise ExportError(f"the {spec.name} exporter produced the stages {list(stages)}, "
                           f"its registration declares {list(spec.stages)}")
+    steps = len(stages) + 3 + len(sets)
+
+    def step(done: int, what: str) -> None:
+        report("export", done, steps, what)
+
     with BundleWriter(out, overwrite) as w, reuse_backends():  # one ONNX Runtime session per graph
-        for module, contract in stages.values():
+        for i, (module, contract) in enumerate(stages.values()):
+            step(i, f"ONNX graph of stage {contract.name}")
             export_stage(module, contract, w.graph_path(contract.name), spec.name)
             w.add_stage(contract, OPSET)
         for name, array in hooks.extras().items():
@@ -242,8 +258,10 @@ def export_run(
                 "export": {"versions": _versions()},
             },
         )
+        step(len(stages), f"statistics of the {len(held_out)} held-out good images")
         hooks.fit_statistics(w.open_staged(manifest), held_out, progress=progress)
-        for ds in sets:  # thresholds per product (DiAD serves several with one model)
+        for k, ds in enumerate(sets):  # thresholds per product (DiAD serves several with one model)
+            step(len(stages) + 1 + k, f"calibration of {ds.name} on its good images, synthetic anomalies")
             validation = [s.path for s in ds.validation]
             cal, good = calibrate(w.open_staged(manifest), validation, config.calibration, ds.validation_source,
                                   progress=progress)
@@ -254,13 +272,14 @@ def export_run(
             product = ds.name if spec.multi_product else None
             advise_sensitivity(cal, good, synthetic_scores(w.open_staged(manifest), validation, config, product),
                                product)
-        from .parity import check_parity
-
         per_set = None if parity_images is None else max(1, parity_images // len(sets))
+        step(steps - 2, "parity check of ONNX Runtime against PyTorch on real images")
         modules, staged = hooks.torch_modules(), w.open_staged(manifest)
         reports = {ds.name: check_parity(modules, staged, _parity_images(ds, per_set), progress=progress,
                                          product=ds.name if spec.multi_product else None) for ds in sets}
         parity = next(iter(reports.values())) if len(reports) == 1 else _merge_reports(reports)
         manifest.provenance["export"]["parity"] = parity
+        step(steps - 1, "verifying and writing the bundle")
         bundle = w.commit(manifest)
+    step(steps, f"bundle {bundle.root} written")
     return bundle, parity

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.bundle import Bundle, Int8Set, Int8Stage, load_bundle, sha256_file
+from ..core.bundle import Bundle, load_bundle, sha256_file
 from ..core.errors import ExportError
+from ..core.manifest import Int8Set, Int8Stage
 from ..core.outputs import exclusive, new_temp_dir
 from ..data.io import read_image
 from ..runtime.detector import Detector

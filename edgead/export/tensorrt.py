@@ -32,8 +32,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..core.bundle import Bundle, EngineFile, EngineSet, load_bundle, sha256_file
+from ..core.bundle import Bundle, load_bundle, sha256_file
 from ..core.errors import BackendError, ExportError
+from ..core.manifest import EngineFile, EngineSet
 from ..core.outputs import exclusive, new_temp_dir
 from ..core.version import __version__
 from ..runtime.backends.trt_env import (

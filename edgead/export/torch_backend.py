@@ -30,14 +30,3 @@ class TorchBackend(Backend):
         out = self.module(*(torch.from_numpy(feeds[n]) for n in self.in_names))
         outs = out if isinstance(out, (tuple, list)) else (out,)
         return {n: o.numpy() for n, o in zip(self.out_names, outs)}
-
-
-def torch_stages(run_dir: str | Path) -> dict[str, torch.nn.Module]:
-    """The training run's networks as one module per exported stage (any registered method)."""
-    from .flow import method_export
-
-    return method_export(run_dir).torch_modules()
-
-
-def torch_backends(run_dir: str | Path, bundle: Bundle) -> dict[str, Backend]:
-    return {stage: TorchBackend(module, bundle, stage) for stage, module in torch_stages(run_dir).items()}

@@ -30,10 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.bundle import Bundle, Calibration, Stats
+from ..core.bundle import Bundle
 from ..core.config import CalibrationConfig
 from ..core.errors import DataError
+from ..core.manifest import Calibration, Stats
 from ..core.metrics import trapezoid
+from ..core.progress import tracked
 from ..data.io import read_image
 from .detector import Detector
 
@@ -194,8 +196,6 @@ def calibration_from_scores(scores: np.ndarray, map_maxima: np.ndarray, map_min:
 def run_images(detector: Detector, images: Iterable[Path | np.ndarray], batch: int = 4, progress: bool = False,
                desc: str = "score", total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Smoothed maps [N, h, w] and image scores [N] for image files or uint8 RGB arrays, in batches."""
-    from tqdm.auto import tqdm
-
     maps, scores, pending = [], [], []
 
     def flush():
@@ -204,7 +204,7 @@ def run_images(detector: Detector, images: Iterable[Path | np.ndarray], batch: i
         scores.append(scored.scores)
         pending.clear()
 
-    for item in tqdm(images, disable=not progress, desc=desc, unit="image", total=total):
+    for item in tracked(images, desc, total, bar=progress, unit="image"):
         pending.append(read_image(item) if isinstance(item, (str, Path)) else item)
         if len(pending) == batch:
             flush()

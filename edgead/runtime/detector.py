@@ -25,7 +25,7 @@ from ..core.errors import BackendError, BundleError, InputError
 from ..core.preprocess import to_batch
 from ..core.scoring import PostProcessor
 from .backends import BACKENDS, Backend, BackendChoice, choose_backend, open_stage
-from .pipelines import pipeline_class
+from .pipeline import pipeline_class
 from .preprocess import as_rgb, check_judgeable
 from .result import Color, Result
 
@@ -76,8 +76,7 @@ class Detector:
             raise BundleError(f"bundle {bundle.root} is not calibrated; re-export it with 'edgead export'")
         self.product = product
         self.bundle = bundle
-        self.bundle_id = bundle.id
-        """The bundle's id (``Bundle.id``), carried by every Result."""
+        self._bundle_id = bundle.id
         self.manifest = bundle.manifest
         self.postprocess = PostProcessor(bundle.manifest.scoring, self.calibration)
         stages = [s.name for s in bundle.manifest.stages]
@@ -138,6 +137,11 @@ class Detector:
     @property
     def threshold(self) -> float:
         return self.postprocess.threshold
+
+    @property
+    def bundle_id(self) -> str:
+        """The bundle's id (``Bundle.id``), carried by every Result."""
+        return self._bundle_id
 
     # -- inference --------------------------------------------------------------------------
     def predict(self, image: np.ndarray | str | Path, color: Color = "bgr", keep_image: bool = True) -> Result:
@@ -232,7 +236,7 @@ class Detector:
                     image=rgb if keep_image else None,
                     source=sources[i],
                     pixel_stats=cal.pixel,
-                    bundle_id=self.bundle_id,
+                    bundle_id=self._bundle_id,
                 )
             )
         t_end = time.perf_counter()

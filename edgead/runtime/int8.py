@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.bundle import Bundle, Calibration
+from ..core.bundle import Bundle
+from ..core.manifest import Calibration
 from ..core.scoring import PostProcessor
 from .backends.onnxruntime import OnnxRuntimeBackend
 from .detector import Detector, ScoredBatch
+
 
 def int8_detector(bundle: Bundle, int8: dict[str, Path]) -> Detector:
     """The bundle with these stages from INT8 graphs (the others fp32), on ONNX Runtime CPU."""
@@ -84,7 +86,7 @@ def recheck(bundle: Bundle, frames: list[np.ndarray], why: str) -> tuple[list[st
         if max(score, pixel) > int8.tolerance:
             reason = (f"{why}: the INT8 stages together move scores by {score:.3f} and maps by {pixel:.3f} of the new "
                       f"margin (tolerance {int8.tolerance})")
-            dropped.update({s: reason for s in kept})
+            dropped.update(dict.fromkeys(kept, reason))
             kept = {}
         else:
             int8.score_change, int8.map_change, int8.decisions_changed = round(score, 4), round(pixel, 4), flips

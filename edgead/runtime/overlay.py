@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from ..core.bundle import Stats
+from ..core.manifest import Stats
 from ..core.scoring import normalise
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from ..core.bundle import Stats
 from ..core.errors import InputError
+from ..core.manifest import Stats
 from .overlay import draw_overlay
 
 Color = Literal["bgr", "rgb"]

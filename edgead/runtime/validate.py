@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core.bundle import Bundle
 from ..core.errors import BundleError
+from ..core.progress import tracked
 from .detector import Detector
 
 TOLERANCES = {"fp32": {"atol": 1e-3, "rtol": 1e-3}, "fp16": {"atol": 5e-2, "rtol": 2e-2},
@@ -117,16 +118,13 @@ def validate(detector: Detector, images: Iterable[np.ndarray], precision: str = 
     judged on its own error, not on what earlier stages passed down. ``names`` label decision
     mismatches (default: the image's index).
     """
-    from tqdm.auto import tqdm
-
     bundle = detector.bundle
     tol = tolerance or TOLERANCES[precision]
     ref = reference or Detector(bundle, backend="onnxruntime-cpu", require_calibration=False)
     worst: dict[tuple[str, str], OutputCheck] = {}  # one line per stage output: worst over all calls
     ref_scores, test_scores = [], []
     try:
-        for im in tqdm(images, disable=not progress, desc="validate", unit="image",
-                       total=len(names) if names is not None else None):
+        for im in tracked(images, "validate", len(names) if names is not None else None, bar=progress, unit="image"):
             with ref.record_stages() as calls:
                 ref_scores.append(ref.score_batch([im]).scores[0])
             test_scores.append(detector.score_batch([im]).scores[0])

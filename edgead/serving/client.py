@@ -21,8 +21,9 @@ from urllib.parse import urlparse
 import cv2
 import numpy as np
 
-from ..core.bundle import Stats, bundle_pin
+from ..core.bundle import bundle_pin
 from ..core.errors import ConfigError, InputError, MissingDependencyError, SourceError
+from ..core.manifest import Stats
 from ..runtime.backends import BackendChoice
 from ..runtime.preprocess import as_rgb
 from ..runtime.result import Color, Result
@@ -100,14 +101,18 @@ class RemoteDetector:
         self.method: str = params["edgead_method"]
         self.max_batch = max(1, int(config.get("max_batch_size", 1)))
         self.choice = BackendChoice("triton", f"model {self.model} at {url}")
-        self.bundle_id: str | None = None
-        """The served bundle (``Bundle.id``) that answered last."""
+        self._bundle_id: str | None = None
         self._threshold = float("nan")
 
     # -- the local Detector's API -----------------------------------------------------------
     @property
     def backend_name(self) -> str:
         return self.choice.name
+
+    @property
+    def bundle_id(self) -> str | None:
+        """The served bundle (``Bundle.id``) that answered last (None before the first answer)."""
+        return self._bundle_id
 
     @property
     def threshold(self) -> float:
@@ -192,11 +197,11 @@ class RemoteDetector:
             raise BundleMismatch(f"the server at {self.url} (model {self.model}) answered with bundle {ident}, but "
                                  f"this client expects bundle {self.expected_bundle} (--expect-bundle); its answer was "
                                  "not used")
-        if self.bundle_id is not None and ident != self.bundle_id:
+        if self._bundle_id is not None and ident != self._bundle_id:
             self.stats.bundle_changes += 1
-            self.on_event(f"the served bundle of model {self.model} changed: {self.bundle_id} -> {ident} (threshold "
+            self.on_event(f"the served bundle of model {self.model} changed: {self._bundle_id} -> {ident} (threshold "
                           f"{self._threshold:.6g} -> {threshold:.6g}); decisions from here on are the new bundle's")
-        self.bundle_id, self._threshold = ident, threshold
+        self._bundle_id, self._threshold = ident, threshold
 
     def _call(self, fn: Callable[[], Any], attempts: int | None = -1) -> Any:
         """fn(), retried with back-off while the server is unreachable; ``attempts`` -1: the detector's setting."""

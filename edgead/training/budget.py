@@ -17,12 +17,29 @@ whose length is part of the method (``MethodSpec.budget_fixed``) keep their step
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 _active: ContextVar[Budget | None] = ContextVar("edgead_training_budget", default=None)
+_clock: ContextVar[Callable[[], float]] = ContextVar("edgead_training_clock", default=time.perf_counter)
+
+
+def now() -> float:
+    """Seconds on the clock budgets and training loops time themselves with (``time.perf_counter`` unless a test
+    gives another: ``using_clock``)."""
+    return _clock.get()()
+
+
+@contextmanager
+def using_clock(clock: Callable[[], float]) -> Iterator[None]:
+    """Time budgets, loops and deadlines with ``clock`` inside the block (tests: a clock they advance)."""
+    token = _clock.set(clock)
+    try:
+        yield
+    finally:
+        _clock.reset(token)
 
 
 @dataclass
@@ -36,14 +53,14 @@ class Budget:
     """Each stage runs for its whole share, its steps planned from its measured rate..."""
     fixed: frozenset[str] = frozenset()
     """...except these, whose steps are the method's (MethodSpec.budget_fixed): only shortened to fit."""
-    started: float = field(default_factory=time.perf_counter)
+    started: float = field(default_factory=now)
     done: set[str] = field(default_factory=set)
 
     def fills(self, stage: str) -> bool:
         return self.fill and stage in self.shares and stage not in self.fixed
 
     def left(self) -> float:
-        return self.seconds - (time.perf_counter() - self.started)
+        return self.seconds - (now() - self.started)
 
     def stage_seconds(self, stage: str) -> float | None:
         """Seconds ``stage`` may use now (None: the stage is not in the budget)."""
@@ -70,7 +87,7 @@ def active_budget() -> Budget | None:
 
 
 def budget_deadline() -> float | None:
-    """``time.perf_counter()`` time at which the active run's budget ends (None: the run has no budget)."""
+    """``now()`` time at which the active run's budget ends (None: the run has no budget)."""
     budget = _active.get()
     return None if budget is None else budget.started + budget.seconds
 

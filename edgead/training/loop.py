@@ -37,8 +37,9 @@ from pathlib import Path
 import torch
 
 from ..core.errors import EdgeadError
+from ..core.progress import report
 from . import distributed
-from .budget import active_budget, budget_deadline
+from .budget import active_budget, budget_deadline, now
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,10 @@ class _Progress:
             self.bar.refresh()
 
     def due(self) -> bool:
-        return self.lines and time.perf_counter() - self.last_line >= self.line_every_s
+        return self.lines and now() - self.last_line >= self.line_every_s
 
     def update(self, step: int, rate: float, losses: dict[str, float] | None, line: bool) -> None:
+        report(f"train {self.name}", step, self.total, " ".join(f"{k} {v:.4f}" for k, v in (losses or {}).items()))
         if self.bar is not None:
             self.bar.update(1)
             if losses:
@@ -92,12 +94,12 @@ class _Progress:
             parts = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
             run = ""
             if self.run_deadline is not None:  # the whole run ends by its budget
-                run_left = max(self.run_deadline - time.perf_counter(), 0.0)
+                run_left = max(self.run_deadline - now(), 0.0)
                 run = f", run ends within {time.strftime('%H:%M:%S', time.gmtime(run_left))} (budget)"
             sys.stderr.write(f"{self.name}: step {step}/{self.total} ({step / self.total:.1%}) "
                              f"{rate:.2f} steps/s eta {eta}{run} | {parts}\n")
             sys.stderr.flush()
-            self.last_line = time.perf_counter()
+            self.last_line = now()
 
     def close(self) -> None:
         if self.bar is not None:
@@ -190,7 +192,7 @@ def run_loop(
     n_summed = 0
     first = True
     last: dict[str, float] = {}
-    t_session = time.perf_counter()
+    t_session = now()
     t_run0 = t_session - start_elapsed_s  # elapsed over all invocations of this stage
     recent: list[float] = []  # durations of recent steps (host clock), for the time limit
     stopped_by_time = False
@@ -207,10 +209,10 @@ def run_loop(
 
     try:
         while to_plan or step < total_steps:
-            now = time.perf_counter()
+            t_before = now()
             if limit_s is not None and recent:
                 expected = sum(recent) / len(recent)
-                if distributed.any_process(now - t_session + expected > limit_s):
+                if distributed.any_process(t_before - t_session + expected > limit_s):
                     stopped_by_time = True
                     if share_s is not None and limit_s == share_s:  # the budget: these steps are the plan
                         total_steps, to_plan = step, False
@@ -221,17 +223,17 @@ def run_loop(
                 d = v.detach().float()
                 sums[k] = sums[k] + d if k in sums else d
             n_summed += 1
-            t_after = time.perf_counter()
-            recent = (recent + [t_after - now])[-20:]
+            t_after = now()
+            recent = (recent + [t_after - t_before])[-20:]
             session_rate = (step - start_step) / max(t_after - t_session, 1e-9)
             if to_plan and warmup_from is None:
                 _synchronise()
-                warmup_from = (step, time.perf_counter())
+                warmup_from = (step, now())
             elif to_plan and distributed.any_process(  # every process plans at the same step
                     step - warmup_from[0] >= WARMUP_STEPS
                     and t_after - warmup_from[1] >= min(WARMUP_S, 0.05 * share_s)):
                 _synchronise()
-                t_now = time.perf_counter()
+                t_now = now()
                 rate = (step - warmup_from[0]) / max(t_now - warmup_from[1], 1e-9)
                 left = share_s - (t_now - t_session)
                 filled = planned = total_steps = distributed.fewest(filled_steps(step, rate, left))
@@ -265,10 +267,10 @@ def run_loop(
             bar.update(step, session_rate, reported, want_line)
             if step % checkpoint_every == 0 or at_end or (save_when is not None and not to_plan
                                                           and save_when(step, total_steps)):
-                save_fn(step, time.perf_counter() - t_run0, total_steps)
+                save_fn(step, now() - t_run0, total_steps)
     except KeyboardInterrupt:
         log.warning("%s interrupted at step %d; saving checkpoint", name, step)
-        save_fn(step, time.perf_counter() - t_run0, recorded_total())
+        save_fn(step, now() - t_run0, recorded_total())
         raise
     finally:
         if main_thread:
@@ -276,7 +278,7 @@ def run_loop(
         bar.close()
         if log_file is not None:
             log_file.close()
-    elapsed = time.perf_counter() - t_run0
+    elapsed = now() - t_run0
     if stopped_by_time and total_steps == step and filled:
         log.info("%s: %d of the %d steps planned from the warm-up fitted the budget's share", name, step, filled)
     elif stopped_by_time and total_steps == step:
@@ -289,5 +291,5 @@ def run_loop(
     if budget is not None and stage is not None and step >= total_steps:
         budget.finish(stage)
     distributed.barrier()  # the other processes go on once process 0 has written the stage's files
-    rate = (step - start_step) / max(time.perf_counter() - t_session, 1e-9)
+    rate = (step - start_step) / max(now() - t_session, 1e-9)
     return LoopResult(step, elapsed, stopped_by_time, last, rate)

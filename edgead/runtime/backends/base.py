@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...core.bundle import TensorSpec
+from ...core.contracts import TensorSpec
 from ...core.errors import BackendError
 
 

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from ...core.bundle import Bundle, TensorSpec
+from ...core.bundle import Bundle
+from ...core.contracts import TensorSpec
 from ...core.errors import BackendError, require
 from .base import Backend
 
@@ -90,8 +91,7 @@ class OnnxRuntimeBackend(Backend):
         if not spinning:
             # ONNX Runtime's intra-op threads busy-wait for work after each run by default. A pipeline runs
             # several sessions one after another (five for D3AD, each with its own pool), so the pools of the
-            # stages that just ran keep spinning on the cores the next stage needs. Off, D3AD `s` took 123
-            # instead of 188 ms a frame on 2 cores; one-session PatchCore lost nothing (docs/benchmarks.md §14).
+            # stages that just ran keep spinning on the cores the next stage needs (docs/studies.md §14.1 measures it).
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list = [wanted]
         if provider == "tensorrt":

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ...core.bundle import RUNTIME_CACHE_SUFFIX, Bundle, EngineSet, TensorSpec
+from ...core.bundle import RUNTIME_CACHE_SUFFIX, Bundle
+from ...core.contracts import TensorSpec
 from ...core.errors import BackendError
+from ...core.manifest import EngineSet
 from .base import Backend
 from .trt_env import TensorRT, check_engine_header, local_gpu, read_engine, tensorrt
 

@@ -1,6 +1,6 @@
 """The KL autoencoder of the latent methods, trained from scratch on the product's good images.
 
-Loss (METHODS.md; no Stable Diffusion weights exist here): L1 + perceptual (distance of
+Loss (methods/d3ad/README.md; no Stable Diffusion weights exist here): L1 + perceptual (distance of
 channel-normalised EfficientNet-Lite0 features at strides 4/8/16, LPIPS without learned weights)
 + KL (1e-6, on the per-sample sum as in latent diffusion). Trained on random crops with
 horizontal flips (the networks are convolutional). Afterwards the latent scale is fixed as

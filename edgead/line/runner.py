@@ -1,0 +1,192 @@
+"""``edgead run``: the loop a line engineer leaves running next to a camera.
+
+Reads frames, runs the detector, feeds every sink, prints a status line every few seconds
+(FPS, latency percentiles, anomalies, bad frames, reconnects) and ends cleanly on q, Ctrl-C,
+SIGTERM or the end of a file source, closing every sink so the outputs stay valid.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..runtime.sources import FrameSource, SourceStats
+from ..runtime.stream import stream_results
+from .sinks import Sink, WindowSink
+
+if TYPE_CHECKING:
+    from ..runtime.detector import Detector
+
+
+NOTHING_JUDGED_AFTER = 100
+"""A run stops when its first this-many frames all got no verdict (refused by the model or the server): it would
+judge nothing however long it ran."""
+USER_STOPS = ("SIGTERM", "Ctrl-C", "stop request (q)")
+
+
+@dataclass
+class RunStats:
+    frames: int = 0
+    """Frames judged (a verdict each)."""
+    anomalies: int = 0
+    unjudged: int = 0
+    """Frames of the source that got no verdict (refused, unreadable or lost)."""
+    elapsed_s: float = 0.0
+    fps: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    stopped_by: str = "end of source"
+
+    def status_line(self) -> str:
+        lat = self.latency_ms
+        src = self.source
+        return (
+            f"{self.fps:6.1f} fps | latency p50 {lat.get('p50', 0):.1f} p90 {lat.get('p90', 0):.1f} "
+            f"p99 {lat.get('p99', 0):.1f} ms | frames {self.frames} | anomalies {self.anomalies} | "
+            f"bad frames {src.get('bad_frames', 0)} | lost frames {src.get('lost_frames', 0)} | "
+            f"reconnects {src.get('reconnects', 0)}"
+            + (f" | refused {src['refused_frames']}" if src.get("refused_frames") else "")
+            # a live source keeps only its newest frame: those replaced before the detector was free
+            + (f" | skipped (slower than the camera) {src['dropped_live_frames']}" if src.get("dropped_live_frames") else "")
+        )
+
+    def failure(self, max_unjudged: float) -> str | None:
+        """Why the run must end non-zero: it judged no frame, or more than ``max_unjudged`` of its frames got no
+        verdict; None when it did its job. A run stopped by its operator before any frame is not a failure."""
+        why = self.source.get("first_error")
+        reason = f" (first: {why})" if why else ""
+        total = self.frames + self.unjudged
+        if self.frames == 0:
+            if self.stopped_by in USER_STOPS and self.unjudged == 0:
+                return None
+            if self.unjudged == 0:
+                return "no frame was judged: the source gave no frame"
+            return f"no frame was judged: all {self.unjudged} frames read got no verdict{reason}"
+        if self.unjudged > max_unjudged * total:
+            return (f"{self.unjudged} of {total} frames ({self.unjudged / total:.1%}) got no verdict, more than the "
+                    f"{max_unjudged:.0%} allowed (--max-unjudged){reason}")
+        return None
+
+
+class _SinkThread:
+    """The sinks on a thread of their own (``--pipeline``): the next frame's inference overlaps the writing
+    and encoding of this one. A short queue keeps memory flat and slows the stream when the sinks fall
+    behind (no result is dropped); a sink's error ends the run at the next frame."""
+
+    def __init__(self, sinks: list[Sink], depth: int = 4):
+        self.sinks, self.queue, self.error = sinks, queue.Queue(maxsize=depth), None
+        self.thread = threading.Thread(target=self._work, name="edgead-sinks", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        while (result := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    for sink in self.sinks:
+                        sink.write(result)
+                except BaseException as exc:  # handed to the stream's thread
+                    self.error = exc
+
+    def write(self, result) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(result)
+
+    def finish(self) -> None:
+        """Write what is queued, then stop; re-raises a sink's error."""
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def run_stream(
+    detector: Detector,
+    source: FrameSource,
+    sinks: list[Sink],
+    stride: int = 1,
+    roi: Any = None,
+    max_frames: int | None = None,
+    status_every_s: float = 5.0,
+    echo: Callable[[str], None] = print,
+    stop: threading.Event | None = None,
+    pipeline: bool = False,
+) -> RunStats:
+    """``pipeline``: sinks other than the window write on a thread of their own (see _SinkThread)."""
+    stop = stop or threading.Event()
+    latencies: collections.deque[float] = collections.deque(maxlen=2000)  # bounded: flat memory
+    stats = RunStats()
+    window = [s for s in sinks if isinstance(s, WindowSink)]
+    behind = _SinkThread([s for s in sinks if s not in window]) if pipeline else None
+    direct = window if pipeline else sinks  # OpenCV's window belongs to this thread
+    previous = None
+    terminated = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        def on_term(signum, frame):
+            # Only set flags: raising here would abort a backend call mid-frame and surface as a
+            # backend error. The loop finishes the frame in hand and stops; outputs close normally.
+            terminated.set()
+            stop.set()
+            source.interrupt()
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+    t0 = last_status = time.perf_counter()
+    frames_at_status = 0
+
+    def refresh(now: float) -> None:
+        stats.elapsed_s = now - t0
+        stats.fps = stats.frames / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
+        if latencies:
+            a = np.fromiter(latencies, float)
+            stats.latency_ms = {f"p{q}": float(np.percentile(a, q)) for q in (50, 90, 99)}
+        if isinstance(source.stats, SourceStats):
+            stats.source, stats.unjudged = asdict(source.stats), source.stats.unjudged
+        else:
+            stats.source = {}
+
+    try:
+        for result in stream_results(detector, source, stride=stride, roi=roi, max_frames=max_frames, stop=stop,
+                                     give_up_after=NOTHING_JUDGED_AFTER):
+            stats.frames += 1
+            stats.anomalies += result.is_anomalous
+            latencies.append(result.latency_ms.get("total", 0.0))
+            for sink in direct:
+                sink.write(result)
+            if behind is not None:
+                behind.write(result)
+            now = time.perf_counter()
+            if now - last_status >= status_every_s:
+                refresh(now)
+                recent = (stats.frames - frames_at_status) / (now - last_status)
+                for w in window:
+                    w.fps = recent
+                echo(stats.status_line())
+                last_status, frames_at_status = now, stats.frames
+        if terminated.is_set():
+            stats.stopped_by = "SIGTERM"
+        elif stop.is_set():
+            stats.stopped_by = "stop request (q)"
+        elif max_frames is not None and stats.frames >= max_frames:
+            stats.stopped_by = "--max-frames"
+    except KeyboardInterrupt:
+        stats.stopped_by = "Ctrl-C"
+    finally:
+        try:
+            if behind is not None:
+                behind.finish()  # every result reaches the sinks before they close
+        finally:
+            for sink in sinks:
+                sink.close()
+        source.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    refresh(time.perf_counter())
+    return stats
