@@ -91,14 +91,20 @@ def build(model: str, normalisation: str):
 
     pre = True
     if normalisation == "lite0":
-        pre = PreProcessor(transform=Compose([Resize((256, 256), antialias=True),
-                                              Normalize(mean=LITE0_MEAN, std=LITE0_STD)]))
+        pre = PreProcessor(
+            transform=Compose([Resize((256, 256), antialias=True), Normalize(mean=LITE0_MEAN, std=LITE0_STD)])
+        )
     if model == "patchcore":
-        m = Patchcore(backbone=LITE0, layers=LAYERS, pre_trained=False, coreset_sampling_ratio=0.1,
-                      pre_processor=pre, visualizer=False)
+        m = Patchcore(
+            backbone=LITE0,
+            layers=LAYERS,
+            pre_trained=False,
+            coreset_sampling_ratio=0.1,
+            pre_processor=pre,
+            visualizer=False,
+        )
     elif model == "padim":
-        m = Padim(backbone=LITE0, layers=LAYERS, pre_trained=False, n_features=100, pre_processor=pre,
-                  visualizer=False)
+        m = Padim(backbone=LITE0, layers=LAYERS, pre_trained=False, n_features=100, pre_processor=pre, visualizer=False)
     else:
         raise SystemExit(f"unknown model {model}")
     load_lite0(m.model.feature_extractor)
@@ -117,8 +123,14 @@ def run(data_root: Path, name: str, model: str, normalisation: str) -> dict:
     torch.manual_seed(0)
     dm = MVTecAD(root=data_root, category=name, train_batch_size=8, eval_batch_size=8, num_workers=0)
     m = build(model, normalisation)
-    engine = Engine(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                    default_root_dir=str(Path("/tmp") / f"anomalib-{name}-{model}"), enable_progress_bar=False)
+    engine = Engine(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        default_root_dir=str(Path("/tmp") / f"anomalib-{name}-{model}"),
+        enable_progress_bar=False,
+    )
     t0 = time.perf_counter()
     engine.fit(model=m, datamodule=dm)
     fit_s = time.perf_counter() - t0
@@ -142,13 +154,21 @@ def run(data_root: Path, name: str, model: str, normalisation: str) -> dict:
     for d in sorted({x.defect for x in test} - {"good"}):
         keep = np.array([x.defect in ("good", d) for x in test])
         per_defect[d] = round(auroc(labels[keep], s[keep]), 4)
-    return {"set": name, "model": f"anomalib {model}", "pre_processing": normalisation,
-            "image_auroc": round(auroc(labels, s), 4), "image_ap": round(average_precision(labels, s), 4),
-            "pixel_auroc": round(auroc(pixel_labels, amaps.ravel()), 4),
-            "pixel_ap": round(average_precision(pixel_labels, amaps.ravel()), 4),
-            "aupro": round(aupro(amaps, masks), 4), "image_auroc_per_defect": per_defect,
-            "fit_s": round(fit_s, 1), "predict_ms_per_image": round(predict_s * 1e3 / len(test), 1),
-            "test_images": len(test), "map_size": list(size)}
+    return {
+        "set": name,
+        "model": f"anomalib {model}",
+        "pre_processing": normalisation,
+        "image_auroc": round(auroc(labels, s), 4),
+        "image_ap": round(average_precision(labels, s), 4),
+        "pixel_auroc": round(auroc(pixel_labels, amaps.ravel()), 4),
+        "pixel_ap": round(average_precision(pixel_labels, amaps.ravel()), 4),
+        "aupro": round(aupro(amaps, masks), 4),
+        "image_auroc_per_defect": per_defect,
+        "fit_s": round(fit_s, 1),
+        "predict_ms_per_image": round(predict_s * 1e3 / len(test), 1),
+        "test_images": len(test),
+        "map_size": list(size),
+    }
 
 
 def main() -> None:

@@ -35,9 +35,30 @@ def main() -> None:
     for r in range(a.repeats):
         for n in a.nproc:
             run = work / f"run-{n}-{r}"
-            command = [sys.executable, "-m", "edgead.cli", "train", "--method", a.method, "--data", str(data),
-                       "--out", str(run), "--preset", "tiny", "--image-size", "64", "--steps", str(a.steps),
-                       "--batch-size", str(a.batch), "--device", "cpu", "--nproc", str(n)]
+            command = [
+                sys.executable,
+                "-m",
+                "edgead.cli",
+                "train",
+                "--method",
+                a.method,
+                "--data",
+                str(data),
+                "--out",
+                str(run),
+                "--preset",
+                "tiny",
+                "--image-size",
+                "64",
+                "--steps",
+                str(a.steps),
+                "--batch-size",
+                str(a.batch),
+                "--device",
+                "cpu",
+                "--nproc",
+                str(n),
+            ]
             out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             summary = json.loads(out)
             rate = summary.get("steps_per_s")
@@ -45,8 +66,14 @@ def main() -> None:
             print(rows[-1], flush=True)
     by_n = {n: [x["samples_per_s"] for x in rows if x["nproc"] == n] for n in a.nproc}
     best = {n: max(v) for n, v in by_n.items()}
-    report = {"method": a.method, "steps": a.steps, "batch": a.batch, "rows": rows, "best_samples_per_s": best,
-              "ratio_to_one_process": {n: best[n] / best[a.nproc[0]] for n in a.nproc}}
+    report = {
+        "method": a.method,
+        "steps": a.steps,
+        "batch": a.batch,
+        "rows": rows,
+        "best_samples_per_s": best,
+        "ratio_to_one_process": {n: best[n] / best[a.nproc[0]] for n in a.nproc},
+    }
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / f"{a.method}.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report["ratio_to_one_process"]))

@@ -40,8 +40,9 @@ def main() -> None:
     for name in SHARED:
         shutil.copy(a.run / f"{name}.safetensors", a.out / f"{name}.safetensors")
     keep = {k: v for k, v in meta.items() if k not in ("edgead_version", "method", "network", "config", "stages")}
-    save_checkpoint(a.out, variant, None, {}, None, {**keep, "stages": {s: stages[s] for s in SHARED},
-                                                       "ablation_of": str(a.run)})
+    save_checkpoint(
+        a.out, variant, None, {}, None, {**keep, "stages": {s: stages[s] for s in SHARED}, "ablation_of": str(a.run)}
+    )
     assert (a.out / CONFIG_FILE).is_file()
     print(train(variant, a.out, resume=True))
 

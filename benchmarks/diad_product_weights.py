@@ -29,16 +29,24 @@ for prod in sys.argv[1:]:
     held = [s.path for s in ds.validation]
     good_u8 = load_images(held, pre)
     good = map_components(B, good_u8, product=prod)
-    stats = FusionParams(0.0, [float(good[0].mean()), float(good[0].std())], [float(good[1].mean()), float(good[1].std())])
+    stats = FusionParams(
+        0.0, [float(good[0].mean()), float(good[0].std())], [float(good[1].mean()), float(good[1].std())]
+    )
     frames, masks = synthetic_anomalies(good_u8, pre.image_size[0], False, max(48, len(held)))
     w, rows = choose_weight(good, map_components(B, frames, product=prod), masks, stats, cands, sc)
     test = ds.test
     tu8 = load_images([s.path for s in test], pre)
     comp = map_components(B, tu8, product=prod)
     labels = np.array([s.label for s in test])
-    gts = np.stack([read_mask(s.mask_path, pre.image_size[0]) if s.mask_path else np.zeros(pre.image_size, bool) for s in test])
+    gts = np.stack(
+        [read_mask(s.mask_path, pre.image_size[0]) if s.mask_path else np.zeros(pre.image_size, bool) for s in test]
+    )
     out = {"product": prod, "held": len(held), "chosen": w}
-    for name, params in [("global", glob_params), ("per-product", FusionParams(w, stats.reconstruction, stats.knn)), ("knn-alone", FusionParams(1.0, stats.reconstruction, stats.knn))]:
+    for name, params in [
+        ("global", glob_params),
+        ("per-product", FusionParams(w, stats.reconstruction, stats.knn)),
+        ("knn-alone", FusionParams(1.0, stats.reconstruction, stats.knn)),
+    ]:
         maps = smooth(fuse(*comp, params), sc.smoothing_sigma)
         s = image_scores(maps, sc.image_score, sc.top_k, sc.pool)
         out[name] = (round(auroc(labels, s), 3), round(aupro(maps[labels == 1], gts[labels == 1]), 3))

@@ -28,8 +28,9 @@ VARIANTS = {"fused": None, "reconstruction": 0.0, "knn": 1.0}
 """Variant -> the kNN map's weight (None: chosen at export on synthetic anomalies)."""
 
 
-def _export(run: Path, out: Path, method: str, variant: str, data: list[str], parity: int,
-            extra: list[str]) -> tuple[Path, float]:
+def _export(
+    run: Path, out: Path, method: str, variant: str, data: list[str], parity: int, extra: list[str]
+) -> tuple[Path, float]:
     if out.exists():
         return out, 0.0
     overrides = list(extra) + ([] if VARIANTS[variant] is None else [f"{method}.knn.weight={VARIANTS[variant]}"])
@@ -45,11 +46,16 @@ def _row(detector: Detector, data: Path, sheets: Path | None, name: str) -> dict
         save_sheets(detector, ev, sheets, name=f"{name}.png")
     fusion = getattr(detector.manifest.params, "fusion", None)
     cal = detector.calibration
-    return {"image": r["image"], "pixel": r["pixel"], "at_calibrated_threshold": r["at_calibrated_threshold"],
-            "per_defect_auroc": r["per_defect_auroc"], "seconds_per_image": r["seconds_per_image"],
-            "knn_weight": None if fusion is None else fusion.knn_weight,
-            "export_fusion": detector.manifest.provenance.get("export", {}).get("fusion"),
-            "calibration_warnings": list(cal.warnings) if cal else []}
+    return {
+        "image": r["image"],
+        "pixel": r["pixel"],
+        "at_calibrated_threshold": r["at_calibrated_threshold"],
+        "per_defect_auroc": r["per_defect_auroc"],
+        "seconds_per_image": r["seconds_per_image"],
+        "knn_weight": None if fusion is None else fusion.knn_weight,
+        "export_fusion": detector.manifest.provenance.get("export", {}).get("fusion"),
+        "calibration_warnings": list(cal.warnings) if cal else [],
+    }
 
 
 def baseline(data: Path, work: Path) -> Path:
@@ -67,15 +73,26 @@ def baseline(data: Path, work: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", action="append", required=True, metavar="LABEL=RUN",
-                    help="a training run of a latent method (repeat); LABEL names its rows")
+    ap.add_argument(
+        "--run",
+        action="append",
+        required=True,
+        metavar="LABEL=RUN",
+        help="a training run of a latent method (repeat); LABEL names its rows",
+    )
     ap.add_argument("--data-root", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--parity-images", type=int, default=8)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--sheets", action="store_true", help="save sheets (they show the data set's images)")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                    help="an export setting for every variant (edgead export --set), e.g. d3ad.knn.candidates=[...]")
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an export setting for every variant (edgead export --set), e.g. d3ad.knn.candidates=[...]",
+    )
     a = ap.parse_args()
     work = a.out / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -87,19 +104,27 @@ def main() -> None:
         products = [Path(p).name for p in config.data_paths]
         data = [str(a.data_root / p) for p in products]
         for variant in a.variants:
-            bundle, seconds = _export(Path(run), work / f"{label}-{variant}.edgead", config.method, variant, data,
-                                      a.parity_images, a.sets)
+            bundle, seconds = _export(
+                Path(run), work / f"{label}-{variant}.edgead", config.method, variant, data, a.parity_images, a.sets
+            )
             for product in products:
                 multi = len(products) > 1
                 with Detector.load(bundle, backend="onnxruntime-cpu", product=product if multi else None) as det:
-                    row = _row(det, a.data_root / product, work / "sheets" if a.sheets else None,
-                               f"{label}-{variant}-{product}")
+                    row = _row(
+                        det,
+                        a.data_root / product,
+                        work / "sheets" if a.sheets else None,
+                        f"{label}-{variant}-{product}",
+                    )
                 row.update(run=run, method=config.method, variant=variant, export_seconds=round(seconds, 1))
                 results.setdefault(product, {})[f"{label} / {variant}"] = row
-                print(f"{product} {label} {variant}: image AUROC {row['image']['auroc']:.3f}, AUPRO "
-                      f"{row['pixel']['aupro_0.3']:.3f}, weight {row['knn_weight']}", flush=True)
+                print(
+                    f"{product} {label} {variant}: image AUROC {row['image']['auroc']:.3f}, AUPRO "
+                    f"{row['pixel']['aupro_0.3']:.3f}, weight {row['knn_weight']}",
+                    flush=True,
+                )
                 results_file.write_text(json.dumps(results, indent=1))
-    for product in sorted({p for r in a.run for p in read_checkpoint_meta(r.partition('=')[2])[1].data_paths}):
+    for product in sorted({p for r in a.run for p in read_checkpoint_meta(r.partition("=")[2])[1].data_paths}):
         data = a.data_root / Path(product).name
         with Detector.load(baseline(data, work), backend="onnxruntime-cpu") as det:
             row = _row(det, data, work / "sheets" if a.sheets else None, f"patchcore-{data.name}")
@@ -111,14 +136,19 @@ def main() -> None:
 
 
 def markdown(results: dict) -> str:
-    lines = ["| set | model / map | kNN weight | image AUROC | pixel AUROC | pixel AP | AUPRO@0.3 | "
-             "false rejects / misses at the bundle's threshold |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| set | model / map | kNN weight | image AUROC | pixel AUROC | pixel AP | AUPRO@0.3 | "
+        "false rejects / misses at the bundle's threshold |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for product in sorted(results):
         for name, r in results[product].items():
             i, p, t = r["image"], r["pixel"], r["at_calibrated_threshold"]
             w = "—" if r.get("knn_weight") is None else f"{r['knn_weight']:.2f}"
-            lines.append(f"| {product} | {name} | {w} | {i['auroc']:.3f} | {p['auroc']:.3f} | {p['ap']:.3f} | "
-                         f"{p['aupro_0.3']:.3f} | {t['false_reject_rate']:.0%} / {t['miss_rate']:.0%} |")
+            lines.append(
+                f"| {product} | {name} | {w} | {i['auroc']:.3f} | {p['auroc']:.3f} | {p['ap']:.3f} | "
+                f"{p['aupro_0.3']:.3f} | {t['false_reject_rate']:.0%} / {t['miss_rate']:.0%} |"
+            )
     return "\n".join(lines) + "\n"
 
 

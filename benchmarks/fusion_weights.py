@@ -50,10 +50,13 @@ def main() -> None:
     scoring, chosen = m.scoring, m.params.fusion
     pre = m.preprocess
     # the export's side: held-out good images and synthetic anomalies made from them
-    held_out = load_dataset(a.data, train_cfg["data"]["validation_fraction"], train_cfg["data"]["split_seed"]).validation
+    held_out = load_dataset(
+        a.data, train_cfg["data"]["validation_fraction"], train_cfg["data"]["split_seed"]
+    ).validation
     good_u8 = load_images([s.path for s in held_out], pre)
-    frames, synth_masks = synthetic_anomalies(good_u8, pre.image_size[0], bool(train_cfg["data"]["foreground"]),
-                                              max(SYNTHETIC_IMAGES, len(good_u8)))
+    frames, synth_masks = synthetic_anomalies(
+        good_u8, pre.image_size[0], bool(train_cfg["data"]["foreground"]), max(SYNTHETIC_IMAGES, len(good_u8))
+    )
     good = map_components(bundle, good_u8, a.product)
     bad = map_components(bundle, frames, a.product)
     synthetic = {r["knn_weight"]: r for r in candidate_rows(good, bad, synth_masks, chosen, WEIGHTS, scoring)}
@@ -76,17 +79,36 @@ def main() -> None:
         good_scores = np.sort(scores[labels == 0])
         allowed = int(np.floor(0.02 * len(good_scores)))  # false rejects a 2% rate allows on this test set
         best_threshold = good_scores[len(good_scores) - 1 - allowed]
-        row = {"knn_weight": weight, "rule": weight == rule, "synthetic": synthetic[weight],
-               "test": {"image_auroc": round(auroc(labels, scores), 3), "pixel_auroc": round(auroc(masks, maps), 3),
-                        "best_miss_at_2pct_frr": round(float(np.mean(scores[labels == 1] <= best_threshold)), 3),
-                        "pixel_ap": round(average_precision(masks, maps), 3), "aupro": round(aupro(maps, masks), 3),
-                        "per_defect_auroc": per_defect}}
+        row = {
+            "knn_weight": weight,
+            "rule": weight == rule,
+            "synthetic": synthetic[weight],
+            "test": {
+                "image_auroc": round(auroc(labels, scores), 3),
+                "pixel_auroc": round(auroc(masks, maps), 3),
+                "best_miss_at_2pct_frr": round(float(np.mean(scores[labels == 1] <= best_threshold)), 3),
+                "pixel_ap": round(average_precision(masks, maps), 3),
+                "aupro": round(aupro(maps, masks), 3),
+                "per_defect_auroc": per_defect,
+            },
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
     if a.out:
-        a.out.write_text(json.dumps({"bundle": str(a.bundle), "data": str(a.data), "bundle_weight": chosen.knn_weight,
-                                     "rule_weight": rule,
-                                     "held_out": len(good_u8), "synthetic": len(frames), "rows": rows}, indent=1))
+        a.out.write_text(
+            json.dumps(
+                {
+                    "bundle": str(a.bundle),
+                    "data": str(a.data),
+                    "bundle_weight": chosen.knn_weight,
+                    "rule_weight": rule,
+                    "held_out": len(good_u8),
+                    "synthetic": len(frames),
+                    "rows": rows,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

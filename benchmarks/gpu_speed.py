@@ -105,6 +105,7 @@ def run_variant(model, frames_host: np.ndarray, dtype, graph: bool, runs: int) -
                 mask_host.copy_(static_mask, non_blocking=True)
                 torch.cuda.current_stream().synchronize()
         else:
+
             def step():
                 static_in.copy_(host, non_blocking=True)
                 score, mask = pipe(static_in)
@@ -125,8 +126,10 @@ def stage_times(model, size: int, dtype, runs: int = 50) -> dict:
     t = torch.tensor([200.0, 400.0], device=dev, dtype=dtype)
     out = {}
     with torch.no_grad():
-        for name, fn in (("denoiser_step(batch 2)", lambda: den(x, t)),
-                         ("segmenter(batch 1)", lambda: seg(x[:1], x[1:]))):
+        for name, fn in (
+            ("denoiser_step(batch 2)", lambda: den(x, t)),
+            ("segmenter(batch 1)", lambda: seg(x[:1], x[1:])),
+        ):
             for _ in range(10):
                 fn()
             e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -152,8 +155,11 @@ def fp16_agreement(model, images: list[np.ndarray]) -> dict:
             pipe.m.segmenter.to(dev, dtype)
             res[str(dtype)] = pipe(frames)[0].float().cpu().numpy()
     a, b = res["torch.float32"], res["torch.float16"]
-    return {"images": len(images), "max_abs_score_diff": float(np.abs(a - b).max()),
-            "score_range": [float(a.min()), float(a.max())]}
+    return {
+        "images": len(images),
+        "max_abs_score_diff": float(np.abs(a - b).max()),
+        "score_range": [float(a.min()), float(a.max())],
+    }
 
 
 def main() -> None:
@@ -173,19 +179,26 @@ def main() -> None:
         imgs = [resize(read_image(p), Preprocess.for_size(size)) for p in list_images(a.images)[:8]]
     else:
         imgs = [rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(8)]
-    report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
-              "preset": model.config.model.preset, "image_size": size,
-              "params_denoiser_M": sum(p.numel() for p in model.denoiser.parameters()) / 1e6,
-              "params_segmenter_M": sum(p.numel() for p in model.segmenter.parameters()) / 1e6,
-              "date": time.strftime("%Y-%m-%d")}
+    report = {
+        "gpu": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "preset": model.config.model.preset,
+        "image_size": size,
+        "params_denoiser_M": sum(p.numel() for p in model.denoiser.parameters()) / 1e6,
+        "params_segmenter_M": sum(p.numel() for p in model.segmenter.parameters()) / 1e6,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     report["fp16_vs_fp32"] = fp16_agreement(model, imgs)
     report["stage_ms_fp16"] = stage_times(model, size, torch.float16)
     report["stage_ms_fp32"] = stage_times(model, size, torch.float32)
     variants = {}
     for batch in (1, 8):
         frames = np.stack([imgs[i % len(imgs)] for i in range(batch)])
-        for name, dtype, graph in (("fp32_eager", torch.float32, False), ("fp16_eager", torch.float16, False),
-                                   ("fp16_cudagraph", torch.float16, True)):
+        for name, dtype, graph in (
+            ("fp32_eager", torch.float32, False),
+            ("fp16_eager", torch.float16, False),
+            ("fp16_cudagraph", torch.float16, True),
+        ):
             variants[f"{name}_b{batch}"] = run_variant(model, frames, dtype, graph, a.runs)
             print(name, batch, variants[f"{name}_b{batch}"], flush=True)
     report["pipeline"] = variants

@@ -29,15 +29,23 @@ from edgead.runtime.detector import Detector
 def quality(bundle: Path, data: Path, product: str | None, int8: bool) -> dict:
     with Detector.load(bundle, backend="onnxruntime-cpu", product=product, int8=int8) as det:
         r = evaluate(det, load_dataset(data, validation_fraction=0.0), progress=False).report
-    return {"image_auroc": round(r["image"]["auroc"], 3), "aupro": round(r["pixel"]["aupro_0.3"], 3) if r["pixel"] else None,
-            "false_reject_rate": round(r["at_calibrated_threshold"]["false_reject_rate"], 3),
-            "miss_rate": round(r["at_calibrated_threshold"]["miss_rate"], 3)}
+    return {
+        "image_auroc": round(r["image"]["auroc"], 3),
+        "aupro": round(r["pixel"]["aupro_0.3"], 3) if r["pixel"] else None,
+        "false_reject_rate": round(r["at_calibrated_threshold"]["false_reject_rate"], 3),
+        "miss_rate": round(r["at_calibrated_threshold"]["miss_rate"], 3),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", action="append", required=True, metavar="NAME=PATH[@DATA]",
-                    help="DATA: the data folder's name under --data-root (default NAME)")
+    ap.add_argument(
+        "--bundle",
+        action="append",
+        required=True,
+        metavar="NAME=PATH[@DATA]",
+        help="DATA: the data folder's name under --data-root (default NAME)",
+    )
     ap.add_argument("--products", nargs="*", default=[], help="Products of multi-product bundles (data folders).")
     ap.add_argument("--data-root", required=True)
     ap.add_argument("--runs", type=int, default=10)
@@ -58,32 +66,51 @@ def main() -> None:
         calib = [Path(args.data_root) / (p or data_name or name) / "train" / "good" for p in products]
         row: dict = {"name": name, "method": b.method}
         try:
-            report = quantize_bundle(copy, calib[0] if len(calib) == 1 else _joined(calib, out / "work" / f"{name}-good"))
+            report = quantize_bundle(
+                copy, calib[0] if len(calib) == 1 else _joined(calib, out / "work" / f"{name}-good")
+            )
         except (ExportError, DataError, SourceError) as exc:
             row.update(int8="none", why=str(exc))
             rows.append(row)
             print(json.dumps(row), flush=True)
             continue
-        row.update(stages={k: ("fp32: " + v["kept_fp32"]) if "kept_fp32" in v else
-                           f"int8 (score {v['score_change']:.3f}, map {v['map_change']:.3f})" for k, v in report["stages"].items()},
-                   held_out_score_change=report["score_change"], held_out_map_change=report["map_change"])
+        row.update(
+            stages={
+                k: ("fp32: " + v["kept_fp32"])
+                if "kept_fp32" in v
+                else f"int8 (score {v['score_change']:.3f}, map {v['map_change']:.3f})"
+                for k, v in report["stages"].items()
+            },
+            held_out_score_change=report["score_change"],
+            held_out_map_change=report["map_change"],
+        )
         row["quality"] = {}
         for p in products:
             data = Path(args.data_root) / (p or data_name or name)
             row["quality"][p or name] = {"fp32": quality(copy, data, p, False), "int8": quality(copy, data, p, True)}
-        speed = benchmark(copy, "onnxruntime-cpu", batch=4, runs=args.runs, images=str(calib[0]), product=products[0],
-                          int8=True)
-        row["ms_per_frame"] = {f"batch{bs}": {"fp32": round(speed["runtime"][f"batch{bs}"]["median_ms"] / bs, 1),
-                                              "int8": round(speed["int8"][f"batch{bs}"]["median_ms"] / bs, 1),
-                                              "speedup": round(1 / speed["int8_over_runtime"][f"batch{bs}"], 2)}
-                               for bs in (1, 4)}
-        row["stage_ms_batch1"] = {k: {e: round(speed[e]["batch1"]["parts_median_ms"].get(k, 0.0), 1)
-                                      for e in ("runtime", "int8")} for k in speed["runtime"]["batch1"]["parts_median_ms"]}
+        speed = benchmark(
+            copy, "onnxruntime-cpu", batch=4, runs=args.runs, images=str(calib[0]), product=products[0], int8=True
+        )
+        row["ms_per_frame"] = {
+            f"batch{bs}": {
+                "fp32": round(speed["runtime"][f"batch{bs}"]["median_ms"] / bs, 1),
+                "int8": round(speed["int8"][f"batch{bs}"]["median_ms"] / bs, 1),
+                "speedup": round(1 / speed["int8_over_runtime"][f"batch{bs}"], 2),
+            }
+            for bs in (1, 4)
+        }
+        row["stage_ms_batch1"] = {
+            k: {e: round(speed[e]["batch1"]["parts_median_ms"].get(k, 0.0), 1) for e in ("runtime", "int8")}
+            for k in speed["runtime"]["batch1"]["parts_median_ms"]
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
     (out / "int8_study.json").write_text(json.dumps(rows, indent=1))
-    lines = ["| bundle | stages in INT8 (kept fp32) | product | image AUROC fp32 / int8 | AUPRO fp32 / int8 | "
-             "ms/frame b1 fp32 / int8 | b4 fp32 / int8 |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| bundle | stages in INT8 (kept fp32) | product | image AUROC fp32 / int8 | AUPRO fp32 / int8 | "
+        "ms/frame b1 fp32 / int8 | b4 fp32 / int8 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r.get("int8") == "none":
             lines.append(f"| {r['name']} ({r['method']}) | none: {r['why'][:160]} | | | | | |")
@@ -96,8 +123,12 @@ def main() -> None:
                 f"| {r['name'] if i == 0 else ''} ({r['method']}) | {', '.join(q8) if i == 0 else ''}"
                 f"{(' (' + ', '.join(kept) + ')') if i == 0 and kept else ''} | {prod} | "
                 f"{q['fp32']['image_auroc']} / {q['int8']['image_auroc']} | {q['fp32']['aupro']} / {q['int8']['aupro']} | "
-                + (f"{s1['fp32']} / {s1['int8']} ({s1['speedup']}x) | {s4['fp32']} / {s4['int8']} ({s4['speedup']}x) |"
-                   if i == 0 else " | |"))
+                + (
+                    f"{s1['fp32']} / {s1['int8']} ({s1['speedup']}x) | {s4['fp32']} / {s4['int8']} ({s4['speedup']}x) |"
+                    if i == 0
+                    else " | |"
+                )
+            )
     (out / "int8_study.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -31,8 +31,13 @@ def main() -> None:
     ap.add_argument("--run", action="append", required=True, help="SET[/VARIANT]=RUN_DIR")
     ap.add_argument("--data-root", type=Path, required=True)
     ap.add_argument("--steps", type=int, nargs="+", default=[10, 5, 3])
-    ap.add_argument("--int8", nargs="+", default=[], metavar="LABEL",
-                    help="Runs (labels of --run, of the first set) whose bundles also get INT8 graphs.")
+    ap.add_argument(
+        "--int8",
+        nargs="+",
+        default=[],
+        metavar="LABEL",
+        help="Runs (labels of --run, of the first set) whose bundles also get INT8 graphs.",
+    )
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
@@ -71,8 +76,12 @@ def main() -> None:
                     continue
                 with Detector.load(out, backend="onnxruntime-cpu", int8=precision == "int8") as det:
                     r = evaluate(det, ds, progress=False).report
-                quality[key] = {"image_auroc": r["image"]["auroc"], "pixel_auroc": r["pixel"]["auroc"],
-                                "aupro": r["pixel"]["aupro_0.3"], "knn_weight": det.manifest.params.fusion.knn_weight}
+                quality[key] = {
+                    "image_auroc": r["image"]["auroc"],
+                    "pixel_auroc": r["pixel"]["auroc"],
+                    "aupro": r["pixel"]["aupro_0.3"],
+                    "knn_weight": det.manifest.params.fusion.knn_weight,
+                }
                 print(key, quality[key], flush=True)
                 cache.write_text(json.dumps(quality, indent=1))
     timed = [k for k in bundles if sets[k] == first]
@@ -90,14 +99,23 @@ def main() -> None:
             res = det.predict_rgb([frames[i % len(frames)]], keep_image=False)[0]
             times[k].append((time.perf_counter() - t0) * 1e3)
             parts[k].append(res.latency_ms)
-    speed = {k: {"median_ms": float(np.median(t)),
-                 "parts_ms": {p: float(np.median([x[p] for x in parts[k]])) for p in parts[k][0]}}
-             for k, t in times.items()}
+    speed = {
+        k: {
+            "median_ms": float(np.median(t)),
+            "parts_ms": {p: float(np.median([x[p] for x in parts[k]])) for p in parts[k][0]},
+        }
+        for k, t in times.items()
+    }
     base = speed[timed[0]]["median_ms"]
     for k in speed:
         speed[k]["speedup"] = base / speed[k]["median_ms"]
-    report = {"quality": {k: quality[k] for k in bundles}, "speed_on": first, "speed": speed, "rounds": a.rounds,
-              "date": time.strftime("%Y-%m-%d")}
+    report = {
+        "quality": {k: quality[k] for k in bundles},
+        "speed_on": first,
+        "speed": speed,
+        "rounds": a.rounds,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     (a.out / "latent_speed_study.json").write_text(json.dumps(report, indent=2))
     (a.out / "latent_speed_study.md").write_text(markdown(report))
     print(markdown(report))
@@ -107,17 +125,24 @@ def markdown(report: dict) -> str:
     """The two tables of docs/studies.md: quality per bundle, and the timed bundles' medians and stages."""
     lines = ["| bundle | image AUROC | pixel AUROC | AUPRO@0.3 | kNN weight |", "|---|---|---|---|---|"]
     for k, q in report["quality"].items():
-        lines.append(f"| {k} | {q['image_auroc']:.3f} | {q['pixel_auroc']:.3f} | {q['aupro']:.3f} "
-                     f"| {q['knn_weight']} |")
+        lines.append(
+            f"| {k} | {q['image_auroc']:.3f} | {q['pixel_auroc']:.3f} | {q['aupro']:.3f} | {q['knn_weight']} |"
+        )
     stages = ("encoder", "hint_encoder", "denoiser_step", "decoder", "feature_extractor")
-    lines += ["", f"| bundle ({report['speed_on']}) | ms/frame (median) | speed-up | "
-              + " | ".join(stages) + " | the rest |", "|---|---|---|" + "---|" * (len(stages) + 1)]
+    lines += [
+        "",
+        f"| bundle ({report['speed_on']}) | ms/frame (median) | speed-up | " + " | ".join(stages) + " | the rest |",
+        "|---|---|---|" + "---|" * (len(stages) + 1),
+    ]
     for k, v in report["speed"].items():
         parts = v["parts_ms"]
         known = [parts.get(s, 0.0) for s in stages]
         rest = sum(x for p, x in parts.items() if p not in ("total", "sampling_loop")) - sum(known)  # subtotals
-        lines.append(f"| {k} | {v['median_ms']:.0f} | {v['speedup']:.2f}x | "
-                     + " | ".join(f"{x:.0f}" if x else "—" for x in known) + f" | {rest:.0f} |")
+        lines.append(
+            f"| {k} | {v['median_ms']:.0f} | {v['speedup']:.2f}x | "
+            + " | ".join(f"{x:.0f}" if x else "—" for x in known)
+            + f" | {rest:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,6 @@
 """Write a lossless video (FFV1 .mkv) from image files, e.g. to replay test images as a camera.
 
-    python benchmarks/make_video.py "../shared/data/tire/test/*/*.png" tire_test.mkv --fps 10
+python benchmarks/make_video.py "../shared/data/tire/test/*/*.png" tire_test.mkv --fps 10
 """
 
 from __future__ import annotations

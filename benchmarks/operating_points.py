@@ -20,8 +20,13 @@ from edgead.core.config import CalibrationConfig
 from edgead.data.datasets import load_dataset
 from edgead.runtime.calibration import calibration_from_scores, run_images
 
-SETTINGS = [("tolerance", 0.01, 0.95), ("tolerance", 0.01, 0.5), ("tolerance", 0.05, 0.95),
-            ("tolerance", 0.05, 0.5), ("k_sigma", None, None)]
+SETTINGS = [
+    ("tolerance", 0.01, 0.95),
+    ("tolerance", 0.01, 0.5),
+    ("tolerance", 0.05, 0.95),
+    ("tolerance", 0.05, 0.5),
+    ("k_sigma", None, None),
+]
 
 
 def main() -> None:
@@ -44,12 +49,21 @@ def main() -> None:
     rows = []
     for rule, frr, conf in SETTINGS:
         c = CalibrationConfig(rule=rule, **({"target_frr": frr, "confidence": conf} if frr else {}))
-        cal = calibration_from_scores(val_scores, maxima, float(val_maps.min()), c, "held-out",
-                                      b.manifest.scoring.unit_interval)
+        cal = calibration_from_scores(
+            val_scores, maxima, float(val_maps.min()), c, "held-out", b.manifest.scoring.unit_interval
+        )
         flagged = test_scores > cal.image.threshold
-        rows.append({"rule": rule, "target_frr": frr, "confidence": conf, "images": len(val_scores),
-                     "threshold": cal.image.threshold, "false_reject_rate": float(flagged[~labels].mean()),
-                     "miss_rate": float((~flagged[labels]).mean())})
+        rows.append(
+            {
+                "rule": rule,
+                "target_frr": frr,
+                "confidence": conf,
+                "images": len(val_scores),
+                "threshold": cal.image.threshold,
+                "false_reject_rate": float(flagged[~labels].mean()),
+                "miss_rate": float((~flagged[labels]).mean()),
+            }
+        )
         print(json.dumps(rows[-1]))
     if a.out:
         a.out.write_text(json.dumps({"bundle": a.bundle, "data": a.data, "rows": rows}, indent=2))

@@ -29,8 +29,9 @@ def measure(bundle: str, images: str, spinning: bool, batch: int, rounds: int) -
 
     b = load_bundle(bundle)
     frames = [resize(read_image(p), b.manifest.preprocess) for p in sorted(Path(images).iterdir())[:8]]
-    backends = {e.name: OnnxRuntimeBackend(b.path(e.file), e.inputs, e.outputs, spinning=spinning)
-                for e in b.manifest.stages}
+    backends = {
+        e.name: OnnxRuntimeBackend(b.path(e.file), e.inputs, e.outputs, spinning=spinning) for e in b.manifest.stages
+    }
     product = next(iter(b.manifest.products), None) if b.manifest.products else None
     with Detector(b, backends=backends, product=product) as det:
         det.predict_rgb(frames[:batch], keep_image=False)
@@ -61,12 +62,30 @@ def main() -> None:
             ms: dict[str, list[float]] = {"on": [], "off": []}
             for _ in range(2):
                 for setting in ("on", "off"):
-                    out = subprocess.run([sys.executable, __file__, "--images", a.images, "--rounds", str(a.rounds),
-                                          "--child", bundle, setting, str(batch)], capture_output=True, text=True,
-                                         check=True)
+                    out = subprocess.run(
+                        [
+                            sys.executable,
+                            __file__,
+                            "--images",
+                            a.images,
+                            "--rounds",
+                            str(a.rounds),
+                            "--child",
+                            bundle,
+                            setting,
+                            str(batch),
+                        ],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
                     ms[setting].append(float(out.stdout.split()[-1]))
-            row = {"bundle": Path(bundle).name, "batch": batch, "spinning_ms": float(np.median(ms["on"])),
-                   "no_spinning_ms": float(np.median(ms["off"]))}
+            row = {
+                "bundle": Path(bundle).name,
+                "batch": batch,
+                "spinning_ms": float(np.median(ms["on"])),
+                "no_spinning_ms": float(np.median(ms["off"])),
+            }
             row["speedup"] = round(row["spinning_ms"] / row["no_spinning_ms"], 2)
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -37,8 +37,14 @@ def bundle_for(run: Path, bundle: Path, data: Path) -> Path:
 def train_diffusionad(data: Path, run: Path, minutes: float, textures: str | None) -> None:
     from edgead.training import train
 
-    overrides = [f"data.path={data}", "model.preset=s", f"train.max_minutes={minutes}", "train.steps=1000000",
-                 f"data.foreground={str(FOREGROUND.get(data.name, False)).lower()}", "train.learning_rate=2e-4"]
+    overrides = [
+        f"data.path={data}",
+        "model.preset=s",
+        f"train.max_minutes={minutes}",
+        "train.steps=1000000",
+        f"data.foreground={str(FOREGROUND.get(data.name, False)).lower()}",
+        "train.learning_rate=2e-4",
+    ]
     if textures:
         overrides.append(f"data.textures={textures}")
     train(load_config(None, overrides), run)
@@ -90,14 +96,18 @@ def main() -> None:
 
 
 def markdown(results: dict) -> str:
-    lines = ["| set | method | image AUROC | image AP | image F1max | pixel AUROC | pixel AP | pixel F1max | AUPRO@0.3 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| set | method | image AUROC | image AP | image F1max | pixel AUROC | pixel AP | pixel F1max | AUPRO@0.3 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, entry in results["sets"].items():
         for method, r in entry.items():
             i, p = r["image"], r["pixel"] or {}
-            lines.append(f"| {name} | {method} | {i['auroc']:.3f} | {i['ap']:.3f} | {i['f1max']:.3f} | "
-                         f"{p.get('auroc', float('nan')):.3f} | {p.get('ap', float('nan')):.3f} | "
-                         f"{p.get('f1max', float('nan')):.3f} | {p.get('aupro_0.3', float('nan')):.3f} |")
+            lines.append(
+                f"| {name} | {method} | {i['auroc']:.3f} | {i['ap']:.3f} | {i['f1max']:.3f} | "
+                f"{p.get('auroc', float('nan')):.3f} | {p.get('ap', float('nan')):.3f} | "
+                f"{p.get('f1max', float('nan')):.3f} | {p.get('aupro_0.3', float('nan')):.3f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

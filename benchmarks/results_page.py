@@ -22,8 +22,12 @@ QUALITY = RESULTS / "strongest_baseline"
 PAGE = REPO / "docs" / "results.md"
 PLOTS = REPO / "docs" / "results"
 SETS = ("tire", "grid", "hazelnut_toy")
-METHODS = {"patchcore": "PatchCore, 10% coreset", "d3ad": "D3AD `s`", "diad": "DiAD `s`, 16-min budget",
-           "d3ad-scratch": "D3AD `s`, from-scratch autoencoder"}
+METHODS = {
+    "patchcore": "PatchCore, 10% coreset",
+    "d3ad": "D3AD `s`",
+    "diad": "DiAD `s`, 16-min budget",
+    "d3ad-scratch": "D3AD `s`, from-scratch autoencoder",
+}
 VARIANTS = {"": "fused", "w0": "reconstruction only", "w1": "kNN only"}
 ANOMALIB = {"patchcore": "anomalib PatchCore, 10% coreset", "padim": "anomalib PaDiM"}
 NORMALISATION = {"lite0": "the weights' normalisation", "imagenet": "anomalib's default normalisation"}
@@ -37,7 +41,7 @@ def quality_rows(name: str) -> list[dict]:
     """One row per configuration evaluated on the set: edgead's reports, then anomalib's."""
     rows = []
     for path in sorted(QUALITY.glob(f"{name}-*.json")):
-        stem = path.stem[len(name) + 1:]
+        stem = path.stem[len(name) + 1 :]
         if stem.startswith("export"):
             continue
         match = re.fullmatch(r"(.+?)(?:-(w0|w1))?", stem)
@@ -51,19 +55,39 @@ def quality_rows(name: str) -> list[dict]:
         if weight is not None:
             label += f" (kNN weight {weight:g})"
         op = r["at_calibrated_threshold"]
-        rows.append({"label": label, "method": method, "variant": variant, "image_auroc": r["image"]["auroc"],
-                     "pixel_auroc": r["pixel"]["auroc"], "pixel_ap": r["pixel"]["ap"],
-                     "aupro": r["pixel"]["aupro_0.3"], "frr": op["false_reject_rate"], "miss": op["miss_rate"],
-                     "per_defect": r.get("per_defect_auroc", {})})
+        rows.append(
+            {
+                "label": label,
+                "method": method,
+                "variant": variant,
+                "image_auroc": r["image"]["auroc"],
+                "pixel_auroc": r["pixel"]["auroc"],
+                "pixel_ap": r["pixel"]["ap"],
+                "aupro": r["pixel"]["aupro_0.3"],
+                "frr": op["false_reject_rate"],
+                "miss": op["miss_rate"],
+                "per_defect": r.get("per_defect_auroc", {}),
+            }
+        )
     order = list(METHODS)
     rows.sort(key=lambda r: (order.index(r["method"]), list(VARIANTS).index(r["variant"])))
     for path in sorted((QUALITY / "anomalib").glob(f"{name}-*.json")):
         r = _load(path)
         model = r["model"].split()[-1]
-        rows.append({"label": f"{ANOMALIB[model]} ({NORMALISATION[r['pre_processing']]})", "method": "anomalib",
-                     "variant": "", "image_auroc": r["image_auroc"], "pixel_auroc": r["pixel_auroc"],
-                     "pixel_ap": r["pixel_ap"], "aupro": r["aupro"], "frr": None, "miss": None,
-                     "per_defect": r.get("image_auroc_per_defect", {})})
+        rows.append(
+            {
+                "label": f"{ANOMALIB[model]} ({NORMALISATION[r['pre_processing']]})",
+                "method": "anomalib",
+                "variant": "",
+                "image_auroc": r["image_auroc"],
+                "pixel_auroc": r["pixel_auroc"],
+                "pixel_ap": r["pixel_ap"],
+                "aupro": r["aupro"],
+                "frr": None,
+                "miss": None,
+                "per_defect": r.get("image_auroc_per_defect", {}),
+            }
+        )
     return rows
 
 
@@ -74,18 +98,25 @@ def _f(value: float | None, digits: int = 3) -> str:
 def quality_table(name: str, rows: list[dict]) -> list[str]:
     defects = sorted({d for r in rows for d in r["per_defect"]})
     best = {k: max(r[k] for r in rows) for k in ("image_auroc", "aupro")}
-    lines = [f"### {name}", "",
-             "| configuration | image AUROC | pixel AUROC | pixel AP | AUPRO@0.3 | false rejects / misses | "
-             + " | ".join(f"{d} (image AUROC)" for d in defects) + " |",
-             "|---|---|---|---|---|---|" + "---|" * len(defects)]
+    lines = [
+        f"### {name}",
+        "",
+        "| configuration | image AUROC | pixel AUROC | pixel AP | AUPRO@0.3 | false rejects / misses | "
+        + " | ".join(f"{d} (image AUROC)" for d in defects)
+        + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(defects),
+    ]
     for r in rows:
         image = _f(r["image_auroc"])
         pro = _f(r["aupro"])
         image = f"**{image}**" if r["image_auroc"] == best["image_auroc"] else image
         pro = f"**{pro}**" if r["aupro"] == best["aupro"] else pro
         op = "–" if r["frr"] is None else f"{r['frr']:.0%} / {r['miss']:.0%}"
-        lines.append(f"| {r['label']} | {image} | {_f(r['pixel_auroc'])} | {_f(r['pixel_ap'])} | {pro} | {op} | "
-                     + " | ".join(_f(r["per_defect"].get(d)) for d in defects) + " |")
+        lines.append(
+            f"| {r['label']} | {image} | {_f(r['pixel_auroc'])} | {_f(r['pixel_ap'])} | {pro} | {op} | "
+            + " | ".join(_f(r["per_defect"].get(d)) for d in defects)
+            + " |"
+        )
     return lines + [""]
 
 
@@ -95,12 +126,22 @@ def budget_points() -> list[dict]:
     for folder, machine in (("budget", "CPU"), ("budget_fill", "CPU"), ("budget_gpu", "H100")):
         for path in sorted((RESULTS / folder).glob("tire-*-*min*.report.json")):
             m = re.search(r"tire-(d3ad|diad)-s-(\d+)min(-fill|-gpu(-bank)?)?\.report", path.name)
-            if m is None or "half" in path.name or (m.group(2) and machine == "H100" and m.group(1) == "diad"
-                                                      and not m.group(4)):
+            if (
+                m is None
+                or "half" in path.name
+                or (m.group(2) and machine == "H100" and m.group(1) == "diad" and not m.group(4))
+            ):
                 continue  # DiAD on the H100: the rows with the patch bank refitted are the current code's
             r = _load(path)
-            points.append({"method": m.group(1), "machine": machine, "minutes": int(m.group(2)),
-                           "image_auroc": r["image"]["auroc"], "aupro": r["pixel"]["aupro_0.3"]})
+            points.append(
+                {
+                    "method": m.group(1),
+                    "machine": machine,
+                    "minutes": int(m.group(2)),
+                    "image_auroc": r["image"]["auroc"],
+                    "aupro": r["pixel"]["aupro_0.3"],
+                }
+            )
     return sorted(points, key=lambda p: (p["method"], p["machine"], p["minutes"]))
 
 
@@ -119,40 +160,66 @@ def speed_rows() -> list[dict]:
 
 
 def page(plots: bool) -> str:
-    lines = ["# Results", "",
-             "Current figures, generated by `benchmarks/results_page.py` from `benchmarks/results/`; how each came",
-             "about, and older figures, are in the [studies](studies.md). Every quality row is one bundle evaluated",
-             "on the set's test images through the CPU runtime (`edgead evaluate`); thresholds, normalisation and",
-             "fusion weights come from anomaly-free images only, never test images. Bold: the best of the set.", "",
-             "## Quality per set", "",
-             "Trained on 2 CPU cores one after another, exported and evaluated by `benchmarks/strongest_baseline.sh",
-             "../shared/data RUNS OUT`; anomalib by `benchmarks/anomalib_peer.py` with the same ImageNet weights,",
-             "scored by edgead's metric code. \"False rejects / misses\" are at the bundle's default threshold (from",
-             "its held-out good images, before any `edgead calibrate`).", "",
-             "![image AUROC and AUPRO per set](results/quality.png)" if plots else "", ""]
+    lines = [
+        "# Results",
+        "",
+        "Current figures, generated by `benchmarks/results_page.py` from `benchmarks/results/`; how each came",
+        "about, and older figures, are in the [studies](studies.md). Every quality row is one bundle evaluated",
+        "on the set's test images through the CPU runtime (`edgead evaluate`); thresholds, normalisation and",
+        "fusion weights come from anomaly-free images only, never test images. Bold: the best of the set.",
+        "",
+        "## Quality per set",
+        "",
+        "Trained on 2 CPU cores one after another, exported and evaluated by `benchmarks/strongest_baseline.sh",
+        "../shared/data RUNS OUT`; anomalib by `benchmarks/anomalib_peer.py` with the same ImageNet weights,",
+        "scored by edgead's metric code. \"False rejects / misses\" are at the bundle's default threshold (from",
+        "its held-out good images, before any `edgead calibrate`).",
+        "",
+        "![image AUROC and AUPRO per set](results/quality.png)" if plots else "",
+        "",
+    ]
     for name in SETS:
         rows = quality_rows(name)
         if rows:
             lines += quality_table(name, rows)
     points = budget_points()
     if points:
-        lines += ["## Quality against a training budget (tire)", "",
-                  "`edgead train --preset s --max-minutes M` (with `--fill-budget` from 16 minutes on the CPU and on",
-                  "the H100), edgead 0.4–0.8; the kNN term of these runs is the 1% pool-first one of before 0.9.", "",
-                  "![quality against budget](results/budget.png)" if plots else "", "",
-                  "| method | machine | minutes | image AUROC | AUPRO@0.3 |", "|---|---|---|---|---|"]
-        lines += [f"| {p['method']} | {p['machine']} | {p['minutes']} | {_f(p['image_auroc'])} | {_f(p['aupro'])} |"
-                  for p in points]
+        lines += [
+            "## Quality against a training budget (tire)",
+            "",
+            "`edgead train --preset s --max-minutes M` (with `--fill-budget` from 16 minutes on the CPU and on",
+            "the H100), edgead 0.4–0.8; the kNN term of these runs is the 1% pool-first one of before 0.9.",
+            "",
+            "![quality against budget](results/budget.png)" if plots else "",
+            "",
+            "| method | machine | minutes | image AUROC | AUPRO@0.3 |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {p['method']} | {p['machine']} | {p['minutes']} | {_f(p['image_auroc'])} | {_f(p['aupro'])} |"
+            for p in points
+        ]
         lines.append("")
     speeds = speed_rows()
     if speeds:
         parts = [k for k in speeds[0]["parts"] if k != "total"]
-        lines += ["## Time per stage (2 CPU cores, batch 1, one tire frame)", "",
-                  "Median milliseconds per part (`edgead benchmark`; D3AD from `benchmarks/latent_speed_study.py`,",
-                  "2026-11-27).", "", "![time per stage](results/speed.png)" if plots else "", "",
-                  "| configuration | " + " | ".join(parts) + " | total |", "|---|" + "---|" * (len(parts) + 1)]
-        lines += [f"| {s['label']} | " + " | ".join(_f(s["parts"].get(k), 1) for k in parts)
-                  + f" | {_f(s['parts'].get('total'), 1)} |" for s in speeds]
+        lines += [
+            "## Time per stage (2 CPU cores, batch 1, one tire frame)",
+            "",
+            "Median milliseconds per part (`edgead benchmark`; D3AD from `benchmarks/latent_speed_study.py`,",
+            "2026-11-27).",
+            "",
+            "![time per stage](results/speed.png)" if plots else "",
+            "",
+            "| configuration | " + " | ".join(parts) + " | total |",
+            "|---|" + "---|" * (len(parts) + 1),
+        ]
+        lines += [
+            f"| {s['label']} | "
+            + " | ".join(_f(s["parts"].get(k), 1) for k in parts)
+            + f" | {_f(s['parts'].get('total'), 1)} |"
+            for s in speeds
+        ]
         lines.append("")
     return "\n".join(line for line in lines) + "\n"
 

@@ -42,17 +42,25 @@ def _run_files(run: Path, redo: list[str]) -> dict[str, bytes]:
     return files
 
 
-def pack(run: Path, prefix: Path, only: list[str] | None = None, redo: list[str] = (), single: bool = False) -> list[Path]:
+def pack(
+    run: Path, prefix: Path, only: list[str] | None = None, redo: list[str] = (), single: bool = False
+) -> list[Path]:
     prefix.parent.mkdir(parents=True, exist_ok=True)
     nets = [f for f in sorted(run.glob("*.safetensors")) if only is None or f.stem in only]
-    groups = [(prefix.with_name(f"{prefix.name}.tar"), nets)] if single else \
-        [(prefix.with_name(f"{prefix.name}-{f.stem}.tar"), [f]) for f in nets]
+    groups = (
+        [(prefix.with_name(f"{prefix.name}.tar"), nets)]
+        if single
+        else [(prefix.with_name(f"{prefix.name}-{f.stem}.tar"), [f]) for f in nets]
+    )
     written = []
     for archive, members in groups:
         with tarfile.open(archive, "w") as tar:
             for f in members:
-                _add(tar, f.name, save({k: v.half() if v.is_floating_point() else v
-                                        for k, v in load_file(str(f)).items()}))
+                _add(
+                    tar,
+                    f.name,
+                    save({k: v.half() if v.is_floating_point() else v for k, v in load_file(str(f)).items()}),
+                )
             for name, data in _run_files(run, list(redo)).items():
                 _add(tar, name, data)
         written.append(archive)

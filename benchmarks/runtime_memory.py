@@ -30,8 +30,13 @@ from edgead.training.checkpoint import save_checkpoint
 def random_run(preset: str, data: str, size: int, out: Path) -> Path:
     cfg = load_config(None, [f"model.preset={preset}", f"data.path={data}", f"data.image_size={size}"])
     net = resolve_network(cfg.model, size)
-    save_checkpoint(out, cfg, net, {"denoiser": build_denoiser(net, size), "segmenter": build_segmenter(net)},
-                    extra={"steps_done": 0})
+    save_checkpoint(
+        out,
+        cfg,
+        net,
+        {"denoiser": build_denoiser(net, size), "segmenter": build_segmenter(net)},
+        extra={"steps_done": 0},
+    )
     return out
 
 
@@ -49,16 +54,37 @@ def main() -> None:
         for preset in a.presets:
             run = random_run(preset, a.data, a.image_size, Path(tmp) / preset)
             bundle, _ = export_run(run, Path(tmp) / f"{preset}.edgead", parity_images=1, progress=False)
-            r = subprocess.run([sys.executable, "-m", "edgead.cli", "benchmark", str(bundle.root), "--backend",
-                                "onnxruntime-cpu", "--runs", str(a.runs), "--batch", str(a.batch), "--out",
-                                str(Path(tmp) / f"{preset}.json")], capture_output=True, text=True)
+            r = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "edgead.cli",
+                    "benchmark",
+                    str(bundle.root),
+                    "--backend",
+                    "onnxruntime-cpu",
+                    "--runs",
+                    str(a.runs),
+                    "--batch",
+                    str(a.batch),
+                    "--out",
+                    str(Path(tmp) / f"{preset}.json"),
+                ],
+                capture_output=True,
+                text=True,
+            )
             if r.returncode != 0:
                 raise SystemExit(r.stderr)
             rep = json.loads((Path(tmp) / f"{preset}.json").read_text())
-            rows.append({"preset": preset, "image_size": a.image_size,
-                         "runtime_peak_rss_mb": round(rep["peak_rss_mb_runtime"]),
-                         "batch1_ms": round(rep["runtime"]["batch1"]["median_ms"], 1),
-                         f"batch{a.batch}_ms": round(rep["runtime"][f"batch{a.batch}"]["median_ms"], 1)})
+            rows.append(
+                {
+                    "preset": preset,
+                    "image_size": a.image_size,
+                    "runtime_peak_rss_mb": round(rep["peak_rss_mb_runtime"]),
+                    "batch1_ms": round(rep["runtime"]["batch1"]["median_ms"], 1),
+                    f"batch{a.batch}_ms": round(rep["runtime"][f"batch{a.batch}"]["median_ms"], 1),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps({"backend": "onnxruntime-cpu", "rows": rows}, indent=2))

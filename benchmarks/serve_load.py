@@ -34,10 +34,34 @@ from edgead.serving.server import free_ports
 def start_server(bundle: str, max_batch: int, queue_delay_ms: float, log: Path) -> tuple[subprocess.Popen, dict]:
     http, grpc, metrics = free_ports(3)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgead.cli", "serve", bundle, "--name", "m", "--host", "127.0.0.1",
-         "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-         "--max-batch", str(max_batch), "--queue-delay-ms", str(queue_delay_ms), "--reload-every", "0",
-         "--log", str(log)], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "edgead.cli",
+            "serve",
+            bundle,
+            "--name",
+            "m",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(http),
+            "--grpc-port",
+            str(grpc),
+            "--metrics-port",
+            str(metrics),
+            "--max-batch",
+            str(max_batch),
+            "--queue-delay-ms",
+            str(queue_delay_ms),
+            "--reload-every",
+            "0",
+            "--log",
+            str(log),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     if not line:
         raise SystemExit(f"edgead serve did not start; see {log}")
@@ -87,8 +111,9 @@ class TreeProbe:
         self._thread.join()
 
 
-def round_of(url: str, clients: int, frames: int, images: list[np.ndarray], expected: list[tuple[float, bool]],
-             tolerance: float) -> dict:
+def round_of(
+    url: str, clients: int, frames: int, images: list[np.ndarray], expected: list[tuple[float, bool]], tolerance: float
+) -> dict:
     detectors = [RemoteDetector(url, model="m", reconnect_attempts=0) for _ in range(clients)]
     latencies: list[list[float]] = [[] for _ in range(clients)]
     answers: list[list[tuple[int, float, bool]]] = [[] for _ in range(clients)]
@@ -121,17 +146,27 @@ def round_of(url: str, clients: int, frames: int, images: list[np.ndarray], expe
         d.close()
     lat = np.concatenate([np.asarray(x) for x in latencies if x]) if any(latencies) else np.zeros(1)
     n = sum(len(a) for a in answers)
-    in_order = all([k for k, _, _ in a] == [(c * 7 + i) % len(images) for i in range(frames)]
-                   for c, a in enumerate(answers))
+    in_order = all(
+        [k for k, _, _ in a] == [(c * 7 + i) % len(images) for i in range(frames)] for c, a in enumerate(answers)
+    )
     diffs = [abs(s - expected[k][0]) / max(abs(expected[k][0]), 1e-12) for a in answers for k, s, _ in a]
     exact = sum(s == expected[k][0] for a in answers for k, s, _ in a)
     flips = sum(d != expected[k][1] for a in answers for k, _, d in a)
-    return {"clients": clients, "frames": n, "sent": clients * frames, "errors": errors[:5], "n_errors": len(errors),
-            "wall_s": round(wall, 2), "frames_per_s": round(n / wall, 2),
-            "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 1), "p99": round(float(np.percentile(lat, 99)), 1)},
-            "answered_once_in_order": in_order and n == clients * frames,
-            "scores_identical": exact, "max_relative_score_difference": float(max(diffs, default=0.0)),
-            "within_tolerance": all(d <= tolerance for d in diffs), "decision_flips": flips}
+    return {
+        "clients": clients,
+        "frames": n,
+        "sent": clients * frames,
+        "errors": errors[:5],
+        "n_errors": len(errors),
+        "wall_s": round(wall, 2),
+        "frames_per_s": round(n / wall, 2),
+        "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 1), "p99": round(float(np.percentile(lat, 99)), 1)},
+        "answered_once_in_order": in_order and n == clients * frames,
+        "scores_identical": exact,
+        "max_relative_score_difference": float(max(diffs, default=0.0)),
+        "within_tolerance": all(d <= tolerance for d in diffs),
+        "decision_flips": flips,
+    }
 
 
 def main() -> None:
@@ -142,8 +177,13 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=20, help="Frames each client sends.")
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--queue-delay-ms", type=float, default=2.0)
-    ap.add_argument("--tolerance", type=float, default=1e-4, help="Relative score difference allowed for a frame "
-                    "batched with others (ONNX Runtime's kernels sum in another order for another batch size).")
+    ap.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="Relative score difference allowed for a frame "
+        "batched with others (ONNX Runtime's kernels sum in another order for another batch size).",
+    )
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     out = Path(args.out)
@@ -161,9 +201,14 @@ def main() -> None:
         local_lat.append((time.perf_counter() - t) * 1e3)
     local_fps = n_local / (time.perf_counter() - t0)
     local.close()
-    baseline = {"frames": n_local, "frames_per_s": round(local_fps, 2),
-                "latency_ms": {"p50": round(float(np.percentile(local_lat, 50)), 1),
-                               "p99": round(float(np.percentile(local_lat, 99)), 1)}}
+    baseline = {
+        "frames": n_local,
+        "frames_per_s": round(local_fps, 2),
+        "latency_ms": {
+            "p50": round(float(np.percentile(local_lat, 50)), 1),
+            "p99": round(float(np.percentile(local_lat, 99)), 1),
+        },
+    }
     print(f"local Detector: {baseline}", flush=True)
 
     import tritonclient.grpc as grpc
@@ -179,30 +224,47 @@ def main() -> None:
                 r = round_of(info["grpc"], c, args.frames, images, expected, args.tolerance)
                 time.sleep(0.5)  # Triton updates its statistics after the response
                 after = batch_counts(stats_client)
-                formed = {b: after.get(b, 0) - before.get(b, 0) for b in sorted(after) if after.get(b, 0) > before.get(b, 0)}
+                formed = {
+                    b: after.get(b, 0) - before.get(b, 0) for b in sorted(after) if after.get(b, 0) > before.get(b, 0)
+                }
                 executions = sum(formed.values())
-                r.update({"batches_formed": formed, "mean_batch": round(r["frames"] / max(executions, 1), 2),
-                          "server_cpu_cores": round((probe.cpu_s() - cpu0) / r["wall_s"], 2),
-                          "server_peak_rss_mb": round(probe.peak_mb, 0),
-                          "ratio_to_local": round(r["frames_per_s"] / local_fps, 2)})
+                r.update(
+                    {
+                        "batches_formed": formed,
+                        "mean_batch": round(r["frames"] / max(executions, 1), 2),
+                        "server_cpu_cores": round((probe.cpu_s() - cpu0) / r["wall_s"], 2),
+                        "server_peak_rss_mb": round(probe.peak_mb, 0),
+                        "ratio_to_local": round(r["frames_per_s"] / local_fps, 2),
+                    }
+                )
                 rounds.append(r)
                 print(json.dumps(r), flush=True)
     finally:
         proc.terminate()
         proc.wait(60)
-    report = {"bundle": args.bundle, "images": args.images, "max_batch": args.max_batch,
-              "queue_delay_ms": args.queue_delay_ms, "cpu_count": psutil.cpu_count(), "local": baseline,
-              "rounds": rounds}
+    report = {
+        "bundle": args.bundle,
+        "images": args.images,
+        "max_batch": args.max_batch,
+        "queue_delay_ms": args.queue_delay_ms,
+        "cpu_count": psutil.cpu_count(),
+        "local": baseline,
+        "rounds": rounds,
+    }
     (out / "serve_load.json").write_text(json.dumps(report, indent=1))
-    lines = ["| clients | frames | frames/s | vs local | p50 ms | p99 ms | mean batch | batches formed | server CPU cores | server RSS MB | answered once, in order | identical / max rel. diff | decision flips |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-             f"| local Detector | {n_local} | {baseline['frames_per_s']} | 1.00 | {baseline['latency_ms']['p50']} | {baseline['latency_ms']['p99']} | 1 | - | - | - | - | - | - |"]
+    lines = [
+        "| clients | frames | frames/s | vs local | p50 ms | p99 ms | mean batch | batches formed | server CPU cores | server RSS MB | answered once, in order | identical / max rel. diff | decision flips |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| local Detector | {n_local} | {baseline['frames_per_s']} | 1.00 | {baseline['latency_ms']['p50']} | {baseline['latency_ms']['p99']} | 1 | - | - | - | - | - | - |",
+    ]
     for r in rounds:
-        lines.append(f"| {r['clients']} | {r['frames']}/{r['sent']} | {r['frames_per_s']} | {r['ratio_to_local']:.2f} | "
-                     f"{r['latency_ms']['p50']} | {r['latency_ms']['p99']} | {r['mean_batch']} | "
-                     f"{' '.join(f'{b}:{n}' for b, n in r['batches_formed'].items())} | {r['server_cpu_cores']} | "
-                     f"{r['server_peak_rss_mb']:.0f} | {'yes' if r['answered_once_in_order'] else 'NO'} | "
-                     f"{r['scores_identical']}/{r['frames']}, {r['max_relative_score_difference']:.1e} | {r['decision_flips']} |")
+        lines.append(
+            f"| {r['clients']} | {r['frames']}/{r['sent']} | {r['frames_per_s']} | {r['ratio_to_local']:.2f} | "
+            f"{r['latency_ms']['p50']} | {r['latency_ms']['p99']} | {r['mean_batch']} | "
+            f"{' '.join(f'{b}:{n}' for b, n in r['batches_formed'].items())} | {r['server_cpu_cores']} | "
+            f"{r['server_peak_rss_mb']:.0f} | {'yes' if r['answered_once_in_order'] else 'NO'} | "
+            f"{r['scores_identical']}/{r['frames']}, {r['max_relative_score_difference']:.1e} | {r['decision_flips']} |"
+        )
     (out / "serve_load.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

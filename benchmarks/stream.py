@@ -72,15 +72,25 @@ def main() -> None:
             for pipeline, fps in ((False, loop), (True, piped)):
                 sinks = [JsonlSink(tmp / f"b{k}{pipeline}.jsonl"), VideoSink(tmp / f"b{k}{pipeline}.avi")]
                 t0 = time.perf_counter()
-                stats = run_stream(det, open_source(str(video), loop=True), sinks, max_frames=a.block,
-                                   echo=lambda m: None, status_every_s=1e9, pipeline=pipeline)
+                stats = run_stream(
+                    det,
+                    open_source(str(video), loop=True),
+                    sinks,
+                    max_frames=a.block,
+                    echo=lambda m: None,
+                    status_every_s=1e9,
+                    pipeline=pipeline,
+                )
                 fps.append(stats.frames / (time.perf_counter() - t0))
         report["throughput"] = {
-            "bare_predict_fps_median": float(np.median(bare)), "run_loop_fps_median": float(np.median(loop)),
+            "bare_predict_fps_median": float(np.median(bare)),
+            "run_loop_fps_median": float(np.median(loop)),
             "run_pipeline_fps_median": float(np.median(piped)),
             "run_over_bare": float(np.median(loop) / np.median(bare)),
-            "run_pipeline_over_bare": float(np.median(piped) / np.median(bare)), "blocks": a.blocks,
-            "block_frames": a.block, "run_sinks": "jsonl + annotated video (MJPG .avi)",
+            "run_pipeline_over_bare": float(np.median(piped) / np.median(bare)),
+            "blocks": a.blocks,
+            "block_frames": a.block,
+            "run_sinks": "jsonl + annotated video (MJPG .avi)",
         }
         print(json.dumps(report["throughput"]), flush=True)
         if a.frames == 0:
@@ -90,15 +100,26 @@ def main() -> None:
         probe = MemoryProbe(a.sample_every)
         sinks = [JsonlSink(tmp / "soak.jsonl"), VideoSink(tmp / "soak.avi"), probe]
         t0 = time.perf_counter()
-        stats = run_stream(det, open_source(str(video), loop=True), sinks, max_frames=a.frames,
-                           echo=lambda m: print(m, flush=True), status_every_s=60)
+        stats = run_stream(
+            det,
+            open_source(str(video), loop=True),
+            sinks,
+            max_frames=a.frames,
+            echo=lambda m: print(m, flush=True),
+            status_every_s=60,
+        )
         lines = sum(1 for _ in open(tmp / "soak.jsonl"))
     samples = probe.samples
     warm = samples[1][1] if len(samples) > 1 else samples[0][1]
     report["soak"] = {
-        "frames": stats.frames, "seconds": round(time.perf_counter() - t0, 1), "jsonl_lines": lines,
-        "rss_mb_samples": samples, "rss_mb_after_warmup": warm, "rss_mb_end": samples[-1][1],
-        "growth_mb_after_warmup": round(samples[-1][1] - warm, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
+        "frames": stats.frames,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "jsonl_lines": lines,
+        "rss_mb_samples": samples,
+        "rss_mb_after_warmup": warm,
+        "rss_mb_end": samples[-1][1],
+        "growth_mb_after_warmup": round(samples[-1][1] - warm, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "latency_ms": stats.latency_ms,
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)

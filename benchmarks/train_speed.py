@@ -52,8 +52,7 @@ class GpuSampler:
 
             pynvml.nvmlInit()
             h = pynvml.nvmlDeviceGetHandleByIndex(0)
-            return lambda: (pynvml.nvmlDeviceGetUtilizationRates(h).gpu,
-                            pynvml.nvmlDeviceGetMemoryInfo(h).used / 2**20)
+            return lambda: (pynvml.nvmlDeviceGetUtilizationRates(h).gpu, pynvml.nvmlDeviceGetMemoryInfo(h).used / 2**20)
         except Exception:
             return None
 
@@ -63,10 +62,14 @@ class GpuSampler:
             return None
 
         def read():
-            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
-                                  "--format=csv,noheader,nounits"], capture_output=True, text=True).stdout
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+            ).stdout
             util, mem = out.strip().splitlines()[0].split(",")
             return float(util), float(mem)
+
         return read
 
     def _loop(self):
@@ -87,8 +90,10 @@ class GpuSampler:
         if not self.samples:
             return {"gpu_util_mean": None, "gpu_mem_peak_mib": None}
         utils = [u for u, _ in self.samples]
-        return {"gpu_util_mean": round(sum(utils) / len(utils), 1),
-                "gpu_mem_peak_mib": round(max(m for _, m in self.samples))}
+        return {
+            "gpu_util_mean": round(sum(utils) / len(utils), 1),
+            "gpu_mem_peak_mib": round(max(m for _, m in self.samples)),
+        }
 
 
 def read_log(path: Path) -> list[dict]:
@@ -100,9 +105,29 @@ def read_log(path: Path) -> list[dict]:
 def time_one(name: str, args: argparse.Namespace, src: Path, sets: list[str], run: Path) -> dict:
     total = args.warmup + args.steps
     # -P: the working directory is not put first on sys.path, so PYTHONPATH decides which tree runs
-    cmd = [sys.executable, "-P", "-m", "edgead.cli", "train", "--method", args.method, "--data", args.data,
-           "--out", str(run), "--steps", str(total), "--device", args.device, "--image-size", str(args.image_size),
-           "--set", "train.checkpoint_every=1000000", "--set", f"train.log_every={args.log_every}"]
+    cmd = [
+        sys.executable,
+        "-P",
+        "-m",
+        "edgead.cli",
+        "train",
+        "--method",
+        args.method,
+        "--data",
+        args.data,
+        "--out",
+        str(run),
+        "--steps",
+        str(total),
+        "--device",
+        args.device,
+        "--image-size",
+        str(args.image_size),
+        "--set",
+        "train.checkpoint_every=1000000",
+        "--set",
+        f"train.log_every={args.log_every}",
+    ]
     if args.batch_size:
         cmd += ["--batch-size", str(args.batch_size)]
     if args.method in ("d3ad", "diad"):  # --steps sets the denoiser's (and DiAD's guidance) steps
@@ -168,8 +193,13 @@ def main() -> None:
         for preset in args.presets:
             args.preset_flag = preset
             if args.baseline_src is not None:
-                r = time_one(f"baseline {preset}", args, args.baseline_src.resolve(), args.baseline_sets,
-                             Path(tmp) / f"base-{preset}")
+                r = time_one(
+                    f"baseline {preset}",
+                    args,
+                    args.baseline_src.resolve(),
+                    args.baseline_sets,
+                    Path(tmp) / f"base-{preset}",
+                )
                 results.append({"preset": preset, "variant": "baseline", **r})
                 print(json.dumps(results[-1]), flush=True)
             for v in args.variants:
@@ -179,9 +209,15 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     import torch
 
-    report = {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-              "torch": torch.__version__, "method": args.method, "data": args.data, "batch_size": args.batch_size,
-              "date": time.strftime("%Y-%m-%d"), "results": results}
+    report = {
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "method": args.method,
+        "data": args.data,
+        "batch_size": args.batch_size,
+        "date": time.strftime("%Y-%m-%d"),
+        "results": results,
+    }
     args.out.write_text(json.dumps(report, indent=2))
 
 

@@ -26,8 +26,19 @@ from .core.errors import ConfigError, require
 from .core.progress import ProgressCallback, listening
 
 __all__ = [
-    "CalibrationResult", "EngineResult", "EvaluationResult", "ExportResult", "QuantizeResult", "TrainResult",
-    "build_engines", "calibrate", "evaluate", "export", "quantize", "train", "triton_repository",
+    "CalibrationResult",
+    "EngineResult",
+    "EvaluationResult",
+    "ExportResult",
+    "QuantizeResult",
+    "TrainResult",
+    "build_engines",
+    "calibrate",
+    "evaluate",
+    "export",
+    "quantize",
+    "train",
+    "triton_repository",
 ]
 
 
@@ -40,16 +51,31 @@ class TrainResult:
 
 
 def _overrides(pairs: dict[str, Any], extra: Sequence[str]) -> list[str]:
-    return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in pairs.items() if v is not None] \
-        + list(extra)
+    return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in pairs.items() if v is not None] + list(
+        extra
+    )
 
 
-def train(data: str | Path | Sequence[str | Path] | None, out: str | Path, method: str | None = None,
-          preset: str | None = None, image_size: int | None = None, steps: int | None = None,
-          batch_size: int | None = None, max_minutes: float | None = None, fill_budget: bool | None = None,
-          textures: str | Path | None = None, foreground: bool | None = None, device: str | None = None,
-          resume: bool = False, allow_changes: bool = False, stage: str = "all", config: str | Path | None = None,
-          overrides: Sequence[str] = (), progress: ProgressCallback | None = None) -> TrainResult:
+def train(
+    data: str | Path | Sequence[str | Path] | None,
+    out: str | Path,
+    method: str | None = None,
+    preset: str | None = None,
+    image_size: int | None = None,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    max_minutes: float | None = None,
+    fill_budget: bool | None = None,
+    textures: str | Path | None = None,
+    foreground: bool | None = None,
+    device: str | None = None,
+    resume: bool = False,
+    allow_changes: bool = False,
+    stage: str = "all",
+    config: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    progress: ProgressCallback | None = None,
+) -> TrainResult:
     """Train ``method`` on the anomaly-free images of ``data`` (several folders: one model for several products,
     for methods that serve several) into the run folder ``out``. ``resume`` continues a run with its own
     configuration (``allow_changes``: with other data or options, recorded in its history); ``stage`` trains
@@ -60,13 +86,22 @@ def train(data: str | Path | Sequence[str | Path] | None, out: str | Path, metho
     from .training.checkpoint import resume_config
 
     paths = None if data is None else [str(data)] if isinstance(data, (str, Path)) else [str(d) for d in data]
-    given = _overrides({
-        "method": method, "data.path": None if not paths else paths[0] if len(paths) == 1 else paths,
-        "model.preset": preset, "data.image_size": image_size, "train.steps": steps, "train.batch_size": batch_size,
-        "train.max_minutes": max_minutes, "train.fill_budget": fill_budget,
-        "data.textures": None if textures is None else str(textures), "data.foreground": foreground,
-        "train.device": device,
-    }, overrides)
+    given = _overrides(
+        {
+            "method": method,
+            "data.path": None if not paths else paths[0] if len(paths) == 1 else paths,
+            "model.preset": preset,
+            "data.image_size": image_size,
+            "train.steps": steps,
+            "train.batch_size": batch_size,
+            "train.max_minutes": max_minutes,
+            "train.fill_budget": fill_budget,
+            "data.textures": None if textures is None else str(textures),
+            "data.foreground": foreground,
+            "train.device": device,
+        },
+        overrides,
+    )
     existing = (Path(out) / "config.yaml").is_file()
     if resume or (stage != "all" and existing):  # the run's own configuration, as it was trained
         if config:
@@ -93,9 +128,16 @@ class ExportResult:
     fusion: dict[str, Any] | None = None
 
 
-def export(run_dir: str | Path, out: str | Path, overwrite: bool = False,
-           data: str | Sequence[str] | None = None, parity_images: int | None = 32, sign_key: str | Path | None = None,
-           overrides: Sequence[str] = (), progress: ProgressCallback | None = None) -> ExportResult:
+def export(
+    run_dir: str | Path,
+    out: str | Path,
+    overwrite: bool = False,
+    data: str | Sequence[str] | None = None,
+    parity_images: int | None = 32,
+    sign_key: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    progress: ProgressCallback | None = None,
+) -> ExportResult:
     """A training run -> a calibrated, parity-checked bundle at ``out`` (ONNX graphs per stage). ``data``: the
     data sets if they moved since training; ``parity_images``: images compared with PyTorch (None: all);
     ``overrides``: inference settings of the method or calibration (``d3ad.dynamic=false``)."""
@@ -104,16 +146,28 @@ def export(run_dir: str | Path, out: str | Path, overwrite: bool = False,
     from .export.flow import export_run
 
     with listening(progress):
-        bundle, parity = export_run(run_dir, out, overwrite=overwrite, data=[data] if isinstance(data, str) else data,
-                                    parity_images=parity_images, progress=progress is None and _terminal(),
-                                    overrides=list(overrides))
+        bundle, parity = export_run(
+            run_dir,
+            out,
+            overwrite=overwrite,
+            data=[data] if isinstance(data, str) else data,
+            parity_images=parity_images,
+            progress=progress is None and _terminal(),
+            overrides=list(overrides),
+        )
     if sign_key:
         sign(bundle.root, sign_key)
     m = bundle.manifest
-    thresholds = ({name: c.image.threshold for name, c in m.products.items()} if m.products
-                  else m.calibration.image.threshold if m.calibration else None)
-    return ExportResult(bundle.root, [s.name for s in m.stages], thresholds, parity,
-                        m.provenance.get("export", {}).get("fusion"))
+    thresholds = (
+        {name: c.image.threshold for name, c in m.products.items()}
+        if m.products
+        else m.calibration.image.threshold
+        if m.calibration
+        else None
+    )
+    return ExportResult(
+        bundle.root, [s.name for s in m.stages], thresholds, parity, m.provenance.get("export", {}).get("fusion")
+    )
 
 
 @dataclass(frozen=True)
@@ -125,19 +179,35 @@ class EngineResult:
     signature_dropped: bool = False
 
 
-def build_engines(bundle: str | Path, precision: str = "fp16", flavour: str = "auto", sm: str | None = None,
-                  workspace_gb: float = 2.0, max_batch: int = 1, calibration: str | Path | None = None,
-                  overwrite: bool = False, sign_key: str | Path | None = None,
-                  progress: ProgressCallback | None = None) -> EngineResult:
+def build_engines(
+    bundle: str | Path,
+    precision: str = "fp16",
+    flavour: str = "auto",
+    sm: str | None = None,
+    workspace_gb: float = 2.0,
+    max_batch: int = 1,
+    calibration: str | Path | None = None,
+    overwrite: bool = False,
+    sign_key: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> EngineResult:
     """TensorRT engines of every stage, written into the bundle (``flavour`` tensorrt: TensorRT 10/11 on this GPU;
     rtx: TensorRT for RTX, which builds without a GPU for the compute capabilities ``sm``). ``int8`` builds the
     stages of the bundle's INT8 set from QDQ graphs calibrated on ``calibration`` good images."""
     from .export.tensorrt import build_engines as build
 
     with listening(progress):
-        engine_set, report = build(bundle, precision, workspace_gb=workspace_gb, max_batch=max_batch,
-                                   overwrite=overwrite, sign_key=sign_key, flavour=flavour, sm=sm,
-                                   calibration=calibration)
+        engine_set, report = build(
+            bundle,
+            precision,
+            workspace_gb=workspace_gb,
+            max_batch=max_batch,
+            overwrite=overwrite,
+            sign_key=sign_key,
+            flavour=flavour,
+            sm=sm,
+            calibration=calibration,
+        )
     dropped = bool(report.pop("signature_dropped", False))
     return EngineResult(engine_set.directory, report, dropped)
 
@@ -151,8 +221,14 @@ class QuantizeResult:
     signature_dropped: bool = False
 
 
-def quantize(bundle: str | Path, calibration: str | Path, tolerance: float = 0.1, overwrite: bool = False,
-             sign_key: str | Path | None = None, progress: ProgressCallback | None = None) -> QuantizeResult:
+def quantize(
+    bundle: str | Path,
+    calibration: str | Path,
+    tolerance: float = 0.1,
+    overwrite: bool = False,
+    sign_key: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> QuantizeResult:
     """INT8 graphs beside the fp32 ones for the stages whose scores hold on good images the quantisation did not
     see (``tolerance``: the largest score change, as a share of the margin to the threshold)."""
     require("onnx", 'pip install "edgead[train]"', "INT8 quantisation")
@@ -172,16 +248,30 @@ class RepositoryResult:
     models: list[str]
 
 
-def triton_repository(bundles: Sequence[str | Path], out: str | Path, max_batch: int = 8,
-                      queue_delay_ms: float = 2.0, instances: int = 1, backend: str = "auto",
-                      threads: int | None = None, overwrite: bool = False) -> RepositoryResult:
+def triton_repository(
+    bundles: Sequence[str | Path],
+    out: str | Path,
+    max_batch: int = 8,
+    queue_delay_ms: float = 2.0,
+    instances: int = 1,
+    backend: str = "auto",
+    threads: int | None = None,
+    overwrite: bool = False,
+) -> RepositoryResult:
     """A self-contained Triton model repository holding the bundles (one model per bundle and product), for a
     stock ``tritonserver``."""
     from .serving.repository import Batching, plan_models, write_repository
 
     models = plan_models(list(bundles))
-    repo = write_repository(out, models, Batching(max_batch, round(queue_delay_ms * 1000), instances),
-                            backend=backend, threads=threads, copy_bundles=True, overwrite=overwrite)
+    repo = write_repository(
+        out,
+        models,
+        Batching(max_batch, round(queue_delay_ms * 1000), instances),
+        backend=backend,
+        threads=threads,
+        copy_bundles=True,
+        overwrite=overwrite,
+    )
     return RepositoryResult(repo, [m.name for m in models])
 
 
@@ -204,9 +294,15 @@ class EvaluationResult:
         return self._level("pixel").get("aupro_0.3")
 
 
-def evaluate(bundle: str | Path, data: str | Path | Sequence[str | Path], product: str | None = None,
-             backend: str = "auto", int8: bool = False, sheet: str | Path | None = None,
-             progress: ProgressCallback | None = None) -> EvaluationResult:
+def evaluate(
+    bundle: str | Path,
+    data: str | Path | Sequence[str | Path],
+    product: str | None = None,
+    backend: str = "auto",
+    int8: bool = False,
+    sheet: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> EvaluationResult:
     """Image and pixel AUROC, AP, F1max and AUPRO@0.3 on the test images of ``data`` (several: per product and
     their mean), with the false rejects and misses at the bundle's threshold. Test images are never fitted on."""
     from .core.bundle import load_bundle
@@ -217,8 +313,9 @@ def evaluate(bundle: str | Path, data: str | Path | Sequence[str | Path], produc
 
     roots = [data] if isinstance(data, (str, Path)) else list(data)
     if product and len(roots) > 1:
-        raise ConfigError("product names the product of a single data set; with several, each folder name is its "
-                          "product")
+        raise ConfigError(
+            "product names the product of a single data set; with several, each folder name is its product"
+        )
     b = load_bundle(bundle)
     reports = {}
     with listening(progress):
@@ -249,11 +346,21 @@ class CalibrationResult:
     signature_dropped: bool = False
 
 
-def calibrate(bundle: str | Path, good: Sequence[str | Path], target_frr: float | None = None,
-              confidence: float | None = None, rule: str | None = None, max_frames: int | None = None,
-              backend: str = "auto", product: str | None = None, refuse_outliers: bool = False,
-              keep_suspects: bool = False, accept_misses: bool = False, sign_key: str | Path | None = None,
-              progress: ProgressCallback | None = None) -> CalibrationResult:
+def calibrate(
+    bundle: str | Path,
+    good: Sequence[str | Path],
+    target_frr: float | None = None,
+    confidence: float | None = None,
+    rule: str | None = None,
+    max_frames: int | None = None,
+    backend: str = "auto",
+    product: str | None = None,
+    refuse_outliers: bool = False,
+    keep_suspects: bool = False,
+    accept_misses: bool = False,
+    sign_key: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> CalibrationResult:
     """New thresholds from a line's own good parts (images, folders, globs, videos, or a live source with
     ``max_frames``); the old ones go to the manifest's history. What the bundle knows guards the change
     (``edgead.runtime.calibration.recalibrate``); nothing is written when it refuses."""
@@ -263,23 +370,45 @@ def calibrate(bundle: str | Path, good: Sequence[str | Path], target_frr: float 
     from .runtime.calibration import recalibrate
 
     settings = {"target_frr": target_frr, "confidence": confidence, "rule": rule}
-    cfg = CalibrationConfig(**{k: v for k, v in settings.items() if v is not None},
-                            outliers="refuse" if refuse_outliers else "warn")
+    cfg = CalibrationConfig(
+        **{k: v for k, v in settings.items() if v is not None}, outliers="refuse" if refuse_outliers else "warn"
+    )
     with exclusive(bundle, "calibrate"), listening(progress):  # read, change and write the manifest as one step
         b = load_bundle(bundle)
-        old, new, dropped = recalibrate(b, [str(g) for g in good], cfg, backend=backend, max_frames=max_frames,
-                                        progress=progress is None and _terminal(), sign_key=sign_key,
-                                        product=product, keep_suspects=keep_suspects, accept_misses=accept_misses)
+        old, new, dropped = recalibrate(
+            b,
+            [str(g) for g in good],
+            cfg,
+            backend=backend,
+            max_frames=max_frames,
+            progress=progress is None and _terminal(),
+            sign_key=sign_key,
+            product=product,
+            keep_suspects=keep_suspects,
+            accept_misses=accept_misses,
+        )
     report = {
-        "bundle": str(b.root), "images": new.n_images, "rule": new.rule, "target_frr": new.target_frr,
-        "image_threshold": new.image.threshold, "previous_image_threshold": old.image.threshold if old else None,
-        "threshold_interval_90": new.threshold_interval, "pixel_threshold": new.pixel.threshold,
+        "bundle": str(b.root),
+        "images": new.n_images,
+        "rule": new.rule,
+        "target_frr": new.target_frr,
+        "image_threshold": new.image.threshold,
+        "previous_image_threshold": old.image.threshold if old else None,
+        "threshold_interval_90": new.threshold_interval,
+        "pixel_threshold": new.pixel.threshold,
         "synthetic_miss_rate": new.synthetic_miss_rate,
         "previous_synthetic_miss_rate": old.synthetic_miss_rate if old else None,
         "int8_stages": [q.stage for q in b.manifest.int8.stages] if b.manifest.int8 else [],
     }
-    return CalibrationResult(b.root, new.image.threshold, old.image.threshold if old else None, new.n_images,
-                             list(new.warnings), report, dropped)
+    return CalibrationResult(
+        b.root,
+        new.image.threshold,
+        old.image.threshold if old else None,
+        new.n_images,
+        list(new.warnings),
+        report,
+        dropped,
+    )
 
 
 def _terminal() -> bool:

@@ -24,8 +24,14 @@ def _holds_only_a_demo(folder: Path) -> bool:
     return all(n in DEMO_OUTPUTS or any(n.startswith(f".{o}.") for o in DEMO_OUTPUTS) for n in names)
 
 
-def run_demo(out: Path, steps: int = 600, overwrite: bool = False, progress: bool = True,
-             echo: Callable[[str], None] = print, image_size: int = 64) -> dict:
+def run_demo(
+    out: Path,
+    steps: int = 600,
+    overwrite: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    image_size: int = 64,
+) -> dict:
     require("torch", 'pip install "edgead[train]"', "The demo (it trains a model)")
     from .core.config import load_config
     from .data.datasets import load_dataset
@@ -38,7 +44,9 @@ def run_demo(out: Path, steps: int = 600, overwrite: bool = False, progress: boo
 
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise EdgeadError(f"{out} is not empty; pass --overwrite to replace the previous demo (nothing was changed)")
+            raise EdgeadError(
+                f"{out} is not empty; pass --overwrite to replace the previous demo (nothing was changed)"
+            )
         check_replaceable(out, _holds_only_a_demo, "a previous demo")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -46,11 +54,19 @@ def run_demo(out: Path, steps: int = 600, overwrite: bool = False, progress: boo
     t = time.perf_counter()
     data = make_demo_dataset(out / "data")
     echo(f"[1/5] generated a woven-surface product data set in {data} (train/validation/test with masks)")
-    config = load_config(None, [
-        f"data.path={data}", f"data.image_size={image_size}", "model.preset=tiny",
-        f"train.steps={steps}", "train.batch_size=8", "train.learning_rate=1e-3",
-        "train.device=cpu", "train.checkpoint_every=100000",
-    ])
+    config = load_config(
+        None,
+        [
+            f"data.path={data}",
+            f"data.image_size={image_size}",
+            "model.preset=tiny",
+            f"train.steps={steps}",
+            "train.batch_size=8",
+            "train.learning_rate=1e-3",
+            "train.device=cpu",
+            "train.checkpoint_every=100000",
+        ],
+    )
     timings["generate_s"] = time.perf_counter() - t
     t = time.perf_counter()
     echo(f"[2/5] training the tiny DiffusionAD preset for {steps} steps on the CPU ...")
@@ -75,7 +91,9 @@ def run_demo(out: Path, steps: int = 600, overwrite: bool = False, progress: boo
         save_sheets(det, run, out)
     (out / "report.json").write_text(json.dumps(run.report, indent=2))
     echo(format_table(run.report))
-    echo(f"parity (ONNX Runtime vs PyTorch): max |score diff| {parity['score_max_abs_diff']:.2e}, "
-         f"decisions agree {parity['decisions_agree']}/{parity['images']}")
+    echo(
+        f"parity (ONNX Runtime vs PyTorch): max |score diff| {parity['score_max_abs_diff']:.2e}, "
+        f"decisions agree {parity['decisions_agree']}/{parity['images']}"
+    )
     echo(f"outputs in {out}: demo.edgead (bundle), results.jsonl, overlays/, sheet.png, report.json")
     return {"train": summary, "parity": parity, "report": run.report, "timings": timings}

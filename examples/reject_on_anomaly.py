@@ -61,8 +61,9 @@ def main() -> None:
         for result in detector.stream(a.camera if a.camera is not None else a.source, on_result=on_result):
             n += 1
             if n % 100 == 0:
-                log.info("%d parts inspected, %d rejected, last latency %.1f ms", n, gate.pulses,
-                         result.latency_ms["total"])
+                log.info(
+                    "%d parts inspected, %d rejected, last latency %.1f ms", n, gate.pulses, result.latency_ms["total"]
+                )
     log.info("done: %d parts, %d rejected", n, gate.pulses)
 
 

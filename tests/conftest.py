@@ -15,8 +15,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGEAD_SHARED", REPO.parent / "shared"))
-TINY = ["model.preset=tiny", "data.image_size=64", "train.batch_size=4", "train.device=cpu",
-        "train.learning_rate=1e-3", "train.checkpoint_every=1000"]
+TINY = [
+    "model.preset=tiny",
+    "data.image_size=64",
+    "train.batch_size=4",
+    "train.device=cpu",
+    "train.learning_rate=1e-3",
+    "train.checkpoint_every=1000",
+]
 
 
 @dataclass
@@ -57,8 +63,9 @@ def shared_dataset(name: str) -> Path:
 def demo_data(tmp_path_factory) -> Path:
     from edgead.data.demo import make_demo_dataset
 
-    return make_demo_dataset(tmp_path_factory.mktemp("demo") / "data", size=64, n_train=16, n_val=6,
-                             n_test_good=6, n_per_defect=3)
+    return make_demo_dataset(
+        tmp_path_factory.mktemp("demo") / "data", size=64, n_train=16, n_val=6, n_test_good=6, n_per_defect=3
+    )
 
 
 @pytest.fixture(scope="session")
@@ -103,8 +110,17 @@ def method_bundle(demo_data, tmp_path_factory, request):
         if name not in cache:
             spec = get_method(name)
             root = tmp_path_factory.mktemp(name)
-            cfg = load_config(None, [f"method={name}", f"data.path={demo_data}", "data.image_size=64",
-                                     "train.device=cpu", "train.steps=20", *spec.tiny])
+            cfg = load_config(
+                None,
+                [
+                    f"method={name}",
+                    f"data.path={demo_data}",
+                    "data.image_size=64",
+                    "train.device=cpu",
+                    "train.steps=20",
+                    *spec.tiny,
+                ],
+            )
             train(cfg, root / "run", progress=False)
             bundle, parity = export_run(root / "run", root / f"{name}.edgead", parity_images=6, progress=False)
             cache[name] = (bundle.root, parity)

@@ -62,22 +62,28 @@ def _rewrite(b: Path, data: dict) -> None:
 def test_garbage_config_file(tmp_path, demo_data):
     cfg = tmp_path / "c.yaml"
     cfg.write_bytes(bytes(range(256)) * 4)
-    one_error_line(edgead("train", "--config", cfg, "--out", tmp_path / "r", "--data", demo_data),
-                   "is not a YAML file: it is not UTF-8 text", code=2)
+    one_error_line(
+        edgead("train", "--config", cfg, "--out", tmp_path / "r", "--data", demo_data),
+        "is not a YAML file: it is not UTF-8 text",
+        code=2,
+    )
     assert not (tmp_path / "r").exists()
 
 
 def test_garbage_manifest(bundle, demo_data):
     (bundle / "manifest.yaml").write_bytes(b"\x00\xff\xfe" * 300)
-    one_error_line(edgead("predict", "--bundle", bundle, demo_data / "test/good/000.png"), "is corrupt: not a text file")
+    one_error_line(
+        edgead("predict", "--bundle", bundle, demo_data / "test/good/000.png"), "is corrupt: not a text file"
+    )
 
 
 # 2 ------------------------------------------------------------------ the manifest is covered
 def test_edited_threshold_is_refused(bundle, demo_data):
     text = (bundle / "manifest.yaml").read_text()
     (bundle / "manifest.yaml").write_text(text.replace("threshold: ", "threshold: 1000", 1))
-    one_error_line(edgead("predict", "--bundle", bundle, demo_data / "test/hole/000.png"),
-                   "was changed after edgead wrote it")
+    one_error_line(
+        edgead("predict", "--bundle", bundle, demo_data / "test/hole/000.png"), "was changed after edgead wrote it"
+    )
 
 
 def test_manifest_without_integrity_line(bundle, demo_data):
@@ -107,8 +113,10 @@ def test_graph_that_does_not_match_its_contract(bundle):
     data = _manifest(bundle)
     data["stages"][0]["sha256"] = digest(bundle / "graphs" / "denoiser_step.onnx")
     _rewrite(bundle, data)
-    one_error_line(edgead("validate", bundle, "--backend", "onnxruntime-cpu"),
-                   "the graph's inputs are ['image', 'reconstruction'], the bundle's contract says ['x_t', 't']")
+    one_error_line(
+        edgead("validate", bundle, "--backend", "onnxruntime-cpu"),
+        "the graph's inputs are ['image', 'reconstruction'], the bundle's contract says ['x_t', 't']",
+    )
 
 
 def test_truncated_extra(bundle):
@@ -121,12 +129,15 @@ def test_truncated_extra(bundle):
 
 
 # 4 ------------------------------------------------------------------ outputs never overwritten
-@pytest.mark.parametrize("command", [
-    lambda b, d, out: ["evaluate", b, "--data", d, "--out", out],
-    lambda b, d, out: ["validate", b, "--out", out],
-    lambda b, d, out: ["benchmark", b, "--runs", "1", "--batch", "1", "--out", out],
-    lambda b, d, out: ["predict", "--bundle", b, d / "test/good", "--jsonl", out],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        lambda b, d, out: ["evaluate", b, "--data", d, "--out", out],
+        lambda b, d, out: ["validate", b, "--out", out],
+        lambda b, d, out: ["benchmark", b, "--runs", "1", "--batch", "1", "--out", out],
+        lambda b, d, out: ["predict", "--bundle", b, d / "test/good", "--jsonl", out],
+    ],
+)
 def test_existing_report_is_kept(bundle, demo_data, tmp_path, command):
     out = tmp_path / "mine.json"
     out.write_text("my results")
@@ -137,15 +148,21 @@ def test_existing_report_is_kept(bundle, demo_data, tmp_path, command):
 def test_existing_sheet_folder_is_kept(bundle, demo_data, tmp_path):
     (tmp_path / "sheets").mkdir()
     (tmp_path / "sheets" / "notes.txt").write_text("mine")
-    one_error_line(edgead("evaluate", bundle, "--data", demo_data, "--sheet", tmp_path / "sheets"),
-                   "is not empty; pass --overwrite", code=2)
+    one_error_line(
+        edgead("evaluate", bundle, "--data", demo_data, "--sheet", tmp_path / "sheets"),
+        "is not empty; pass --overwrite",
+        code=2,
+    )
     assert (tmp_path / "sheets" / "notes.txt").read_text() == "mine"
 
 
 def test_output_below_a_file_fails_before_the_work(bundle, demo_data, tmp_path):
     (tmp_path / "afile").write_text("x")
-    one_error_line(edgead("evaluate", bundle, "--data", demo_data, "--out", tmp_path / "afile" / "r.json"),
-                   "is a file, not a folder", code=2)
+    one_error_line(
+        edgead("evaluate", bundle, "--data", demo_data, "--out", tmp_path / "afile" / "r.json"),
+        "is a file, not a folder",
+        code=2,
+    )
 
 
 # 5 -------------------------------------------------------- --overwrite replaces exactly one path
@@ -169,10 +186,16 @@ def test_resume_with_a_conflicting_option(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     before = (run / "config.yaml").read_text()
-    one_error_line(edgead("train", "--out", run, "--resume", "--preset", "s", "--steps", "40"),
-                   "was trained with model.preset='tiny', the option gives 's'", code=2)
-    one_error_line(edgead("train", "--out", run, "--resume", "--set", "data.foreground=true"),
-                   "was trained with data.foreground=False", code=2)
+    one_error_line(
+        edgead("train", "--out", run, "--resume", "--preset", "s", "--steps", "40"),
+        "was trained with model.preset='tiny', the option gives 's'",
+        code=2,
+    )
+    one_error_line(
+        edgead("train", "--out", run, "--resume", "--set", "data.foreground=true"),
+        "was trained with data.foreground=False",
+        code=2,
+    )
     assert (run / "config.yaml").read_text() == before
     r = edgead("train", "--out", run, "--resume", "--steps", "32", "--device", "cpu")
     assert r.returncode == 0, r.stderr
@@ -181,8 +204,7 @@ def test_resume_with_a_conflicting_option(tiny_run, tmp_path):
     assert meta["config"]["data"]["image_size"] == 64  # not the 256-px default
 
 
-def test_resume_with_other_data_is_refused_unless_asked_and_the_record_keeps_its_history(tiny_run, demo_data,
-                                                                                          tmp_path):
+def test_resume_with_other_data_is_refused_unless_asked_and_the_record_keeps_its_history(tiny_run, demo_data, tmp_path):
     """Data given again with the same images (moved) continues; other images are refused with nothing changed;
     --allow-changes trains on and the run's history names what it was trained on before and what changed."""
     run = tmp_path / "run"
@@ -193,13 +215,17 @@ def test_resume_with_other_data_is_refused_unless_asked_and_the_record_keeps_its
     shutil.copytree(demo_data, other)
     (other / "train" / "good" / "000.png").write_bytes((other / "test" / "good" / "000.png").read_bytes())
     before = (run / "config.yaml").read_text()
-    one_error_line(edgead("train", "--out", run, "--resume", "--data", other, "--steps", "31"),
-                   f"was trained on '{demo_data}'; '{other}' holds other images", code=2)
+    one_error_line(
+        edgead("train", "--out", run, "--resume", "--data", other, "--steps", "31"),
+        f"was trained on '{demo_data}'; '{other}' holds other images",
+        code=2,
+    )
     assert (run / "config.yaml").read_text() == before
     r = edgead("train", "--out", run, "--resume", "--data", moved, "--steps", "31", "--device", "cpu")
     assert r.returncode == 0, r.stderr
-    r = edgead("train", "--out", run, "--resume", "--data", other, "--steps", "32", "--device", "cpu",
-               "--allow-changes")
+    r = edgead(
+        "train", "--out", run, "--resume", "--data", other, "--steps", "32", "--device", "cpu", "--allow-changes"
+    )
     assert r.returncode == 0, r.stderr
     meta = yaml.safe_load((run / "config.yaml").read_text())
     first, second = meta["history"]
@@ -208,8 +234,11 @@ def test_resume_with_other_data_is_refused_unless_asked_and_the_record_keeps_its
     assert second["changed"]["data.path"] == [str(moved), str(other)] and second["changed"]["train.steps"] == [31, 32]
     assert second["trained_on_before"]["fingerprint"] != meta["dataset"]["fingerprint"]
     assert meta["dataset"]["root"] == str(other) and meta["steps_done"] == 32
-    one_error_line(edgead("train", "--out", run, "--resume", "--set", "model.preset=s", "--allow-changes"),
-                   "would make another model", code=2)
+    one_error_line(
+        edgead("train", "--out", run, "--resume", "--set", "model.preset=s", "--allow-changes"),
+        "would make another model",
+        code=2,
+    )
 
 
 def test_symbolic_link_loops_neither_repeat_images_nor_hang(bundle, demo_data, tmp_path):
@@ -245,10 +274,28 @@ def test_an_image_too_small_to_judge_is_refused_by_predict_as_by_the_server(bund
 
 def test_a_budget_that_is_not_a_number_is_one_error_line(demo_data, tmp_path):
     for value in ("nan", "inf", "-inf"):
-        one_error_line(edgead("train", "--method", "patchcore", "--data", demo_data, "--out", tmp_path / "r",
-                              "--max-minutes", value), "train.max_minutes must be", code=2)
-    one_error_line(edgead("train", "--method", "patchcore", "--data", demo_data, "--out", tmp_path / "r",
-                          "--set", "train.learning_rate=.nan"), "train.learning_rate must be a finite number", code=2)
+        one_error_line(
+            edgead(
+                "train", "--method", "patchcore", "--data", demo_data, "--out", tmp_path / "r", "--max-minutes", value
+            ),
+            "train.max_minutes must be",
+            code=2,
+        )
+    one_error_line(
+        edgead(
+            "train",
+            "--method",
+            "patchcore",
+            "--data",
+            demo_data,
+            "--out",
+            tmp_path / "r",
+            "--set",
+            "train.learning_rate=.nan",
+        ),
+        "train.learning_rate must be a finite number",
+        code=2,
+    )
     assert not (tmp_path / "r").exists()
 
 
@@ -281,8 +328,9 @@ def _damaged_video(demo_data: Path, path: Path) -> int:
     w.release()
     data = bytearray(path.read_bytes())
     n = len(data)
-    data[int(n * 0.4):int(n * 0.5)] = np.random.default_rng(0).integers(0, 256, int(n * 0.5) - int(n * 0.4),
-                                                                       dtype=np.uint8).tobytes()
+    data[int(n * 0.4) : int(n * 0.5)] = (
+        np.random.default_rng(0).integers(0, 256, int(n * 0.5) - int(n * 0.4), dtype=np.uint8).tobytes()
+    )
     path.write_bytes(bytes(data))
     return len(frames)
 
@@ -300,19 +348,33 @@ def test_damaged_video_is_read_past_the_damage(bundle, demo_data, tmp_path):
 # 9 -------------------------------------------------------------- a failed start leaves nothing
 def test_run_that_fails_at_start_leaves_no_output(bundle, tmp_path):
     out = tmp_path / "out.jsonl"
-    one_error_line(edgead("run", "--bundle", bundle, "--source", tmp_path / "missing.mp4", "--jsonl", out),
-                   "is not a camera index")
+    one_error_line(
+        edgead("run", "--bundle", bundle, "--source", tmp_path / "missing.mp4", "--jsonl", out), "is not a camera index"
+    )
     assert not out.exists()
 
 
 # 10 ------------------------------------------------------ calibration says how sure it is
 def test_few_calibration_images_give_a_warning_with_the_interval(bundle, demo_data):
-    r = edgead("calibrate", bundle, "--good", demo_data / "validation/good/000.png",
-               "--good", demo_data / "validation/good/001.png", "--good", demo_data / "validation/good/002.png")
+    r = edgead(
+        "calibrate",
+        bundle,
+        "--good",
+        demo_data / "validation/good/000.png",
+        "--good",
+        demo_data / "validation/good/001.png",
+        "--good",
+        demo_data / "validation/good/002.png",
+    )
     assert r.returncode == 0, r.stderr
-    assert "warning: only 3 anomaly-free images calibrated the threshold" in r.stderr and "90% bootstrap interval" in r.stderr
-    one_error_line(edgead("calibrate", bundle, "--good", demo_data / "validation/good/000.png"),
-                   "needs at least 3 anomaly-free images")
+    assert (
+        "warning: only 3 anomaly-free images calibrated the threshold" in r.stderr
+        and "90% bootstrap interval" in r.stderr
+    )
+    one_error_line(
+        edgead("calibrate", bundle, "--good", demo_data / "validation/good/000.png"),
+        "needs at least 3 anomaly-free images",
+    )
 
 
 # 11 ------------------------------------------------------------- bundles readable by the service user
@@ -354,8 +416,10 @@ def test_signed_bundles_for_a_fleet(bundle, demo_data, tmp_path):
     r = edgead("verify", bundle, "--key", keys / "owner.pub")
     assert r.returncode == 0 and json.loads(r.stdout)["signed_by_trusted_key"]
     edgead("keygen", "--out", keys / "other")
-    one_error_line(edgead("predict", "--bundle", bundle, image, env={"EDGEAD_TRUSTED_KEYS": str(keys / "other.pub")}),
-                   "not among the trusted keys")
+    one_error_line(
+        edgead("predict", "--bundle", bundle, image, env={"EDGEAD_TRUSTED_KEYS": str(keys / "other.pub")}),
+        "not among the trusted keys",
+    )
     r = edgead("calibrate", bundle, "--good", demo_data / "validation/good", env=trusted)  # changes the manifest
     assert r.returncode == 0 and "invalidated the signature" in r.stderr
     one_error_line(edgead("predict", "--bundle", bundle, image, env=trusted), "is not signed")
@@ -405,17 +469,27 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 
 
 # 13 ----------------------------------------------- values that load but make no sense are refused
-@pytest.mark.parametrize("edit, message", [
-    (lambda m: m["calibration"]["image"].update(threshold=float("nan")),
-     "manifest.calibration.image.threshold must be a finite number, got nan"),
-    (lambda m: m["calibration"]["image"].update(threshold=float("inf")),
-     "manifest.calibration.image.threshold must be a finite number, got inf"),
-    (lambda m: m["scoring"].update(smoothing_sigma=1e9), "manifest.scoring.smoothing_sigma must lie in [0, 100]"),
-    (lambda m: m["scoring"].update(top_k=0), "manifest.scoring.top_k must lie in [1, "),
-    (lambda m: m["calibration"].update(target_frr=3.0), "manifest.calibration.target_frr must lie in [0, 0.5]"),
-    (lambda m: m["preprocess"].update(std=[0.5, 0.0, 0.5]), "manifest.preprocess needs std > 0"),
-    (lambda m: m["params"].update(alpha_bar_s=float("-inf")), "manifest.params.alpha_bar_s must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda m: m["calibration"]["image"].update(threshold=float("nan")),
+            "manifest.calibration.image.threshold must be a finite number, got nan",
+        ),
+        (
+            lambda m: m["calibration"]["image"].update(threshold=float("inf")),
+            "manifest.calibration.image.threshold must be a finite number, got inf",
+        ),
+        (lambda m: m["scoring"].update(smoothing_sigma=1e9), "manifest.scoring.smoothing_sigma must lie in [0, 100]"),
+        (lambda m: m["scoring"].update(top_k=0), "manifest.scoring.top_k must lie in [1, "),
+        (lambda m: m["calibration"].update(target_frr=3.0), "manifest.calibration.target_frr must lie in [0, 0.5]"),
+        (lambda m: m["preprocess"].update(std=[0.5, 0.0, 0.5]), "manifest.preprocess needs std > 0"),
+        (
+            lambda m: m["params"].update(alpha_bar_s=float("-inf")),
+            "manifest.params.alpha_bar_s must be a finite number",
+        ),
+    ],
+)
 def test_a_value_that_makes_no_sense_is_refused_by_name(bundle, demo_data, edit, message):
     """A NaN threshold compares False with every score: every part would pass and validate say PASSED."""
     data = _manifest(bundle)
@@ -443,8 +517,11 @@ def test_a_score_that_is_not_finite_is_an_error_for_that_frame_never_a_pass(tiny
 def test_nested_yaml_and_os_errors_are_one_line(tmp_path, demo_data):
     cfg = tmp_path / "deep.yaml"
     cfg.write_text("a: " + "[" * 20000 + "]" * 20000 + "\n")
-    one_error_line(edgead("train", "--config", cfg, "--out", tmp_path / "r", "--data", demo_data),
-                   "is nested too deeply to be a configuration", code=2)
+    one_error_line(
+        edgead("train", "--config", cfg, "--out", tmp_path / "r", "--data", demo_data),
+        "is nested too deeply to be a configuration",
+        code=2,
+    )
     huge = tmp_path / "huge.edgead"
     huge.mkdir()
     with (huge / "manifest.yaml").open("wb") as f:
@@ -479,11 +556,17 @@ def test_overwrite_never_replaces_a_folder_edgead_did_not_make(tiny_run, demo_da
     other = tmp_path / "photos"
     other.mkdir()
     (other / "a.txt").write_text("keep")
-    one_error_line(edgead("export", runs / "tiny", "--out", other, "--overwrite"),
-                   "is not an edgead bundle (a folder edgead made); --overwrite replaces only that", code=2)
+    one_error_line(
+        edgead("export", runs / "tiny", "--out", other, "--overwrite"),
+        "is not an edgead bundle (a folder edgead made); --overwrite replaces only that",
+        code=2,
+    )
     one_error_line(edgead("demo", "--out", other, "--overwrite"), "is not a previous demo", code=2)
-    one_error_line(edgead("train", "--data", demo_data, "--out", other, "--steps", "1"),
-                   "holds other files and no training run", code=2)
+    one_error_line(
+        edgead("train", "--data", demo_data, "--out", other, "--steps", "1"),
+        "holds other files and no training run",
+        code=2,
+    )
     assert digest(runs) == before and (other / "a.txt").read_text() == "keep" and len(list(other.iterdir())) == 1
 
 
@@ -543,15 +626,21 @@ def test_an_image_too_large_to_decode_is_one_error_and_the_batch_goes_on(bundle,
     assert len(r.stdout.strip().splitlines()) == 1 and "000.png" in r.stdout
     tif = tmp_path / "big.tif"  # a format whose header is not read first: checked after decoding
     cv2.imwrite(str(tif), np.zeros((300, 200, 3), np.uint8))
-    one_error_line(edgead("predict", "--bundle", bundle, tif, env={"EDGEAD_MAX_IMAGE_PIXELS": "50000"}),
-                   "is 200x300 pixels, more than the limit")
-    one_error_line(edgead("predict", "--bundle", bundle, good, env={"EDGEAD_MAX_IMAGE_PIXELS": "lots"}),
-                   "EDGEAD_MAX_IMAGE_PIXELS must be a whole number of pixels, got 'lots'")
+    one_error_line(
+        edgead("predict", "--bundle", bundle, tif, env={"EDGEAD_MAX_IMAGE_PIXELS": "50000"}),
+        "is 200x300 pixels, more than the limit",
+    )
+    one_error_line(
+        edgead("predict", "--bundle", bundle, good, env={"EDGEAD_MAX_IMAGE_PIXELS": "lots"}),
+        "EDGEAD_MAX_IMAGE_PIXELS must be a whole number of pixels, got 'lots'",
+    )
 
 
 def test_calibration_screens_its_good_images(method_bundle, demo_data, tmp_path):
     bundle = tmp_path / "b.edgead"
-    shutil.copytree(method_bundle("patchcore")[0], bundle)  # scores that follow the image (the tiny DiffusionAD's barely do)
+    shutil.copytree(
+        method_bundle("patchcore")[0], bundle
+    )  # scores that follow the image (the tiny DiffusionAD's barely do)
     good = sorted((demo_data / "validation/good").glob("*.png")) + sorted((demo_data / "test/good").glob("*.png"))
     same = tmp_path / "same"
     same.mkdir()
@@ -568,8 +657,10 @@ def test_calibration_screens_its_good_images(method_bundle, demo_data, tmp_path)
     for i in range(2):  # something else entirely among the "good" parts
         cv2.imwrite(str(defect / f"zz_{i}.png"), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
     before = digest(bundle)
-    one_error_line(edgead("calibrate", bundle, "--good", defect, "--refuse-outliers"),
-                   "2 of the 14 given images look like defective parts")
+    one_error_line(
+        edgead("calibrate", bundle, "--good", defect, "--refuse-outliers"),
+        "2 of the 14 given images look like defective parts",
+    )
     assert digest(bundle) == before
     r = edgead("calibrate", bundle, "--good", defect)
     assert r.returncode == 0 and "look like defective parts" in r.stderr and "zz_" in r.stderr, r.stderr
@@ -625,8 +716,9 @@ def test_a_yaml_alias_bomb_is_refused_before_it_expands(bundle, tmp_path):
     bomb = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10))
     cfg = tmp_path / "bomb.yaml"
     cfg.write_text("l0: &l0 [lol]\n" + bomb)  # 1 kB that safe_load would expand to 9^9 strings
-    one_error_line(edgead("train", "--config", cfg, "--out", tmp_path / "r"), "uses a YAML alias (*name, line 2)",
-                   code=2)
+    one_error_line(
+        edgead("train", "--config", cfg, "--out", tmp_path / "r"), "uses a YAML alias (*name, line 2)", code=2
+    )
     data = _manifest(bundle)
     body = yaml.safe_dump(data, sort_keys=False).replace("method:", "x: &x [1]\ny: *x\nmethod:", 1)
     (bundle / "manifest.yaml").write_text(body + INTEGRITY + hashlib.sha256(body.encode()).hexdigest() + "\n")

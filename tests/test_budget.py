@@ -35,6 +35,7 @@ def _slow_step(clock: Ticking, seconds: float):
     def step():
         clock.advance(seconds)  # a step that takes ``seconds`` on the run's clock
         return {"loss": torch.tensor(1.0)}
+
     return step
 
 
@@ -44,11 +45,29 @@ def test_a_stage_takes_its_share_and_the_next_gets_what_is_left(tmp_path):
     with using_clock(clock):
         budget = Budget(0.8, {"a": 1.0, "b": 1.0})
         with budget.active():
-            a = run_loop("a", _slow_step(clock, 0.02), lambda s, e, t: saves.append((s, t)), 0, 10_000, 0.0,
-                         tmp_path / "l", progress=False, stage="a")
+            a = run_loop(
+                "a",
+                _slow_step(clock, 0.02),
+                lambda s, e, t: saves.append((s, t)),
+                0,
+                10_000,
+                0.0,
+                tmp_path / "l",
+                progress=False,
+                stage="a",
+            )
             left_for_b = budget.stage_seconds("b")
-            b = run_loop("b", _slow_step(clock, 0.02), lambda s, e, t: None, 0, 10_000, 0.0, tmp_path / "l",
-                         progress=False, stage="b")
+            b = run_loop(
+                "b",
+                _slow_step(clock, 0.02),
+                lambda s, e, t: None,
+                0,
+                10_000,
+                0.0,
+                tmp_path / "l",
+                progress=False,
+                stage="b",
+            )
     assert a.stopped_by_time_limit and 5 < a.steps < 10_000
     assert saves[-1] == (a.steps, a.steps)  # the steps done became the plan: the stage is complete
     assert budget.done == {"a", "b"}
@@ -74,8 +93,18 @@ def test_the_lost_run_ends_exportable_inside_its_budget(demo_data, tmp_path):
     from edgead.export.flow import export_run
 
     budget_s = 12.0
-    cfg = load_config(None, ["method=d3ad", f"data.path={demo_data}", *TINY, "d3ad.knn_k=5", "train.steps=100000",
-                             "d3ad.autoencoder.steps=100000", f"train.max_minutes={budget_s / 60}"])
+    cfg = load_config(
+        None,
+        [
+            "method=d3ad",
+            f"data.path={demo_data}",
+            *TINY,
+            "d3ad.knn_k=5",
+            "train.steps=100000",
+            "d3ad.autoencoder.steps=100000",
+            f"train.max_minutes={budget_s / 60}",
+        ],
+    )
     with using_clock(Ticking(0.1)):
         summary = train(cfg, tmp_path / "run", progress=False)
     stages = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["stages"]
@@ -105,6 +134,7 @@ def test_a_run_stopped_early_resumes_to_the_uninterrupted_result(demo_data, tmp_
                 raise KeyboardInterrupt  # Ctrl-C, SIGTERM or a lost machine after 5 steps
             calls.append(1)
             return step_fn()
+
         return real(name, step, *args, **kwargs)
 
     monkeypatch.setattr(trainer, "run_loop", stopped_after_five)
@@ -112,8 +142,9 @@ def test_a_run_stopped_early_resumes_to_the_uninterrupted_result(demo_data, tmp_
         train(load_config(None, overrides), tmp_path / "stopped", progress=False)
     monkeypatch.setattr(trainer, "run_loop", real)
     assert yaml.safe_load((tmp_path / "stopped" / "config.yaml").read_text())["steps_done"] == 5
-    summary = train(resume_config(tmp_path / "stopped", ["train.max_minutes=5"]), tmp_path / "stopped", resume=True,
-                    progress=False)
+    summary = train(
+        resume_config(tmp_path / "stopped", ["train.max_minutes=5"]), tmp_path / "stopped", resume=True, progress=False
+    )
     assert summary["steps"] == 8 and summary["budget_minutes"] == 5
     for name in ("denoiser", "segmenter"):
         whole, resumed = (load_file(str(tmp_path / r / f"{name}.safetensors")) for r in ("whole", "stopped"))
@@ -130,9 +161,18 @@ def test_a_filled_budget_plans_the_steps_its_share_holds(tmp_path):
     with using_clock(clock):
         budget = Budget(1.2, {"a": 1.0}, fill=True)
         with budget.active():
-            a = run_loop("a", _slow_step(clock, 0.01), lambda s, e, t: saves.append((s, t)), 0, 3, 0.0,
-                         tmp_path / "l", progress=False, stage="a",
-                         save_when=lambda s, t: s == t // 2 and not snapshots.append(s))
+            a = run_loop(
+                "a",
+                _slow_step(clock, 0.01),
+                lambda s, e, t: saves.append((s, t)),
+                0,
+                3,
+                0.0,
+                tmp_path / "l",
+                progress=False,
+                stage="a",
+                save_when=lambda s, t: s == t // 2 and not snapshots.append(s),
+            )
     assert a.steps > 30  # far past the 3 steps asked
     assert a.elapsed_s == pytest.approx(1.2, abs=0.35)  # the whole share used
     assert saves[-1] == (a.steps, a.steps) and budget.done == {"a"}
@@ -150,8 +190,7 @@ def test_a_filled_stage_stopped_before_its_plan_stays_unfinished(tmp_path):
         return {"loss": torch.tensor(1.0)}
 
     with Budget(60.0, {"a": 1.0}, fill=True).active(), pytest.raises(KeyboardInterrupt):
-        run_loop("a", step, lambda s, e, t: saves.append((s, t)), 0, 2, 0.0, tmp_path / "l", progress=False,
-                 stage="a")
+        run_loop("a", step, lambda s, e, t: saves.append((s, t)), 0, 2, 0.0, tmp_path / "l", progress=False, stage="a")
     assert saves == [(3, 4)]  # 3 steps done of a plan not made yet: unfinished, resumable
 
 
@@ -159,9 +198,19 @@ def test_a_filled_budget_trains_longer_and_ends_exportable(demo_data, tmp_path):
     from edgead.export.flow import export_run
 
     budget_s = 15.0
-    cfg = load_config(None, ["method=d3ad", f"data.path={demo_data}", *TINY, "d3ad.knn_k=5", "train.steps=3",
-                             "d3ad.autoencoder.steps=3", f"train.max_minutes={budget_s / 60}",
-                             "train.fill_budget=true"])
+    cfg = load_config(
+        None,
+        [
+            "method=d3ad",
+            f"data.path={demo_data}",
+            *TINY,
+            "d3ad.knn_k=5",
+            "train.steps=3",
+            "d3ad.autoencoder.steps=3",
+            f"train.max_minutes={budget_s / 60}",
+            "train.fill_budget=true",
+        ],
+    )
     with using_clock(Ticking(0.1)):
         summary = train(cfg, tmp_path / "run", progress=False)
     stages = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["stages"]

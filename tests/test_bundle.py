@@ -76,16 +76,25 @@ def test_missing_file_is_detected(tiny_bundle, tmp_path):
         load_bundle(b)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda m: m.update(schema_version=99), "schema version 99 is not supported"),
-    (lambda m: m.update(colour="blue"), "unknown key 'manifest.colour'"),
-    (lambda m: m["preprocess"].update(channel_order="BGR"), "channel_order must be one of 'RGB'"),
-    (lambda m: m.pop("params"), "needs a 'params' section"),
-    (lambda m: m["params"].update(t_s="early"), "manifest.params.t_s must be an integer"),
-    (lambda m: m.update(method="magic"), "unknown method 'magic'; registered methods: d3ad, diad, diffusionad, patchcore"),
-    (lambda m: m.update(stages=m["stages"][:1]), "has the stages denoiser_step, segmenter; this bundle lists denoiser_step"),
-    (lambda m: m.update(extras=[e for e in m["extras"] if e["name"] != "noise_s"]), "needs the extras noise_s"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.update(schema_version=99), "schema version 99 is not supported"),
+        (lambda m: m.update(colour="blue"), "unknown key 'manifest.colour'"),
+        (lambda m: m["preprocess"].update(channel_order="BGR"), "channel_order must be one of 'RGB'"),
+        (lambda m: m.pop("params"), "needs a 'params' section"),
+        (lambda m: m["params"].update(t_s="early"), "manifest.params.t_s must be an integer"),
+        (
+            lambda m: m.update(method="magic"),
+            "unknown method 'magic'; registered methods: d3ad, diad, diffusionad, patchcore",
+        ),
+        (
+            lambda m: m.update(stages=m["stages"][:1]),
+            "has the stages denoiser_step, segmenter; this bundle lists denoiser_step",
+        ),
+        (lambda m: m.update(extras=[e for e in m["extras"] if e["name"] != "noise_s"]), "needs the extras noise_s"),
+    ],
+)
 def test_strict_manifest(tiny_bundle, tmp_path, edit, message):
     b = _copy(tiny_bundle, tmp_path)
     data = _read(b)

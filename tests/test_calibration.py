@@ -25,8 +25,18 @@ def test_calibrate_replaces_thresholds_and_keeps_the_history(tiny_bundle, demo_d
     shutil.copytree(tiny_bundle, b)
     before = load_bundle(b).manifest.calibration
     # train/good: the model's 16 training images, left out (by content) with a warning; test/good: 6 new ones
-    r = edgead_cli("calibrate", b, "--good", demo_data / "train" / "good", "--good", demo_data / "test" / "good",
-                   "--target-frr", "0.05", "--backend", "onnxruntime-cpu")
+    r = edgead_cli(
+        "calibrate",
+        b,
+        "--good",
+        demo_data / "train" / "good",
+        "--good",
+        demo_data / "test" / "good",
+        "--target-frr",
+        "0.05",
+        "--backend",
+        "onnxruntime-cpu",
+    )
     assert r.returncode == 0, r.stderr
     assert "warning: left out 16 of the given images: they are the model's own training images" in r.stderr
     out = json.loads(r.stdout)
@@ -43,8 +53,10 @@ def test_calibrate_on_training_images_only_is_refused(tiny_bundle, demo_data, tm
     shutil.copytree(tiny_bundle, b)
     before = (b / "manifest.yaml").read_bytes()
     r = edgead_cli("calibrate", b, "--good", demo_data / "train" / "good", "--backend", "onnxruntime-cpu")
-    assert r.returncode == 1 and r.stderr.strip() == ("error: all 16 images given are the model's own training images "
-                                                      "(same content); calibrate on good parts it was not trained on")
+    assert r.returncode == 1 and r.stderr.strip() == (
+        "error: all 16 images given are the model's own training images "
+        "(same content); calibrate on good parts it was not trained on"
+    )
     assert (b / "manifest.yaml").read_bytes() == before
 
 
@@ -80,8 +92,16 @@ def test_evaluation_leaves_out_training_images(demo_data, tmp_path, caplog):
     folder = tmp_path / "folder"
     shutil.copytree(demo_data / "train" / "good", folder / "good")
     shutil.copytree(demo_data / "test" / "hole", folder / "hole")
-    cfg = load_config(None, ["method=patchcore", f"data.path={folder}", "data.image_size=64", "data.validation_fraction=0.25",
-                             "patchcore.coreset_fraction=0.05"])
+    cfg = load_config(
+        None,
+        [
+            "method=patchcore",
+            f"data.path={folder}",
+            "data.image_size=64",
+            "data.validation_fraction=0.25",
+            "patchcore.coreset_fraction=0.05",
+        ],
+    )
     train(cfg, tmp_path / "run", progress=False)
     bundle, _ = export_run(tmp_path / "run", tmp_path / "pc.edgead", parity_images=2, progress=False)
     ds = load_dataset(folder, validation_fraction=0.0)
@@ -112,8 +132,8 @@ def test_a_threshold_that_misses_synthetic_anomalies_says_how_many_good_images_w
     from edgead.runtime.calibration import images_for_misses, tolerance_factor
 
     rng = np.random.default_rng(0)
-    good = np.exp(np.array([-0.1, 0.0, 0.1]))         # 3 images: k = 10.6, the threshold sits at exp(1.06)
-    synthetic = np.exp(rng.normal(0.8, 0.05, 40))      # well separated from the good scores, below it
+    good = np.exp(np.array([-0.1, 0.0, 0.1]))  # 3 images: k = 10.6, the threshold sits at exp(1.06)
+    synthetic = np.exp(rng.normal(0.8, 0.05, 40))  # well separated from the good scores, below it
     cal = _calibrated(good)
     advise_sensitivity(cal, good, synthetic, "grid")
     assert cal.synthetic_miss_rate == 1.0
@@ -125,7 +145,7 @@ def test_a_threshold_that_misses_synthetic_anomalies_says_how_many_good_images_w
     assert "the threshold of grid misses 100% of the synthetic anomalies" in caplog.text
     assert "edgead calibrate BUNDLE --good DIR" in caplog.text
 
-    overlapping = np.exp(rng.normal(0.05, 0.1, 40))   # no number of good images separates these
+    overlapping = np.exp(rng.normal(0.05, 0.1, 40))  # no number of good images separates these
     cal = _calibrated(good)
     advise_sensitivity(cal, good, overlapping)
     assert images_for_misses(good, overlapping, cal, 0.05) is None
@@ -146,8 +166,8 @@ def test_evaluation_says_when_good_images_score_far_outside_the_calibration(capl
     from edgead.evaluation.evaluate import calibration_mismatch
 
     cal = SimpleNamespace(image=SimpleNamespace(threshold=2.0, max=1.5), n_images=20)
-    assert calibration_mismatch(np.array([1.0, 1.2, 1.4, 2.5]), cal) is None      # the same product
-    assert calibration_mismatch(np.array([1.0, 1.9, 1.9, 2.5]), cal) is None      # median below the threshold
+    assert calibration_mismatch(np.array([1.0, 1.2, 1.4, 2.5]), cal) is None  # the same product
+    assert calibration_mismatch(np.array([1.0, 1.9, 1.9, 2.5]), cal) is None  # median below the threshold
     w = calibration_mismatch(np.array([2.6, 3.0, 3.5, 1.0]), cal)
     assert w.startswith("the good test images score far above this bundle's calibration (3 of 4 above the threshold 2")
     assert "the product or the imaging setup looks different" in w
@@ -222,11 +242,19 @@ def test_a_threshold_that_would_pass_what_the_bundle_catches_is_refused(pc_bundl
     bundle.save_manifest()
     defects = [str(demo_data / "test" / d) for d in ("hole", "stain", "scratch")]
     before = (b / "manifest.yaml").read_bytes()
-    with pytest.raises(DataError, match=r"would pass \d+% of the bundle's synthetic anomalies, of which the current "
-                                        r"one passes 0%.*--accept-misses \(nothing was changed\)"):
+    with pytest.raises(
+        DataError,
+        match=r"would pass \d+% of the bundle's synthetic anomalies, of which the current "
+        r"one passes 0%.*--accept-misses \(nothing was changed\)",
+    ):
         recalibrate(load_bundle(b), defects, CalibrationConfig(rule="k_sigma", k_sigma=3.0), backend="onnxruntime-cpu")
     assert (b / "manifest.yaml").read_bytes() == before
-    _, new, _ = recalibrate(load_bundle(b), defects, CalibrationConfig(rule="k_sigma", k_sigma=3.0),
-                            backend="onnxruntime-cpu", accept_misses=True)
+    _, new, _ = recalibrate(
+        load_bundle(b),
+        defects,
+        CalibrationConfig(rule="k_sigma", k_sigma=3.0),
+        backend="onnxruntime-cpu",
+        accept_misses=True,
+    )
     assert any("score above every good image the bundle was calibrated on" in w for w in new.warnings)
     assert new.synthetic_miss_rate > 0.5

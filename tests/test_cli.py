@@ -29,14 +29,17 @@ def test_help_documents_every_command():
         assert opt in r.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--out", "x", "--data", "nowhere"], "error: dataset folder not found: nowhere"),
-    (["train", "--out", "x", "--set", "train.steps=0"], "error: train.steps must be >= 1"),
-    (["train", "--out", "x"], "error: no training data"),
-    (["predict", "--bundle", "nope.edgead", "img.png"], "error: no such file or folder: img.png"),
-    (["evaluate", "nope.edgead", "--data", "."], "error: bundle not found: nope.edgead"),
-    (["export", "not-a-run", "--out", "b.edgead"], "is not a training run"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--out", "x", "--data", "nowhere"], "error: dataset folder not found: nowhere"),
+        (["train", "--out", "x", "--set", "train.steps=0"], "error: train.steps must be >= 1"),
+        (["train", "--out", "x"], "error: no training data"),
+        (["predict", "--bundle", "nope.edgead", "img.png"], "error: no such file or folder: img.png"),
+        (["evaluate", "nope.edgead", "--data", "."], "error: bundle not found: nope.edgead"),
+        (["export", "not-a-run", "--out", "b.edgead"], "is not a training run"),
+    ],
+)
 def test_bad_input_gives_one_line(tmp_path, args, message):
     r = edgead(*args, cwd=tmp_path)
     assert_clean_error(r, message)
@@ -45,14 +48,27 @@ def test_bad_input_gives_one_line(tmp_path, args, message):
 
 def test_an_unknown_backend_is_a_usage_error_that_lists_the_table(tiny_bundle):
     r = edgead("predict", "--bundle", tiny_bundle, "--backend", "openvino", "x.png")
-    assert_clean_error(r, "Invalid value for '--backend': 'openvino' is not one of auto, tensorrt, onnxruntime, "
-                          "onnxruntime-tensorrt, onnxruntime-cuda, onnxruntime-cpu", code=2)
+    assert_clean_error(
+        r,
+        "Invalid value for '--backend': 'openvino' is not one of auto, tensorrt, onnxruntime, "
+        "onnxruntime-tensorrt, onnxruntime-cuda, onnxruntime-cpu",
+        code=2,
+    )
 
 
 def test_predict_and_evaluate(tiny_bundle, demo_data, tmp_path):
     jsonl = tmp_path / "out.jsonl"
-    r = edgead("predict", "--bundle", tiny_bundle, "--jsonl", jsonl, "--out", tmp_path / "ov",
-               demo_data / "test" / "hole", f"{demo_data}/test/good/*.png")
+    r = edgead(
+        "predict",
+        "--bundle",
+        tiny_bundle,
+        "--jsonl",
+        jsonl,
+        "--out",
+        tmp_path / "ov",
+        demo_data / "test" / "hole",
+        f"{demo_data}/test/good/*.png",
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 9 and len(jsonl.read_text().splitlines()) == 9
@@ -96,14 +112,22 @@ def test_the_bundle_is_the_first_argument_everywhere_and_the_old_option_still_wo
     assert_clean_error(edgead("predict", tiny_bundle), "give the images to score after the bundle", code=2)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--engine", "fp16", "--out", "x.edgead"], "--out does not apply to 'edgead export --engine'"),
-    (["--engine", "fp16", "--quantize", "int8"], "choose one export mode: --engine or --quantize"),
-    (["--quantize", "int8", "--calibration", ".", "--sm", "86"], "--sm does not apply to 'edgead export --quantize'"),
-    (["--triton-repo", "m", "--sign-key", "k"], "--sign-key does not apply to 'edgead export --triton-repo'"),
-    (["--out", "x.edgead", "--int8-tolerance", "0.2", "--also", "y"],
-     "--also, --int8-tolerance do not apply to 'edgead export' (it writes a new bundle"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--engine", "fp16", "--out", "x.edgead"], "--out does not apply to 'edgead export --engine'"),
+        (["--engine", "fp16", "--quantize", "int8"], "choose one export mode: --engine or --quantize"),
+        (
+            ["--quantize", "int8", "--calibration", ".", "--sm", "86"],
+            "--sm does not apply to 'edgead export --quantize'",
+        ),
+        (["--triton-repo", "m", "--sign-key", "k"], "--sign-key does not apply to 'edgead export --triton-repo'"),
+        (
+            ["--out", "x.edgead", "--int8-tolerance", "0.2", "--also", "y"],
+            "--also, --int8-tolerance do not apply to 'edgead export' (it writes a new bundle",
+        ),
+    ],
+)
 def test_each_export_mode_refuses_the_options_of_the_others(tiny_bundle, tmp_path, args, message):
     r = edgead("export", tiny_bundle, *args, cwd=tmp_path)
     assert_clean_error(r, message, code=2)
@@ -130,8 +154,10 @@ def test_detector_and_remote_detector_share_one_interface():
             assert hasattr(cls, name) or name in ("method",), (cls.__name__, name)
             want, got = getattr(AnomalyDetector, name, None), getattr(cls, name, None)
             if inspect.isfunction(want):
-                assert list(inspect.signature(got).parameters) == list(inspect.signature(want).parameters), \
-                    (cls.__name__, name)
+                assert list(inspect.signature(got).parameters) == list(inspect.signature(want).parameters), (
+                    cls.__name__,
+                    name,
+                )
 
 
 def test_the_python_api_trains_exports_evaluates_and_calibrates(demo_data, tmp_path):
@@ -139,8 +165,14 @@ def test_the_python_api_trains_exports_evaluates_and_calibrates(demo_data, tmp_p
     from edgead import api
 
     events = []
-    run = api.train(demo_data, tmp_path / "run", method="patchcore", image_size=64,
-                    overrides=["patchcore.coreset_fraction=0.05"], progress=events.append)
+    run = api.train(
+        demo_data,
+        tmp_path / "run",
+        method="patchcore",
+        image_size=64,
+        overrides=["patchcore.coreset_fraction=0.05"],
+        progress=events.append,
+    )
     assert run.summary["memory_bank"][0] > 0 and any(e.task == "coreset" for e in events)
     done = api.export(run.run_dir, tmp_path / "pc.edgead", parity_images=2, progress=events.append)
     assert done.stages == ["feature_extractor"] and done.parity["passed"] and done.image_threshold > 0

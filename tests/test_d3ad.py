@@ -52,8 +52,8 @@ def test_sampler_is_the_reference_update_with_per_sample_start_steps():
         skip = max(tm // 10, 1)
         seq = [torch.arange(0, tm, skip)]
         at = torch.cat([torch.ones(1, dtype=betas.dtype), (1 - betas).cumprod(0)])[tm + 1]
-        ref = reference_steps(y[i:i + 1], at.sqrt() * y[i:i + 1], seq, fake_eps, betas, 4.0)
-        assert torch.allclose(ours[i:i + 1], ref, atol=1e-5), (tm, (ours[i:i + 1] - ref).abs().max())
+        ref = reference_steps(y[i : i + 1], at.sqrt() * y[i : i + 1], seq, fake_eps, betas, 4.0)
+        assert torch.allclose(ours[i : i + 1], ref, atol=1e-5), (tm, (ours[i : i + 1] - ref).abs().max())
     # numpy (runtime) and torch (training) run the same code
     np_out = sch.reconstruct(lambda x, t: fake_eps(torch.from_numpy(x), t).numpy(), y.numpy(), t_max)
     np.testing.assert_allclose(np_out, ours.numpy(), atol=1e-9)
@@ -61,7 +61,19 @@ def test_sampler_is_the_reference_update_with_per_sample_start_steps():
 
 
 def test_start_step_mapping_is_the_references():
-    assert [roundup(x) for x in (16, 24, 32, 40, 48, 56, 64, 72, 80, 15, 25)] == [20, 20, 30, 40, 50, 60, 60, 70, 80, 20, 30]
+    assert [roundup(x) for x in (16, 24, 32, 40, 48, 56, 64, 72, 80, 15, 25)] == [
+        20,
+        20,
+        30,
+        40,
+        50,
+        60,
+        60,
+        70,
+        80,
+        20,
+        30,
+    ]
     edges = np.linspace(0.0, 10.0, 11)
     prior = KnnPrior(np.zeros((5, 3), np.float32), edges, k=2, max_t=80)
     d = np.array([-1.0, 0.0, 0.5, 1.0, 1.5, 5.0, 9.99, 10.0, 50.0])
@@ -111,8 +123,27 @@ def edgead(*args):
 
 def test_stages_run_alone_and_resume(demo_data, tmp_path):
     run = tmp_path / "run"
-    base = ["train", "--method", "d3ad", "--data", demo_data, "--out", run, "--image-size", "64", "--preset", "tiny",
-            "--device", "cpu", "--set", "d3ad.knn_k=5", "--set", "train.batch_size=4", "--steps", "5"]
+    base = [
+        "train",
+        "--method",
+        "d3ad",
+        "--data",
+        demo_data,
+        "--out",
+        run,
+        "--image-size",
+        "64",
+        "--preset",
+        "tiny",
+        "--device",
+        "cpu",
+        "--set",
+        "d3ad.knn_k=5",
+        "--set",
+        "train.batch_size=4",
+        "--steps",
+        "5",
+    ]
     r = edgead(*base, "--stage", "autoencoder")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["stages"]["autoencoder"]["complete"]
@@ -128,10 +159,13 @@ def test_stages_run_alone_and_resume(demo_data, tmp_path):
     assert all(stages[s]["complete"] for s in ("autoencoder", "denoiser", "adapt", "prior"))
 
 
-@pytest.mark.parametrize("setting, check", [
-    ("d3ad.dynamic=false", lambda p, extras: not p.dynamic),
-    ("d3ad.start=noised", lambda p, extras: p.start == "noised" and "noise" in extras),
-])
+@pytest.mark.parametrize(
+    "setting, check",
+    [
+        ("d3ad.dynamic=false", lambda p, extras: not p.dynamic),
+        ("d3ad.start=noised", lambda p, extras: p.start == "noised" and "noise" in extras),
+    ],
+)
 def test_ablation_settings_at_export(method_bundle, tmp_path, setting, check):
     from edgead import Detector, load_bundle
     from edgead.export.flow import export_run

@@ -55,11 +55,14 @@ def test_folder_layout(tmp_path):
     assert len(bad) == 1 and bad[0].mask_path is not None
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: None, "dataset folder not found"),
-    (lambda p: p.mkdir(), "neither train/good"),
-    (lambda p: (p / "train/good").mkdir(parents=True), "no images in"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: None, "dataset folder not found"),
+        (lambda p: p.mkdir(), "neither train/good"),
+        (lambda p: (p / "train/good").mkdir(parents=True), "no images in"),
+    ],
+)
 def test_dataset_errors(tmp_path, make, message):
     root = tmp_path / "ds"
     make(root)
@@ -91,8 +94,13 @@ def _with_orientation(jpeg: bytes, orientation: int) -> bytes:
     """A JPEG with an EXIF APP1 segment holding only the orientation tag (what a phone or camera writes)."""
     import struct
 
-    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) \
+    tiff = (
+        b"II*\x00"
+        + struct.pack("<I", 8)
+        + struct.pack("<H", 1)
+        + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0)
         + struct.pack("<I", 0)
+    )
     app1 = b"Exif\x00\x00" + tiff
     return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
 

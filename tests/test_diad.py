@@ -73,8 +73,9 @@ def test_sff_learns_where_the_reference_stays_zero():
 def test_ddim_discretisation_is_ldm_uniform():
     from edgead.core.schedulers.guided_ddim import GuidedDDIMScheduler
 
-    sch = GuidedDDIMScheduler.from_schedule(1000, 0.00085, 0.012, "scaled_linear", guidance_w=0.0, offset=1,
-                                            start_offset=-1)
+    sch = GuidedDDIMScheduler.from_schedule(
+        1000, 0.00085, 0.012, "scaled_linear", guidance_w=0.0, offset=1, start_offset=-1
+    )
     assert sch.timesteps(np.array([1000]))[:, 0].tolist() == [901, 801, 701, 601, 501, 401, 301, 201, 101, 1]
     y, noise = np.ones((1, 4, 2, 2)), np.zeros((1, 4, 2, 2))
     np.testing.assert_allclose(sch.start(y, np.array([1000]), noise), np.sqrt(sch.alpha_bar(np.array([999]))[0]))
@@ -105,9 +106,33 @@ def test_multi_product_cli(tmp_path):
     a = make_demo_dataset(tmp_path / "weave", size=64, n_train=12, n_val=4, n_test_good=3, n_per_defect=2, seed=1)
     b = make_demo_dataset(tmp_path / "cloth", size=64, n_train=12, n_val=4, n_test_good=3, n_per_defect=2, seed=2)
     run = tmp_path / "run"
-    r = edgead("train", "--method", "diad", "--data", a, "--data", b, "--out", run, "--preset", "tiny",
-               "--image-size", "64", "--steps", "4", "--device", "cpu", "--set", "train.batch_size=4",
-               "--set", "diad.start_candidates=[40]", "--set", "d3ad.knn_k=3", "--set", "data.balance_products=true")
+    r = edgead(
+        "train",
+        "--method",
+        "diad",
+        "--data",
+        a,
+        "--data",
+        b,
+        "--out",
+        run,
+        "--preset",
+        "tiny",
+        "--image-size",
+        "64",
+        "--steps",
+        "4",
+        "--device",
+        "cpu",
+        "--set",
+        "train.batch_size=4",
+        "--set",
+        "diad.start_candidates=[40]",
+        "--set",
+        "d3ad.knn_k=3",
+        "--set",
+        "data.balance_products=true",
+    )
     assert r.returncode == 0, r.stderr
     select = yaml.safe_load((run / "config.yaml").read_text())["stages"]["select"]
     assert select["start_step"] == 40 and len(select["candidates"]) == 2 and select["seconds"] > 0
@@ -180,8 +205,7 @@ def test_selection_under_a_budget_scores_the_latest_snapshot_first_and_stops_bef
         return np.random.default_rng(0).random((len(x), 8, 8)).astype(np.float32)
 
     monkeypatch.setattr(select, "diad_maps", fake_maps)
-    args = (torch.zeros(4, 3, 8, 8), np.array([0, 0, 1, 1]), None, {10: None, 20: None}, None, None, None, None,
-            0.0, 1)
+    args = (torch.zeros(4, 3, 8, 8), np.array([0, 0, 1, 1]), None, {10: None, 20: None}, None, None, None, None, 0.0, 1)
     everything = select.score_candidates({10: None, 20: None}, [600, 800], *args)
     assert [(r["snapshot"], r["start_step"]) for r in everything] == [(20, 600), (20, 800), (10, 600), (10, 800)]
     cut = select.score_candidates({10: None, 20: None}, [600, 800], *args, deadline=time.perf_counter() + 0.08)

@@ -10,14 +10,27 @@ import sys
 import pytest
 import yaml
 
-COMMON = ["--preset", "tiny", "--image-size", "64", "--batch-size", "4", "--device", "cpu",
-          "--set", "train.learning_rate=1e-3", "--set", "train.checkpoint_every=1000"]
+COMMON = [
+    "--preset",
+    "tiny",
+    "--image-size",
+    "64",
+    "--batch-size",
+    "4",
+    "--device",
+    "cpu",
+    "--set",
+    "train.learning_rate=1e-3",
+    "--set",
+    "train.checkpoint_every=1000",
+]
 """The one-process reference is conftest's ``tiny_run``: the same settings, 30 steps."""
 
 
 def _train(*args):
-    return subprocess.run([sys.executable, "-m", "edgead.cli", "train", *map(str, args)], capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "edgead.cli", "train", *map(str, args)], capture_output=True, text=True, timeout=600
+    )
 
 
 def _log(run):
@@ -47,8 +60,23 @@ def test_two_processes_see_the_samples_of_one_and_learn_alike(tiny_run, demo_dat
 def test_a_latent_method_trains_every_stage_on_two_processes(demo_data, tmp_path):
     from edgead.export.flow import export_run
 
-    r = _train("--method", "d3ad", "--data", demo_data, "--out", tmp_path / "run", "--steps", 3, *COMMON,
-               "--set", "d3ad.knn_k=5", "--set", "d3ad.autoencoder.steps=4", "--nproc", 2)
+    r = _train(
+        "--method",
+        "d3ad",
+        "--data",
+        demo_data,
+        "--out",
+        tmp_path / "run",
+        "--steps",
+        3,
+        *COMMON,
+        "--set",
+        "d3ad.knn_k=5",
+        "--set",
+        "d3ad.autoencoder.steps=4",
+        "--nproc",
+        2,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     stages = json.loads(r.stdout)["stages"]
     assert all(stages[s]["complete"] for s in ("autoencoder", "denoiser", "adapt", "prior", "patches"))
@@ -59,8 +87,20 @@ def test_a_latent_method_trains_every_stage_on_two_processes(demo_data, tmp_path
 @pytest.mark.slow
 def test_two_processes_fill_a_budget_with_one_plan(demo_data, tmp_path):
     """Each process times its own warm-up; they must plan the same steps at the same step, or DDP hangs."""
-    r = _train("--data", demo_data, "--out", tmp_path / "run", "--steps", 3, *COMMON, "--max-minutes", 0.2,
-               "--fill-budget", "--nproc", 2)
+    r = _train(
+        "--data",
+        demo_data,
+        "--out",
+        tmp_path / "run",
+        "--steps",
+        3,
+        *COMMON,
+        "--max-minutes",
+        0.2,
+        "--fill-budget",
+        "--nproc",
+        2,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads(r.stdout)
     assert summary["processes"] == 2 and summary["budget_filled"] and summary["steps"] > 3
@@ -90,7 +130,9 @@ def test_a_failing_training_process_is_one_error_line(demo_data, tmp_path):
 def test_a_killed_training_process_is_named():
     from edgead.cli.train import _why
 
-    report = ("Traceback (most recent call last):\n...\nRoot Cause (first observed failure):\n[0]:\n"
-              "  rank      : 1 (local_rank: 1)\n  exitcode  : -9 (pid: 4242)\n")
+    report = (
+        "Traceback (most recent call last):\n...\nRoot Cause (first observed failure):\n[0]:\n"
+        "  rank      : 1 (local_rank: 1)\n  exitcode  : -9 (pid: 4242)\n"
+    )
     assert _why([], report, 1) == "process 1 was killed by signal 9 (run without --nproc to see why)"
     assert _why(["error: out of memory\n", "error: other\n"], report, 1) == "out of memory"

@@ -23,8 +23,12 @@ def test_the_readme_stays_short_and_names_the_two_commands():
 
 
 def test_the_results_page_is_what_the_results_give():
-    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "results_page.py"), "--check"], capture_output=True,
-                       text=True, cwd=REPO)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "results_page.py"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert r.returncode == 0, r.stderr
 
 
@@ -33,8 +37,13 @@ def test_the_documentation_site_builds_without_warnings(tmp_path):
     pytest.importorskip("mkdocs", reason='the documentation tools: pip install -e ".[docs]"')
     pytest.importorskip("mkdocstrings", reason='the documentation tools: pip install -e ".[docs]"')
     mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent)) or shutil.which("mkdocs")
-    r = subprocess.run([mkdocs, "build", "--strict", "-d", str(tmp_path / "site")], capture_output=True, text=True,
-                       cwd=REPO, env={"NO_MKDOCS_2_WARNING": "1", "PATH": str(Path(sys.executable).parent)})
+    r = subprocess.run(
+        [mkdocs, "build", "--strict", "-d", str(tmp_path / "site")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"NO_MKDOCS_2_WARNING": "1", "PATH": str(Path(sys.executable).parent)},
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     pages = list((tmp_path / "site").rglob("index.html"))
     assert len(pages) >= 20  # every page of the navigation, the API reference included

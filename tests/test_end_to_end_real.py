@@ -26,8 +26,17 @@ def test_d3ad_on_real_images_clears_floors_and_matches_pytorch(tmp_path):
     from edgead.training import train
 
     hazelnut = shared_dataset("hazelnut_toy")
-    cfg = load_config(None, [f"data.path={hazelnut}", "method=d3ad", "data.image_size=64", "train.device=cpu",
-                             "train.steps=20", *get_method("d3ad").tiny])
+    cfg = load_config(
+        None,
+        [
+            f"data.path={hazelnut}",
+            "method=d3ad",
+            "data.image_size=64",
+            "train.device=cpu",
+            "train.steps=20",
+            *get_method("d3ad").tiny,
+        ],
+    )
     train(cfg, tmp_path / "run", progress=False)
     bundle, parity = export_run(tmp_path / "run", tmp_path / "hazelnut.edgead", parity_images=None, progress=False)
     ds = load_dataset(hazelnut)

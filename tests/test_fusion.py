@@ -39,7 +39,7 @@ def test_weight_goes_to_the_map_that_finds_the_synthetic_anomalies(informative, 
     masks = np.zeros((6, 32, 32), bool)
     for i in range(6):
         y, x = rng.integers(4, 24, 2)
-        masks[i, y:y + 6, x:x + 6] = True
+        masks[i, y : y + 6, x : x + 6] = True
     good = (_maps(rng, 6), _maps(rng, 6))
     found = _maps(rng, 6, blob=masks.astype(np.float32))
     bad = (found, _maps(rng, 6)) if informative == "reconstruction" else (_maps(rng, 6), found)
@@ -96,8 +96,9 @@ def test_fixed_weight_at_export_and_its_checks(method_bundle, tmp_path):
     from .test_bundle import _read, _rewrite
 
     root, _ = method_bundle("d3ad")
-    bundle, _ = export_run(root.parent / "run", tmp_path / "knn.edgead", parity_images=2, progress=False,
-                           overrides=["d3ad.knn.weight=1"])
+    bundle, _ = export_run(
+        root.parent / "run", tmp_path / "knn.edgead", parity_images=2, progress=False, overrides=["d3ad.knn.weight=1"]
+    )
     b = load_bundle(bundle.root)
     assert b.manifest.params.fusion.knn_weight == 1.0
     assert b.manifest.provenance["export"]["fusion"]["chosen_by"] == "configuration"

@@ -18,8 +18,9 @@ pytest.importorskip("onnxruntime.quantization")
 def int8_bundle(method_bundle, demo_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("int8") / "d3ad.edgead"
     shutil.copytree(method_bundle("d3ad")[0], root)
-    r = edgead_cli("export", root, "--quantize", "int8", "--calibration", demo_data / "train" / "good",
-                   "--int8-tolerance", "1.0")
+    r = edgead_cli(
+        "export", root, "--quantize", "int8", "--calibration", demo_data / "train" / "good", "--int8-tolerance", "1.0"
+    )
     assert r.returncode == 0, r.stderr
     return root, json.loads(r.stdout)
 
@@ -73,8 +74,9 @@ def test_a_tolerance_no_stage_meets_changes_nothing(method_bundle, demo_data, tm
     root = tmp_path / "p.edgead"
     shutil.copytree(method_bundle("d3ad")[0], root)
     before = (root / "manifest.yaml").read_bytes()
-    r = edgead_cli("export", root, "--quantize", "int8", "--calibration", demo_data / "train" / "good",
-                   "--int8-tolerance", "1e-9")
+    r = edgead_cli(
+        "export", root, "--quantize", "int8", "--calibration", demo_data / "train" / "good", "--int8-tolerance", "1e-9"
+    )
     assert r.returncode == 1 and "no stage keeps its scores in INT8 within the tolerance" in r.stderr
     assert "INT8 moves scores by" in r.stderr and "Traceback" not in r.stderr
     assert (root / "manifest.yaml").read_bytes() == before and not (root / "graphs-int8").exists()
@@ -118,8 +120,9 @@ def test_int8_tensorrt_engines_from_qdq_graphs(int8_bundle, demo_data, tmp_path)
         build_engines(b, "int8", flavour="rtx")
 
 
-def test_a_narrower_margin_rechecks_the_int8_stages_and_drops_those_that_no_longer_hold(int8_bundle, demo_data,
-                                                                                       tmp_path):
+def test_a_narrower_margin_rechecks_the_int8_stages_and_drops_those_that_no_longer_hold(
+    int8_bundle, demo_data, tmp_path
+):
     """INT8 was accepted against the margin of its day; a calibration that narrows it measures the stages again:
     a margin as wide as before keeps them, one that is all but gone drops them (graphs removed, said, still a
     whole bundle)."""
@@ -132,12 +135,14 @@ def test_a_narrower_margin_rechecks_the_int8_stages_and_drops_those_that_no_long
     shutil.copytree(root, b)
     stages = {q.stage for q in load_bundle(b).manifest.int8.stages}
     good = [str(demo_data / "test" / "good"), str(demo_data / "validation" / "good")]
-    _, new, _ = recalibrate(load_bundle(b), good, CalibrationConfig(rule="k_sigma", k_sigma=1e4),
-                            backend="onnxruntime-cpu")  # a wider margin: the changes matter less
+    _, new, _ = recalibrate(
+        load_bundle(b), good, CalibrationConfig(rule="k_sigma", k_sigma=1e4), backend="onnxruntime-cpu"
+    )  # a wider margin: the changes matter less
     assert {q.stage for q in load_bundle(b).manifest.int8.stages} == stages
     assert any("re-checked" in w and "kept" in w for w in new.warnings)
-    _, new, _ = recalibrate(load_bundle(b), good, CalibrationConfig(rule="k_sigma", k_sigma=1e-6),
-                            backend="onnxruntime-cpu")  # threshold at the good mean: any change flips decisions
+    _, new, _ = recalibrate(
+        load_bundle(b), good, CalibrationConfig(rule="k_sigma", k_sigma=1e-6), backend="onnxruntime-cpu"
+    )  # threshold at the good mean: any change flips decisions
     m = load_bundle(b).manifest  # verified: no graph left that the manifest does not list
     assert m.int8 is None and not (b / "graphs-int8").exists()
     assert any("dropped" in w and "fp32 runs instead" in w for w in new.warnings)

@@ -105,8 +105,12 @@ def test_no_layer_imports_one_above_it():
 
 
 def test_core_imports_nothing_of_edgead_outside_it():
-    outside = [f"{p.name}: {t}" for p in (PACKAGE / "core").rglob("*.py") for _, t in imports(p)
-               if t.startswith("edgead") and not t.startswith("edgead.core")]
+    outside = [
+        f"{p.name}: {t}"
+        for p in (PACKAGE / "core").rglob("*.py")
+        for _, t in imports(p)
+        if t.startswith("edgead") and not t.startswith("edgead.core")
+    ]
     assert outside == []
 
 
@@ -188,31 +192,41 @@ def test_every_method_is_one_folder_with_its_four_parts_and_a_readme():
             assert getattr(spec, part).startswith(f"edgead.methods.{spec.name}."), (spec.name, part)
 
 
-@pytest.mark.parametrize("where, target, bad", [
-    ("runtime/planted.py", "from ..training import loop", True),
-    ("runtime/planted.py", "import torch", True),
-    ("training/planted.py", "from ..runtime.backends import open_stage", True),
-    ("core/planted.py", "from ..methods import d3ad", True),
-    ("training/planted.py", "from ..core.scoring import smooth", False),
-    ("export/planted.py", "from ..runtime.detector import Detector", False),
-    ("serving/planted.py", "from ..training import loop", True),
-    ("runtime/planted.py", "from ..line import sinks", True),
-    ("methods/m/__init__.py", "import torch", True),
-    ("methods/m/pipeline.py", "import torch", True),
-    ("methods/m/pipeline.py", "from ...runtime.pipeline import Pipeline", False),
-    ("methods/m/train.py", "import torch", False),
-    ("methods/m/train.py", "from ...runtime.detector import Detector", True),
-    ("methods/m/export.py", "from ...export.flow import MethodExport", False),
-    ("methods/m/train.py", "from ..other import train", True),
-    ("training/planted.py", "from ..methods.m import train", True),
-])
+@pytest.mark.parametrize(
+    "where, target, bad",
+    [
+        ("runtime/planted.py", "from ..training import loop", True),
+        ("runtime/planted.py", "import torch", True),
+        ("training/planted.py", "from ..runtime.backends import open_stage", True),
+        ("core/planted.py", "from ..methods import d3ad", True),
+        ("training/planted.py", "from ..core.scoring import smooth", False),
+        ("export/planted.py", "from ..runtime.detector import Detector", False),
+        ("serving/planted.py", "from ..training import loop", True),
+        ("runtime/planted.py", "from ..line import sinks", True),
+        ("methods/m/__init__.py", "import torch", True),
+        ("methods/m/pipeline.py", "import torch", True),
+        ("methods/m/pipeline.py", "from ...runtime.pipeline import Pipeline", False),
+        ("methods/m/train.py", "import torch", False),
+        ("methods/m/train.py", "from ...runtime.detector import Detector", True),
+        ("methods/m/export.py", "from ...export.flow import MethodExport", False),
+        ("methods/m/train.py", "from ..other import train", True),
+        ("training/planted.py", "from ..methods.m import train", True),
+    ],
+)
 def test_the_check_sees_a_wrong_import(tmp_path, where, target, bad):
     """The rule fails on a planted import, in a copy of the package's layout."""
     for folder in ("runtime", "training", "core", "export", "serving", "line", "methods/m", "methods/other"):
         (tmp_path / "edgead" / folder).mkdir(parents=True, exist_ok=True)
         (tmp_path / "edgead" / folder / "__init__.py").touch()
-    for name in ("runtime/pipeline.py", "runtime/detector.py", "training/loop.py", "line/sinks.py",
-                 "export/flow.py", "methods/other/train.py", "methods/m/train.py"):
+    for name in (
+        "runtime/pipeline.py",
+        "runtime/detector.py",
+        "training/loop.py",
+        "line/sinks.py",
+        "export/flow.py",
+        "methods/other/train.py",
+        "methods/m/train.py",
+    ):
         (tmp_path / "edgead" / name).touch()
     (tmp_path / "edgead" / where).write_text(f"def f():\n    {target}\n")
     assert bool(violations(tmp_path / "edgead")) is bad

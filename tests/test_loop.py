@@ -26,8 +26,17 @@ def test_stops_before_a_step_that_would_overrun_the_time_limit(tmp_path):
     step, calls = _stepper(seconds=0.05)
     saves = []
     t0 = time.perf_counter()
-    out = run_loop("t", step, lambda s, e, t: saves.append(s), 0, 1000, 0.0, tmp_path / "log.jsonl",
-                   max_minutes=0.4 / 60, progress=False)
+    out = run_loop(
+        "t",
+        step,
+        lambda s, e, t: saves.append(s),
+        0,
+        1000,
+        0.0,
+        tmp_path / "log.jsonl",
+        max_minutes=0.4 / 60,
+        progress=False,
+    )
     took = time.perf_counter() - t0
     assert out.stopped_by_time_limit and out.steps == len(calls) < 1000
     assert took < 0.4 + 0.03, "a step was started although it could not finish inside the limit"
@@ -44,8 +53,7 @@ def test_log_has_the_first_step_then_every_n_and_the_last(tmp_path):
 
 def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys):
     step, _ = _stepper()
-    run_loop("train x", step, lambda s, e, t: None, 0, 3, 0.0, tmp_path / "log.jsonl", progress=True,
-             line_every_s=0.0)
+    run_loop("train x", step, lambda s, e, t: None, 0, 3, 0.0, tmp_path / "log.jsonl", progress=True, line_every_s=0.0)
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and err[0].startswith("train x: step 1/3") and "steps/s eta" in err[0]
 
@@ -86,8 +94,17 @@ def test_a_stage_that_would_take_hours_says_so_early(tmp_path, caplog):
     from edgead.training.loop import long_run_warning
 
     step, calls = _stepper(seconds=0.02)
-    run_loop("train denoiser", step, lambda s, e, t: None, 0, 10_000_000, 0.0, tmp_path / "log.jsonl", progress=False,
-             max_minutes=0.2 / 60)
+    run_loop(
+        "train denoiser",
+        step,
+        lambda s, e, t: None,
+        0,
+        10_000_000,
+        0.0,
+        tmp_path / "log.jsonl",
+        progress=False,
+        max_minutes=0.2 / 60,
+    )
     (line,) = [r.message for r in caplog.records if "take about" in r.message]
     assert line.startswith("train denoiser: at ") and "--max-minutes" in line and "--method d3ad --preset s" in line
     assert long_run_warning("x", rate=10.0, remaining=30_000) is None  # 50 minutes: no warning

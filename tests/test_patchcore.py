@@ -106,8 +106,9 @@ def test_patchcore_fit_export_predict(demo_data, tmp_path):
     from edgead.export.flow import export_run
     from edgead.training import train
 
-    cfg = load_config(None, ["method=patchcore", f"data.path={demo_data}", "data.image_size=64",
-                             "patchcore.coreset_fraction=0.05"])
+    cfg = load_config(
+        None, ["method=patchcore", f"data.path={demo_data}", "data.image_size=64", "patchcore.coreset_fraction=0.05"]
+    )
     summary = train(cfg, tmp_path / "pc", progress=False)
     assert summary["memory_bank"] == [round(16 * 64 * 0.05), 152]
     bundle, parity = export_run(tmp_path / "pc", tmp_path / "pc.edgead", parity_images=None, progress=False)

@@ -25,5 +25,5 @@ def test_random_crop_takes_the_window_its_offsets_name():
     crop = _random_crop(x, 4, g)
     g.manual_seed(5)
     top, left = int(torch.randint(0, 7, (1,), generator=g)), int(torch.randint(0, 9, (1,), generator=g))
-    assert torch.equal(crop, x[..., top:top + 4, left:left + 4])
+    assert torch.equal(crop, x[..., top : top + 4, left : left + 4])
     assert _random_crop(x, 10, g) is x  # a crop as large as the image is the image

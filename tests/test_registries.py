@@ -50,6 +50,7 @@ def _counting_kind(priority: int) -> BackendKind:
     def open_stage(bundle, stage, threads, device):
         e = bundle.manifest.stage(stage)
         return CountingBackend(bundle.path(e.file), e.inputs, e.outputs, threads=threads)
+
     return BackendKind("counting-cpu", "counting", priority, lambda bundle: "always", open_stage)
 
 
@@ -94,22 +95,45 @@ class ListSink(Sink):
 
 
 def test_a_source_and_a_sink_are_one_entry_each(tiny_bundle, registered, tmp_path):
-    registered(SOURCES, "countdown", SourceKind("countdown", 0, lambda s: s.startswith("countdown:"),
-                                                lambda s, options: CountdownSource(int(s.split(":")[1])),
-                                                "countdown:N"))
+    registered(
+        SOURCES,
+        "countdown",
+        SourceKind(
+            "countdown",
+            0,
+            lambda s: s.startswith("countdown:"),
+            lambda s, options: CountdownSource(int(s.split(":")[1])),
+            "countdown:N",
+        ),
+    )
     registered(SINKS, "list", lambda argument, options: ListSink(argument))
     ListSink.results = []
     jsonl = tmp_path / "events.jsonl"
-    r = CliRunner().invoke(main, ["run", "--bundle", str(tiny_bundle), "--source", "countdown:3", "--backend",
-                                  "onnxruntime-cpu", "--sink", "list=line-1", "--sink", f"jsonl={jsonl}"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--bundle",
+            str(tiny_bundle),
+            "--source",
+            "countdown:3",
+            "--backend",
+            "onnxruntime-cpu",
+            "--sink",
+            "list=line-1",
+            "--sink",
+            f"jsonl={jsonl}",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert [(label, i) for label, i, _ in ListSink.results] == [("line-1", 0), ("line-1", 1), ("line-1", 2)]
     written = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [w["score"] for w in written] == [round(s, 6) for _, _, s in ListSink.results]
     r = CliRunner().invoke(main, ["run", "--bundle", str(tiny_bundle), "--source", "countdown:1", "--sink", "mqtt=x"])
     assert r.exit_code == 2
-    assert r.output.strip().splitlines()[-1] == ("error: unknown sink 'mqtt'; registered sinks: anomalies, jsonl, list, "
-                                                 "video, web, window")
+    assert r.output.strip().splitlines()[-1] == (
+        "error: unknown sink 'mqtt'; registered sinks: anomalies, jsonl, list, video, web, window"
+    )
 
 
 def test_a_score_rule_is_one_entry(tiny_bundle, registered):
@@ -125,13 +149,24 @@ def test_a_score_rule_is_one_entry(tiny_bundle, registered):
 def test_a_metric_is_one_entry(registered):
     from edgead.evaluation.evaluate import format_table, mean_report
 
-    registered(METRICS, "tpr_at_0", Metric("tpr_at_0", "TPR@FPR0", ("image",),
-                                           lambda labels, scores: float((scores[labels == 1] > scores[labels == 0].max()).mean())))
+    registered(
+        METRICS,
+        "tpr_at_0",
+        Metric(
+            "tpr_at_0",
+            "TPR@FPR0",
+            ("image",),
+            lambda labels, scores: float((scores[labels == 1] > scores[labels == 0].max()).mean()),
+        ),
+    )
     labels, scores = np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.3, 0.9])
     m = image_metrics(labels, scores)
     assert m["tpr_at_0"] == 0.5 and m["auroc"] == 0.75
-    report = {"image": m, "pixel": None, "at_calibrated_threshold": {
-        "threshold": 0.5, "false_reject_rate": 0.0, "miss_rate": 0.5, "accuracy": 0.75}}
+    report = {
+        "image": m,
+        "pixel": None,
+        "at_calibrated_threshold": {"threshold": 0.5, "false_reject_rate": 0.0, "miss_rate": 0.5, "accuracy": 0.75},
+    }
     header, image_row = format_table(report).splitlines()[:2]
     assert header.split()[-1] == "TPR@FPR0" and image_row.split()[-1] == "0.500"
     assert mean_report({"a": report, "b": {**report, "image": {**m, "tpr_at_0": 1.0}}})["image"]["tpr_at_0"] == 0.75

@@ -7,7 +7,9 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-spec = importlib.util.spec_from_file_location("run_archive", Path(__file__).parents[1] / "benchmarks" / "run_archive.py")
+spec = importlib.util.spec_from_file_location(
+    "run_archive", Path(__file__).parents[1] / "benchmarks" / "run_archive.py"
+)
 run_archive = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(run_archive)
 
@@ -18,8 +20,9 @@ def test_single_archive_keeps_the_networks_asked_for_and_leaves_stages_to_redo(t
     weights = torch.randn(4, 4)
     save_file({"w": weights}, str(run / "denoiser.safetensors"))
     save_file({"w": torch.randn(8)}, str(run / "prior.safetensors"))
-    (run / "config.yaml").write_text(yaml.safe_dump({"method": "d3ad", "stages": {
-        "denoiser": {"complete": True}, "prior": {"complete": True}}}))
+    (run / "config.yaml").write_text(
+        yaml.safe_dump({"method": "d3ad", "stages": {"denoiser": {"complete": True}, "prior": {"complete": True}}})
+    )
     (run / "train_log.jsonl").write_text('{"step": 1}\n')
     written = run_archive.pack(run, tmp_path / "out" / "r", only=["denoiser"], redo=["prior"], single=True)
     assert [p.name for p in written] == ["r.tar"]

@@ -63,13 +63,16 @@ def test_colour_order_is_explicit(detector):
     assert detector.predict(gray).anomaly_map.shape == gray.shape
 
 
-@pytest.mark.parametrize("image, message", [
-    (np.zeros((64, 64, 3), np.float32), "expected a uint8 image array, got dtype float32"),
-    (np.zeros((64, 64, 2), np.uint8), r"shape HxW, HxWx3 or HxWx4, got \(64, 64, 2\)"),
-    (np.zeros((2, 2, 3), np.uint8), "too small"),
-    ("does/not/exist.png", "image not found"),
-    (42, "expected an image path or a numpy array, got int"),
-])
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        (np.zeros((64, 64, 3), np.float32), "expected a uint8 image array, got dtype float32"),
+        (np.zeros((64, 64, 2), np.uint8), r"shape HxW, HxWx3 or HxWx4, got \(64, 64, 2\)"),
+        (np.zeros((2, 2, 3), np.uint8), "too small"),
+        ("does/not/exist.png", "image not found"),
+        (42, "expected an image path or a numpy array, got int"),
+    ],
+)
 def test_bad_input_is_named(detector, image, message):
     with pytest.raises(InputError, match=message):
         detector.predict(image)
@@ -106,12 +109,16 @@ def test_backend_choice(tiny_bundle, monkeypatch):
     monkeypatch.setattr(ort_backend, "available_providers", lambda: ["CPUExecutionProvider"])
     choice = choose_backend("auto", b)  # no engines in the bundle: native TensorRT is skipped with a reason
     assert choice.name == "onnxruntime-cpu"
-    assert choice.reason == ("CPUExecutionProvider available (skipped tensorrt, onnxruntime-tensorrt, onnxruntime-cuda; "
-                             "-v says why)")
+    assert choice.reason == (
+        "CPUExecutionProvider available (skipped tensorrt, onnxruntime-tensorrt, onnxruntime-cuda; -v says why)"
+    )
     with pytest.raises(BackendError, match="ONNX Runtime has no CUDAExecutionProvider here"):
         choose_backend("onnxruntime-cuda", b)
-    with pytest.raises(BackendError, match=r"^backend must be one of auto, tensorrt, onnxruntime, "
-                       r"onnxruntime-tensorrt, onnxruntime-cuda, onnxruntime-cpu; got 'magic'$"):
+    with pytest.raises(
+        BackendError,
+        match=r"^backend must be one of auto, tensorrt, onnxruntime, "
+        r"onnxruntime-tensorrt, onnxruntime-cuda, onnxruntime-cpu; got 'magic'$",
+    ):
         choose_backend("magic", b)
 
 
@@ -119,8 +126,11 @@ def test_scoring_golden_numbers():
     maps = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4)
     np.testing.assert_allclose(top_k_mean(maps, 3), [14.0, 30.0])
     np.testing.assert_allclose(image_scores(maps, "max"), [15.0, 31.0])
-    with pytest.raises(ConfigError, match=r"^unknown score rule 'median'; registered score rules: max, pooled_max, "
-                       r"top_k_mean$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^unknown score rule 'median'; registered score rules: max, pooled_max, "
+        r"top_k_mean$",
+    ):
         image_scores(maps, "median")
     s, k, _ = fit(np.array([1.0, 2.0, 3.0]), CalibrationConfig(rule="k_sigma", k_sigma=2.0))
     assert s.threshold == pytest.approx(2.0 + 2.0 * np.std([1, 2, 3])) and k == 2.0
@@ -136,8 +146,9 @@ def test_scoring_golden_numbers():
     assert blurred.sum() == pytest.approx(1.0, abs=1e-3) and blurred[0, 10, 10] < 0.1
 
 
-@pytest.mark.parametrize("n, frr, conf", [(3, 0.01, 0.95), (5, 0.05, 0.9), (10, 0.01, 0.95), (29, 0.01, 0.95),
-                                          (200, 0.001, 0.99)])
+@pytest.mark.parametrize(
+    "n, frr, conf", [(3, 0.01, 0.95), (5, 0.05, 0.9), (10, 0.01, 0.95), (29, 0.01, 0.95), (200, 0.001, 0.99)]
+)
 def test_tolerance_factor_is_the_exact_noncentral_t_quantile(n, frr, conf):
     from scipy.stats import nct, norm
 

@@ -18,8 +18,10 @@ def run(code: str) -> subprocess.CompletedProcess:
 
 
 def test_runtime_imports_without_training_stack():
-    r = run("import edgead.runtime, edgead.evaluation.evaluate, edgead.core.bundle, edgead.serving.triton_model, "
-            "edgead.serving.watch; from edgead import Detector, RemoteDetector, Result, load_bundle; print('ok')")
+    r = run(
+        "import edgead.runtime, edgead.evaluation.evaluate, edgead.core.bundle, edgead.serving.triton_model, "
+        "edgead.serving.watch; from edgead import Detector, RemoteDetector, Result, load_bundle; print('ok')"
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok"
 
@@ -50,10 +52,12 @@ with Detector.load({str(tiny_bundle)!r}, backend='onnxruntime-cpu') as d:
 
 def test_every_method_pipeline_imports_without_torch():
     """Pipelines load lazily through the registry: import each one with the training stack blocked."""
-    r = run("from edgead.methods import all_methods\n"
-            "for spec in all_methods():\n"
-            "    spec.load('pipeline')\n"
-            "print(len(all_methods()))")
+    r = run(
+        "from edgead.methods import all_methods\n"
+        "for spec in all_methods():\n"
+        "    spec.load('pipeline')\n"
+        "print(len(all_methods()))"
+    )
     assert r.returncode == 0, r.stderr
     assert int(r.stdout.strip()) >= 4
 
@@ -72,19 +76,26 @@ sys.meta_path.insert(0, Missing())
 from edgead.cli import main
 main()
 """
-    r = subprocess.run([sys.executable, "-c", missing, "export", str(root.parent / "run"), "--out",
-                        str(tmp_path / "b.edgead")], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-c", missing, "export", str(root.parent / "run"), "--out", str(tmp_path / "b.edgead")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 1, r.stderr
     errors = [line for line in r.stderr.strip().splitlines() if not line.startswith("export [")]  # its step lines
-    assert "\n".join(errors) == ("error: this command needs the Python package 'onnxruntime', which is not installed: "
-                                'pip install "edgead[cpu]" (or "edgead[gpu]" on an NVIDIA GPU)')
+    assert "\n".join(errors) == (
+        "error: this command needs the Python package 'onnxruntime', which is not installed: "
+        'pip install "edgead[cpu]" (or "edgead[gpu]" on an NVIDIA GPU)'
+    )
     assert not (tmp_path / "b.edgead").exists()
 
 
 def test_fleet_client_needs_no_onnxruntime():
     """A camera PC with edgead[client] only: RemoteDetector and edgead run --server import without ONNX Runtime."""
-    code = ("import sys; sys.modules['onnxruntime'] = None\n"
-            "import edgead.runtime.detector, edgead.line.runner, edgead.line.sinks, edgead.runtime.sources\n"
-            "from edgead import RemoteDetector; print('ok')")
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None\n"
+        "import edgead.runtime.detector, edgead.line.runner, edgead.line.sinks, edgead.runtime.sources\n"
+        "from edgead import RemoteDetector; print('ok')"
+    )
     r = run(code)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

@@ -30,7 +30,7 @@ def test_perfect_noise_prediction_reconstructs_the_input():
 def test_golden_scalar_step():
     """Hand-computed: a_s=0.64, a_b=0.25, w=1, x_ts=0.5, x_tb=0.2, eps_s=0.1, eps_b=-0.3."""
     sch = NormGuidedOneStepScheduler(0.64, 0.25, 1.0)
-    n = (0.2 - np.sqrt(0.75) * -0.3) / 0.5                 # 0.919615...
+    n = (0.2 - np.sqrt(0.75) * -0.3) / 0.5  # 0.919615...
     n_ts = 0.8 * n + 0.6 * 0.1
     eps_g = 0.1 - 0.6 * (n_ts - 0.5)
     expected = (0.5 - 0.6 * eps_g) / 0.8

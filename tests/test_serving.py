@@ -76,8 +76,17 @@ def test_served_model_answers_each_request_on_its_own(method_bundle, demo_data):
 
 
 def export_repository(bundles: list[Path], out: Path) -> list[str]:
-    r = edgead_cli("export", bundles[0], "--triton-repo", out, *sum((["--also", b] for b in bundles[1:]), []),
-                   "--max-batch", "4", "--queue-delay-ms", "1.5")
+    r = edgead_cli(
+        "export",
+        bundles[0],
+        "--triton-repo",
+        out,
+        *sum((["--also", b] for b in bundles[1:]), []),
+        "--max-batch",
+        "4",
+        "--queue-delay-ms",
+        "1.5",
+    )
     assert r.returncode == 0, r.stderr
     names = json.loads(r.stdout)["models"]
     assert names == [b.name.removesuffix(".edgead") for b in bundles]
@@ -122,8 +131,9 @@ def test_exported_repository_serves_after_a_move(triton, method_bundle, tiny_bun
     with TritonServer(Path(moved), Endpoints("127.0.0.1", http, grpc, metrics)):
         with RemoteDetector(f"grpc://127.0.0.1:{grpc}", model=names[1]) as remote:
             assert remote.predict(frame).score == Detector.load(tiny_bundle).predict(frame).score
-            assert [r.score for r in remote.stream(demo_data / "test" / "hole")] == \
-                   [r.score for r in Detector.load(tiny_bundle).stream(demo_data / "test" / "hole")]
+            assert [r.score for r in remote.stream(demo_data / "test" / "hole")] == [
+                r.score for r in Detector.load(tiny_bundle).stream(demo_data / "test" / "hole")
+            ]
 
 
 def test_run_needs_one_of_bundle_or_server(tiny_bundle, demo_data):
@@ -138,15 +148,30 @@ def test_serve_says_why_triton_would_not_start(method_bundle, tmp_path):
     option it refuses) reaches the user instead of "no reason in its log"."""
     bundle = method_bundle("patchcore")[0]
     http, grpc, metrics = free_ports(3)
-    r = edgead_cli("serve", bundle, "--host", "127.0.0.1", "--http-port", http, "--grpc-port", http,
-                   "--metrics-port", metrics)
+    r = edgead_cli(
+        "serve", bundle, "--host", "127.0.0.1", "--http-port", http, "--grpc-port", http, "--metrics-port", metrics
+    )
     assert r.returncode != 0 and "--http-port and --grpc-port are both" in r.stderr and "Traceback" not in r.stderr
     fake = tmp_path / "tritonserver"
-    fake.write_text("#!/bin/sh\necho 'Usage: tritonserver [options]'\necho '  --model-repository <path>'\necho\n"
-                    "echo 'The server cannot listen to HTTP requests and GRPC requests at the same address'\nexit 1\n")
+    fake.write_text(
+        "#!/bin/sh\necho 'Usage: tritonserver [options]'\necho '  --model-repository <path>'\necho\n"
+        "echo 'The server cannot listen to HTTP requests and GRPC requests at the same address'\nexit 1\n"
+    )
     fake.chmod(0o755)
-    r = edgead_cli("serve", bundle, "--host", "127.0.0.1", "--http-port", http, "--grpc-port", grpc,
-                   "--metrics-port", metrics, "--tritonserver", fake)
+    r = edgead_cli(
+        "serve",
+        bundle,
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        http,
+        "--grpc-port",
+        grpc,
+        "--metrics-port",
+        metrics,
+        "--tritonserver",
+        fake,
+    )
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert "Triton stopped (exit code 1): The server cannot listen to HTTP requests and GRPC requests" in r.stderr
 
@@ -159,13 +184,27 @@ def triton():
 
 
 class Server:
-    def __init__(self, bundles: list[Path], names: list[str], log: Path, ports: list[int] | None = None,
-                 *extra: str):
+    def __init__(self, bundles: list[Path], names: list[str], log: Path, ports: list[int] | None = None, *extra: str):
         self.ports = ports or free_ports(3)
         self.grpc, self.http = f"grpc://127.0.0.1:{self.ports[1]}", f"http://127.0.0.1:{self.ports[0]}"
-        args = [sys.executable, "-m", "edgead.cli", "serve", *map(str, bundles), "--host", "127.0.0.1",
-                "--http-port", str(self.ports[0]), "--grpc-port", str(self.ports[1]),
-                "--metrics-port", str(self.ports[2]), "--log", str(log), *extra]
+        args = [
+            sys.executable,
+            "-m",
+            "edgead.cli",
+            "serve",
+            *map(str, bundles),
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(self.ports[0]),
+            "--grpc-port",
+            str(self.ports[1]),
+            "--metrics-port",
+            str(self.ports[2]),
+            "--log",
+            str(log),
+            *extra,
+        ]
         for name in names:
             args += ["--name", name]
         self.err = log.with_suffix(".stderr")
@@ -187,8 +226,18 @@ def served(triton, method_bundle, tiny_bundle, tmp_path_factory):
     root = tmp_path_factory.mktemp("served")
     pc = root / "pc.edgead"
     shutil.copytree(method_bundle("patchcore")[0], pc)  # replaced on disk by a test
-    server = Server([pc, tiny_bundle], ["patchcore", "diffusionad"], root / "triton.log", None,
-                    "--max-pixels", "1000000", "--reload-every", "0.5", "--max-batch", "4")
+    server = Server(
+        [pc, tiny_bundle],
+        ["patchcore", "diffusionad"],
+        root / "triton.log",
+        None,
+        "--max-pixels",
+        "1000000",
+        "--reload-every",
+        "0.5",
+        "--max-batch",
+        "4",
+    )
     yield server, {"patchcore": pc, "diffusionad": tiny_bundle}
     assert server.stop() == 0, server.err.read_text()
 
@@ -207,13 +256,18 @@ def test_remote_detector_equals_local(served, demo_data):
             assert remote.method == local.method
             for frame in frames:
                 a, b = local.predict(frame), remote.predict(frame)
-                assert (b.score, b.normalised_score, b.is_anomalous, b.threshold) == \
-                       (a.score, a.normalised_score, a.is_anomalous, a.threshold)
+                assert (b.score, b.normalised_score, b.is_anomalous, b.threshold) == (
+                    a.score,
+                    a.normalised_score,
+                    a.is_anomalous,
+                    a.threshold,
+                )
                 assert np.array_equal(b.anomaly_map, a.anomaly_map) and np.array_equal(b.mask, a.mask)
                 assert b.pixel_stats == a.pixel_stats and b.overlay().shape == frame.shape
             same_size = frames[:3]
-            assert [r.score for r in remote.predict_batch(same_size)] == \
-                   [r.score for r in local.predict_batch(same_size)]  # one request, the local batch
+            assert [r.score for r in remote.predict_batch(same_size)] == [
+                r.score for r in local.predict_batch(same_size)
+            ]  # one request, the local batch
     with pytest.raises(ConfigError, match="serves 2 models .*name one"):
         RemoteDetector(server.grpc)
     with pytest.raises(ServerError, match="serves no model 'nonexistent'; it serves: diffusionad, patchcore"):
@@ -242,7 +296,12 @@ def test_bad_payloads_get_errors_and_the_server_keeps_serving(served, demo_data)
             return exc
 
     bad = {
-        "dtype": (np.zeros((1, 64, 64, 3), np.float32), "FP32", None, "data-type is 'FP32', but model 'patchcore' expects 'UINT8'"),
+        "dtype": (
+            np.zeros((1, 64, 64, 3), np.float32),
+            "FP32",
+            None,
+            "data-type is 'FP32', but model 'patchcore' expects 'UINT8'",
+        ),
         "rank": (np.zeros((1, 64, 64), np.uint8), "UINT8", None, "unexpected shape for input 'image'"),
         "empty": (np.zeros((1, 0, 0, 3), np.uint8), "UINT8", None, "images of at least 8x8 pixels are judged"),
         "too large": (np.zeros((1, 1001, 1000, 3), np.uint8), "UINT8", None, "exceed the server's limit of 1,000,000"),
@@ -262,8 +321,14 @@ def test_bad_payloads_get_errors_and_the_server_keeps_serving(served, demo_data)
         gone.infer("patchcore", [tensor], client_timeout=0.0001)  # far below any round trip
     gone.close()
     answers: dict[int, object] = {}
-    threads = [threading.Thread(target=lambda k=k: answers.__setitem__(
-        k, send(good[None]) if k % 2 else send(np.zeros((1, 2, 2, 3), np.uint8)))) for k in range(16)]
+    threads = [
+        threading.Thread(
+            target=lambda k=k: answers.__setitem__(
+                k, send(good[None]) if k % 2 else send(np.zeros((1, 2, 2, 3), np.uint8))
+            )
+        )
+        for k in range(16)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -278,24 +343,52 @@ def test_run_server_gives_the_local_run(served, demo_data, tmp_path):
     server, bundles = served
     src = demo_data / "test" / "scratch"
     local = edgead_cli("run", "--bundle", bundles["diffusionad"], "--source", src, "--jsonl", tmp_path / "local.jsonl")
-    remote = edgead_cli("run", "--server", server.grpc, "--model", "diffusionad", "--source", src,
-                        "--jsonl", tmp_path / "remote.jsonl")
+    remote = edgead_cli(
+        "run", "--server", server.grpc, "--model", "diffusionad", "--source", src, "--jsonl", tmp_path / "remote.jsonl"
+    )
     assert local.returncode == 0 and remote.returncode == 0, remote.stderr
-    rows = [[json.loads(line) for line in (tmp_path / f).read_text().splitlines()] for f in ("local.jsonl", "remote.jsonl")]
+    rows = [
+        [json.loads(line) for line in (tmp_path / f).read_text().splitlines()] for f in ("local.jsonl", "remote.jsonl")
+    ]
     assert len(rows[0]) == len(rows[1]) > 0
     for a, b in zip(*rows):
-        assert (a["source"], a["frame_index"], a["score"], a["is_anomalous"], a["anomalous_pixels"]) == \
-               (b["source"], b["frame_index"], b["score"], b["is_anomalous"], b["anomalous_pixels"])
+        assert (a["source"], a["frame_index"], a["score"], a["is_anomalous"], a["anomalous_pixels"]) == (
+            b["source"],
+            b["frame_index"],
+            b["score"],
+            b["is_anomalous"],
+            b["anomalous_pixels"],
+        )
     summary = json.loads(remote.stdout.strip().splitlines()[-1])
     assert summary["server"]["frames"] == len(rows[1]) and summary["server"]["reconnects"] == 0
     ident = rows[1][0]["bundle_id"]
     assert {r["bundle_id"] for r in rows[0] + rows[1]} == {ident} and len(ident) == 16  # every line names it
     assert {r["threshold"] for r in rows[1]} == {summary["threshold"]}
-    pinned = edgead_cli("run", "--server", server.grpc, "--model", "diffusionad", "--source", src,
-                        "--expect-bundle", bundles["diffusionad"])  # a copy of the bundle pins its id
+    pinned = edgead_cli(
+        "run",
+        "--server",
+        server.grpc,
+        "--model",
+        "diffusionad",
+        "--source",
+        src,
+        "--expect-bundle",
+        bundles["diffusionad"],
+    )  # a copy of the bundle pins its id
     assert pinned.returncode == 0, pinned.stderr
-    other = edgead_cli("run", "--server", server.grpc, "--model", "diffusionad", "--source", src,
-                       "--expect-bundle", "0123456789abcdef", "--jsonl", tmp_path / "other.jsonl")
+    other = edgead_cli(
+        "run",
+        "--server",
+        server.grpc,
+        "--model",
+        "diffusionad",
+        "--source",
+        src,
+        "--expect-bundle",
+        "0123456789abcdef",
+        "--jsonl",
+        tmp_path / "other.jsonl",
+    )
     assert other.returncode == 1 and "Traceback" not in other.stderr
     assert f"answered with bundle {ident}, but this client expects bundle 0123456789abcdef" in other.stderr
     assert not (tmp_path / "other.jsonl").exists()  # no verdict of the wrong bundle was written
@@ -309,8 +402,9 @@ def test_a_client_whose_frames_are_all_refused_fails(served, tmp_path):
     server, _ = served
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((4, 64, 3), 90, np.uint8))
-    r = edgead_cli("run", "--server", server.grpc, "--model", "patchcore", "--source", tmp_path,
-                   "--jsonl", tmp_path / "out.jsonl")
+    r = edgead_cli(
+        "run", "--server", server.grpc, "--model", "patchcore", "--source", tmp_path, "--jsonl", tmp_path / "out.jsonl"
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "error: no frame was judged: all 3 frames read got no verdict (first: the server refused" in r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["unjudged"] == 3
@@ -447,8 +541,10 @@ print(json.dumps(out))
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or not Path("/usr/bin/python3").is_file(),
-                    reason="needs root to run a process as another user (nobody) with the system's python3")
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0 or not Path("/usr/bin/python3").is_file(),
+    reason="needs root to run a process as another user (nobody) with the system's python3",
+)
 def test_another_user_of_the_machine_cannot_take_over_the_server(served, demo_data):
     """A local user reads Triton's command line (anyone may) and environment, then tries the model-repository
     (load with its own Python code, unload), logging and trace APIs with every header that command line shows:
@@ -462,8 +558,16 @@ def test_another_user_of_the_machine_cannot_take_over_the_server(served, demo_da
     (triton_process,) = psutil.Process(server.proc.pid).children()
     before = RemoteDetector(server.grpc, model="patchcore")
     before.predict(_frames(demo_data, 1)[0])  # shared-memory regions exist once a request ran
-    r = subprocess.run(["/usr/bin/python3", "-I", "-c", TAKEOVER, str(triton_process.pid), server.http, "patchcore"],
-                       capture_output=True, text=True, timeout=120, user=65534, group=65534, extra_groups=[], cwd="/")
+    r = subprocess.run(
+        ["/usr/bin/python3", "-I", "-c", TAKEOVER, str(triton_process.pid), server.http, "patchcore"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        user=65534,
+        group=65534,
+        extra_groups=[],
+        cwd="/",
+    )
     assert r.returncode == 0, r.stderr
     seen = json.loads(r.stdout)
     assert seen["uid"] == 65534 and seen["cmdline_read"] and not seen["environ_read"]
@@ -530,13 +634,37 @@ def test_no_orphaned_triton_when_serve_is_killed(triton, method_bundle, tmp_path
 @pytest.mark.slow
 def test_a_model_that_cannot_load_stops_serve_with_the_reason(method_bundle, served, tmp_path):
     bundle = method_bundle("patchcore")[0]
-    r = subprocess.run([sys.executable, "-m", "edgead.cli", "serve", str(bundle), "--host", "127.0.0.1",
-                        *sum(([f"--{k}-port", str(p)] for k, p in zip(("http", "grpc", "metrics"), free_ports(3))), []),
-                        "--backend", "tensorrt"], capture_output=True, text=True, timeout=180)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgead.cli",
+            "serve",
+            str(bundle),
+            "--host",
+            "127.0.0.1",
+            *sum(([f"--{k}-port", str(p)] for k, p in zip(("http", "grpc", "metrics"), free_ports(3))), []),
+            "--backend",
+            "tensorrt",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "error: Triton stopped (exit code 1): model patchcore did not load: edgead: " in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 2, r.stderr  # "starting ..." and the one error line
     server, _ = served  # a port in use
-    r = edgead_cli("serve", bundle, "--host", "127.0.0.1", "--http-port", server.ports[0],
-                   "--grpc-port", free_ports(1)[0], "--metrics-port", free_ports(1)[0])
+    r = edgead_cli(
+        "serve",
+        bundle,
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        server.ports[0],
+        "--grpc-port",
+        free_ports(1)[0],
+        "--metrics-port",
+        free_ports(1)[0],
+    )
     assert r.returncode != 0 and f"cannot listen on 127.0.0.1:{server.ports[0]} (--http-port)" in r.stderr, r.stderr

@@ -57,9 +57,18 @@ def test_small_set_training_keeps_the_best_snapshot_and_exports_it(demo_data, tm
 
     from .conftest import TINY
 
-    cfg = load_config(None, [f"data.path={demo_data}", *TINY, "train.steps=6", "diffusionad.augment=flip_rotate",
-                             "diffusionad.photometric=0.2", "diffusionad.segmenter_holdout=0.25",
-                             "diffusionad.select_every=3"])
+    cfg = load_config(
+        None,
+        [
+            f"data.path={demo_data}",
+            *TINY,
+            "train.steps=6",
+            "diffusionad.augment=flip_rotate",
+            "diffusionad.photometric=0.2",
+            "diffusionad.segmenter_holdout=0.25",
+            "diffusionad.select_every=3",
+        ],
+    )
     summary = train(cfg, tmp_path / "run", progress=False)
     meta, _ = read_checkpoint_meta(tmp_path / "run")
     chosen = meta["selected"]
@@ -81,7 +90,8 @@ def test_selection_needs_held_out_images(demo_data, tmp_path):
 
     plain = tmp_path / "plain"  # a good/ folder, nothing held out
     shutil.copytree(demo_data / "train" / "good", plain / "good")
-    cfg = load_config(None, [f"data.path={plain}", *TINY, "train.steps=2", "data.validation_fraction=0",
-                             "diffusionad.select_every=1"])
+    cfg = load_config(
+        None, [f"data.path={plain}", *TINY, "train.steps=2", "data.validation_fraction=0", "diffusionad.select_every=1"]
+    )
     with pytest.raises(ConfigError, match="diffusionad.select_every needs validation images"):
         train(cfg, tmp_path / "run", progress=False)

@@ -84,8 +84,10 @@ def test_camera_that_does_not_open():
         open_source(97)
     with pytest.raises(SourceError) as err:
         open_source("no/such/video.mp4")
-    assert str(err.value) == ("source 'no/such/video.mp4' is not a camera index, a GStreamer pipeline (with '!'), "
-                              "a URL (rtsp://, http://, ...), an image, folder or glob or an existing video file")
+    assert str(err.value) == (
+        "source 'no/such/video.mp4' is not a camera index, a GStreamer pipeline (with '!'), "
+        "a URL (rtsp://, http://, ...), an image, folder or glob or an existing video file"
+    )
 
 
 class FakeCapture:
@@ -179,9 +181,28 @@ def test_interrupt_ends_a_stalled_live_source_promptly(detector):
 
 def test_sigterm_closes_outputs_cleanly(tiny_bundle, video, tmp_path):
     jsonl, out = tmp_path / "e.jsonl", tmp_path / "o.avi"
-    p = subprocess.Popen([sys.executable, "-m", "edgead.cli", "run", "--bundle", str(tiny_bundle), "--source",
-                          str(video[0]), "--loop", "--jsonl", str(jsonl), "--save", str(out),
-                          "--backend", "onnxruntime-cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgead.cli",
+            "run",
+            "--bundle",
+            str(tiny_bundle),
+            "--source",
+            str(video[0]),
+            "--loop",
+            "--jsonl",
+            str(jsonl),
+            "--save",
+            str(out),
+            "--backend",
+            "onnxruntime-cpu",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and (not jsonl.exists() or len(jsonl.read_text().splitlines()) < 40):
         time.sleep(0.2)
@@ -201,7 +222,10 @@ def test_run_cli_errors_are_one_line(tiny_bundle, tmp_path):
         return edgead_cli("run", "--bundle", tiny_bundle, *args)
 
     r = run("--camera", "97")
-    assert r.returncode == 1 and r.stderr.strip() == "error: cannot open camera 97 (not connected, wrong index/URL, or in use)"
+    assert (
+        r.returncode == 1
+        and r.stderr.strip() == "error: cannot open camera 97 (not connected, wrong index/URL, or in use)"
+    )
     r = run("--camera", "0", "--source", "x.mp4")
     assert r.returncode == 2 and "exactly one of --camera" in r.stderr
     r = run("--source", "x", "--roi", "1,2,3")
@@ -218,9 +242,22 @@ def test_roi_parsing():
 
 
 def test_example_integration_script(tiny_bundle, video, tmp_path):
-    r = subprocess.run([sys.executable, "examples/reject_on_anomaly.py", "--bundle", str(tiny_bundle),
-                        "--source", str(video[0]), "--dry-run", "--evidence", str(tmp_path / "ev")],
-                       capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    r = subprocess.run(
+        [
+            sys.executable,
+            "examples/reject_on_anomaly.py",
+            "--bundle",
+            str(tiny_bundle),
+            "--source",
+            str(video[0]),
+            "--dry-run",
+            "--evidence",
+            str(tmp_path / "ev"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert r.returncode == 0, r.stderr
     n_rejects = int(r.stderr.strip().splitlines()[-1].split()[-2])
     assert n_rejects == len(list((tmp_path / "ev").glob("*.jpg")))
@@ -240,10 +277,8 @@ def test_a_sink_that_fails_on_its_thread_ends_the_run_with_its_error(detector, v
 
     jsonl = tmp_path / "e.jsonl"
     with pytest.raises(OSError, match="No space left on device"):
-        run_stream(detector, open_source(str(video[0])), [JsonlSink(jsonl), Full()], echo=lambda m: None,
-                   pipeline=True)
+        run_stream(detector, open_source(str(video[0])), [JsonlSink(jsonl), Full()], echo=lambda m: None, pipeline=True)
     assert Full.closed and len(jsonl.read_text().splitlines()) >= 1  # the other sink closed with whole lines
-
 
 
 def test_status_line_says_how_many_live_frames_were_skipped():
@@ -265,9 +300,11 @@ def test_a_run_that_judges_too_few_frames_ends_with_an_error(tiny_bundle, demo_d
         cv2.imwrite(str(tiny / f"{i}.png"), np.full((64, 5, 3), 90, np.uint8))
     r = edgead_cli("run", "--bundle", tiny_bundle, "--source", tiny)
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines()[-1] == \
-        "error: no frame was judged: all 2 frames read got no verdict (first: image of shape (64, 5, 3) is too " \
+    assert (
+        r.stderr.strip().splitlines()[-1]
+        == "error: no frame was judged: all 2 frames read got no verdict (first: image of shape (64, 5, 3) is too "
         "small: images of at least 8x8 pixels are judged)"
+    )
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     for f in sorted((demo_data / "test" / "good").glob("*.png"))[:6]:
@@ -289,7 +326,8 @@ def test_a_stream_of_refused_frames_gives_up_instead_of_running_on(detector):
 
     tiny = [np.full((4, 64, 3), 90, np.uint8)] * (NOTHING_JUDGED_AFTER + 50)
     src = ImageFilesSource([Path("x")], "tiny frames")
-    src.frames = lambda: iter(__import__("edgead.runtime.sources", fromlist=["Frame"]).Frame(i, im, 0.0, "t")
-                              for i, im in enumerate(tiny))
+    src.frames = lambda: iter(
+        __import__("edgead.runtime.sources", fromlist=["Frame"]).Frame(i, im, 0.0, "t") for i, im in enumerate(tiny)
+    )
     with pytest.raises(SourceError, match=f"the first {NOTHING_JUDGED_AFTER} frames of tiny frames were all refused"):
         run_stream(detector, src, [], echo=lambda m: None)

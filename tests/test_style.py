@@ -16,6 +16,7 @@ RUFF = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.whi
 @pytest.mark.skipif(RUFF is None, reason='ruff is not installed (pip install -e ".[dev]")')
 @pytest.mark.parametrize("check", [["check"], ["format", "--check"]], ids=["lint", "format"])
 def test_ruff(check):
-    r = subprocess.run([RUFF, *check, "edgead", "tests", "benchmarks", "examples"], capture_output=True, text=True,
-                       cwd=REPO)
+    r = subprocess.run(
+        [RUFF, *check, "edgead", "tests", "benchmarks", "examples"], capture_output=True, text=True, cwd=REPO
+    )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]

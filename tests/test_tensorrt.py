@@ -121,8 +121,12 @@ class FakeTRT:
 
             def create_engine_inspector(self):
                 fmt = "Row major linear FP16 format" if self.half else "Row major linear FP32 format"
-                info = {"Layers": [{"Name": "conv", "Outputs": [{"Format/Datatype": fmt}]},
-                                   {"Name": "norm", "Outputs": [{"Format/Datatype": "Row major linear FP32 format"}]}]}
+                info = {
+                    "Layers": [
+                        {"Name": "conv", "Outputs": [{"Format/Datatype": fmt}]},
+                        {"Name": "norm", "Outputs": [{"Format/Datatype": "Row major linear FP32 format"}]},
+                    ]
+                }
                 return SimpleNamespace(get_engine_information=lambda f: json.dumps(info))
 
         self.Builder = Builder
@@ -141,6 +145,7 @@ def ok_validator(calls):
     def v(bundle, engine_dir, engine_set, precision):
         calls.append(sorted(p.name for p in engine_dir.iterdir()))
         return {"passed": True}
+
     return v
 
 
@@ -200,8 +205,9 @@ def test_trt11_writes_fp16_into_the_graph(bundle_copy):
 
 def test_fp16_request_that_yields_fp32_is_an_error(bundle_copy):
     with pytest.raises(ExportError, match="fp16 was requested but TensorRT built an FP32 engine"):
-        build_engines(bundle_copy, "fp16", trt=FakeTRT("10.3.0", fp16_capable=False), gpu=GPU,
-                      validator=ok_validator([]))
+        build_engines(
+            bundle_copy, "fp16", trt=FakeTRT("10.3.0", fp16_capable=False), gpu=GPU, validator=ok_validator([])
+        )
 
 
 def test_fp32_build(bundle_copy):
@@ -238,18 +244,24 @@ def test_obtained_precision_parsing():
     assert obtained_precision(json.dumps(info)) == ("fp16", 1, 2)
     assert obtained_precision(json.dumps({"Layers": []})) == ("fp32", 0, 0)
     # TensorRT 11's inspector has separate DataType and Format fields
-    info11 = {"Layers": [{"Outputs": [{"DataType": "Half", "Format": "Row major linear FP16 format (kLINEAR)"}]},
-                         {"Outputs": [{"DataType": "Float", "Format": "Row major linear FP32 format (kLINEAR)"}]}]}
+    info11 = {
+        "Layers": [
+            {"Outputs": [{"DataType": "Half", "Format": "Row major linear FP16 format (kLINEAR)"}]},
+            {"Outputs": [{"DataType": "Float", "Format": "Row major linear FP32 format (kLINEAR)"}]},
+        ]
+    }
     assert obtained_precision(json.dumps(info11)) == ("fp16", 1, 2)
 
 
 def test_precision_from_the_rtx_build_log():
     from edgead.export.tensorrt import precision_from_build_log
 
-    table = ("Layers:\n"
-             "Name: a, LayerType: kgen, Inputs: [ { Name: x, Datatype: Float }], Outputs: [ { Name: y, Datatype: Half }]\n"
-             "Name: b, LayerType: kgen, Inputs: [ { Name: y, Datatype: Half }], Outputs: [ { Name: z, Datatype: Float }]\n"
-             "Name: c, LayerType: shape_call, Inputs: [], Outputs: []")
+    table = (
+        "Layers:\n"
+        "Name: a, LayerType: kgen, Inputs: [ { Name: x, Datatype: Float }], Outputs: [ { Name: y, Datatype: Half }]\n"
+        "Name: b, LayerType: kgen, Inputs: [ { Name: y, Datatype: Half }], Outputs: [ { Name: z, Datatype: Float }]\n"
+        "Name: c, LayerType: shape_call, Inputs: [], Outputs: []"
+    )
     assert precision_from_build_log(["building", table, "done"]) == ("fp16", 1, 3)
     with pytest.raises(ExportError, match="no layer table"):
         precision_from_build_log(["nothing"])
@@ -264,24 +276,55 @@ def test_rtx_targets_are_checked():
 
 
 def test_engine_header_round_trip_and_checks(tmp_path):
-    h = EngineHeader("diffusionad", "segmenter", [], [], "fp16", "fp16 (3/4 layers FP16)", "10.3.0",
-                     GPU.name, GPU.compute_capability, "0.1.0", "abc", 2)
+    h = EngineHeader(
+        "diffusionad",
+        "segmenter",
+        [],
+        [],
+        "fp16",
+        "fp16 (3/4 layers FP16)",
+        "10.3.0",
+        GPU.name,
+        GPU.compute_capability,
+        "0.1.0",
+        "abc",
+        2,
+    )
     p = tmp_path / "s.plan"
     write_engine(p, h, b"ENGINE")
     h2, blob = read_engine(p)
     assert h2 == h and blob == b"ENGINE"
     check_engine_header(h2, p, tmp_path, GPU, "10.3.0")
-    with pytest.raises(BackendError, match=r"built with TensorRT 10.3.0, this machine has 10.7.0; rebuild .* --engine fp16"):
+    with pytest.raises(
+        BackendError, match=r"built with TensorRT 10.3.0, this machine has 10.7.0; rebuild .* --engine fp16"
+    ):
         check_engine_header(h2, p, tmp_path, GPU, "10.7.0")
     with pytest.raises(BackendError, match="was built for NVIDIA Orin .* this GPU is NVIDIA H100"):
         check_engine_header(h2, p, tmp_path, GpuInfo("NVIDIA H100", "9.0"), "10.3.0")
     with pytest.raises(BackendError, match="was built with TensorRT, this machine runs TensorRT-RTX"):
         check_engine_header(h2, p, tmp_path, GPU, "10.3.0", "rtx")
-    rtx = EngineHeader("d3ad", "decoder", [], [], "fp16", "fp16", "1.7.1", "", "", "0.2.0", "abc", 2,
-                       flavour="rtx", targets=["8.6", "8.9"])
+    rtx = EngineHeader(
+        "d3ad",
+        "decoder",
+        [],
+        [],
+        "fp16",
+        "fp16",
+        "1.7.1",
+        "",
+        "",
+        "0.2.0",
+        "abc",
+        2,
+        flavour="rtx",
+        targets=["8.6", "8.9"],
+    )
     check_engine_header(rtx, p, tmp_path, GpuInfo("NVIDIA GeForce RTX 4090", "8.9"), "1.7.1", "rtx")
-    with pytest.raises(BackendError, match="built for compute capabilities 8.6, 8.9; this GPU is NVIDIA H100 "
-                                           r"\(compute 9.0\).*--sm 90"):
+    with pytest.raises(
+        BackendError,
+        match="built for compute capabilities 8.6, 8.9; this GPU is NVIDIA H100 "
+        r"\(compute 9.0\).*--sm 90",
+    ):
         check_engine_header(rtx, p, tmp_path, GpuInfo("NVIDIA H100", "9.0"), "1.7.1", "rtx")
     (tmp_path / "junk.plan").write_bytes(b"not an engine")
     with pytest.raises(BackendError, match="not an edgead TensorRT engine"):

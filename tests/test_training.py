@@ -66,7 +66,7 @@ def test_focal_loss_matches_definition():
     target = torch.tensor([[1.0, 0.0, 0.0]])
     p = torch.sigmoid(logits)
     p_t = torch.where(target == 1, p, 1 - p)
-    expected = (-(1 - p_t) ** 4 * torch.log(p_t)).mean()
+    expected = (-((1 - p_t) ** 4) * torch.log(p_t)).mean()
     assert focal_loss(logits, target, 4.0).item() == pytest.approx(expected.item(), rel=1e-5)
     smooth = torch.nn.functional.smooth_l1_loss(p, target)
     assert mask_loss(logits, target).item() == pytest.approx((smooth + 5 * expected).item(), rel=1e-5)

@@ -61,8 +61,12 @@ def line_bundle(method_bundle, demo_data, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("web") / "line.edgead"
     shutil.copytree(method_bundle("patchcore")[0], root)
-    recalibrate(load_bundle(root), [str(demo_data / "validation/good")], CalibrationConfig(rule="k_sigma", k_sigma=1.0),
-                backend="onnxruntime-cpu")
+    recalibrate(
+        load_bundle(root),
+        [str(demo_data / "validation/good")],
+        CalibrationConfig(rule="k_sigma", k_sigma=1.0),
+        backend="onnxruntime-cpu",
+    )
     return root
 
 
@@ -154,8 +158,22 @@ def test_beyond_loopback_the_view_needs_a_token_or_the_named_opt_out(tiny_bundle
         view.close()
     view = web_sink(f"0.0.0.0:{port}", SinkOptions(token=TOKEN, echo=said.append))
     view.close()
-    r = subprocess.run([sys.executable, "-m", "edgead.cli", "run", "--bundle", str(tiny_bundle), "--source",
-                        str(demo_data / "test/good"), "--web", f"0.0.0.0:{port}"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgead.cli",
+            "run",
+            "--bundle",
+            str(tiny_bundle),
+            "--source",
+            str(demo_data / "test/good"),
+            "--web",
+            f"0.0.0.0:{port}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--web-public" in r.stderr
 
 
@@ -164,8 +182,12 @@ def test_a_browser_that_resets_its_connection_leaves_no_traceback(detector, demo
 
     view = WebView("127.0.0.1:0")
     try:
-        run_stream(detector, ImageFilesSource(sorted(demo_data.glob("test/good/*.png"))[:2], "g"), [_Open(view)],
-                   echo=lambda m: None)
+        run_stream(
+            detector,
+            ImageFilesSource(sorted(demo_data.glob("test/good/*.png"))[:2], "g"),
+            [_Open(view)],
+            echo=lambda m: None,
+        )
         host, port = view.server.server_address[:2]
         with caplog.at_level(logging.DEBUG, logger="edgead.line.web"):
             for path in ("/stream.mjpg", "/frame.jpg", "/stats.json"):
@@ -189,8 +211,22 @@ def test_a_busy_port_is_one_error_line(tiny_bundle, demo_data):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "edgead.cli", "run", "--bundle", str(tiny_bundle), "--source",
-                            str(demo_data / "test/good"), "--web", f"127.0.0.1:{port}"], capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edgead.cli",
+                "run",
+                "--bundle",
+                str(tiny_bundle),
+                "--source",
+                str(demo_data / "test/good"),
+                "--web",
+                f"127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+        )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"error: cannot serve the line view on 127.0.0.1:{port}: Address already in use" in r.stderr
 
@@ -209,9 +245,28 @@ def test_the_line_view_in_a_real_browser(line_bundle, demo_data, tmp_path):
         w.write(cv2.imread(str(f)))
     w.release()
     port = _free_port()
-    p = subprocess.Popen([sys.executable, "-m", "edgead.cli", "run", "--bundle", str(line_bundle),
-                          "--source", str(video), "--loop", "--web", f"127.0.0.1:{port}", "--web-token", TOKEN,
-                          "--backend", "onnxruntime-cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgead.cli",
+            "run",
+            "--bundle",
+            str(line_bundle),
+            "--source",
+            str(video),
+            "--loop",
+            "--web",
+            f"127.0.0.1:{port}",
+            "--web-token",
+            TOKEN,
+            "--backend",
+            "onnxruntime-cpu",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}/?token={TOKEN}"
         deadline = time.time() + 60
@@ -223,8 +278,16 @@ def test_the_line_view_in_a_real_browser(line_bundle, demo_data, tmp_path):
                 pass
             time.sleep(0.3)
         shot = tmp_path / "line-view.png"
-        browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                   f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000", "--window-size=1100,800"]
+        browser = [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=3000",
+            "--window-size=1100,800",
+        ]
         dom = subprocess.run([*browser, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
         frames = re.search(r'id="frames">(\d+)<', dom)
         assert frames and int(frames.group(1)) > 0, dom[-2000:]

@@ -62,7 +62,20 @@ def main(verbose: int) -> None:
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 
-for _command in (train.train, train.methods, export.export, line.run, line.predict, measure.evaluate,
-                 measure.benchmark, measure.validate, bundles.calibrate, bundles.keygen, bundles.sign,
-                 bundles.verify, serve.serve, demo.demo):
+for _command in (
+    train.train,
+    train.methods,
+    export.export,
+    line.run,
+    line.predict,
+    measure.evaluate,
+    measure.benchmark,
+    measure.validate,
+    bundles.calibrate,
+    bundles.keygen,
+    bundles.sign,
+    bundles.verify,
+    serve.serve,
+    demo.demo,
+):
     main.add_command(_command)

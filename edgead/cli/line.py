@@ -17,55 +17,126 @@ from .common import backend_option, int8_option
 # --------------------------------------------------------------------------------------- run
 @click.command()
 @click.argument("bundle", required=False, type=click.Path())
-@click.option("--bundle", "bundle_option", type=click.Path(), hidden=True,
-              help="The bundle, as an option (edgead before 0.9); the same as the argument.")
-@click.option("--server", metavar="URL",
-              help="Score on an inference server (edgead serve) instead: grpc://HOST:8001 or http://HOST:8000.")
+@click.option(
+    "--bundle",
+    "bundle_option",
+    type=click.Path(),
+    hidden=True,
+    help="The bundle, as an option (edgead before 0.9); the same as the argument.",
+)
+@click.option(
+    "--server",
+    metavar="URL",
+    help="Score on an inference server (edgead serve) instead: grpc://HOST:8001 or http://HOST:8000.",
+)
 @click.option("--model", help="The served model for --server (needed when the server serves several).")
 @click.option("--camera", type=int, help="OpenCV camera index (0 is the first camera).")
-@click.option("--source", help="Video file, rtsp:// or http:// URL, GStreamer pipeline (with '!'), image folder or glob.")
+@click.option(
+    "--source", help="Video file, rtsp:// or http:// URL, GStreamer pipeline (with '!'), image folder or glob."
+)
 @backend_option
 @int8_option
 @click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, help="Process every N-th frame.")
 @click.option("--roi", help="Region of interest x,y,width,height (pixels of the source frame).")
-@click.option("--show", is_flag=True,
-              help="Show an OpenCV window with overlay, verdict and FPS (q quits). Needs a display and the GUI "
-                   "OpenCV build (pip uninstall opencv-python-headless; pip install opencv-python); "
-                   "--web works with any install.")
-@click.option("--web", "web", metavar="[HOST:]PORT",
-              help="Serve a line view to browsers: live frame, score over time, FPS, latency, counts, latest "
-                   "anomalies. PORT alone binds to 127.0.0.1; give a HOST (0.0.0.0) to expose it.")
-@click.option("--web-token", envvar="EDGEAD_WEB_TOKEN",
-              help="Require ?token=TOKEN on every request of the line view (or $EDGEAD_WEB_TOKEN); needed to serve it "
-                   "beyond loopback.")
-@click.option("--web-public", is_flag=True,
-              help="Serve the line view beyond loopback without a token: anyone who reaches this machine sees the "
-                   "line's frames.")
+@click.option(
+    "--show",
+    is_flag=True,
+    help="Show an OpenCV window with overlay, verdict and FPS (q quits). Needs a display and the GUI "
+    "OpenCV build (pip uninstall opencv-python-headless; pip install opencv-python); "
+    "--web works with any install.",
+)
+@click.option(
+    "--web",
+    "web",
+    metavar="[HOST:]PORT",
+    help="Serve a line view to browsers: live frame, score over time, FPS, latency, counts, latest "
+    "anomalies. PORT alone binds to 127.0.0.1; give a HOST (0.0.0.0) to expose it.",
+)
+@click.option(
+    "--web-token",
+    envvar="EDGEAD_WEB_TOKEN",
+    help="Require ?token=TOKEN on every request of the line view (or $EDGEAD_WEB_TOKEN); needed to serve it "
+    "beyond loopback.",
+)
+@click.option(
+    "--web-public",
+    is_flag=True,
+    help="Serve the line view beyond loopback without a token: anyone who reaches this machine sees the line's frames.",
+)
 @click.option("--save", type=click.Path(dir_okay=False), help="Write an annotated video (.mp4, .avi, .mkv).")
 @click.option("--save-fps", type=float, default=10.0, show_default=True, help="Frame rate of --save.")
 @click.option("--jsonl", type=click.Path(dir_okay=False), help="One JSON line per processed frame.")
-@click.option("--save-anomalies", type=click.Path(file_okay=False), help="Save frame, overlay and mask of anomalous frames.")
+@click.option(
+    "--save-anomalies", type=click.Path(file_okay=False), help="Save frame, overlay and mask of anomalous frames."
+)
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many processed frames.")
 @click.option("--loop", is_flag=True, help="Restart a video file at its end.")
-@click.option("--reconnect-attempts", type=click.IntRange(min=0), help="Give up a dropped live source (or an unreachable --server) after N tries (default: never).")
+@click.option(
+    "--reconnect-attempts",
+    type=click.IntRange(min=0),
+    help="Give up a dropped live source (or an unreachable --server) after N tries (default: never).",
+)
 @click.option("--status-every", type=float, default=5.0, show_default=True, help="Seconds between status lines.")
 @click.option("--overwrite", is_flag=True, help="Allow replacing existing --save/--jsonl/--save-anomalies outputs.")
 @click.option("--product", help="Product whose thresholds apply (bundles that serve several products).")
-@click.option("--pipeline", is_flag=True,
-              help="Write the outputs (video, JSON lines, anomalies, line view) on a thread of their own, so that "
-                   "the next frame's inference overlaps them; no result is dropped.")
-@click.option("--sink", "sink_specs", multiple=True, metavar="NAME[=ARG]",
-              help="Send results to any registered sink, e.g. --sink jsonl=events.jsonl (repeatable; built in: "
-                   "jsonl, video, anomalies, window, web, and plugins' sinks).")
-@click.option("--expect-bundle", metavar="ID|BUNDLE",
-              help="Only accept verdicts of this bundle (its id, as every result carries it, or a copy of the bundle): "
-                   "with --server an answer from another bundle ends the run; with --bundle the bundle must be it.")
-@click.option("--max-unjudged", type=click.FloatRange(0, 1), default=0.05, show_default=True,
-              help="End with an error (exit 1) when more than this share of the frames got no verdict (refused by the "
-                   "model or the server, unreadable or lost); a run that judged no frame always does.")
-def run(bundle, bundle_option, server, model, camera, source, backend, int8, stride, roi, show, web, web_token, web_public, save, save_fps, jsonl, save_anomalies,
-        max_frames, loop, reconnect_attempts, status_every, overwrite, product, pipeline, sink_specs, expect_bundle,
-        max_unjudged) -> None:
+@click.option(
+    "--pipeline",
+    is_flag=True,
+    help="Write the outputs (video, JSON lines, anomalies, line view) on a thread of their own, so that "
+    "the next frame's inference overlaps them; no result is dropped.",
+)
+@click.option(
+    "--sink",
+    "sink_specs",
+    multiple=True,
+    metavar="NAME[=ARG]",
+    help="Send results to any registered sink, e.g. --sink jsonl=events.jsonl (repeatable; built in: "
+    "jsonl, video, anomalies, window, web, and plugins' sinks).",
+)
+@click.option(
+    "--expect-bundle",
+    metavar="ID|BUNDLE",
+    help="Only accept verdicts of this bundle (its id, as every result carries it, or a copy of the bundle): "
+    "with --server an answer from another bundle ends the run; with --bundle the bundle must be it.",
+)
+@click.option(
+    "--max-unjudged",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="End with an error (exit 1) when more than this share of the frames got no verdict (refused by the "
+    "model or the server, unreadable or lost); a run that judged no frame always does.",
+)
+def run(
+    bundle,
+    bundle_option,
+    server,
+    model,
+    camera,
+    source,
+    backend,
+    int8,
+    stride,
+    roi,
+    show,
+    web,
+    web_token,
+    web_public,
+    save,
+    save_fps,
+    jsonl,
+    save_anomalies,
+    max_frames,
+    loop,
+    reconnect_attempts,
+    status_every,
+    overwrite,
+    product,
+    pipeline,
+    sink_specs,
+    expect_bundle,
+    max_unjudged,
+) -> None:
     """Run BUNDLE (or a served one, --server) on a live camera or stream (or a video/images) until stopped.
 
     \b
@@ -92,26 +163,43 @@ def run(bundle, bundle_option, server, model, camera, source, backend, int8, str
     if server is None and model is not None:
         raise ConfigError("--model names a served model; it goes with --server")
     region = Roi.parse(roi)
-    named = [("jsonl", jsonl), ("video", save), ("anomalies", save_anomalies), ("web", web),
-             ("window", "" if show else None)]  # the named options are short for --sink NAME=ARG
+    named = [
+        ("jsonl", jsonl),
+        ("video", save),
+        ("anomalies", save_anomalies),
+        ("web", web),
+        ("window", "" if show else None),
+    ]  # the named options are short for --sink NAME=ARG
     requests = [(name, arg) for name, arg in named if arg is not None]
     requests += [(spec.partition("=")[0], spec.partition("=")[2]) for spec in sink_specs]
-    options = SinkOptions(overwrite=overwrite, fps=save_fps, token=web_token, web_public=web_public,
-                          echo=lambda m: click.echo(m, err=True),
-                          title=(Path(bundle).name if bundle else model or server) + (f" / {product}" if product else ""))
+    options = SinkOptions(
+        overwrite=overwrite,
+        fps=save_fps,
+        token=web_token,
+        web_public=web_public,
+        echo=lambda m: click.echo(m, err=True),
+        title=(Path(bundle).name if bundle else model or server) + (f" / {product}" if product else ""),
+    )
     sinks = open_sinks(requests, options)  # outputs are checked here, before anything loads
     det = None
     try:
         if server is not None:
             from ..serving.client import RemoteDetector
 
-            det = RemoteDetector(server, model=model, reconnect_attempts=reconnect_attempts,
-                                 on_event=lambda m: click.echo(m, err=True), expect_bundle=expect_bundle)
+            det = RemoteDetector(
+                server,
+                model=model,
+                reconnect_attempts=reconnect_attempts,
+                on_event=lambda m: click.echo(m, err=True),
+                expect_bundle=expect_bundle,
+            )
         else:
             det = Detector.load(bundle, backend=backend, product=product, int8=int8)
             if expect_bundle is not None and bundle_pin(expect_bundle) != det.bundle_id:
-                raise BundleError(f"bundle {bundle} is {det.bundle_id}, not the expected {bundle_pin(expect_bundle)} "
-                                  "(--expect-bundle)")
+                raise BundleError(
+                    f"bundle {bundle} is {det.bundle_id}, not the expected {bundle_pin(expect_bundle)} "
+                    "(--expect-bundle)"
+                )
         src = open_source(camera if camera is not None else source, reconnect_attempts=reconnect_attempts, loop=loop)
     except BaseException:
         for s in sinks:
@@ -121,19 +209,41 @@ def run(bundle, bundle_option, server, model, camera, source, backend, int8, str
         raise
     click.echo(f"running {det.method} on {src.name} with {det.backend_name} ({det.choice.reason})", err=True)
     with det:
-        stats = run_stream(det, src, sinks, stride=stride, roi=region, max_frames=max_frames,
-                           status_every_s=status_every, echo=lambda m: click.echo(m, err=True), stop=options.stop,
-                           pipeline=pipeline)
+        stats = run_stream(
+            det,
+            src,
+            sinks,
+            stride=stride,
+            roi=region,
+            max_frames=max_frames,
+            status_every_s=status_every,
+            echo=lambda m: click.echo(m, err=True),
+            stop=options.stop,
+            pipeline=pipeline,
+        )
     click.echo(stats.status_line(), err=True)
-    click.echo(json.dumps({"stopped_by": stats.stopped_by, "frames": stats.frames, "anomalies": stats.anomalies,
-                           "unjudged": stats.unjudged, "bundle_id": det.bundle_id,
-                           "threshold": None if det.bundle_id is None else det.threshold,
-                           "fps": round(stats.fps, 2), "latency_ms": stats.latency_ms, "source": stats.source,
-                           **({"server": asdict(det.stats)} if server is not None else {})}))
+    click.echo(
+        json.dumps(
+            {
+                "stopped_by": stats.stopped_by,
+                "frames": stats.frames,
+                "anomalies": stats.anomalies,
+                "unjudged": stats.unjudged,
+                "bundle_id": det.bundle_id,
+                "threshold": None if det.bundle_id is None else det.threshold,
+                "fps": round(stats.fps, 2),
+                "latency_ms": stats.latency_ms,
+                "source": stats.source,
+                **({"server": asdict(det.stats)} if server is not None else {}),
+            }
+        )
+    )
     lost = stats.source.get("lost_frames", 0)
     if lost and not src.live:
-        click.echo(f"error: {lost} frames of {src.name} could not be decoded (damaged file); the others were processed",
-                   err=True)
+        click.echo(
+            f"error: {lost} frames of {src.name} could not be decoded (damaged file); the others were processed",
+            err=True,
+        )
         sys.exit(1)
     failure = stats.failure(max_unjudged)
     if failure:
@@ -144,8 +254,13 @@ def run(bundle, bundle_option, server, model, camera, source, backend, int8, str
 # ----------------------------------------------------------------------------------- predict
 @click.command()
 @click.argument("paths", nargs=-1, required=True, metavar="BUNDLE IMAGES...")
-@click.option("--bundle", "bundle_option", type=click.Path(), hidden=True,
-              help="The bundle, as an option (edgead before 0.9): then every argument is an image.")
+@click.option(
+    "--bundle",
+    "bundle_option",
+    type=click.Path(),
+    hidden=True,
+    help="The bundle, as an option (edgead before 0.9): then every argument is an image.",
+)
 @backend_option
 @int8_option
 @click.option("--out", type=click.Path(file_okay=False), help="Save an overlay per image here.")
@@ -201,8 +316,10 @@ def predict(paths, bundle_option, backend, int8, out, jsonl, overwrite, product)
                 write_image(Path(out) / names[f], r.overlay(color="rgb"))
     if jsonl:
         atomic_write(jsonl, "".join(lines), exclusive=not overwrite)
-    click.echo(f"{len(lines)} images scored, {n_bad} anomalous"
-               + (f", {len(failed)} could not be read" if failed else ""), err=True)
+    click.echo(
+        f"{len(lines)} images scored, {n_bad} anomalous" + (f", {len(failed)} could not be read" if failed else ""),
+        err=True,
+    )
     if failed:
         sys.exit(1)
 

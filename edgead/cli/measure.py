@@ -13,14 +13,22 @@ from .common import backend_option, int8_option, progress
 # ---------------------------------------------------------------------------------- evaluate
 @click.command()
 @click.argument("bundle", type=click.Path())
-@click.option("--data", required=True, multiple=True,
-              help="Dataset with test images (MVTec test/ or labelled folders); repeat for several products.")
+@click.option(
+    "--data",
+    required=True,
+    multiple=True,
+    help="Dataset with test images (MVTec test/ or labelled folders); repeat for several products.",
+)
 @click.option("--product", help="Product of a single --data (default: the dataset's folder name).")
 @backend_option
 @int8_option
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
 @click.option("--sheet", type=click.Path(file_okay=False), help="Save a sheet of example images here.")
-@click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file or writing into a non-empty --sheet folder.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Allow replacing an existing --out file or writing into a non-empty --sheet folder.",
+)
 def evaluate(bundle, data, product, backend, int8, out, sheet, overwrite) -> None:
     """Compute image and pixel AUROC/AP/F1max and AUPRO@0.3 on a test set (per product, and the mean)."""
     from .. import api
@@ -46,10 +54,16 @@ def evaluate(bundle, data, product, backend, int8, out, sheet, overwrite) -> Non
 @click.argument("bundle", type=click.Path())
 @backend_option
 @int8_option
-@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="The larger batch measured besides 1.")
+@click.option(
+    "--batch", type=click.IntRange(min=1), default=8, show_default=True, help="The larger batch measured besides 1."
+)
 @click.option("--runs", type=click.IntRange(min=1), default=20, show_default=True, help="Timed runs per batch size.")
-@click.option("--checkpoint", type=click.Path(file_okay=False), help="Training run: also time PyTorch eager, alternating.")
-@click.option("--images", type=click.Path(file_okay=False), help="Folder of images to time on (default: random frames).")
+@click.option(
+    "--checkpoint", type=click.Path(file_okay=False), help="Training run: also time PyTorch eager, alternating."
+)
+@click.option(
+    "--images", type=click.Path(file_okay=False), help="Folder of images to time on (default: random frames)."
+)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
 @click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file.")
 @click.option("--product", help="Product whose thresholds apply (bundles that serve several products).")
@@ -67,8 +81,17 @@ def benchmark(bundle, backend, int8, batch, runs, checkpoint, images, out, overw
         from ..export.flow import torch_backends
 
         reference = partial(torch_backends, checkpoint)
-    report = run_benchmark(bundle, backend, batch, runs, reference=reference, images=images, progress=progress(),
-                           product=product, int8=int8)
+    report = run_benchmark(
+        bundle,
+        backend,
+        batch,
+        runs,
+        reference=reference,
+        images=images,
+        progress=progress(),
+        product=product,
+        int8=int8,
+    )
     click.echo(format_report(report))
     if out:
         atomic_write(out, json.dumps(report, indent=2), exclusive=not overwrite)
@@ -80,7 +103,9 @@ def benchmark(bundle, backend, int8, batch, runs, checkpoint, images, out, overw
 @backend_option
 @int8_option
 @click.option("--images", type=click.Path(file_okay=False), help="Real images (default: the bundle's sample images).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="Tolerance set (default: from the engines).")
+@click.option(
+    "--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="Tolerance set (default: from the engines)."
+)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
 @click.option("--overwrite", is_flag=True, help="Allow replacing an existing --out file.")
 @click.option("--product", help="Product whose thresholds decide (bundles that serve several products).")

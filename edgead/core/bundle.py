@@ -67,8 +67,9 @@ def bundle_pin(spec: str | Path) -> str:
         return manifest_id(Path(text) / MANIFEST)
     if len(text) == 16 and all(c in "0123456789abcdef" for c in text.lower()):
         return text.lower()
-    raise ConfigError(f"--expect-bundle {text!r}: give a bundle id (16 hex digits, as results carry it) or a "
-                      "bundle folder")
+    raise ConfigError(
+        f"--expect-bundle {text!r}: give a bundle id (16 hex digits, as results carry it) or a bundle folder"
+    )
 
 
 @dataclass
@@ -91,8 +92,9 @@ class Bundle:
         """A file the manifest names; it must lie inside the bundle (no absolute path, '..' or symlink out)."""
         rel = PurePosixPath(relative)
         if not relative or rel.is_absolute() or ".." in rel.parts or "\\" in relative:
-            raise BundleError(f"bundle {self.root} is invalid: the manifest names {relative!r}, which is not a "
-                              "path inside the bundle")
+            raise BundleError(
+                f"bundle {self.root} is invalid: the manifest names {relative!r}, which is not a path inside the bundle"
+            )
         full = self.root / rel
         if not full.resolve().is_relative_to(self.root.resolve()):
             raise BundleError(f"bundle {self.root} is invalid: {relative} points outside the bundle (symbolic link)")
@@ -123,11 +125,17 @@ class Bundle:
         manifest on disk is unchanged."""
         int8 = self.manifest.int8
         if int8 is None or not int8.stages:
-            raise BundleError(f"bundle {self.root} has no INT8 graphs; make them with: edgead export {self.root} "
-                              "--quantize int8 --calibration GOOD_IMAGES")
+            raise BundleError(
+                f"bundle {self.root} has no INT8 graphs; make them with: edgead export {self.root} "
+                "--quantize int8 --calibration GOOD_IMAGES"
+            )
         chosen = {q.stage: q for q in int8.stages}
-        swapped = [dataclasses.replace(st, file=chosen[st.name].file, sha256=chosen[st.name].sha256)
-                   if st.name in chosen else st for st in self.manifest.stages]
+        swapped = [
+            dataclasses.replace(st, file=chosen[st.name].file, sha256=chosen[st.name].sha256)
+            if st.name in chosen
+            else st
+            for st in self.manifest.stages
+        ]
         return dataclasses.replace(self, manifest=dataclasses.replace(self.manifest, stages=swapped))
 
     def verify(self) -> None:
@@ -140,8 +148,10 @@ class Bundle:
         for p in sorted(self.root.rglob("*")):
             rel = p.relative_to(self.root).as_posix()
             if (p.is_file() or p.is_symlink()) and rel not in listed and RUNTIME_CACHE_SUFFIX not in p.name:
-                raise BundleError(f"bundle {self.root} holds {rel}, a file its manifest does not list (nothing "
-                                  "vouches for it); remove it, or re-export the bundle")
+                raise BundleError(
+                    f"bundle {self.root} holds {rel}, a file its manifest does not list (nothing "
+                    "vouches for it); remove it, or re-export the bundle"
+                )
         for rel, digest in self.files():
             p = self.path(rel)
             if not p.is_file():
@@ -186,8 +196,10 @@ MAX_MANIFEST_BYTES = 16 << 20
 def _manifest_size(mf: Path) -> None:
     size = mf.stat().st_size
     if size > MAX_MANIFEST_BYTES:
-        raise BundleError(f"{mf} is {size / 2**20:.0f} MB, more than a manifest can be ({MAX_MANIFEST_BYTES >> 20} MB); "
-                          "it is not one edgead wrote")
+        raise BundleError(
+            f"{mf} is {size / 2**20:.0f} MB, more than a manifest can be ({MAX_MANIFEST_BYTES >> 20} MB); "
+            "it is not one edgead wrote"
+        )
 
 
 def _read_manifest(mf: Path) -> tuple[dict[str, Any], str]:
@@ -200,8 +212,10 @@ def _read_manifest(mf: Path) -> tuple[dict[str, Any], str]:
         raise BundleError(f"{mf} is corrupt: not a text file") from None
     body, sep, digest = text.rpartition(INTEGRITY)
     if sep and hashlib.sha256(body.encode()).hexdigest() != digest.strip():  # before anything is parsed
-        raise BundleError(f"{mf} was changed after edgead wrote it (its sha256 does not match); re-export "
-                          "the bundle, or change thresholds with 'edgead calibrate'")
+        raise BundleError(
+            f"{mf} was changed after edgead wrote it (its sha256 does not match); re-export "
+            "the bundle, or change thresholds with 'edgead calibrate'"
+        )
     raw = read_yaml_text(body if sep else text, str(mf), BundleError)
     version = raw.get("schema_version")
     if version != SCHEMA_VERSION:
@@ -228,8 +242,10 @@ def check_values(m: Manifest) -> None:
     if any(v <= 0 for v in m.preprocess.std) or any(v < 1 for v in m.preprocess.image_size):
         raise ConfigError(f"manifest.preprocess needs std > 0 and a positive image_size, got {m.preprocess}")
     if m.scoring.image_score not in SCORE_RULES:
-        raise BundleError(f"manifest.scoring.image_score {m.scoring.image_score!r} is not a score rule of this "
-                          f"edgead ({', '.join(SCORE_RULES.names())}); update edgead or install the plugin that has it")
+        raise BundleError(
+            f"manifest.scoring.image_score {m.scoring.image_score!r} is not a score rule of this "
+            f"edgead ({', '.join(SCORE_RULES.names())}); update edgead or install the plugin that has it"
+        )
     _in_range(m.scoring.smoothing_sigma, 0, 100, "manifest.scoring.smoothing_sigma")
     _in_range(m.scoring.top_k, 1, 1 << 30, "manifest.scoring.top_k")
     _in_range(m.scoring.pool, 1, 1 << 16, "manifest.scoring.pool")
@@ -282,8 +298,10 @@ def load_bundle(path: str | Path, verify: bool = True, trusted_keys: list[Path] 
         raise BundleError(f"{mf} is invalid: {exc}") from None
     stages = [s.name for s in manifest.stages]
     if stages != list(spec.stages):
-        raise BundleError(f"{mf} is invalid: method {spec.name} has the stages {', '.join(spec.stages)}; "
-                          f"this bundle lists {', '.join(stages) or 'none'}")
+        raise BundleError(
+            f"{mf} is invalid: method {spec.name} has the stages {', '.join(spec.stages)}; "
+            f"this bundle lists {', '.join(stages) or 'none'}"
+        )
     missing = sorted(set(spec.extras) - {e.name for e in manifest.extras})
     if missing:
         raise BundleError(f"{mf} is invalid: method {spec.name} needs the extras {', '.join(missing)}")
@@ -340,8 +358,16 @@ class BundleWriter:
         p = self.graph_path(contract.name)
         if not p.is_file():
             raise BundleError(f"graph for stage {contract.name} was not written to {p}")
-        entry = StageEntry(contract.name, f"graphs/{contract.name}.onnx", sha256_file(p), list(contract.inputs),
-                           list(contract.outputs), opset, contract.description, contract.batch_factor)
+        entry = StageEntry(
+            contract.name,
+            f"graphs/{contract.name}.onnx",
+            sha256_file(p),
+            list(contract.inputs),
+            list(contract.outputs),
+            opset,
+            contract.description,
+            contract.batch_factor,
+        )
         self.stages.append(entry)
         return entry
 

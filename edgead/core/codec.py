@@ -78,9 +78,7 @@ def coerce(tp: Any, value: Any, where: str) -> Any:
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
-            raise ConfigError(
-                f"{where} must be one of {', '.join(map(repr, allowed))}; got {value!r}"
-            )
+            raise ConfigError(f"{where} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
         return value
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):

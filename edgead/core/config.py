@@ -195,9 +195,7 @@ class ExperimentConfig:
         if size < 32 or size % 32:
             raise ConfigError(f"data.image_size must be a multiple of 32 and >= 32, got {size}")
         if not 0.0 <= self.data.validation_fraction < 1.0:
-            raise ConfigError(
-                f"data.validation_fraction must be in [0, 1), got {self.data.validation_fraction}"
-            )
+            raise ConfigError(f"data.validation_fraction must be in [0, 1), got {self.data.validation_fraction}")
         for f in dataclasses.fields(self):  # a NaN or infinite budget, rate or weight is no setting
             if f.name != "sections":
                 check_finite(getattr(self, f.name), f.name)
@@ -219,8 +217,9 @@ class ExperimentConfig:
         if c.k_sigma < 0:
             raise ConfigError("calibration.k_sigma must be >= 0")
         if not 0 < c.target_frr < 0.5 or not 0.5 <= c.confidence < 1:
-            raise ConfigError(f"calibration needs 0 < target_frr < 0.5 and 0.5 <= confidence < 1, "
-                              f"got {c.target_frr}, {c.confidence}")
+            raise ConfigError(
+                f"calibration needs 0 < target_frr < 0.5 and 0.5 <= confidence < 1, got {c.target_frr}, {c.confidence}"
+            )
         for name, section in self.sections.items():
             check = getattr(section, "check", None)
             if check is not None:

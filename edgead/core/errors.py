@@ -61,6 +61,5 @@ def require(module: str, install: str, purpose: str):
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError(
-            f"{purpose} needs the Python package '{module}', which is not installed ({exc}); "
-            f"install it with: {install}"
+            f"{purpose} needs the Python package '{module}', which is not installed ({exc}); install it with: {install}"
         ) from None

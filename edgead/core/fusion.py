@@ -39,8 +39,10 @@ class PatchKnnConfig:
     def check(self, where: str) -> None:
         weights = ([] if self.weight is None else [self.weight]) + list(self.candidates)
         if not self.candidates or any(not 0.0 <= w <= 1.0 for w in weights):
-            raise ConfigError(f"{where}.weight and {where}.candidates must lie in [0, 1] (candidates non-empty), "
-                              f"got {self.weight} and {list(self.candidates)}")
+            raise ConfigError(
+                f"{where}.weight and {where}.candidates must lie in [0, 1] (candidates non-empty), "
+                f"got {self.weight} and {list(self.candidates)}"
+            )
         if not 0 < self.coreset_fraction <= 1:
             raise ConfigError(f"{where}.coreset_fraction must be in (0, 1], got {self.coreset_fraction}")
 

@@ -26,9 +26,9 @@ class NearestNeighbourScorer:
         q = features.transpose(0, 2, 3, 1).reshape(-1, c).astype(np.float32)
         out = np.empty(q.shape[0], np.float32)
         for i in range(0, q.shape[0], self.chunk):
-            part = q[i:i + self.chunk]
+            part = q[i : i + self.chunk]
             d2 = (part**2).sum(1, keepdims=True) - 2.0 * part @ self.bank.T + self.bank_sq[None]
-            out[i:i + self.chunk] = np.sqrt(np.maximum(d2.min(1), 0.0))
+            out[i : i + self.chunk] = np.sqrt(np.maximum(d2.min(1), 0.0))
         return out.reshape(b, h, w)
 
 

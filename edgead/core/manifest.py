@@ -171,8 +171,10 @@ class Manifest:
         if product is None:
             if len(self.products) == 1:
                 return next(iter(self.products.values()))
-            raise BundleError(f"this bundle serves several products ({', '.join(self.products)}); "
-                              "choose one with --product NAME (Detector.load(..., product=NAME))")
+            raise BundleError(
+                f"this bundle serves several products ({', '.join(self.products)}); "
+                "choose one with --product NAME (Detector.load(..., product=NAME))"
+            )
         if product not in self.products:
             raise BundleError(f"unknown product {product!r}; this bundle knows: {', '.join(self.products)}")
         return self.products[product]
@@ -187,6 +189,4 @@ class Manifest:
         for s in self.stages:
             if s.name == name:
                 return s
-        raise BundleError(
-            f"bundle has no stage {name!r}; it has {', '.join(s.name for s in self.stages)}"
-        )
+        raise BundleError(f"bundle has no stage {name!r}; it has {', '.join(s.name for s in self.stages)}")

@@ -60,12 +60,16 @@ class MethodSpec:
         return load_target(getattr(self, part))
 
 
-METHODS: Registry[MethodSpec] = Registry("method", {
-    "diffusionad": "edgead.methods.diffusionad:SPEC",
-    "patchcore": "edgead.methods.patchcore:SPEC",
-    "d3ad": "edgead.methods.d3ad:SPEC",
-    "diad": "edgead.methods.diad:SPEC",
-}, MethodSpec)
+METHODS: Registry[MethodSpec] = Registry(
+    "method",
+    {
+        "diffusionad": "edgead.methods.diffusionad:SPEC",
+        "patchcore": "edgead.methods.patchcore:SPEC",
+        "d3ad": "edgead.methods.d3ad:SPEC",
+        "diad": "edgead.methods.diad:SPEC",
+    },
+    MethodSpec,
+)
 
 
 def register(spec: MethodSpec) -> MethodSpec:
@@ -84,4 +88,3 @@ def params_from(section: Any, params: type, **fitted: Any) -> Any:
     (one definition, in the config), the others come from ``fitted`` (values export measures or chooses)."""
     shared = {f.name for f in dataclasses.fields(params)} & {f.name for f in dataclasses.fields(section)}
     return params(**{name: getattr(section, name) for name in shared - set(fitted)}, **fitted)
-

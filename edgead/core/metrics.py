@@ -136,16 +136,25 @@ class Metric:
 
 AUROC = Metric("auroc", "AUROC", ("image", "pixel"), auroc, 10)
 AP = Metric("ap", "AP", ("image", "pixel"), average_precision, 20)
-F1MAX = Metric("f1max", "F1max", ("image", "pixel"),
-               lambda labels, scores: dict(zip(("f1max", "f1max_threshold"), f1_max(labels, scores))), 30)
+F1MAX = Metric(
+    "f1max",
+    "F1max",
+    ("image", "pixel"),
+    lambda labels, scores: dict(zip(("f1max", "f1max_threshold"), f1_max(labels, scores))),
+    30,
+)
 AUPRO = Metric("aupro_0.3", "AUPRO@0.3", ("pixel",), lambda masks, maps: aupro(maps, masks), 40)
 
-METRICS: Registry[Metric] = Registry("metric", {
-    "auroc": "edgead.core.metrics:AUROC",
-    "ap": "edgead.core.metrics:AP",
-    "f1max": "edgead.core.metrics:F1MAX",
-    "aupro_0.3": "edgead.core.metrics:AUPRO",
-}, Metric)
+METRICS: Registry[Metric] = Registry(
+    "metric",
+    {
+        "auroc": "edgead.core.metrics:AUROC",
+        "ap": "edgead.core.metrics:AP",
+        "f1max": "edgead.core.metrics:F1MAX",
+        "aupro_0.3": "edgead.core.metrics:AUPRO",
+    },
+    Metric,
+)
 """A new metric is a Metric plus one entry (or the ``edgead.metrics`` entry-point group): the report,
 the table and the multi-product mean pick it up."""
 

@@ -77,8 +77,10 @@ def check_replaceable(path: Path, made_by_edgead: Callable[[Path], bool], what: 
     ``edgead export RUN --out runs --overwrite`` must not delete ``runs/`` with the run in it.
     """
     if path.is_dir() and any(path.iterdir()) and not made_by_edgead(path):
-        raise ConfigError(f"{path} is not {what} (a folder edgead made); --overwrite replaces only that. "
-                          "Choose another --out (nothing was changed)")
+        raise ConfigError(
+            f"{path} is not {what} (a folder edgead made); --overwrite replaces only that. "
+            "Choose another --out (nothing was changed)"
+        )
 
 
 def make_dirs(path: str | Path) -> Path:
@@ -87,8 +89,9 @@ def make_dirs(path: str | Path) -> Path:
     return p
 
 
-def atomic_write_with(path: str | Path, write: Callable[[Path], object], exclusive: bool = False,
-                      mode: int | None = None) -> Path:
+def atomic_write_with(
+    path: str | Path, write: Callable[[Path], object], exclusive: bool = False, mode: int | None = None
+) -> Path:
     """Let ``write`` create a temporary file beside ``path``, then rename it into place.
 
     The file is flushed to disk before the rename and gets the mode a plain open() would give
@@ -122,8 +125,9 @@ def _link_new(tmp: Path, p: Path) -> None:
     try:
         os.link(tmp, p)
     except FileExistsError:
-        raise ConfigError(f"{p} appeared while edgead was writing it; it was left as it is "
-                          "(pass --overwrite to replace it)") from None
+        raise ConfigError(
+            f"{p} appeared while edgead was writing it; it was left as it is (pass --overwrite to replace it)"
+        ) from None
     except OSError:  # a file system without hard links: the check at start is what remains
         if p.exists():
             raise ConfigError(f"{p} appeared while edgead was writing it; it was left as it is") from None

@@ -51,7 +51,9 @@ def report(task: str, done: int, total: int | None = None, detail: str = "") -> 
         callback(Progress(task, done, total, detail))
 
 
-def tracked(items: Iterable[T], task: str, total: int | None = None, bar: bool = False, unit: str = "item") -> Iterator[T]:
+def tracked(
+    items: Iterable[T], task: str, total: int | None = None, bar: bool = False, unit: str = "item"
+) -> Iterator[T]:
     """``items`` one by one, each reported (and shown as a tqdm bar when ``bar``)."""
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]

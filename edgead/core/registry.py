@@ -63,8 +63,9 @@ class Registry(Generic[T]):
         return sorted({*self._builtin, *self._registered, *self._entry_points()})
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and (name in self._registered or name in self._builtin
-                                          or name in self._entry_points())
+        return isinstance(name, str) and (
+            name in self._registered or name in self._builtin or name in self._entry_points()
+        )
 
     def get(self, name: str) -> T:
         if name in self._registered:

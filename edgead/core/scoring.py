@@ -66,11 +66,14 @@ def pooled_max_rule(maps: np.ndarray, scoring: Scoring) -> np.ndarray:
     return pooled_max(maps, scoring.pool)
 
 
-SCORE_RULES: Registry[ScoreRule] = Registry("score rule", {
-    "max": "edgead.core.scoring:max_rule",
-    "top_k_mean": "edgead.core.scoring:top_k_mean_rule",
-    "pooled_max": "edgead.core.scoring:pooled_max_rule",
-})
+SCORE_RULES: Registry[ScoreRule] = Registry(
+    "score rule",
+    {
+        "max": "edgead.core.scoring:max_rule",
+        "top_k_mean": "edgead.core.scoring:top_k_mean_rule",
+        "pooled_max": "edgead.core.scoring:pooled_max_rule",
+    },
+)
 """Manifest ``scoring.image_score`` -> rule. A new rule is a function plus one entry (or the
 ``edgead.score_rules`` entry-point group); an exporter names it in its ``Scoring``."""
 

@@ -45,10 +45,17 @@ def generate_keys(prefix: str | Path) -> tuple[Path, Path]:
     for p in (private, public):
         check_new_file(p, False, "key file")
     key = ed25519.Ed25519PrivateKey.generate()
-    atomic_write(public, key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                       serialization.PublicFormat.SubjectPublicKeyInfo), exclusive=True)
-    atomic_write(private, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption()), exclusive=True, mode=0o600)
+    atomic_write(
+        public,
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        exclusive=True,
+    )
+    atomic_write(
+        private,
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        exclusive=True,
+        mode=0o600,
+    )
     return private, public
 
 
@@ -56,13 +63,18 @@ def _load(path: Path, private: bool):
     serialization, ed25519 = _crypto()
     try:
         data = Path(path).read_bytes()
-        key = (serialization.load_pem_private_key(data, password=None) if private
-               else serialization.load_pem_public_key(data))
+        key = (
+            serialization.load_pem_private_key(data, password=None)
+            if private
+            else serialization.load_pem_public_key(data)
+        )
     except (OSError, ValueError, TypeError) as exc:
         raise ConfigError(f"cannot read {'private' if private else 'public'} key {path}: {exc}") from None
     wanted = ed25519.Ed25519PrivateKey if private else ed25519.Ed25519PublicKey
     if not isinstance(key, wanted):
-        raise ConfigError(f"{path} is not an Ed25519 {'private' if private else 'public'} key (make one with edgead keygen)")
+        raise ConfigError(
+            f"{path} is not an Ed25519 {'private' if private else 'public'} key (make one with edgead keygen)"
+        )
     return key
 
 
@@ -78,9 +90,13 @@ def sign(root: Path, private_key: str | Path) -> str:
     key = _load(Path(private_key), private=True)
     manifest = (root / "manifest.yaml").read_bytes()
     raw = _raw_public(key.public_key())
-    record = {"algorithm": "ed25519", "key_id": key_id(raw), "public_key": base64.b64encode(raw).decode(),
-              "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
-              "signature": base64.b64encode(key.sign(manifest)).decode()}
+    record = {
+        "algorithm": "ed25519",
+        "key_id": key_id(raw),
+        "public_key": base64.b64encode(raw).decode(),
+        "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+        "signature": base64.b64encode(key.sign(manifest)).decode(),
+    }
     atomic_write(root / SIGNATURE, json.dumps(record, indent=2) + "\n")
     return record["key_id"]
 
@@ -96,8 +112,10 @@ def verify(root: Path, public_keys: list[Path]) -> str:
 
     sig = root / SIGNATURE
     if not sig.is_file():
-        raise BundleError(f"bundle {root} is not signed, and this machine only accepts signed bundles "
-                          f"({TRUSTED_KEYS_ENV}); ask its owner to run: edgead sign {root} --key OWNER.key")
+        raise BundleError(
+            f"bundle {root} is not signed, and this machine only accepts signed bundles "
+            f"({TRUSTED_KEYS_ENV}); ask its owner to run: edgead sign {root} --key OWNER.key"
+        )
     try:
         record = json.loads(sig.read_bytes().decode("utf-8"))
         signature = base64.b64decode(record["signature"])
@@ -107,11 +125,15 @@ def verify(root: Path, public_keys: list[Path]) -> str:
     manifest = (root / "manifest.yaml").read_bytes()
     keys = {key_id(_raw_public(k)): k for k in (_load(p, private=False) for p in public_keys)}
     if signer not in keys:
-        raise BundleError(f"bundle {root} is signed by key {signer}, which is not among the trusted keys "
-                          f"({', '.join(keys) or 'none'})")
+        raise BundleError(
+            f"bundle {root} is signed by key {signer}, which is not among the trusted keys "
+            f"({', '.join(keys) or 'none'})"
+        )
     try:
         keys[signer].verify(signature, manifest)
     except InvalidSignature:
-        raise BundleError(f"bundle {root}: the signature does not match manifest.yaml (changed after signing); "
-                          "sign it again or re-export") from None
+        raise BundleError(
+            f"bundle {root}: the signature does not match manifest.yaml (changed after signing); "
+            "sign it again or re-export"
+        ) from None
     return signer

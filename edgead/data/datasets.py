@@ -64,10 +64,15 @@ class AnomalyDataset:
     def provenance(self) -> dict:
         """What a training run records about its data: evaluation uses ``train_hashes`` to keep
         training images out of the test metrics, whatever their names or folders."""
-        return {"root": str(self.root), "layout": self.layout, "fingerprint": self.fingerprint(),
-                "train_images": len(self.train), "validation_images": len(self.validation),
-                "validation_source": self.validation_source,
-                "train_hashes": sorted(content_hash(s.path) for s in self.train)}
+        return {
+            "root": str(self.root),
+            "layout": self.layout,
+            "fingerprint": self.fingerprint(),
+            "train_images": len(self.train),
+            "validation_images": len(self.validation),
+            "validation_source": self.validation_source,
+            "train_hashes": sorted(content_hash(s.path) for s in self.train),
+        }
 
     def describe(self) -> str:
         n_bad = sum(s.label for s in self.test)
@@ -99,8 +104,7 @@ def load_dataset(
     if (r / "good").is_dir():
         return _load_folder(r, validation_fraction, split_seed)
     raise DataError(
-        f"{r} has neither train/good (MVTec layout) nor good/ (folder layout); "
-        "put anomaly-free images in one of them"
+        f"{r} has neither train/good (MVTec layout) nor good/ (folder layout); put anomaly-free images in one of them"
     )
 
 
@@ -161,8 +165,12 @@ def _load_mvtec(root: Path, fraction: float, seed: int) -> AnomalyDataset:
                 mask = _find_mask([gt_dir], f.stem) if label else None
                 test.append(Sample(f, label, defect, mask))
     return AnomalyDataset(
-        root, "mvtec",
-        [Sample(f, 0) for f in train_files], [Sample(f, 0) for f in val_files], test, source,
+        root,
+        "mvtec",
+        [Sample(f, 0) for f in train_files],
+        [Sample(f, 0) for f in val_files],
+        test,
+        source,
     )
 
 
@@ -177,7 +185,10 @@ def _load_folder(root: Path, fraction: float, seed: int) -> AnomalyDataset:
         for f in list_images(defect_dir):
             test.append(Sample(f, 1, defect_dir.name, _find_mask(masks, f.stem)))
     return AnomalyDataset(
-        root, "folder",
-        [Sample(f, 0) for f in train_files], [Sample(f, 0) for f in val_files], test,
+        root,
+        "folder",
+        [Sample(f, 0) for f in train_files],
+        [Sample(f, 0) for f in val_files],
+        test,
         f"{fraction:.0%} of good/ held out",
     )

@@ -54,8 +54,15 @@ def _defect(img: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np.nd
     return out, (mask > 0).astype(np.uint8) * 255
 
 
-def make_demo_dataset(root: Path, size: int = 128, n_train: int = 60, n_val: int = 12,
-                      n_test_good: int = 12, n_per_defect: int = 8, seed: int = 0) -> Path:
+def make_demo_dataset(
+    root: Path,
+    size: int = 128,
+    n_train: int = 60,
+    n_val: int = 12,
+    n_test_good: int = 12,
+    n_per_defect: int = 8,
+    seed: int = 0,
+) -> Path:
     rng = np.random.default_rng(seed)
     for i in range(n_train):
         write_image(root / "train" / "good" / f"{i:03d}.png", _surface(size, rng))

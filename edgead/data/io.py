@@ -43,9 +43,9 @@ def declared_size(data: bytes) -> tuple[int, int] | None:
     if data[:2] == b"\xff\xd8":
         i = 2
         while i + 9 <= len(data) and data[i] == 0xFF:
-            marker, length = data[i + 1], struct.unpack(">H", data[i + 2:i + 4])[0]
+            marker, length = data[i + 1], struct.unpack(">H", data[i + 2 : i + 4])[0]
             if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start-of-frame segment
-                h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                h, w = struct.unpack(">HH", data[i + 5 : i + 9])
                 return w, h
             i += 2 + length
     return None
@@ -67,9 +67,7 @@ def to_rgb_uint8(image: np.ndarray, source: str = "image", color: str = "bgr") -
     if image.ndim == 2:
         return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_GRAY2RGB))
     if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise DataError(
-            f"{source}: expected an HxW, HxWx3 or HxWx4 image, got shape {tuple(image.shape)}"
-        )
+        raise DataError(f"{source}: expected an HxW, HxWx3 or HxWx4 image, got shape {tuple(image.shape)}")
     if image.shape[2] == 4:
         code = cv2.COLOR_BGRA2RGB if color == "bgr" else cv2.COLOR_RGBA2RGB
     else:
@@ -87,8 +85,10 @@ def read_image(path: str | Path) -> np.ndarray:
     limit = max_image_pixels()
     size = declared_size(data[:65536].tobytes())
     if size is not None and size[0] * size[1] > limit:
-        raise DataError(f"image {p} is {size[0]}x{size[1]} pixels, more than the limit of {limit:,} "
-                        f"(set {MAX_PIXELS_ENV} to allow larger images)")
+        raise DataError(
+            f"image {p} is {size[0]}x{size[1]} pixels, more than the limit of {limit:,} "
+            f"(set {MAX_PIXELS_ENV} to allow larger images)"
+        )
     # A JPEG is decoded upright: its EXIF orientation tag applies (a phone or camera stores the sensor's rows and
     # says how to turn them; ignored, a good part photographed sideways is an anomaly). Other formats keep every
     # channel and bit as stored, converted below by their declared type.
@@ -100,8 +100,10 @@ def read_image(path: str | Path) -> np.ndarray:
     if image is None:
         raise DataError(f"cannot decode image {p} (corrupt or not an image file)")
     if image.shape[0] * image.shape[1] > limit:  # formats whose header is not read above (TIFF, WebP)
-        raise DataError(f"image {p} is {image.shape[1]}x{image.shape[0]} pixels, more than the limit of "
-                        f"{limit:,} (set {MAX_PIXELS_ENV} to allow larger images)")
+        raise DataError(
+            f"image {p} is {image.shape[1]}x{image.shape[0]} pixels, more than the limit of "
+            f"{limit:,} (set {MAX_PIXELS_ENV} to allow larger images)"
+        )
     return to_rgb_uint8(image, str(p), color="bgr")
 
 

@@ -42,8 +42,11 @@ def evaluate(detector: Detector, dataset: AnomalyDataset, batch: int = 4, progre
         raise DataError(f"{dataset.root} has no test images (expected test/<good|defect>/ or defect folders)")
     seen = training_images_among(samples, detector)
     if seen:
-        log.warning("%d of %d test images were training images of this model; they are left out of the metrics",
-                    len(seen), len(samples))
+        log.warning(
+            "%d of %d test images were training images of this model; they are left out of the metrics",
+            len(seen),
+            len(samples),
+        )
         samples = [s for s in samples if s not in seen]
     labels = np.array([s.label for s in samples])
     if labels.all() or not labels.any():
@@ -53,7 +56,7 @@ def evaluate(detector: Detector, dataset: AnomalyDataset, batch: int = 4, progre
     reconstructs = False
     t0 = time.perf_counter()
     for i in tracked(range(0, len(samples), batch), f"evaluate {dataset.name}", bar=progress, unit="batch"):
-        rgbs = [read_image(s.path) for s in samples[i:i + batch]]
+        rgbs = [read_image(s.path) for s in samples[i : i + batch]]
         scored = detector.score_batch(rgbs)
         maps.append(scored.maps)
         scores.append(scored.scores)
@@ -63,10 +66,9 @@ def evaluate(detector: Detector, dataset: AnomalyDataset, batch: int = 4, progre
     have_masks = all(s.mask_path is not None for s in samples if s.label)
     gt = None
     if have_masks:
-        gt = np.stack([
-            read_mask(s.mask_path, h) if s.mask_path is not None else np.zeros((h, w), bool)
-            for s in samples
-        ])
+        gt = np.stack(
+            [read_mask(s.mask_path, h) if s.mask_path is not None else np.zeros((h, w), bool) for s in samples]
+        )
     cal = detector.calibration
     thr = cal.image.threshold if cal is not None else float("nan")
     decisions = scores_a > thr
@@ -83,7 +85,8 @@ def evaluate(detector: Detector, dataset: AnomalyDataset, batch: int = 4, progre
             "false_reject_rate": float(decisions[labels == 0].mean()),
             "miss_rate": float((~decisions[labels == 1]).mean()),
             "accuracy": float((decisions == labels.astype(bool)).mean()),
-            "rule": cal.rule if cal else None, "target_frr": cal.target_frr if cal else None,
+            "rule": cal.rule if cal else None,
+            "target_frr": cal.target_frr if cal else None,
             "calibration_images": cal.n_images if cal else None,
             "threshold_interval_90": cal.threshold_interval if cal else None,
             "synthetic_miss_rate": cal.synthetic_miss_rate if cal else None,
@@ -113,11 +116,13 @@ def calibration_mismatch(good_scores: np.ndarray, cal) -> str | None:
     if not (median > cal.image.threshold and median > cal.image.max):
         return None
     above = int((good_scores > cal.image.threshold).sum())
-    return (f"the good test images score far above this bundle's calibration ({above} of {len(good_scores)} above the "
-            f"threshold {cal.image.threshold:.4g}; their median {median:.4g}, the highest of its {cal.n_images} "
-            f"calibration images {cal.image.max:.4g}): the product or the imaging setup looks different from what "
-            "the model was trained and calibrated on; check the bundle (and --product), or re-calibrate on this "
-            "line's good parts with 'edgead calibrate'")
+    return (
+        f"the good test images score far above this bundle's calibration ({above} of {len(good_scores)} above the "
+        f"threshold {cal.image.threshold:.4g}; their median {median:.4g}, the highest of its {cal.n_images} "
+        f"calibration images {cal.image.max:.4g}): the product or the imaging setup looks different from what "
+        "the model was trained and calibrated on; check the bundle (and --product), or re-calibrate on this "
+        "line's good parts with 'edgead calibrate'"
+    )
 
 
 def mean_report(reports: dict[str, dict]) -> dict:
@@ -134,28 +139,44 @@ def mean_report(reports: dict[str, dict]) -> dict:
                 values.append(float(v))
         return sum(values) / len(values) if len(values) == len(reports) else None
 
-    out = {"image": {k: mean(("image", k)) for k in first["image"]},
-           "pixel": {k: mean(("pixel", k)) for k in first["pixel"]} if first.get("pixel") else None,
-           # each product has its own threshold; a mean of them means nothing
-           "at_calibrated_threshold": {"threshold": None, **{k: mean(("at_calibrated_threshold", k))
-                                                            for k in ("false_reject_rate", "miss_rate", "accuracy")}},
-           "per_defect_auroc": {}, "products": list(reports)}
+    out = {
+        "image": {k: mean(("image", k)) for k in first["image"]},
+        "pixel": {k: mean(("pixel", k)) for k in first["pixel"]} if first.get("pixel") else None,
+        # each product has its own threshold; a mean of them means nothing
+        "at_calibrated_threshold": {
+            "threshold": None,
+            **{k: mean(("at_calibrated_threshold", k)) for k in ("false_reject_rate", "miss_rate", "accuracy")},
+        },
+        "per_defect_auroc": {},
+        "products": list(reports),
+    }
     return out
 
 
 def format_table(report: dict) -> str:
-    columns = sorted({m.name: m for level in ("image", "pixel") for m in metrics_for(level)}.values(),
-                     key=lambda m: (m.order, m.name))
+    columns = sorted(
+        {m.name: m for level in ("image", "pixel") for m in metrics_for(level)}.values(),
+        key=lambda m: (m.order, m.name),
+    )
     widths = [max(8, len(m.title) + 2) for m in columns]
     lines = [f"{'level':<7}" + "".join(f"{m.title:>{w}}" for m, w in zip(columns, widths))]
     for name, row in (("image", report["image"]), ("pixel", report.get("pixel"))):
         if row is None:
             lines.append(f"{name:<7}{'(no masks)':>{sum(widths)}}")
             continue
-        lines.append(f"{name:<7}" + "".join(f"{row[m.name]:>{w}.3f}" if row.get(m.name) is not None else f"{'-':>{w}}"
-                                            for m, w in zip(columns, widths)))
+        lines.append(
+            f"{name:<7}"
+            + "".join(
+                f"{row[m.name]:>{w}.3f}" if row.get(m.name) is not None else f"{'-':>{w}}"
+                for m, w in zip(columns, widths)
+            )
+        )
     c = report["at_calibrated_threshold"]
-    at = f"the calibrated threshold {c['threshold']:.4g}" if c.get("threshold") is not None else "each product's threshold"
+    at = (
+        f"the calibrated threshold {c['threshold']:.4g}"
+        if c.get("threshold") is not None
+        else "each product's threshold"
+    )
     lines.append(
         f"at {at}: false rejects {c['false_reject_rate']:.1%}, "
         f"misses {c['miss_rate']:.1%}, accuracy {c['accuracy']:.1%}"
@@ -163,17 +184,21 @@ def format_table(report: dict) -> str:
     if c.get("rule"):
         target = f", target false-reject rate {c['target_frr']:.1%}" if c.get("target_frr") is not None else ""
         synth = c.get("synthetic_miss_rate")
-        lines.append(f"  threshold from {c['calibration_images']} good images ({c['rule']} rule{target}); "
-                     f"90% interval {c['threshold_interval_90'][0]:.4g}..{c['threshold_interval_90'][1]:.4g}"
-                     + (f"; misses {synth:.0%} of synthetic anomalies" if synth is not None and synth == synth else ""))
+        lines.append(
+            f"  threshold from {c['calibration_images']} good images ({c['rule']} rule{target}); "
+            f"90% interval {c['threshold_interval_90'][0]:.4g}..{c['threshold_interval_90'][1]:.4g}"
+            + (f"; misses {synth:.0%} of synthetic anomalies" if synth is not None and synth == synth else "")
+        )
     if report.get("per_defect_auroc"):
-        lines.append("image AUROC per defect: " + ", ".join(
-            f"{k} {v:.3f}" for k, v in report["per_defect_auroc"].items()))
+        lines.append(
+            "image AUROC per defect: " + ", ".join(f"{k} {v:.3f}" for k, v in report["per_defect_auroc"].items())
+        )
     return "\n".join(lines)
 
 
-def save_sheets(detector: Detector, run: EvaluationRun, out_dir: Path, per_class: int = 3,
-                name: str = "sheet.png") -> list[Path]:
+def save_sheets(
+    detector: Detector, run: EvaluationRun, out_dir: Path, per_class: int = 3, name: str = "sheet.png"
+) -> list[Path]:
     """Input / reconstruction / map / predicted mask / ground truth rows for a few images."""
     from .report import sample_sheet
 

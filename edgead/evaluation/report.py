@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
 
 
-def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "ROC",
-               size: int = 480) -> Path:
+def roc_figure(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "ROC", size: int = 480
+) -> Path:
     """Plot labelled (labels, scores) pairs as ROC curves into a PNG."""
     pad = 50
     img = np.full((size, size, 3), 255, np.uint8)
@@ -65,8 +66,12 @@ def sample_sheet(detector: Detector, run: EvaluationRun, indices: list[int], pat
     cal = detector.calibration
     pixel_stats = cal.pixel if cal is not None else None
     threshold = detector.threshold
-    titles = ["input"] + (["reconstruction"] if m.params is not None and run.reconstructions else []) + [
-        "map (red: threshold)", "predicted mask"] + (["ground truth"] if run.masks is not None else [])
+    titles = (
+        ["input"]
+        + (["reconstruction"] if m.params is not None and run.reconstructions else [])
+        + ["map (red: threshold)", "predicted mask"]
+        + (["ground truth"] if run.masks is not None else [])
+    )
     rows = []
     for i in indices:
         s = run.samples[i]
@@ -84,9 +89,11 @@ def sample_sheet(detector: Detector, run: EvaluationRun, indices: list[int], pat
         flagged = bool(run.scores[i] > threshold)
         right = flagged == bool(s.label)
         verdict = "ANOMALY" if flagged else "OK"
-        label = (f"{s.path.parent.name}/{s.path.name} ({s.defect}): score {run.scores[i]:.4g} "
-                 f"{'>' if flagged else '<='} threshold {threshold:.4g} -> {verdict}"
-                 + ("" if right else ("  (missed)" if s.label else "  (false reject)")))
+        label = (
+            f"{s.path.parent.name}/{s.path.name} ({s.defect}): score {run.scores[i]:.4g} "
+            f"{'>' if flagged else '<='} threshold {threshold:.4g} -> {verdict}"
+            + ("" if right else ("  (missed)" if s.label else "  (false reject)"))
+        )
         rows.append(_band(row.shape[1], 24, label, (90, 220, 90) if right else (240, 80, 80)))
         rows.append(row)
     width = rows[1].shape[1]

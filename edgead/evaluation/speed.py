@@ -71,9 +71,18 @@ def _summary(walls: list[float], parts: list[dict[str, float]], batch: int, stag
     }
 
 
-def benchmark(bundle: str | Path, backend: str = "auto", batch: int = 8, runs: int = 20, warmup: int = 2,
-              reference: Callable[[Bundle], dict[str, Backend]] | None = None, images: str | None = None,
-              progress: bool = False, product: str | None = None, int8: bool = False) -> dict:
+def benchmark(
+    bundle: str | Path,
+    backend: str = "auto",
+    batch: int = 8,
+    runs: int = 20,
+    warmup: int = 2,
+    reference: Callable[[Bundle], dict[str, Backend]] | None = None,
+    images: str | None = None,
+    progress: bool = False,
+    product: str | None = None,
+    int8: bool = False,
+) -> dict:
     """``reference``: stage engines to time against the runtime's on the same pipeline (the CLI passes
     PyTorch eager from export.torch_backend; this layer never imports it). ``int8``: the bundle's INT8
     graphs timed against its fp32 ones, alternating."""
@@ -91,9 +100,14 @@ def benchmark(bundle: str | Path, backend: str = "auto", batch: int = 8, runs: i
     if reference is not None:
         engines["pytorch"] = Detector(det.bundle, backends=reference(det.bundle), product=product)
     report: dict = {
-        "bundle": str(bundle), "method": det.method, "backend": det.backend_name,
-        "image_size": list(det.image_size), "runs": runs, "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
+        "bundle": str(bundle),
+        "method": det.method,
+        "backend": det.backend_name,
+        "image_size": list(det.image_size),
+        "runs": runs,
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d"),
         "input": images or "random uint8 frames",
     }
     for b in sorted({1, batch}):
@@ -113,7 +127,8 @@ def benchmark(bundle: str | Path, backend: str = "auto", batch: int = 8, runs: i
         for other in ("pytorch", "int8"):
             if other in engines:
                 report.setdefault(f"{other}_over_runtime", {})[f"batch{b}"] = (
-                    report[other][f"batch{b}"]["median_ms"] / report["runtime"][f"batch{b}"]["median_ms"])
+                    report[other][f"batch{b}"]["median_ms"] / report["runtime"][f"batch{b}"]["median_ms"]
+                )
     report["peak_rss_mb_runtime"] = rss_runtime
     report["peak_rss_mb_process"] = peak_rss_mb()
     for e in engines.values():
@@ -126,8 +141,10 @@ def format_report(r: dict) -> str:
     lines.append(f"{'engine':<10}{'batch':>6}{'median ms':>11}{'p90 ms':>9}{'frames/s':>10}{'outside stages':>16}")
     for name in ("runtime", "int8", "pytorch"):
         for s in r.get(name, {}).values():
-            lines.append(f"{name:<10}{s['batch']:>6}{s['median_ms']:>11.1f}{s['p90_ms']:>9.1f}"
-                         f"{s['frames_per_s']:>10.2f}{s['outside_stages_share']:>15.1%}")
+            lines.append(
+                f"{name:<10}{s['batch']:>6}{s['median_ms']:>11.1f}{s['p90_ms']:>9.1f}"
+                f"{s['frames_per_s']:>10.2f}{s['outside_stages_share']:>15.1%}"
+            )
     for name in ("runtime", "int8"):
         for key, s in r.get(name, {}).items():
             parts = ", ".join(f"{k} {v:.1f}" for k, v in s["parts_median_ms"].items())
@@ -136,6 +153,8 @@ def format_report(r: dict) -> str:
         lines.append(f"PyTorch eager / runtime at {key}: {v:.2f}x")
     for key, v in r.get("int8_over_runtime", {}).items():
         lines.append(f"INT8 / fp32 time at {key}: {v:.2f}x")
-    lines.append(f"peak resident memory: runtime alone {r['peak_rss_mb_runtime']:.0f} MB, "
-                 f"whole process {r['peak_rss_mb_process']:.0f} MB")
+    lines.append(
+        f"peak resident memory: runtime alone {r['peak_rss_mb_runtime']:.0f} MB, "
+        f"whole process {r['peak_rss_mb_process']:.0f} MB"
+    )
     return "\n".join(lines)

@@ -82,7 +82,9 @@ class MethodExport(ABC):
 def torch_backends(run_dir: str | Path, bundle: Bundle) -> dict[str, Backend]:
     """The training run's networks, one PyTorch backend per exported stage (any registered method): the bundle's
     pipeline with PyTorch in place of ONNX Runtime, for benchmarks and parity."""
-    return {stage: TorchBackend(module, bundle, stage) for stage, module in method_export(run_dir).torch_modules().items()}
+    return {
+        stage: TorchBackend(module, bundle, stage) for stage, module in method_export(run_dir).torch_modules().items()
+    }
 
 
 def method_export(run_dir: str | Path, overrides: list[str] | None = None) -> MethodExport:
@@ -99,8 +101,10 @@ def method_export(run_dir: str | Path, overrides: list[str] | None = None) -> Me
         for item in overrides:
             section = item.partition("=")[0].split(".")[0]
             if section not in (config.method, "calibration"):
-                raise ConfigError(f"export --set {item}: only {config.method}.* and calibration.* can change at "
-                                  "export; the rest is the training run's")
+                raise ConfigError(
+                    f"export --set {item}: only {config.method}.* and calibration.* can change at "
+                    "export; the rest is the training run's"
+                )
         config = from_dict(ExperimentConfig, apply_overrides(to_dict(config), overrides)).validate()
     return get_method(config.method).load("exporter")(Path(run_dir), meta, config)
 
@@ -124,8 +128,10 @@ def _datasets(config: ExperimentConfig, data: list[str] | None) -> list[AnomalyD
         raise DataError("no dataset for calibration: pass --data DIR")
     trained = [Path(p).name for p in config.data_paths]
     if trained and sorted(Path(r).name for r in roots) != sorted(trained):
-        raise DataError(f"--data must name the products the run was trained on ({', '.join(trained)}); "
-                        f"got {', '.join(Path(r).name for r in roots)}")
+        raise DataError(
+            f"--data must name the products the run was trained on ({', '.join(trained)}); "
+            f"got {', '.join(Path(r).name for r in roots)}"
+        )
     return [load_dataset(r, config.data.validation_fraction, config.data.split_seed) for r in roots]
 
 
@@ -133,12 +139,17 @@ def _versions() -> dict[str, str]:
     import onnx
     import onnxruntime
 
-    return {"torch": str(torch.__version__), "onnx": str(onnx.__version__),
-            "onnxruntime": str(onnxruntime.__version__), "python": platform.python_version()}
+    return {
+        "torch": str(torch.__version__),
+        "onnx": str(onnx.__version__),
+        "onnxruntime": str(onnxruntime.__version__),
+        "python": platform.python_version(),
+    }
 
 
-def synthetic_scores(bundle: Bundle, images: list[Path], config: ExperimentConfig, product: str | None = None,
-                     seed: int = 0) -> np.ndarray:
+def synthetic_scores(
+    bundle: Bundle, images: list[Path], config: ExperimentConfig, product: str | None = None, seed: int = 0
+) -> np.ndarray:
     """Image scores of synthetic anomalies, one made from each calibration image (the training synthesis).
 
     A check, not a fit: nothing is tuned on them. A threshold that misses many of them is too high.
@@ -157,7 +168,7 @@ def synthetic_scores(bundle: Bundle, images: list[Path], config: ExperimentConfi
         anomalous, _ = synth(data.images.float() / 255.0, g, data.foreground)
     frames = list((anomalous.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8))
     with Detector(bundle, backend="onnxruntime-cpu", product=product) as det:
-        return np.concatenate([det.score_batch(frames[i:i + 4]).scores for i in range(0, len(frames), 4)])
+        return np.concatenate([det.score_batch(frames[i : i + 4]).scores for i in range(0, len(frames), 4)])
 
 
 MAX_SYNTHETIC_MISS = 0.05
@@ -176,17 +187,23 @@ def advise_sensitivity(cal, good: np.ndarray, synthetic: np.ndarray, product: st
     if miss is None or miss <= MAX_SYNTHETIC_MISS:
         return
     where = f" of {product}" if product else ""
-    w = (f"the threshold{where} misses {miss:.0%} of the synthetic anomalies made from its {cal.n_images} calibration "
-         "images")
+    w = (
+        f"the threshold{where} misses {miss:.0%} of the synthetic anomalies made from its {cal.n_images} calibration "
+        "images"
+    )
     needed = images_for_misses(good, synthetic, cal, MAX_SYNTHETIC_MISS)
     if needed is not None:
-        w += (f"; with about {needed} anomaly-free images ({needed - cal.n_images} more) the same false-reject target "
-              f"would miss {MAX_SYNTHETIC_MISS:.0%} or fewer: re-calibrate on that many good parts with 'edgead "
-              "calibrate BUNDLE --good DIR'")
+        w += (
+            f"; with about {needed} anomaly-free images ({needed - cal.n_images} more) the same false-reject target "
+            f"would miss {MAX_SYNTHETIC_MISS:.0%} or fewer: re-calibrate on that many good parts with 'edgead "
+            "calibrate BUNDLE --good DIR'"
+        )
     else:
-        w += (f"; more good images would not bring that to {MAX_SYNTHETIC_MISS:.0%} at this false-reject target (the "
-              "model does not separate them enough): trade false rejects for misses with calibration.target_frr or "
-              "calibration.confidence ('edgead calibrate BUNDLE --good DIR --target-frr ...')")
+        w += (
+            f"; more good images would not bring that to {MAX_SYNTHETIC_MISS:.0%} at this false-reject target (the "
+            "model does not separate them enough): trade false rejects for misses with calibration.target_frr or "
+            "calibration.confidence ('edgead calibrate BUNDLE --good DIR --target-frr ...')"
+        )
     cal.warnings.append(w)
     log.warning(w)
 
@@ -199,15 +216,23 @@ def _merge_reports(reports: dict[str, dict]) -> dict:
         for o in r["outputs"]:
             key = (o["stage"], o["output"])
             w = worst.setdefault(key, dict(o))
-            w.update(max_abs=max(w["max_abs"], o["max_abs"]), max_rel=max(w["max_rel"], o["max_rel"]),
-                     finite=w["finite"] and o["finite"], passed=w["passed"] and o["passed"])
-    return {**{k: first[k] for k in ("backend", "reference", "tolerance")},
-            "images": sum(r["images"] for r in reports.values()), "outputs": list(worst.values()),
-            "score_max_abs_diff": max(r["score_max_abs_diff"] for r in reports.values()),
-            "score_rank_correlation": min(r["score_rank_correlation"] for r in reports.values()),
-            "decisions_agree": sum(r["decisions_agree"] for r in reports.values()),
-            "decision_mismatches": [m for r in reports.values() for m in r["decision_mismatches"]],
-            "passed": all(r["passed"] for r in reports.values()), "products": reports}
+            w.update(
+                max_abs=max(w["max_abs"], o["max_abs"]),
+                max_rel=max(w["max_rel"], o["max_rel"]),
+                finite=w["finite"] and o["finite"],
+                passed=w["passed"] and o["passed"],
+            )
+    return {
+        **{k: first[k] for k in ("backend", "reference", "tolerance")},
+        "images": sum(r["images"] for r in reports.values()),
+        "outputs": list(worst.values()),
+        "score_max_abs_diff": max(r["score_max_abs_diff"] for r in reports.values()),
+        "score_rank_correlation": min(r["score_rank_correlation"] for r in reports.values()),
+        "decisions_agree": sum(r["decisions_agree"] for r in reports.values()),
+        "decision_mismatches": [m for r in reports.values() for m in r["decision_mismatches"]],
+        "passed": all(r["passed"] for r in reports.values()),
+        "products": reports,
+    }
 
 
 def export_run(
@@ -220,15 +245,18 @@ def export_run(
     overrides: list[str] | None = None,
 ) -> tuple[Bundle, dict]:
     if Path(out).resolve() in (Path(run_dir).resolve(), *Path(run_dir).resolve().parents):
-        raise ConfigError(f"--out {out} holds the training run {run_dir}; the bundle must go elsewhere "
-                          "(nothing was changed)")
+        raise ConfigError(
+            f"--out {out} holds the training run {run_dir}; the bundle must go elsewhere (nothing was changed)"
+        )
     hooks = method_export(run_dir, overrides)
     config, spec = hooks.config, get_method(hooks.config.method)
     sets = _datasets(config, [data] if isinstance(data, str) else data)
     stages = hooks.stages()
     if list(stages) != list(spec.stages):
-        raise ExportError(f"the {spec.name} exporter produced the stages {list(stages)}, "
-                          f"its registration declares {list(spec.stages)}")
+        raise ExportError(
+            f"the {spec.name} exporter produced the stages {list(stages)}, "
+            f"its registration declares {list(spec.stages)}"
+        )
     steps = len(stages) + 3 + len(sets)
 
     def step(done: int, what: str) -> None:
@@ -247,12 +275,22 @@ def export_run(
         if samples:  # for validating engines on the device without the data set
             w.add_extra("sample_images", np.stack(samples))
         manifest = Manifest(
-            schema_version=SCHEMA_VERSION, edgead_version=__version__, method=spec.name, created=_now(),
-            preprocess=pre, scoring=hooks.scoring(), stages=w.stages, params=hooks.params(), extras=w.extras,
+            schema_version=SCHEMA_VERSION,
+            edgead_version=__version__,
+            method=spec.name,
+            created=_now(),
+            preprocess=pre,
+            scoring=hooks.scoring(),
+            stages=w.stages,
+            params=hooks.params(),
+            extras=w.extras,
             provenance={
-                "training": {"config": to_dict(config), "steps": hooks.meta.get("steps_done"),
-                             "train_seconds": hooks.meta.get("train_seconds"),
-                             "trained_with": hooks.meta.get("edgead_version")},
+                "training": {
+                    "config": to_dict(config),
+                    "steps": hooks.meta.get("steps_done"),
+                    "train_seconds": hooks.meta.get("train_seconds"),
+                    "trained_with": hooks.meta.get("edgead_version"),
+                },
                 "dataset": hooks.meta.get("dataset", {}),
                 "calibration_data": [str(ds.root) for ds in sets] if spec.multi_product else str(sets[0].root),
                 "export": {"versions": _versions()},
@@ -263,20 +301,30 @@ def export_run(
         for k, ds in enumerate(sets):  # thresholds per product (DiAD serves several with one model)
             step(len(stages) + 1 + k, f"calibration of {ds.name} on its good images, synthetic anomalies")
             validation = [s.path for s in ds.validation]
-            cal, good = calibrate(w.open_staged(manifest), validation, config.calibration, ds.validation_source,
-                                  progress=progress)
+            cal, good = calibrate(
+                w.open_staged(manifest), validation, config.calibration, ds.validation_source, progress=progress
+            )
             if spec.multi_product:
                 manifest.products[ds.name] = cal
             else:
                 manifest.calibration = cal
             product = ds.name if spec.multi_product else None
-            advise_sensitivity(cal, good, synthetic_scores(w.open_staged(manifest), validation, config, product),
-                               product)
+            advise_sensitivity(
+                cal, good, synthetic_scores(w.open_staged(manifest), validation, config, product), product
+            )
         per_set = None if parity_images is None else max(1, parity_images // len(sets))
         step(steps - 2, "parity check of ONNX Runtime against PyTorch on real images")
         modules, staged = hooks.torch_modules(), w.open_staged(manifest)
-        reports = {ds.name: check_parity(modules, staged, _parity_images(ds, per_set), progress=progress,
-                                         product=ds.name if spec.multi_product else None) for ds in sets}
+        reports = {
+            ds.name: check_parity(
+                modules,
+                staged,
+                _parity_images(ds, per_set),
+                progress=progress,
+                product=ds.name if spec.multi_product else None,
+            )
+            for ds in sets
+        }
         parity = next(iter(reports.values())) if len(reports) == 1 else _merge_reports(reports)
         manifest.provenance["export"]["parity"] = parity
         step(steps - 1, "verifying and writing the bundle")

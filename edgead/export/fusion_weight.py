@@ -33,8 +33,9 @@ SYNTHETIC_IMAGES = 48
 """At least this many synthetic anomalies (several per held-out image when there are few)."""
 
 
-def synthetic_anomalies(images_u8: np.ndarray, size: int, foreground: bool, count: int,
-                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_anomalies(
+    images_u8: np.ndarray, size: int, foreground: bool, count: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """``count`` anomalies made from the images in turn: uint8 [count, H, W, 3] and bool masks [count, H, W]."""
     from ..training.data import DeviceImages
     from ..training.synthesis import AnomalySynthesizer
@@ -51,21 +52,29 @@ def synthetic_anomalies(images_u8: np.ndarray, size: int, foreground: bool, coun
     return np.concatenate(frames)[:count], np.concatenate(masks)[:count]
 
 
-def map_components(bundle: Bundle, frames: np.ndarray, product: str | None = None, batch: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def map_components(
+    bundle: Bundle, frames: np.ndarray, product: str | None = None, batch: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
     """(reconstruction maps, kNN maps) [N, H, W] of uint8 RGB frames through the staged bundle."""
     from ..runtime.detector import Detector
 
     rec, knn = [], []
     with Detector(bundle, backend="onnxruntime-cpu", require_calibration=False, product=product) as det:
         for i in range(0, len(frames), batch):
-            parts = det.score_batch(list(frames[i:i + batch])).components
+            parts = det.score_batch(list(frames[i : i + batch])).components
             rec.append(parts["reconstruction_map"])
             knn.append(parts["knn_map"])
     return np.concatenate(rec), np.concatenate(knn)
 
 
-def candidate_rows(good: tuple[np.ndarray, np.ndarray], bad: tuple[np.ndarray, np.ndarray], masks: np.ndarray,
-                   stats: FusionParams, candidates: tuple[float, ...], scoring) -> list[dict]:
+def candidate_rows(
+    good: tuple[np.ndarray, np.ndarray],
+    bad: tuple[np.ndarray, np.ndarray],
+    masks: np.ndarray,
+    stats: FusionParams,
+    candidates: tuple[float, ...],
+    scoring,
+) -> list[dict]:
     """What each candidate weight does on the good images and the synthetic anomalies:
     image AUROC, pixel AUPRO, and the separation of the image scores, (median synthetic - mean good) / sd good."""
     labels = np.r_[np.zeros(len(good[0])), np.ones(len(bad[0]))]
@@ -79,13 +88,25 @@ def candidate_rows(good: tuple[np.ndarray, np.ndarray], bad: tuple[np.ndarray, n
         image, pro = auroc(labels, np.r_[s_good, s_bad]), aupro(maps_bad, masks)
         spread = float(s_good.std(ddof=1)) if len(s_good) > 1 else 0.0
         separation = (float(np.median(s_bad)) - float(s_good.mean())) / max(spread, 1e-12)
-        rows.append({"knn_weight": w, "separation": round(separation, 3), "image_auroc": round(image, 4),
-                     "pixel_aupro": round(pro, 4)})
+        rows.append(
+            {
+                "knn_weight": w,
+                "separation": round(separation, 3),
+                "image_auroc": round(image, 4),
+                "pixel_aupro": round(pro, 4),
+            }
+        )
     return rows
 
 
-def choose_weight(good: tuple[np.ndarray, np.ndarray], bad: tuple[np.ndarray, np.ndarray], masks: np.ndarray,
-                  stats: FusionParams, candidates: tuple[float, ...], scoring) -> tuple[float, list[dict]]:
+def choose_weight(
+    good: tuple[np.ndarray, np.ndarray],
+    bad: tuple[np.ndarray, np.ndarray],
+    masks: np.ndarray,
+    stats: FusionParams,
+    candidates: tuple[float, ...],
+    scoring,
+) -> tuple[float, list[dict]]:
     """The candidate whose synthetic anomalies lie furthest from the good images (``separation``), and every row."""
     rows = candidate_rows(good, bad, masks, stats, candidates, scoring)
     best = max(rows, key=lambda r: (r["separation"], -r["knn_weight"]))
@@ -100,21 +121,27 @@ def fit_fusion(bundle: Bundle, images: list[Path], settings: PatchKnnConfig, for
     pre = bundle.manifest.preprocess
     good_u8 = load_images(images, pre)
     good = map_components(bundle, good_u8)
-    stats = FusionParams(0.0, [float(good[0].mean()), float(good[0].std())],
-                         [float(good[1].mean()), float(good[1].std())])
+    stats = FusionParams(
+        0.0, [float(good[0].mean()), float(good[0].std())], [float(good[1].mean()), float(good[1].std())]
+    )
     report: dict = {"images": len(images)}
     if settings.weight is not None:
         stats.knn_weight = float(settings.weight)
         report["chosen_by"] = "configuration"
     else:
-        frames, masks = synthetic_anomalies(good_u8, pre.image_size[0], foreground,
-                                            max(SYNTHETIC_IMAGES, len(images)))
-        stats.knn_weight, rows = choose_weight(good, map_components(bundle, frames), masks, stats, settings.candidates,
-                                               bundle.manifest.scoring)
+        frames, masks = synthetic_anomalies(good_u8, pre.image_size[0], foreground, max(SYNTHETIC_IMAGES, len(images)))
+        stats.knn_weight, rows = choose_weight(
+            good, map_components(bundle, frames), masks, stats, settings.candidates, bundle.manifest.scoring
+        )
         report.update(chosen_by="synthetic anomalies", synthetic_images=len(frames), candidates=rows)
-        log.info("fusion weight of the kNN map chosen on %d held-out good images and %d synthetic anomalies: %.2f "
-                 "(separation %s)", len(images), len(frames), stats.knn_weight,
-                 ", ".join(f"{r['knn_weight']:.2f}: {r['separation']:.2f}" for r in rows))
+        log.info(
+            "fusion weight of the kNN map chosen on %d held-out good images and %d synthetic anomalies: %.2f "
+            "(separation %s)",
+            len(images),
+            len(frames),
+            stats.knn_weight,
+            ", ".join(f"{r['knn_weight']:.2f}: {r['separation']:.2f}" for r in rows),
+        )
     params.fusion = stats
     report["knn_weight"] = stats.knn_weight
     return report

@@ -49,8 +49,15 @@ def export_stage(
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module, inputs, str(path), input_names=in_names, output_names=out_names,
-                dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False,
+                module,
+                inputs,
+                str(path),
+                input_names=in_names,
+                output_names=out_names,
+                dynamic_axes=axes,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
             )
     except Exception as exc:
         raise ExportError(f"exporting stage {contract.name} to ONNX failed: {exc}") from exc

@@ -23,18 +23,28 @@ PARITY_TOLERANCE = {"atol": 1e-3, "rtol": 0.0}
 """fp32 ONNX against fp32 PyTorch: every output element within 1e-3."""
 
 
-def check_parity(modules: dict[str, torch.nn.Module], bundle: Bundle, images: list[Path],
-                 progress: bool = False, product: str | None = None) -> dict:
+def check_parity(
+    modules: dict[str, torch.nn.Module],
+    bundle: Bundle,
+    images: list[Path],
+    progress: bool = False,
+    product: str | None = None,
+) -> dict:
     """The validation report (as a dict) of ONNX Runtime CPU against PyTorch; ParityError if outside.
 
     ``product``: whose thresholds decide, for a bundle that serves several.
     """
-    reference = Detector(bundle, backends={s: TorchBackend(m, bundle, s) for s, m in modules.items()},
-                         product=product)
+    reference = Detector(bundle, backends={s: TorchBackend(m, bundle, s) for s, m in modules.items()}, product=product)
     onnx = Detector(bundle, backend="onnxruntime-cpu", product=product)
     try:
-        report = validate(onnx, (read_image(f) for f in images), reference=reference,
-                          tolerance=PARITY_TOLERANCE, names=[str(f) for f in images], progress=progress)
+        report = validate(
+            onnx,
+            (read_image(f) for f in images),
+            reference=reference,
+            tolerance=PARITY_TOLERANCE,
+            names=[str(f) for f in images],
+            progress=progress,
+        )
     finally:
         onnx.close()
         reference.close()

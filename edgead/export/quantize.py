@@ -35,8 +35,14 @@ INT8_DIR = "graphs-int8"
 MIN_IMAGES = 6
 
 
-def quantize_bundle(bundle_path: str | Path, calibration: str | Path, tolerance: float = 0.1, max_images: int = 48,
-                    overwrite: bool = False, sign_key: str | Path | None = None) -> dict:
+def quantize_bundle(
+    bundle_path: str | Path,
+    calibration: str | Path,
+    tolerance: float = 0.1,
+    max_images: int = 48,
+    overwrite: bool = False,
+    sign_key: str | Path | None = None,
+) -> dict:
     if not 0 < tolerance <= 1:
         raise ExportError(f"--int8-tolerance must be in (0, 1], got {tolerance}")
     with exclusive(bundle_path, "export --quantize"):  # the manifest is read, extended and written as one step
@@ -49,8 +55,9 @@ def quantize_bundle(bundle_path: str | Path, calibration: str | Path, tolerance:
         return _quantize(bundle, str(calibration), seen, held, tolerance, sign_key)
 
 
-def _quantize(bundle: Bundle, source: str, seen: list[np.ndarray], held: list[np.ndarray], tolerance: float,
-              sign_key) -> dict:
+def _quantize(
+    bundle: Bundle, source: str, seen: list[np.ndarray], held: list[np.ndarray], tolerance: float, sign_key
+) -> dict:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     with Detector(bundle, backend="onnxruntime-cpu", require_calibration=False) as det:
@@ -68,20 +75,31 @@ def _quantize(bundle: Bundle, source: str, seen: list[np.ndarray], held: list[np
             t0 = time.perf_counter()
             try:
                 with _quiet():
-                    quantize_static(str(bundle.path(entry.file)), str(out), _reader(feeds.get(entry.name, [])),
-                                    quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                                    weight_type=QuantType.QInt8)
+                    quantize_static(
+                        str(bundle.path(entry.file)),
+                        str(out),
+                        _reader(feeds.get(entry.name, [])),
+                        quant_format=QuantFormat.QDQ,
+                        per_channel=True,
+                        activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8,
+                    )
             except Exception as exc:  # the quantiser's own exception types
                 report["stages"][entry.name] = {"kept_fp32": f"quantisation failed: {exc}"}
                 continue
             paths[entry.name] = out
             with int8_detector(bundle, {entry.name: out}) as det8:
                 score, pixel, flips = changes(bundle, det8, held, reference, image_margin, pixel_margin)
-            st = {"seconds": round(time.perf_counter() - t0, 1), "score_change": round(score, 4),
-                  "map_change": round(pixel, 4), "decisions_changed": flips}
+            st = {
+                "seconds": round(time.perf_counter() - t0, 1),
+                "score_change": round(score, 4),
+                "map_change": round(pixel, 4),
+                "decisions_changed": flips,
+            }
             if max(score, pixel) > tolerance:
-                st["kept_fp32"] = (f"INT8 moves scores by {score:.3f} and maps by {pixel:.3f} of the margin "
-                                   f"(tolerance {tolerance})")
+                st["kept_fp32"] = (
+                    f"INT8 moves scores by {score:.3f} and maps by {pixel:.3f} of the margin (tolerance {tolerance})"
+                )
                 paths.pop(entry.name)
             report["stages"][entry.name] = st
         if not paths:
@@ -90,8 +108,14 @@ def _quantize(bundle: Bundle, source: str, seen: list[np.ndarray], held: list[np
         with int8_detector(bundle, paths) as det8:  # the accepted set, measured together
             score, pixel, flips = changes(bundle, det8, held, reference, image_margin, pixel_margin)
             int8_ms = _median_ms(det8, held)
-        report.update(score_change=round(score, 4), map_change=round(pixel, 4), decisions_changed=flips,
-                      fp32_ms=round(fp32_ms, 1), int8_ms=round(int8_ms, 1), speedup=round(fp32_ms / int8_ms, 2))
+        report.update(
+            score_change=round(score, 4),
+            map_change=round(pixel, 4),
+            decisions_changed=flips,
+            fp32_ms=round(fp32_ms, 1),
+            int8_ms=round(int8_ms, 1),
+            speedup=round(fp32_ms / int8_ms, 2),
+        )
         for p in tmp.iterdir():  # only the accepted graphs go into the bundle
             if p.stem not in paths:
                 p.unlink()
@@ -103,10 +127,16 @@ def _quantize(bundle: Bundle, source: str, seen: list[np.ndarray], held: list[np
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     bundle.manifest.int8 = Int8Set(
-        calibration=source, n_calibration=len(seen), n_held_out=len(held), tolerance=tolerance,
+        calibration=source,
+        n_calibration=len(seen),
+        n_held_out=len(held),
+        tolerance=tolerance,
         stages=[Int8Stage(s, f"{INT8_DIR}/{s}.onnx", sha256_file(target / f"{s}.onnx")) for s in paths],
         kept_fp32={k: v["kept_fp32"] for k, v in report["stages"].items() if "kept_fp32" in v},
-        score_change=report["score_change"], map_change=report["map_change"], decisions_changed=flips)
+        score_change=report["score_change"],
+        map_change=report["map_change"],
+        decisions_changed=flips,
+    )
     report["signature_dropped"] = bundle.save_manifest(sign_key)
     return report
 
@@ -118,8 +148,10 @@ def tensorrt_graphs(bundle: Bundle, calibration: str | Path, out: Path, max_imag
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     if bundle.manifest.int8 is None:
-        raise ExportError(f"bundle {bundle.root} has no INT8 stages yet; first run: edgead export {bundle.root} "
-                          "--quantize int8 --calibration GOOD_IMAGES (it decides which stages keep their scores)")
+        raise ExportError(
+            f"bundle {bundle.root} has no INT8 stages yet; first run: edgead export {bundle.root} "
+            "--quantize int8 --calibration GOOD_IMAGES (it decides which stages keep their scores)"
+        )
     images = _good_images(calibration, max_images)
     with Detector(bundle, backend="onnxruntime-cpu", require_calibration=False) as det:
         feeds = _record(det, images)
@@ -127,19 +159,26 @@ def tensorrt_graphs(bundle: Bundle, calibration: str | Path, out: Path, max_imag
     for q in bundle.manifest.int8.stages:
         graphs[q.stage] = out / f"{q.stage}.trt-qdq.onnx"
         with _quiet():
-            quantize_static(str(bundle.stage_path(q.stage)), str(graphs[q.stage]), _reader(feeds[q.stage]),
-                            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
-                            weight_type=QuantType.QInt8,
-                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                           "QuantizeBias": False})
+            quantize_static(
+                str(bundle.stage_path(q.stage)),
+                str(graphs[q.stage]),
+                _reader(feeds[q.stage]),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+            )
     return graphs
 
 
 def _good_images(calibration: str | Path, max_images: int) -> list[np.ndarray]:
     files = expand_images([str(calibration)])[:max_images]
     if len(files) < MIN_IMAGES:
-        raise ExportError(f"--calibration {calibration}: {len(files)} images; INT8 calibration needs at least "
-                          f"{MIN_IMAGES} good images (two thirds set the ranges, one third checks them)")
+        raise ExportError(
+            f"--calibration {calibration}: {len(files)} images; INT8 calibration needs at least "
+            f"{MIN_IMAGES} good images (two thirds set the ranges, one third checks them)"
+        )
     return [read_image(f) for f in files]
 
 

@@ -18,8 +18,9 @@ from ..core.contracts import (
 )
 
 
-def denoiser_step_contract(size: int | tuple[int, int], channels: int = 3, batch_factor: int = 1,
-                           description: str = "") -> StageContract:
+def denoiser_step_contract(
+    size: int | tuple[int, int], channels: int = 3, batch_factor: int = 1, description: str = ""
+) -> StageContract:
     return StageContract(
         "denoiser_step",
         (image_spec("x_t", size, channels), TensorSpec("t", "float32", ["batch"])),
@@ -40,22 +41,36 @@ def feature_extractor_contract(size: int, channels: int, stride: int) -> StageCo
 
 def latent_contracts(size: int) -> tuple[StageContract, StageContract]:
     h = latent_size(size)
-    encoder = StageContract("encoder", (image_spec("image", size),), (image_spec("latent", h, LATENT_CHANNELS),),
-                            "scaled posterior mean of the KL autoencoder")
-    decoder = StageContract("decoder", (image_spec("latent", h, LATENT_CHANNELS),), (image_spec("image", size),),
-                            "image in [-1, 1] decoded from a scaled latent")
+    encoder = StageContract(
+        "encoder",
+        (image_spec("image", size),),
+        (image_spec("latent", h, LATENT_CHANNELS),),
+        "scaled posterior mean of the KL autoencoder",
+    )
+    decoder = StageContract(
+        "decoder",
+        (image_spec("latent", h, LATENT_CHANNELS),),
+        (image_spec("image", size),),
+        "image in [-1, 1] decoded from a scaled latent",
+    )
     return encoder, decoder
 
 
-def features_contract(size: int, stages: tuple[int, ...], description: str, batch_factor: int = 1,
-                      patches: tuple[int, ...] = ()) -> StageContract:
+def features_contract(
+    size: int, stages: tuple[int, ...], description: str, batch_factor: int = 1, patches: tuple[int, ...] = ()
+) -> StageContract:
     """EfficientNet-Lite0 feature maps at the chosen scales (0: stride 4, 1: stride 8, 2: stride 16), and
     with ``patches`` the patch descriptors of those scales (``FeatureStages``) as a last output."""
     from ..training.backbone import FEATURE_CHANNELS, FEATURE_STRIDES
 
-    outputs = tuple(TensorSpec(f"features{FEATURE_STRIDES[i]}", "float32",
-                               ["batch", FEATURE_CHANNELS[i], size // FEATURE_STRIDES[i], size // FEATURE_STRIDES[i]])
-                    for i in stages)
+    outputs = tuple(
+        TensorSpec(
+            f"features{FEATURE_STRIDES[i]}",
+            "float32",
+            ["batch", FEATURE_CHANNELS[i], size // FEATURE_STRIDES[i], size // FEATURE_STRIDES[i]],
+        )
+        for i in stages
+    )
     if patches:
         grid = size // FEATURE_STRIDES[patches[0]]
         outputs += (TensorSpec("patches", "float32", ["batch", sum(FEATURE_CHANNELS[i] for i in patches), grid, grid]),)

@@ -49,8 +49,16 @@ from ..runtime.backends.trt_env import (
 
 log = logging.getLogger(__name__)
 PINNED_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE")
-FP16_BLOCKED_OPS = ["InstanceNormalization", "GroupNormalization", "LayerNormalization", "Softmax",
-                    "ReduceMean", "ReduceSum", "Pow", "Sqrt"]
+FP16_BLOCKED_OPS = [
+    "InstanceNormalization",
+    "GroupNormalization",
+    "LayerNormalization",
+    "Softmax",
+    "ReduceMean",
+    "ReduceSum",
+    "Pow",
+    "Sqrt",
+]
 
 
 def network_flags(trt: TensorRT) -> int:
@@ -85,8 +93,18 @@ def obtained_precision(engine_info_json: str, int8: bool = False) -> tuple[str, 
     """
     info = json.loads(engine_info_json)
     layers = [layer for layer in info.get("Layers", []) if isinstance(layer, dict)]
-    return _precision_of([" ".join(str(o.get(k, "")) for o in layer.get("Outputs", []) if isinstance(o, dict)
-                                   for k in ("Format/Datatype", "DataType", "Datatype")) for layer in layers], int8)
+    return _precision_of(
+        [
+            " ".join(
+                str(o.get(k, ""))
+                for o in layer.get("Outputs", [])
+                if isinstance(o, dict)
+                for k in ("Format/Datatype", "DataType", "Datatype")
+            )
+            for layer in layers
+        ],
+        int8,
+    )
 
 
 def precision_from_build_log(messages: list[str], int8: bool = False) -> tuple[str, int, int]:
@@ -95,8 +113,9 @@ def precision_from_build_log(messages: list[str], int8: bool = False) -> tuple[s
     if table is None:
         raise ExportError("the TensorRT build log has no layer table (profiling verbosity DETAILED was not applied)")
     layers = [line for line in table.splitlines() if line.startswith("Name:")]
-    return _precision_of([" ".join(re.findall(r"Datatype: (\w+)", line.partition("Outputs:")[2])) for line in layers],
-                         int8)
+    return _precision_of(
+        [" ".join(re.findall(r"Datatype: (\w+)", line.partition("Outputs:")[2])) for line in layers], int8
+    )
 
 
 def _precision_of(output_types: list[str], int8: bool) -> tuple[str, int, int]:
@@ -140,8 +159,10 @@ def parse_targets(sm: str | None) -> list[str]:
         item = item.strip().lower().removeprefix("sm").replace(".", "")
         cc = f"{item[:-1]}.{item[-1]}" if item.isdigit() and len(item) >= 2 else None
         if cc not in RTX_TARGETS:
-            raise ExportError(f"--sm {sm}: {item!r} is not a compute capability TensorRT-RTX builds for; "
-                              f"choose from {', '.join(t.replace('.', '') for t in RTX_TARGETS)}")
+            raise ExportError(
+                f"--sm {sm}: {item!r} is not a compute capability TensorRT-RTX builds for; "
+                f"choose from {', '.join(t.replace('.', '') for t in RTX_TARGETS)}"
+            )
         out.append(cc)
     return sorted(set(out), key=RTX_TARGETS.index)
 
@@ -162,9 +183,17 @@ def capture_logger(trt: Any):
     return Logger()
 
 
-def build_plan(trt: TensorRT, onnx_path: Path, inputs: list, precision: str, workspace_gb: float,
-               max_batch: int, pin_fp32: bool = False, targets: list[str] | None = None,
-               current_gpu: bool = False) -> tuple[bytes, str, int, int]:
+def build_plan(
+    trt: TensorRT,
+    onnx_path: Path,
+    inputs: list,
+    precision: str,
+    workspace_gb: float,
+    max_batch: int,
+    pin_fp32: bool = False,
+    targets: list[str] | None = None,
+    current_gpu: bool = False,
+) -> tuple[bytes, str, int, int]:
     """Serialized engine and the precision read back from it."""
     m = trt.module
     rtx = trt.flavour == "rtx"
@@ -193,12 +222,16 @@ def build_plan(trt: TensorRT, onnx_path: Path, inputs: list, precision: str, wor
         if targets:
             config.num_compute_capabilities = len(targets)
             for i, cc in enumerate(targets):
-                _check(config.set_compute_capability(getattr(m.ComputeCapability, "SM" + cc.replace(".", "")), i),
-                       f"TensorRT-RTX refused compute capability {cc}")
+                _check(
+                    config.set_compute_capability(getattr(m.ComputeCapability, "SM" + cc.replace(".", "")), i),
+                    f"TensorRT-RTX refused compute capability {cc}",
+                )
         elif current_gpu:
             config.num_compute_capabilities = 1
-            _check(config.set_compute_capability(m.ComputeCapability.CURRENT, 0),
-                   "TensorRT-RTX cannot target the current GPU")
+            _check(
+                config.set_compute_capability(m.ComputeCapability.CURRENT, 0),
+                "TensorRT-RTX cannot target the current GPU",
+            )
     profile = builder.create_optimization_profile()
     for spec in inputs:
         profile.set_shape(spec.name, *profile_shapes(spec.shape, max_batch))
@@ -214,8 +247,9 @@ def build_plan(trt: TensorRT, onnx_path: Path, inputs: list, precision: str, wor
         if engine is None:
             raise ExportError(f"TensorRT could not load the engine it built for {onnx_path.name}")
         inspector = engine.create_engine_inspector()
-        obtained, half, total = obtained_precision(inspector.get_engine_information(m.LayerInformationFormat.JSON),
-                                                   int8=precision == "int8")
+        obtained, half, total = obtained_precision(
+            inspector.get_engine_information(m.LayerInformationFormat.JSON), int8=precision == "int8"
+        )
     if precision == "int8" and obtained != "int8":
         raise ExportError(f"{onnx_path.name}: int8 was requested but TensorRT built no INT8 layer (0 of {total})")
     if precision == "fp16" and obtained != "fp16":
@@ -233,16 +267,25 @@ def _check(ok: bool, message: str) -> None:
 
 def _engine_directory(trt: TensorRT, gpu: GpuInfo | None, targets: list[str], precision: str) -> str:
     if trt.flavour == "rtx":
-        where = "-".join("sm" + t.replace(".", "") for t in targets) or (
-            f"current-{gpu.slug}" if gpu else "portable")
+        where = "-".join("sm" + t.replace(".", "") for t in targets) or (f"current-{gpu.slug}" if gpu else "portable")
         return f"engines/rtx{trt.version}-{where}-{precision}"
     return f"engines/{gpu.slug}-trt{trt.version}-{precision}"
 
 
-def build_engines(bundle_path: str | Path, precision: str, workspace_gb: float = 2.0, max_batch: int = 1,
-                  overwrite: bool = False, trt: Any = None, gpu: GpuInfo | None = None,
-                  validator=None, sign_key: str | Path | None = None, flavour: str = "auto",
-                  sm: str | None = None, calibration: str | Path | None = None) -> tuple[EngineSet, dict]:
+def build_engines(
+    bundle_path: str | Path,
+    precision: str,
+    workspace_gb: float = 2.0,
+    max_batch: int = 1,
+    overwrite: bool = False,
+    trt: Any = None,
+    gpu: GpuInfo | None = None,
+    validator=None,
+    sign_key: str | Path | None = None,
+    flavour: str = "auto",
+    sm: str | None = None,
+    calibration: str | Path | None = None,
+) -> tuple[EngineSet, dict]:
     """Build, validate where possible and record one engine per stage.
 
     ``trt`` (a ``TensorRT`` or a bare module, taken as the TensorRT flavour), ``gpu`` and ``validator``
@@ -255,13 +298,36 @@ def build_engines(bundle_path: str | Path, precision: str, workspace_gb: float =
     if precision == "int8" and calibration is None:
         raise ExportError("--engine int8 needs --calibration GOOD_IMAGES (the activation ranges of its QDQ graphs)")
     with exclusive(bundle_path, "export --engine"):  # the manifest is read, extended and written as one step
-        return _build_engines(load_bundle(bundle_path), precision, workspace_gb, max_batch, overwrite, trt, gpu,
-                              validator, sign_key, flavour, sm, calibration)
+        return _build_engines(
+            load_bundle(bundle_path),
+            precision,
+            workspace_gb,
+            max_batch,
+            overwrite,
+            trt,
+            gpu,
+            validator,
+            sign_key,
+            flavour,
+            sm,
+            calibration,
+        )
 
 
-def _build_engines(bundle: Bundle, precision: str, workspace_gb: float, max_batch: int, overwrite: bool, trt: Any,
-                   gpu: GpuInfo | None, validator, sign_key: str | Path | None, flavour: str,
-                   sm: str | None, calibration: str | Path | None = None) -> tuple[EngineSet, dict]:
+def _build_engines(
+    bundle: Bundle,
+    precision: str,
+    workspace_gb: float,
+    max_batch: int,
+    overwrite: bool,
+    trt: Any,
+    gpu: GpuInfo | None,
+    validator,
+    sign_key: str | Path | None,
+    flavour: str,
+    sm: str | None,
+    calibration: str | Path | None = None,
+) -> tuple[EngineSet, dict]:
     trt = trt if isinstance(trt, TensorRT) else TensorRT("tensorrt", trt) if trt is not None else tensorrt(flavour)
     targets = parse_targets(sm) if trt.flavour == "rtx" else []
     if sm and trt.flavour != "rtx":
@@ -271,8 +337,10 @@ def _build_engines(bundle: Bundle, precision: str, workspace_gb: float, max_batc
             gpu = local_gpu()
         except Exception as exc:  # no CUDA here: only TensorRT-RTX builds ahead of time
             if trt.flavour != "rtx":
-                raise BackendError(f"building {trt.label} engines needs the GPU that will run them ({exc}); "
-                                   "TensorRT for RTX can build on a machine without one (--trt rtx)") from None
+                raise BackendError(
+                    f"building {trt.label} engines needs the GPU that will run them ({exc}); "
+                    "TensorRT for RTX can build on a machine without one (--trt rtx)"
+                ) from None
             gpu = None
     directory = _engine_directory(trt, gpu, targets, precision)
     existing = [es for es in bundle.manifest.engines if es.directory == directory]
@@ -281,8 +349,13 @@ def _build_engines(bundle: Bundle, precision: str, workspace_gb: float, max_batc
     out_dir = bundle.root / directory
     can_run = gpu is not None and (trt.flavour != "rtx" or not targets or gpu.compute_capability in targets)
     validator = validator or (_validate_engines if can_run else None)
-    report: dict = {"flavour": trt.flavour, "tensorrt": trt.version, "gpu": asdict(gpu) if gpu else None,
-                    "targets": targets, "stages": {}}
+    report: dict = {
+        "flavour": trt.flavour,
+        "tensorrt": trt.version,
+        "gpu": asdict(gpu) if gpu else None,
+        "targets": targets,
+        "stages": {},
+    }
     attempts = (False, True) if precision == "fp16" and not trt.strongly_typed else (False,)
     tmp_dir = new_temp_dir(bundle.root, "writing")  # beside the bundle, never an unlisted folder inside it
     qdq_dir = Path(tempfile.mkdtemp(prefix="edgead-qdq-")) if precision == "int8" else None
@@ -294,12 +367,15 @@ def _build_engines(bundle: Bundle, precision: str, workspace_gb: float, max_batc
             sources = tensorrt_graphs(bundle, calibration, qdq_dir)
             report["int8_stages"] = sorted(sources)
         for pin in attempts:
-            engine_set, report["stages"] = _build_all(trt, bundle, tmp_dir, directory, precision, gpu, targets,
-                                                      workspace_gb, max_batch, pin, sources)
+            engine_set, report["stages"] = _build_all(
+                trt, bundle, tmp_dir, directory, precision, gpu, targets, workspace_gb, max_batch, pin, sources
+            )
             if validator is None:
                 engine_set.validated = False
-                report["validation"] = ("not run: no GPU that can run these engines here; on the device run "
-                                        f"edgead validate {bundle.root} --backend tensorrt")
+                report["validation"] = (
+                    "not run: no GPU that can run these engines here; on the device run "
+                    f"edgead validate {bundle.root} --backend tensorrt"
+                )
                 break
             try:
                 report["validation"] = validator(bundle, tmp_dir, engine_set, precision)
@@ -307,8 +383,10 @@ def _build_engines(bundle: Bundle, precision: str, workspace_gb: float, max_batc
             except ExportError:
                 if pin == attempts[-1]:
                     raise
-                log.warning("FP16 engines failed validation; rebuilding with normalisation, softmax and "
-                            "reductions pinned to FP32")
+                log.warning(
+                    "FP16 engines failed validation; rebuilding with normalisation, softmax and "
+                    "reductions pinned to FP32"
+                )
         if out_dir.exists():
             shutil.rmtree(out_dir)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -323,9 +401,19 @@ def _build_engines(bundle: Bundle, precision: str, workspace_gb: float, max_batc
     return engine_set, report
 
 
-def _build_all(trt: TensorRT, bundle: Bundle, tmp_dir: Path, directory: str, precision: str, gpu: GpuInfo | None,
-               targets: list[str], workspace_gb: float, max_batch: int, pin: bool,
-               sources: dict[str, Path] | None = None) -> tuple[EngineSet, dict]:
+def _build_all(
+    trt: TensorRT,
+    bundle: Bundle,
+    tmp_dir: Path,
+    directory: str,
+    precision: str,
+    gpu: GpuInfo | None,
+    targets: list[str],
+    workspace_gb: float,
+    max_batch: int,
+    pin: bool,
+    sources: dict[str, Path] | None = None,
+) -> tuple[EngineSet, dict]:
     """``sources``: stages built from another graph (the INT8 QDQ ones); the others from the bundle's."""
     import time
 
@@ -335,32 +423,57 @@ def _build_all(trt: TensorRT, bundle: Bundle, tmp_dir: Path, directory: str, pre
         t0 = time.perf_counter()
         source = (sources or {}).get(stage.name)
         stage_precision = "fp32" if precision == "int8" and source is None else precision  # kept fp32 by the INT8 set
-        plan, obtained, half, total = build_plan(trt, source or bundle.path(stage.file), stage.inputs, stage_precision,
-                                                 workspace_gb, max_batch * factor, pin_fp32=pin, targets=targets,
-                                                 current_gpu=gpu is not None)
+        plan, obtained, half, total = build_plan(
+            trt,
+            source or bundle.path(stage.file),
+            stage.inputs,
+            stage_precision,
+            workspace_gb,
+            max_batch * factor,
+            pin_fp32=pin,
+            targets=targets,
+            current_gpu=gpu is not None,
+        )
         seconds = time.perf_counter() - t0
         header = EngineHeader(
-            method=bundle.method, stage=stage.name,
-            inputs=[asdict(s) for s in stage.inputs], outputs=[asdict(s) for s in stage.outputs],
+            method=bundle.method,
+            stage=stage.name,
+            inputs=[asdict(s) for s in stage.inputs],
+            outputs=[asdict(s) for s in stage.outputs],
             precision=precision,
             obtained_precision=f"{obtained} ({half}/{total} layers {'INT8' if obtained == 'int8' else 'FP16'})",
-            tensorrt_version=trt.version, gpu=gpu.name if gpu and not targets else "",
+            tensorrt_version=trt.version,
+            gpu=gpu.name if gpu and not targets else "",
             compute_capability=gpu.compute_capability if gpu and not targets else "",
-            edgead_version=__version__, onnx_sha256=stage.sha256, max_batch=max_batch * factor,
-            extra={"pinned_fp32": pin}, flavour=trt.flavour, targets=targets,
+            edgead_version=__version__,
+            onnx_sha256=stage.sha256,
+            max_batch=max_batch * factor,
+            extra={"pinned_fp32": pin},
+            flavour=trt.flavour,
+            targets=targets,
         )
         path = tmp_dir / f"{stage.name}.plan"
         write_engine(path, header, plan)
         files.append(EngineFile(stage.name, f"{directory}/{path.name}", sha256_file(path)))
-        stages[stage.name] = {"obtained_precision": header.obtained_precision,
-                              ("int8_layers" if obtained == "int8" else "fp16_layers"): half,
-                              "layers": total, "build_seconds": round(seconds, 2), "pinned_fp32": pin,
-                              "megabytes": round(path.stat().st_size / 1e6, 2)}
+        stages[stage.name] = {
+            "obtained_precision": header.obtained_precision,
+            ("int8_layers" if obtained == "int8" else "fp16_layers"): half,
+            "layers": total,
+            "build_seconds": round(seconds, 2),
+            "pinned_fp32": pin,
+            "megabytes": round(path.stat().st_size / 1e6, 2),
+        }
     engine_set = EngineSet(
-        directory=directory, gpu=header.gpu, compute_capability=header.compute_capability,
-        tensorrt_version=trt.version, precision=precision,  # type: ignore[arg-type]
+        directory=directory,
+        gpu=header.gpu,
+        compute_capability=header.compute_capability,
+        tensorrt_version=trt.version,
+        precision=precision,  # type: ignore[arg-type]
         obtained_precision=", ".join(f"{k}: {v['obtained_precision']}" for k, v in stages.items()),
-        max_batch=max_batch, files=files, flavour=trt.flavour, targets=targets,
+        max_batch=max_batch,
+        files=files,
+        flavour=trt.flavour,
+        targets=targets,
     )
     return engine_set, stages
 
@@ -374,8 +487,13 @@ def _validate_engines(bundle: Bundle, engine_dir: Path, engine_set: EngineSet, p
     backends = {}
     for f in engine_set.files:
         entry = bundle.manifest.stage(f.stage)
-        backends[f.stage] = TensorRTBackend(engine_dir / Path(f.file).name, entry.inputs, entry.outputs,
-                                            bundle_root=bundle.root, flavour=engine_set.flavour)
+        backends[f.stage] = TensorRTBackend(
+            engine_dir / Path(f.file).name,
+            entry.inputs,
+            entry.outputs,
+            bundle_root=bundle.root,
+            flavour=engine_set.flavour,
+        )
     det = Detector(bundle, backends=backends, require_calibration=False)
     try:
         report = validate(det, sample_images(bundle), precision=precision)

@@ -55,7 +55,11 @@ class RunStats:
             f"reconnects {src.get('reconnects', 0)}"
             + (f" | refused {src['refused_frames']}" if src.get("refused_frames") else "")
             # a live source keeps only its newest frame: those replaced before the detector was free
-            + (f" | skipped (slower than the camera) {src['dropped_live_frames']}" if src.get("dropped_live_frames") else "")
+            + (
+                f" | skipped (slower than the camera) {src['dropped_live_frames']}"
+                if src.get("dropped_live_frames")
+                else ""
+            )
         )
 
     def failure(self, max_unjudged: float) -> str | None:
@@ -71,8 +75,10 @@ class RunStats:
                 return "no frame was judged: the source gave no frame"
             return f"no frame was judged: all {self.unjudged} frames read got no verdict{reason}"
         if self.unjudged > max_unjudged * total:
-            return (f"{self.unjudged} of {total} frames ({self.unjudged / total:.1%}) got no verdict, more than the "
-                    f"{max_unjudged:.0%} allowed (--max-unjudged){reason}")
+            return (
+                f"{self.unjudged} of {total} frames ({self.unjudged / total:.1%}) got no verdict, more than the "
+                f"{max_unjudged:.0%} allowed (--max-unjudged){reason}"
+            )
         return None
 
 
@@ -130,6 +136,7 @@ def run_stream(
     previous = None
     terminated = threading.Event()
     if threading.current_thread() is threading.main_thread():
+
         def on_term(signum, frame):
             # Only set flags: raising here would abort a backend call mid-frame and surface as a
             # backend error. The loop finishes the frame in hand and stops; outputs close normally.
@@ -153,8 +160,15 @@ def run_stream(
             stats.source = {}
 
     try:
-        for result in stream_results(detector, source, stride=stride, roi=roi, max_frames=max_frames, stop=stop,
-                                     give_up_after=NOTHING_JUDGED_AFTER):
+        for result in stream_results(
+            detector,
+            source,
+            stride=stride,
+            roi=roi,
+            max_frames=max_frames,
+            stop=stop,
+            give_up_after=NOTHING_JUDGED_AFTER,
+        ):
             stats.frames += 1
             stats.anomalies += result.is_anomalous
             latencies.append(result.latency_ms.get("total", 0.0))

@@ -58,8 +58,10 @@ class JsonlSink(Sink):
             try:
                 self.file = self.path.open(self.mode + "b", buffering=0)  # each line reaches the disk whole
             except FileExistsError:
-                raise ConfigError(f"JSON-lines file {self.path} appeared after the check; it was left as it is "
-                                  "(pass --overwrite to replace it)") from None
+                raise ConfigError(
+                    f"JSON-lines file {self.path} appeared after the check; it was left as it is "
+                    "(pass --overwrite to replace it)"
+                ) from None
             try:  # one writer per file: two runs told to --overwrite the same file would interleave lines
                 fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -106,7 +108,9 @@ class VideoSink(Sink):
             fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
             self.writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, self.size)
             if not self.writer.isOpened():
-                raise ConfigError(f"OpenCV cannot write video {self.path} with codec {FOURCC[self.path.suffix.lower()]}")
+                raise ConfigError(
+                    f"OpenCV cannot write video {self.path} with codec {FOURCC[self.path.suffix.lower()]}"
+                )
         if (frame.shape[1], frame.shape[0]) != self.size:
             frame = cv2.resize(frame, self.size)
         self.writer.write(frame)
@@ -153,8 +157,16 @@ class WindowSink(Sink):
 
     def write(self, result: Result) -> None:
         frame = result.overlay(color="bgr")
-        cv2.putText(frame, f"{self.fps:.1f} fps", (4, frame.shape[0] - 8), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            frame,
+            f"{self.fps:.1f} fps",
+            (4, frame.shape[0] - 8),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.5,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
         cv2.imshow(self.title, frame)
         if cv2.waitKey(1) & 0xFF == ord("q"):
             self.stop.set()
@@ -202,13 +214,16 @@ def window_sink(title: str, options: SinkOptions) -> Sink:
     return WindowSink(options.stop, title or options.title)
 
 
-SINKS: Registry[SinkFactory] = Registry("sink", {
-    "jsonl": "edgead.line.sinks:jsonl_sink",
-    "video": "edgead.line.sinks:video_sink",
-    "anomalies": "edgead.line.sinks:anomaly_sink",
-    "window": "edgead.line.sinks:window_sink",
-    "web": "edgead.line.web:web_sink",
-})
+SINKS: Registry[SinkFactory] = Registry(
+    "sink",
+    {
+        "jsonl": "edgead.line.sinks:jsonl_sink",
+        "video": "edgead.line.sinks:video_sink",
+        "anomalies": "edgead.line.sinks:anomaly_sink",
+        "window": "edgead.line.sinks:window_sink",
+        "web": "edgead.line.web:web_sink",
+    },
+)
 """A new sink (a PLC output, an MQTT topic) is a factory plus one entry, or the ``edgead.sinks`` entry-point group."""
 
 
@@ -223,4 +238,3 @@ def open_sinks(requests: list[tuple[str, str]], options: SinkOptions) -> list[Si
             sink.close()
         raise
     return sinks
-

@@ -100,8 +100,14 @@ def _jpeg(bgr: np.ndarray, quality: int = 80) -> bytes:
 class WebView(Sink):
     """A sink that serves the latest results to browsers while the stream runs."""
 
-    def __init__(self, address: str | WebAddress, token: str | None = None, history: int = 600,
-                 gallery: int = 12, title: str = "edgead"):
+    def __init__(
+        self,
+        address: str | WebAddress,
+        token: str | None = None,
+        history: int = 600,
+        gallery: int = 12,
+        title: str = "edgead",
+    ):
         self.address = address if isinstance(address, WebAddress) else WebAddress.parse(address)
         if token is not None and len(token) < 8:
             raise ConfigError("--web-token must have at least 8 characters")
@@ -120,8 +126,9 @@ class WebView(Sink):
         try:
             self.server = _Server((self.address.host, self.address.port), _handler(self))
         except OSError as exc:
-            raise ConfigError(f"cannot serve the line view on {self.address.host}:{self.address.port}: "
-                              f"{exc.strerror or exc}") from None
+            raise ConfigError(
+                f"cannot serve the line view on {self.address.host}:{self.address.port}: {exc.strerror or exc}"
+            ) from None
         self.thread = threading.Thread(target=self.server.serve_forever, name="edgead-web", daemon=True)
         self.thread.start()
 
@@ -150,8 +157,15 @@ class WebView(Sink):
                     old = self.gallery[0]["id"]
                     self.images.pop(f"{old}/overlay", None)
                     self.images.pop(f"{old}/map", None)
-                self.gallery.append({"id": key, "frame": result.frame_index, "time": now,
-                                     "score": round(float(result.score), 6), "source": public_name(result.source)})
+                self.gallery.append(
+                    {
+                        "id": key,
+                        "frame": result.frame_index,
+                        "time": now,
+                        "score": round(float(result.score), 6),
+                        "source": public_name(result.source),
+                    }
+                )
             self.changed.notify_all()
 
     def stats(self) -> dict:
@@ -159,12 +173,15 @@ class WebView(Sink):
             lat = np.asarray(self.latency) if self.latency else np.zeros(1)
             span = self.times[-1] - self.times[0] if len(self.times) > 1 else 0.0
             return {
-                "title": self.title, "frames": self.counts["frames"], "anomalies": self.counts["anomalies"],
+                "title": self.title,
+                "frames": self.counts["frames"],
+                "anomalies": self.counts["anomalies"],
                 "fps": round((len(self.times) - 1) / span, 2) if span > 0 else 0.0,
                 "latency_ms": {f"p{q}": round(float(np.percentile(lat, q)), 2) for q in (50, 90, 99)},
                 "threshold": 0.5,  # scores are normalised: the bundle's threshold sits at 0.5
                 "scores": [[round(t, 3), round(s, 4), a] for t, s, a in self.scores],
-                "gallery": list(reversed(self.gallery)), "frame_id": self.frame_id,
+                "gallery": list(reversed(self.gallery)),
+                "frame_id": self.frame_id,
                 "uptime_s": round(time.time() - self.started, 1),
             }
 
@@ -185,13 +202,17 @@ def web_sink(address: str, options: SinkOptions) -> WebView:
     """The SINKS entry ``web`` (``--web [HOST:]PORT``)."""
     where = WebAddress.parse(address)
     if not where.loopback and not options.token and not options.web_public:
-        raise ConfigError(f"--web {address} exposes the line view beyond this machine: give it a --web-token "
-                          "(or $EDGEAD_WEB_TOKEN), or pass --web-public to show the line's frames to anyone who "
-                          f"reaches {where.host}")
+        raise ConfigError(
+            f"--web {address} exposes the line view beyond this machine: give it a --web-token "
+            "(or $EDGEAD_WEB_TOKEN), or pass --web-public to show the line's frames to anyone who "
+            f"reaches {where.host}"
+        )
     view = WebView(where, options.token, title=options.title)
     if not view.address.loopback and not options.token:
-        options.echo(f"warning: the line view is open to every machine that reaches {view.address.host} "
-                     "(--web-public, no --web-token)")
+        options.echo(
+            f"warning: the line view is open to every machine that reaches {view.address.host} "
+            "(--web-public, no --web-token)"
+        )
     options.echo(f"line view: {view.url}")
     return view
 
@@ -228,9 +249,11 @@ def _handler(view: WebView) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, json.dumps(view.stats()).encode(), "application/json")
             if route == "/frame.jpg":
                 frame = view.frame
-                return self._send(200, frame, "image/jpeg") if frame else self._send(404, b"no frame yet\n", "text/plain")
+                return (
+                    self._send(200, frame, "image/jpeg") if frame else self._send(404, b"no frame yet\n", "text/plain")
+                )
             if route.startswith("/gallery/") and route.endswith(".jpg"):
-                image = view.images.get(route[len("/gallery/"):-len(".jpg")])
+                image = view.images.get(route[len("/gallery/") : -len(".jpg")])
                 return self._send(200, image, "image/jpeg") if image else self._send(404, b"gone\n", "text/plain")
             if route == "/stream.mjpg":
                 return self._stream()
@@ -247,8 +270,15 @@ def _handler(view: WebView) -> type[BaseHTTPRequestHandler]:
                     seen, frame = view.next_frame(seen)
                     if frame is None or view.closed:
                         continue
-                    self.wfile.write(b"--" + BOUNDARY + b"\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                                     + str(len(frame)).encode() + b"\r\n\r\n" + frame + b"\r\n")
+                    self.wfile.write(
+                        b"--"
+                        + BOUNDARY
+                        + b"\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                        + str(len(frame)).encode()
+                        + b"\r\n\r\n"
+                        + frame
+                        + b"\r\n"
+                    )
                     self.wfile.flush()
             except (ConnectionError, TimeoutError):
                 pass  # the browser went away

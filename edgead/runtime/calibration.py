@@ -109,20 +109,25 @@ def _rule_threshold(values: np.ndarray, config: CalibrationConfig, transform: st
     return float(inverse(float(y.mean() + k * y.std(ddof=1)))), k
 
 
-def fit(values: np.ndarray, config: CalibrationConfig, lower: float | None = None,
-        unit_interval: bool = False) -> tuple[Stats, float, str]:
+def fit(
+    values: np.ndarray, config: CalibrationConfig, lower: float | None = None, unit_interval: bool = False
+) -> tuple[Stats, float, str]:
     v = np.asarray(values, np.float64)
     if v.size == 0 or not np.all(np.isfinite(v)):
         raise ValueError("calibration needs finite scores from anomaly-free images")
     transform = _transform(v, unit_interval) if config.rule == "tolerance" else "none"
     threshold, k = _rule_threshold(v, config, transform)
-    stats = Stats(min=float(v.min()) if lower is None else float(lower), max=float(v.max()),
-                  threshold=threshold, mean=float(v.mean()), std=float(v.std()))
+    stats = Stats(
+        min=float(v.min()) if lower is None else float(lower),
+        max=float(v.max()),
+        threshold=threshold,
+        mean=float(v.mean()),
+        std=float(v.std()),
+    )
     return stats, k, transform
 
 
-def _bootstrap_interval(values: np.ndarray, config: CalibrationConfig, transform: str,
-                        draws: int = 200) -> list[float]:
+def _bootstrap_interval(values: np.ndarray, config: CalibrationConfig, transform: str, draws: int = 200) -> list[float]:
     """90% interval of the threshold over bootstrap resamples of the good images (seeded)."""
     rng = np.random.default_rng(0)
     out = []
@@ -148,15 +153,24 @@ def outliers(scores: np.ndarray) -> np.ndarray:
     return np.flatnonzero((s - np.median(s)) / mad > OUTLIER_Z)
 
 
-def calibration_from_scores(scores: np.ndarray, map_maxima: np.ndarray, map_min: float,
-                            config: CalibrationConfig, source: str, unit_interval: bool = False,
-                            names: list[str] | None = None, recalibrating: bool = False) -> Calibration:
+def calibration_from_scores(
+    scores: np.ndarray,
+    map_maxima: np.ndarray,
+    map_min: float,
+    config: CalibrationConfig,
+    source: str,
+    unit_interval: bool = False,
+    names: list[str] | None = None,
+    recalibrating: bool = False,
+) -> Calibration:
     """``recalibrating``: for ``edgead calibrate``, which reports the warnings itself (they are not logged)
     and whose advice is more good parts, not the command just run."""
     n = len(scores)
     if config.rule == "tolerance" and n < MIN_TOLERANCE_IMAGES:
-        raise DataError(f"calibration needs at least {MIN_TOLERANCE_IMAGES} anomaly-free images for the "
-                        f"tolerance rule, got {n}; add good images (validation/good, or --good DIR)")
+        raise DataError(
+            f"calibration needs at least {MIN_TOLERANCE_IMAGES} anomaly-free images for the "
+            f"tolerance rule, got {n}; add good images (validation/good, or --good DIR)"
+        )
     image, k, transform = fit(scores, config, unit_interval=unit_interval)
     warnings = []
     with np.errstate(divide="ignore", invalid="ignore"):  # screened in the scale the rule works in
@@ -164,19 +178,26 @@ def calibration_from_scores(scores: np.ndarray, map_maxima: np.ndarray, map_min:
     if len(far):
         named = ", ".join((names[i] if names else f"image {i + 1}") + f" ({scores[i]:.4g})" for i in far[:5])
         more = f" and {len(far) - 5} more" if len(far) > 5 else ""
-        text = (f"{len(far)} of the {n} good images score far above the others (median {np.median(scores):.4g}): "
-                f"{named}{more}; if they are defective parts, remove them, since the threshold rises with them")
+        text = (
+            f"{len(far)} of the {n} good images score far above the others (median {np.median(scores):.4g}): "
+            f"{named}{more}; if they are defective parts, remove them, since the threshold rises with them"
+        )
         if config.outliers == "refuse":
             raise DataError(text + " (calibration.outliers=refuse; nothing was changed)")
         warnings.append(text)
     pixel, _, _ = fit(map_maxima, config, lower=map_min, unit_interval=unit_interval)
     interval = _bootstrap_interval(np.asarray(scores, np.float64), config, transform)
     if float(np.ptp(scores)) == 0.0:
-        warnings.append(f"all {n} good images score the same ({scores[0]:.4g}): the threshold's spread is "
-                        "unknown (the same image given several times, or a constant frame?)")
+        warnings.append(
+            f"all {n} good images score the same ({scores[0]:.4g}): the threshold's spread is "
+            "unknown (the same image given several times, or a constant frame?)"
+        )
     if n < config.min_images:
-        advice = ("calibrate again on more good parts to narrow it" if recalibrating else
-                  "re-calibrate on a line's own good parts with 'edgead calibrate BUNDLE --good DIR'")
+        advice = (
+            "calibrate again on more good parts to narrow it"
+            if recalibrating
+            else "re-calibrate on a line's own good parts with 'edgead calibrate BUNDLE --good DIR'"
+        )
         warnings.append(
             f"only {n} anomaly-free images calibrated the threshold ({config.min_images} or more recommended): "
             f"its 90% bootstrap interval is {interval[0]:.4g} to {interval[1]:.4g}; {advice}"
@@ -184,7 +205,13 @@ def calibration_from_scores(scores: np.ndarray, map_maxima: np.ndarray, map_min:
     for w in [] if recalibrating else warnings:
         log.warning(w)
     return Calibration(
-        rule=config.rule, n_images=n, source=source, image=image, pixel=pixel, k=k, transform=transform,
+        rule=config.rule,
+        n_images=n,
+        source=source,
+        image=image,
+        pixel=pixel,
+        k=k,
+        transform=transform,
         target_frr=config.target_frr if config.rule == "tolerance" else None,
         confidence=config.confidence if config.rule == "tolerance" else None,
         threshold_interval=interval,
@@ -193,8 +220,14 @@ def calibration_from_scores(scores: np.ndarray, map_maxima: np.ndarray, map_min:
     )
 
 
-def run_images(detector: Detector, images: Iterable[Path | np.ndarray], batch: int = 4, progress: bool = False,
-               desc: str = "score", total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def run_images(
+    detector: Detector,
+    images: Iterable[Path | np.ndarray],
+    batch: int = 4,
+    progress: bool = False,
+    desc: str = "score",
+    total: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Smoothed maps [N, h, w] and image scores [N] for image files or uint8 RGB arrays, in batches."""
     maps, scores, pending = [], [], []
 
@@ -215,9 +248,16 @@ def run_images(detector: Detector, images: Iterable[Path | np.ndarray], batch: i
     return np.concatenate(maps), np.concatenate(scores)
 
 
-def calibrate(bundle: Bundle, images: list[Path] | Iterable[np.ndarray], config: CalibrationConfig, source: str,
-              backend: str = "onnxruntime-cpu", progress: bool = False,
-              total: int | None = None, names: list[str] | None = None) -> tuple[Calibration, np.ndarray]:
+def calibrate(
+    bundle: Bundle,
+    images: list[Path] | Iterable[np.ndarray],
+    config: CalibrationConfig,
+    source: str,
+    backend: str = "onnxruntime-cpu",
+    progress: bool = False,
+    total: int | None = None,
+    names: list[str] | None = None,
+) -> tuple[Calibration, np.ndarray]:
     """The calibration and the good images' image scores it was fitted on (``names``: the images' names in
     order, for warnings; it may be filled while ``images`` is consumed)."""
     det = Detector(bundle, backend=backend, require_calibration=False)  # maps and scores need no thresholds
@@ -228,12 +268,14 @@ def calibrate(bundle: Bundle, images: list[Path] | Iterable[np.ndarray], config:
     maxima = maps.reshape(len(maps), -1).max(axis=1)
     if names is None and isinstance(images, list):
         names = [str(p) if isinstance(p, (str, Path)) else f"image {i + 1}" for i, p in enumerate(images)]
-    return calibration_from_scores(scores, maxima, float(maps.min()), config, source,
-                                   bundle.manifest.scoring.unit_interval, names), scores
+    return calibration_from_scores(
+        scores, maxima, float(maps.min()), config, source, bundle.manifest.scoring.unit_interval, names
+    ), scores
 
 
-def images_for_misses(good: np.ndarray, anomalous: np.ndarray, cal: Calibration, max_miss: float,
-                      limit: int = 100_000) -> int | None:
+def images_for_misses(
+    good: np.ndarray, anomalous: np.ndarray, cal: Calibration, max_miss: float, limit: int = 100_000
+) -> int | None:
     """How many good images the tolerance rule needs for its threshold to miss at most ``max_miss`` of the
     ``anomalous`` scores, if the good scores keep the spread measured now; None when no number would do
     (the model does not separate them enough at this false-reject target) or the rule is not the tolerance one.
@@ -275,8 +317,9 @@ class FrameLog:
     duplicates: list[str] = field(default_factory=list)
 
 
-def good_frames(specs: list[str], max_frames: int | None = None, skip: set[str] | None = None,
-                record: FrameLog | None = None) -> Iterable[np.ndarray]:
+def good_frames(
+    specs: list[str], max_frames: int | None = None, skip: set[str] | None = None, record: FrameLog | None = None
+) -> Iterable[np.ndarray]:
     """uint8 RGB frames from image files, folders, globs, videos or live sources, in order.
 
     Image files whose content hash is in ``skip`` (the model's training images) are left out: a model
@@ -368,10 +411,18 @@ def _raising_most(scores: np.ndarray, names: list[str], config: CalibrationConfi
     return ", ".join(f"{names[i]} ({scores[i]:.4g})" for i in top) or "none in particular"
 
 
-def recalibrate(bundle: Bundle, specs: list[str], config: CalibrationConfig, backend: str = "auto",
-                max_frames: int | None = None, progress: bool = False, sign_key: str | Path | None = None,
-                product: str | None = None, keep_suspects: bool = False,
-                accept_misses: bool = False) -> tuple[Calibration | None, Calibration, bool]:
+def recalibrate(
+    bundle: Bundle,
+    specs: list[str],
+    config: CalibrationConfig,
+    backend: str = "auto",
+    max_frames: int | None = None,
+    progress: bool = False,
+    sign_key: str | Path | None = None,
+    product: str | None = None,
+    keep_suspects: bool = False,
+    accept_misses: bool = False,
+) -> tuple[Calibration | None, Calibration, bool]:
     """New thresholds for ``bundle`` (one ``product`` of a multi-product bundle) from a line's own good
     parts; the old ones go to the history. Returns (old, new, signature_dropped).
 
@@ -400,12 +451,15 @@ def recalibrate(bundle: Bundle, specs: list[str], config: CalibrationConfig, bac
 
     det = Detector(bundle, backend=backend, require_calibration=False)
     try:
-        maps, scores = run_images(det, kept(good_frames(specs, max_frames, m.training_hashes(), frames)),
-                                  progress=progress, desc="calibrate")
+        maps, scores = run_images(
+            det, kept(good_frames(specs, max_frames, m.training_hashes(), frames)), progress=progress, desc="calibrate"
+        )
     except DataError as exc:
         if frames.training and not frames.used:
-            raise DataError(f"all {len(frames.training)} images given are the model's own training images (same "
-                            "content); calibrate on good parts it was not trained on") from None
+            raise DataError(
+                f"all {len(frames.training)} images given are the model's own training images (same "
+                "content); calibrate on good parts it was not trained on"
+            ) from None
         raise exc from None
     finally:
         det.close()
@@ -415,9 +469,12 @@ def recalibrate(bundle: Bundle, specs: list[str], config: CalibrationConfig, bac
     odd = suspects(scores, old, unit)
     if len(odd):
         listed = ", ".join(f"{names[i]} ({scores[i]:.4g})" for i in odd[:5]) + (
-            f" and {len(odd) - 5} more" if len(odd) > 5 else "")
-        text = (f"{len(odd)} of the {len(scores)} given images look like defective parts: they score above every good "
-                f"image the bundle was calibrated on and far above the other given images: {listed}")
+            f" and {len(odd) - 5} more" if len(odd) > 5 else ""
+        )
+        text = (
+            f"{len(odd)} of the {len(scores)} given images look like defective parts: they score above every good "
+            f"image the bundle was calibrated on and far above the other given images: {listed}"
+        )
         if config.outliers == "refuse":
             raise DataError(text + "; remove them (calibration.outliers=refuse; nothing was changed)")
         if keep_suspects:
@@ -428,40 +485,64 @@ def recalibrate(bundle: Bundle, specs: list[str], config: CalibrationConfig, bac
             maps, scores, names = maps[keep], scores[keep], [names[i] for i in keep]
     elif old is not None and float(np.median(scores)) > old.image.max:
         above = int(np.sum(scores > old.image.threshold))
-        notes.append(f"the given images score above every good image the bundle was calibrated on (median "
-                     f"{np.median(scores):.4g}, the highest of its {old.n_images} {old.image.max:.4g}; {above} of "
-                     f"{len(scores)} above its threshold {old.image.threshold:.4g}): if they are good parts, the line "
-                     "looks different from the images it was calibrated on (camera, light, video compression) and the "
-                     "new threshold follows them; if they are not good parts, this is the wrong folder")
+        notes.append(
+            f"the given images score above every good image the bundle was calibrated on (median "
+            f"{np.median(scores):.4g}, the highest of its {old.n_images} {old.image.max:.4g}; {above} of "
+            f"{len(scores)} above its threshold {old.image.threshold:.4g}): if they are good parts, the line "
+            "looks different from the images it was calibrated on (camera, light, video compression) and the "
+            "new threshold follows them; if they are not good parts, this is the wrong folder"
+        )
     maxima = maps.reshape(len(maps), -1).max(axis=1)
-    new = calibration_from_scores(scores, maxima, float(maps.min()), config, ", ".join(specs), unit, names,
-                                  recalibrating=True)
+    new = calibration_from_scores(
+        scores, maxima, float(maps.min()), config, ", ".join(specs), unit, names, recalibrating=True
+    )
     new.good_scores = rounded_scores(scores)
     if old is not None and old.synthetic_scores:
         new.synthetic_scores = list(old.synthetic_scores)
-        was, now = _caught(old.synthetic_scores, old.image.threshold), _caught(old.synthetic_scores, new.image.threshold)
+        was, now = (
+            _caught(old.synthetic_scores, old.image.threshold),
+            _caught(old.synthetic_scores, new.image.threshold),
+        )
         new.synthetic_miss_rate = 1.0 - now
         if was >= MIN_CAUGHT and now < (1 - MAX_CAUGHT_LOSS) * was:  # it loses most of what the bundle catches
-            text = (f"the new threshold {new.image.threshold:.4g} (now {old.image.threshold:.4g}) would pass "
-                    f"{1 - now:.0%} of the bundle's synthetic anomalies, of which the current one passes {1 - was:.0%}; "
-                    f"the images that raise it most: "
-                    f"{_raising_most(scores, names, config, new.transform) if config.rule == 'tolerance' else 'n/a'}")
+            text = (
+                f"the new threshold {new.image.threshold:.4g} (now {old.image.threshold:.4g}) would pass "
+                f"{1 - now:.0%} of the bundle's synthetic anomalies, of which the current one passes {1 - was:.0%}; "
+                f"the images that raise it most: "
+                f"{_raising_most(scores, names, config, new.transform) if config.rule == 'tolerance' else 'n/a'}"
+            )
             if not accept_misses:
-                raise DataError(text + "; if the line's good parts really score this high, pass --accept-misses "
-                                "(nothing was changed)")
+                raise DataError(
+                    text + "; if the line's good parts really score this high, pass --accept-misses "
+                    "(nothing was changed)"
+                )
             notes.append(text + " (--accept-misses)")
     if frames.training:
-        notes.insert(0, f"left out {len(frames.training)} of the given images: they are the model's own training "
-                        f"images (same content), which it scores lower than new good parts; calibrated on the other "
-                        f"{len(frames.used)}")
+        notes.insert(
+            0,
+            f"left out {len(frames.training)} of the given images: they are the model's own training "
+            f"images (same content), which it scores lower than new good parts; calibrated on the other "
+            f"{len(frames.used)}",
+        )
     if frames.duplicates:
-        notes.insert(0, f"counted {len(frames.duplicates)} repeated images once (the same pixels as an earlier one, "
-                        f"e.g. {frames.duplicates[0]}): calibrated on {len(frames.used)} distinct images")
+        notes.insert(
+            0,
+            f"counted {len(frames.duplicates)} repeated images once (the same pixels as an earlier one, "
+            f"e.g. {frames.duplicates[0]}): calibrated on {len(frames.used)} distinct images",
+        )
     history = bundle.manifest.provenance.setdefault("calibration_history", [])
     if old is not None:
-        history.append({"replaced": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-                        "product": product, "source": old.source, "n_images": old.n_images, "rule": old.rule,
-                        "image_threshold": old.image.threshold, "pixel_threshold": old.pixel.threshold})
+        history.append(
+            {
+                "replaced": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+                "product": product,
+                "source": old.source,
+                "n_images": old.n_images,
+                "rule": old.rule,
+                "image_threshold": old.image.threshold,
+                "pixel_threshold": old.pixel.threshold,
+            }
+        )
     if m.products:
         m.products[product] = new
     else:

@@ -1,10 +1,10 @@
 """The Python API a factory application embeds: ``Detector`` and ``Result``.
 
-    detector = Detector.load("tire.edgead")            # backend="auto" picks the fastest
-    result = detector.predict(frame)                   # BGR uint8 frame from OpenCV
-    if result.is_anomalous:
-        reject(result.normalised_score)
-        cv2.imwrite("bad.png", result.overlay())
+detector = Detector.load("tire.edgead")            # backend="auto" picks the fastest
+result = detector.predict(frame)                   # BGR uint8 frame from OpenCV
+if result.is_anomalous:
+    reject(result.normalised_score)
+    cv2.imwrite("bad.png", result.overlay())
 """
 
 from __future__ import annotations
@@ -88,8 +88,10 @@ class Detector:
         else:
             self.choice = choose_backend("onnxruntime" if int8 and backend == "auto" else backend, bundle)
             if int8 and BACKENDS.get(self.choice.name).family != "onnxruntime":
-                raise BackendError(f"the INT8 graphs run on ONNX Runtime; backend {self.choice.name} runs the "
-                                   "bundle's engines (choose --backend onnxruntime)")
+                raise BackendError(
+                    f"the INT8 graphs run on ONNX Runtime; backend {self.choice.name} runs the "
+                    "bundle's engines (choose --backend onnxruntime)"
+                )
             self.backends = {}
             try:
                 for stage in stages:
@@ -211,8 +213,10 @@ class Detector:
         bad = np.flatnonzero(~np.isfinite(scored.scores))
         if len(bad):  # never a pass: a NaN compares False with any threshold
             where = f"image {bad[0]} of the batch" if len(rgbs) > 1 else "the image"
-            raise InputError(f"the anomaly score of {where} is not finite ({scored.scores[bad[0]]}): the model "
-                             "produced an invalid map for it, so it was not judged")
+            raise InputError(
+                f"the anomaly score of {where} is not finite ({scored.scores[bad[0]]}): the model "
+                "produced an invalid map for it, so it was not judged"
+            )
         timings = scored.timings_ms
         t_post = time.perf_counter()
         post = self.postprocess

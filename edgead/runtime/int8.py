@@ -22,8 +22,10 @@ from .detector import Detector, ScoredBatch
 
 def int8_detector(bundle: Bundle, int8: dict[str, Path]) -> Detector:
     """The bundle with these stages from INT8 graphs (the others fp32), on ONNX Runtime CPU."""
-    backends = {e.name: OnnxRuntimeBackend(int8.get(e.name, bundle.path(e.file)), e.inputs, e.outputs)
-                for e in bundle.manifest.stages}
+    backends = {
+        e.name: OnnxRuntimeBackend(int8.get(e.name, bundle.path(e.file)), e.inputs, e.outputs)
+        for e in bundle.manifest.stages
+    }
     return Detector(bundle, backends=backends, require_calibration=False)
 
 
@@ -44,8 +46,14 @@ def margins(cals: list[Calibration], reference: list[ScoredBatch]) -> tuple[floa
     return max(image, 1e-12), max(pixel, 1e-12)
 
 
-def changes(bundle: Bundle, det: Detector, frames: list[np.ndarray], reference: list[ScoredBatch],
-            image_margin: float, pixel_margin: float) -> tuple[float, float, int]:
+def changes(
+    bundle: Bundle,
+    det: Detector,
+    frames: list[np.ndarray],
+    reference: list[ScoredBatch],
+    image_margin: float,
+    pixel_margin: float,
+) -> tuple[float, float, int]:
     """Largest image-score change and p99 map change (shares of the margins) and decisions changed, for ``det``
     (some stages in INT8) against the fp32 ``reference`` on the same frames. Unrounded: a tolerance below any
     report's rounding still applies."""
@@ -56,7 +64,9 @@ def changes(bundle: Bundle, det: Detector, frames: list[np.ndarray], reference: 
     cal = bundle.manifest.calibration
     if cal is not None:
         post = PostProcessor(bundle.manifest.scoring, cal)
-        flips = int(sum(post.is_anomalous(g.scores)[0] != post.is_anomalous(r.scores)[0] for g, r in zip(got, reference)))
+        flips = int(
+            sum(post.is_anomalous(g.scores)[0] != post.is_anomalous(r.scores)[0] for g, r in zip(got, reference))
+        )
     return score, pixel, flips
 
 
@@ -77,28 +87,36 @@ def recheck(bundle: Bundle, frames: list[np.ndarray], why: str) -> tuple[list[st
         with int8_detector(bundle, {stage: path}) as det8:
             score, pixel, _ = changes(bundle, det8, frames, reference, image_margin, pixel_margin)
         if max(score, pixel) > int8.tolerance:
-            dropped[stage] = (f"{why}: INT8 moves scores by {score:.3f} and maps by {pixel:.3f} of the new margin "
-                              f"(tolerance {int8.tolerance})")
+            dropped[stage] = (
+                f"{why}: INT8 moves scores by {score:.3f} and maps by {pixel:.3f} of the new margin "
+                f"(tolerance {int8.tolerance})"
+            )
     kept = {s: p for s, p in graphs.items() if s not in dropped}
     if kept:
         with int8_detector(bundle, kept) as det8:  # the set that stays, measured together
             score, pixel, flips = changes(bundle, det8, frames, reference, image_margin, pixel_margin)
         if max(score, pixel) > int8.tolerance:
-            reason = (f"{why}: the INT8 stages together move scores by {score:.3f} and maps by {pixel:.3f} of the new "
-                      f"margin (tolerance {int8.tolerance})")
+            reason = (
+                f"{why}: the INT8 stages together move scores by {score:.3f} and maps by {pixel:.3f} of the new "
+                f"margin (tolerance {int8.tolerance})"
+            )
             dropped.update(dict.fromkeys(kept, reason))
             kept = {}
         else:
             int8.score_change, int8.map_change, int8.decisions_changed = round(score, 4), round(pixel, 4), flips
-    said = [f"INT8 stages re-checked on {len(frames)} good images against the new threshold margin ({why}): "
-            + (f"{', '.join(kept)} kept" if kept else "none kept")
-            + (f"; dropped {', '.join(dropped)} (fp32 runs instead)" if dropped else "")]
+    said = [
+        f"INT8 stages re-checked on {len(frames)} good images against the new threshold margin ({why}): "
+        + (f"{', '.join(kept)} kept" if kept else "none kept")
+        + (f"; dropped {', '.join(dropped)} (fp32 runs instead)" if dropped else "")
+    ]
     if not dropped:
         return said, []
     int8.stages = [q for q in int8.stages if q.stage not in dropped]
     int8.kept_fp32.update(dropped)
     if not int8.stages:
         bundle.manifest.int8 = None
-        said.append(f"the bundle has no INT8 graphs left ({'; '.join(dict.fromkeys(dropped.values()))}); make new "
-                    f"ones against this threshold with: edgead export {bundle.root} --quantize int8 --calibration GOOD")
+        said.append(
+            f"the bundle has no INT8 graphs left ({'; '.join(dict.fromkeys(dropped.values()))}); make new "
+            f"ones against this threshold with: edgead export {bundle.root} --quantize int8 --calibration GOOD"
+        )
     return said, [graphs[s] for s in dropped]

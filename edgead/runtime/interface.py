@@ -33,8 +33,9 @@ class AnomalyDetector(Protocol):
     def predict(self, image: np.ndarray | str | Path, color: Color = "bgr", keep_image: bool = True) -> Result:
         """One image: a path, or a uint8 array in ``color`` channel order."""
 
-    def predict_batch(self, images: Sequence[np.ndarray | str | Path], color: Color = "bgr",
-                      keep_image: bool = True) -> list[Result]:
+    def predict_batch(
+        self, images: Sequence[np.ndarray | str | Path], color: Color = "bgr", keep_image: bool = True
+    ) -> list[Result]:
         """Several images, judged together where the backend batches."""
 
     def predict_rgb(self, rgbs: list[np.ndarray], keep_image: bool = True) -> list[Result]:

@@ -53,6 +53,14 @@ def draw_overlay(result: Result, alpha: float = 0.6, text: bool = True) -> np.nd
         scale = max(0.4, min(image.shape[:2]) / 500)
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
         cv2.rectangle(out, (0, 0), (tw + 8, th + base + 8), (0, 0, 0), -1)
-        cv2.putText(out, label, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    RED if result.is_anomalous else GREEN, thickness, cv2.LINE_AA)
+        cv2.putText(
+            out,
+            label,
+            (4, th + 4),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            RED if result.is_anomalous else GREEN,
+            thickness,
+            cv2.LINE_AA,
+        )
     return out

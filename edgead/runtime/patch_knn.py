@@ -25,21 +25,31 @@ class PatchKnnMap:
 
     def __init__(self, bundle: Bundle, fusion: FusionParams):
         values = [fusion.knn_weight, *fusion.reconstruction, *fusion.knn]
-        if (len(fusion.reconstruction) != 2 or len(fusion.knn) != 2 or not np.all(np.isfinite(values))
-                or not 0.0 <= fusion.knn_weight <= 1.0 or min(fusion.reconstruction[1], fusion.knn[1]) <= 0):
-            raise BundleError(f"bundle {bundle.root}: manifest params.fusion must hold a knn_weight in [0, 1] and "
-                              f"[mean, std > 0] pairs of finite numbers, got {fusion}")
+        if (
+            len(fusion.reconstruction) != 2
+            or len(fusion.knn) != 2
+            or not np.all(np.isfinite(values))
+            or not 0.0 <= fusion.knn_weight <= 1.0
+            or min(fusion.reconstruction[1], fusion.knn[1]) <= 0
+        ):
+            raise BundleError(
+                f"bundle {bundle.root}: manifest params.fusion must hold a knn_weight in [0, 1] and "
+                f"[mean, std > 0] pairs of finite numbers, got {fusion}"
+            )
         bank = bundle.extra("patch_bank")
         outputs = {o.name: o for o in bundle.manifest.stage("feature_extractor").outputs}
         if PATCHES not in outputs:
-            raise BundleError(f"bundle {bundle.root}: the feature_extractor has no {PATCHES!r} output for the "
-                              "patch kNN map; re-export the run with this edgead")
+            raise BundleError(
+                f"bundle {bundle.root}: the feature_extractor has no {PATCHES!r} output for the "
+                "patch kNN map; re-export the run with this edgead"
+            )
         channels = outputs[PATCHES].shape[1]
         if bank.ndim != 2 or bank.shape[0] == 0 or bank.shape[1] != channels:
-            raise BundleError(f"bundle {bundle.root}: the patch bank has shape {bank.shape}, the feature_extractor's "
-                              f"patch descriptors have {channels} channels")
+            raise BundleError(
+                f"bundle {bundle.root}: the patch bank has shape {bank.shape}, the feature_extractor's "
+                f"patch descriptors have {channels} channels"
+            )
         self.scorer = NearestNeighbourScorer(bank)
 
     def __call__(self, patches: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return distance_map(self.scorer, patches, size)
-

@@ -21,8 +21,10 @@ MIN_SIDE = 8
 def check_judgeable(image: np.ndarray, what: str = "image") -> None:
     """InputError for an image too small to judge: one rule for predict, streams and the server."""
     if min(image.shape[:2]) < MIN_SIDE:
-        raise InputError(f"{what} of shape {tuple(image.shape)} is too small: images of at least "
-                         f"{MIN_SIDE}x{MIN_SIDE} pixels are judged")
+        raise InputError(
+            f"{what} of shape {tuple(image.shape)} is too small: images of at least "
+            f"{MIN_SIDE}x{MIN_SIDE} pixels are judged"
+        )
 
 
 def as_rgb(image: np.ndarray | str | Path, color: str = "bgr") -> np.ndarray:
@@ -42,9 +44,7 @@ def as_rgb(image: np.ndarray | str | Path, color: str = "bgr") -> np.ndarray:
             "(convert with (x * 255).round().astype(np.uint8) if it holds values in [0, 1])"
         )
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-        raise InputError(
-            f"expected an image of shape HxW, HxWx3 or HxWx4, got {tuple(image.shape)}"
-        )
+        raise InputError(f"expected an image of shape HxW, HxWx3 or HxWx4, got {tuple(image.shape)}")
     check_judgeable(image)
     try:
         return to_rgb_uint8(image, "image", color)

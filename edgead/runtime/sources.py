@@ -193,8 +193,12 @@ class VideoFileSource(FrameSource):
                 offset, expected, failures = offset + max(expected, self.total), 0, 0
                 continue
             if self.stats.lost_frames:
-                log.warning("%s: %d of %d frames could not be decoded (damaged file)", self.name,
-                            self.stats.lost_frames, self.stats.lost_frames + self.stats.frames_read)
+                log.warning(
+                    "%s: %d of %d frames could not be decoded (damaged file)",
+                    self.name,
+                    self.stats.lost_frames,
+                    self.stats.lost_frames + self.stats.frames_read,
+                )
             return
 
     def close(self) -> None:
@@ -256,7 +260,9 @@ class LiveSource(FrameSource):
             while not self._stop.is_set():
                 if self.reconnect_attempts is not None and attempts >= self.reconnect_attempts:
                     with self._lock:
-                        self._error = f"{self.name} stopped delivering frames; gave up after {attempts} reconnect attempts"
+                        self._error = (
+                            f"{self.name} stopped delivering frames; gave up after {attempts} reconnect attempts"
+                        )
                         self._finished = True
                         self._lock.notify_all()
                     return
@@ -285,7 +291,9 @@ class LiveSource(FrameSource):
                 while self._latest is None and not self._finished and not self._stop.is_set():
                     remaining = None if deadline is None else deadline - time.time()
                     if remaining is not None and remaining <= 0:
-                        raise SourceError(f"{self.name} opened but delivered no frame in {self.first_frame_timeout_s:.0f} s")
+                        raise SourceError(
+                            f"{self.name} opened but delivered no frame in {self.first_frame_timeout_s:.0f} s"
+                        )
                     self._lock.wait(timeout=0.5 if remaining is None else min(0.5, remaining))
                 if self._latest is None:
                     if self._error:
@@ -308,8 +316,8 @@ class LiveSource(FrameSource):
 def _class_end(part: str, i: int) -> int:
     """Index of the ']' closing the character class that opens at ``part[i]`` ('[!]x]' and '[]x]' hold a ']'),
     or -1: a lone '[' is itself."""
-    start = i + 1 + (part[i + 1:i + 2] == "!")
-    start += part[start:start + 1] == "]"
+    start = i + 1 + (part[i + 1 : i + 2] == "!")
+    start += part[start : start + 1] == "]"
     return part.find("]", start)
 
 
@@ -325,7 +333,7 @@ def _part_regex(part: str) -> str:
             out.append("[^/]")
         elif c == "[" and _class_end(part, i) > 0:
             j = _class_end(part, i)
-            body = part[i + 1:j]
+            body = part[i + 1 : j]
             out.append("[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]")
             i = j
         else:
@@ -386,8 +394,12 @@ def unique_files(files: list[Path]) -> list[Path]:
     for f in files:
         unique.setdefault(os.path.realpath(f), f)
     if len(unique) < len(files):
-        log.warning("%d of the %d images given are the same files again (symbolic links or overlapping patterns); "
-                    "each is read once", len(files) - len(unique), len(files))
+        log.warning(
+            "%d of the %d images given are the same files again (symbolic links or overlapping patterns); "
+            "each is read once",
+            len(files) - len(unique),
+            len(files),
+        )
     return list(unique.values())
 
 
@@ -418,30 +430,66 @@ STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "udp", "tcp")
 
 
 def _live(name: str, spec: str, backend: int, options: SourceOptions) -> LiveSource:
-    return LiveSource(name, options.open_capture or (lambda: cv2.VideoCapture(spec, backend)),
-                      reconnect_attempts=options.reconnect_attempts)
+    return LiveSource(
+        name,
+        options.open_capture or (lambda: cv2.VideoCapture(spec, backend)),
+        reconnect_attempts=options.reconnect_attempts,
+    )
 
 
-CAMERA = SourceKind("camera", 10, str.isdigit, lambda s, o: LiveSource(
-    f"camera {s}", o.open_capture or (lambda: cv2.VideoCapture(int(s))), reconnect_attempts=o.reconnect_attempts),
-    "a camera index")
-GSTREAMER = SourceKind("gstreamer", 20, lambda s: "!" in s,
-                       lambda s, o: _live("GStreamer pipeline", s, cv2.CAP_GSTREAMER, o), "a GStreamer pipeline (with '!')")
-STREAM = SourceKind("stream", 30, lambda s: s.split("://", 1)[0].lower() in STREAM_SCHEMES,
-                    lambda s, o: _live(_redact(s), s, cv2.CAP_FFMPEG, o), "a URL (rtsp://, http://, ...)")
-IMAGES = SourceKind("images", 40, lambda s: bool(GLOB_CHARS & set(s)) or Path(s).is_dir() or (
-    Path(s).is_file() and Path(s).suffix.lower() in IMAGE_SUFFIXES),
-    lambda s, o: ImageFilesSource(expand_images([s]), s), "an image, folder or glob")
-VIDEO = SourceKind("video", 50, lambda s: Path(s).is_file(),
-                   lambda s, o: VideoFileSource(Path(s), o.open_capture, loop=o.loop), "an existing video file")
+CAMERA = SourceKind(
+    "camera",
+    10,
+    str.isdigit,
+    lambda s, o: LiveSource(
+        f"camera {s}", o.open_capture or (lambda: cv2.VideoCapture(int(s))), reconnect_attempts=o.reconnect_attempts
+    ),
+    "a camera index",
+)
+GSTREAMER = SourceKind(
+    "gstreamer",
+    20,
+    lambda s: "!" in s,
+    lambda s, o: _live("GStreamer pipeline", s, cv2.CAP_GSTREAMER, o),
+    "a GStreamer pipeline (with '!')",
+)
+STREAM = SourceKind(
+    "stream",
+    30,
+    lambda s: s.split("://", 1)[0].lower() in STREAM_SCHEMES,
+    lambda s, o: _live(_redact(s), s, cv2.CAP_FFMPEG, o),
+    "a URL (rtsp://, http://, ...)",
+)
+IMAGES = SourceKind(
+    "images",
+    40,
+    lambda s: (
+        bool(GLOB_CHARS & set(s))
+        or Path(s).is_dir()
+        or (Path(s).is_file() and Path(s).suffix.lower() in IMAGE_SUFFIXES)
+    ),
+    lambda s, o: ImageFilesSource(expand_images([s]), s),
+    "an image, folder or glob",
+)
+VIDEO = SourceKind(
+    "video",
+    50,
+    lambda s: Path(s).is_file(),
+    lambda s, o: VideoFileSource(Path(s), o.open_capture, loop=o.loop),
+    "an existing video file",
+)
 
-SOURCES: Registry[SourceKind] = Registry("source", {
-    "camera": "edgead.runtime.sources:CAMERA",
-    "gstreamer": "edgead.runtime.sources:GSTREAMER",
-    "stream": "edgead.runtime.sources:STREAM",
-    "images": "edgead.runtime.sources:IMAGES",
-    "video": "edgead.runtime.sources:VIDEO",
-}, SourceKind)
+SOURCES: Registry[SourceKind] = Registry(
+    "source",
+    {
+        "camera": "edgead.runtime.sources:CAMERA",
+        "gstreamer": "edgead.runtime.sources:GSTREAMER",
+        "stream": "edgead.runtime.sources:STREAM",
+        "images": "edgead.runtime.sources:IMAGES",
+        "video": "edgead.runtime.sources:VIDEO",
+    },
+    SourceKind,
+)
 """A new source (a PLC trigger, a GigE camera SDK) is a SourceKind plus one entry, or the ``edgead.sources``
 entry-point group."""
 

@@ -47,10 +47,8 @@ class Roi:
     def crop(self, image):
         h, w = image.shape[:2]
         if self.x + self.w > w or self.y + self.h > h:
-            raise InputError(
-                f"region of interest {self.x},{self.y},{self.w},{self.h} lies outside the {w}x{h} frame"
-            )
-        return image[self.y:self.y + self.h, self.x:self.x + self.w]
+            raise InputError(f"region of interest {self.x},{self.y},{self.w},{self.h} lies outside the {w}x{h} frame")
+        return image[self.y : self.y + self.h, self.x : self.x + self.w]
 
 
 def stream_results(
@@ -90,8 +88,10 @@ def stream_results(
                 src.stats.refused_frame(str(exc))
                 log.warning("skipping frame %d: %s", frame.index, exc)
                 if give_up_after is not None and done == 0 and src.stats.refused_frames >= give_up_after:
-                    raise SourceError(f"no frame was judged: the first {src.stats.refused_frames} frames of "
-                                      f"{src.name} were all refused (first: {src.stats.first_error})") from None
+                    raise SourceError(
+                        f"no frame was judged: the first {src.stats.refused_frames} frames of "
+                        f"{src.name} were all refused (first: {src.stats.first_error})"
+                    ) from None
                 continue
             result.source, result.frame_index, result.timestamp = frame.source, frame.index, frame.timestamp
             if on_result is not None:

@@ -19,8 +19,11 @@ from ..core.errors import BundleError
 from ..core.progress import tracked
 from .detector import Detector
 
-TOLERANCES = {"fp32": {"atol": 1e-3, "rtol": 1e-3}, "fp16": {"atol": 5e-2, "rtol": 2e-2},
-              "int8": {"atol": 0.25, "rtol": 0.25}}
+TOLERANCES = {
+    "fp32": {"atol": 1e-3, "rtol": 1e-3},
+    "fp16": {"atol": 5e-2, "rtol": 2e-2},
+    "int8": {"atol": 0.25, "rtol": 0.25},
+}
 """int8: engines from QDQ graphs against the fp32 graphs; export --quantize already bounded the score change."""
 
 
@@ -51,18 +54,27 @@ class ValidationReport:
         return asdict(self)
 
     def table(self) -> str:
-        lines = [f"{self.backend} vs {self.reference} on {self.images} images "
-                 f"(atol {self.tolerance['atol']}, rtol {self.tolerance['rtol']})",
-                 f"{'stage':<20}{'output':<12}{'max abs':>12}{'max rel':>12}  finite  result"]
+        lines = [
+            f"{self.backend} vs {self.reference} on {self.images} images "
+            f"(atol {self.tolerance['atol']}, rtol {self.tolerance['rtol']})",
+            f"{'stage':<20}{'output':<12}{'max abs':>12}{'max rel':>12}  finite  result",
+        ]
         for o in self.outputs:
-            lines.append(f"{o.stage:<20}{o.output:<12}{o.max_abs:>12.3e}{o.max_rel:>12.3e}  "
-                         f"{'yes' if o.finite else 'NO':<6}  {'PASS' if o.passed else 'FAIL'}")
-        lines.append(f"image scores: max |diff| {self.score_max_abs_diff:.3e}, rank correlation "
-                     f"{self.score_rank_correlation:.4f}, decisions agree {self.decisions_agree}/{self.images}")
+            lines.append(
+                f"{o.stage:<20}{o.output:<12}{o.max_abs:>12.3e}{o.max_rel:>12.3e}  "
+                f"{'yes' if o.finite else 'NO':<6}  {'PASS' if o.passed else 'FAIL'}"
+            )
+        lines.append(
+            f"image scores: max |diff| {self.score_max_abs_diff:.3e}, rank correlation "
+            f"{self.score_rank_correlation:.4f}, decisions agree {self.decisions_agree}/{self.images}"
+        )
         if self.decision_mismatches:
             more = len(self.decision_mismatches) - 5
-            lines.append("decision mismatches: " + ", ".join(self.decision_mismatches[:5])
-                         + (f" and {more} more" if more > 0 else ""))
+            lines.append(
+                "decision mismatches: "
+                + ", ".join(self.decision_mismatches[:5])
+                + (f" and {more} more" if more > 0 else "")
+            )
         lines.append("PASSED" if self.passed else "FAILED")
         return "\n".join(lines)
 
@@ -72,9 +84,7 @@ def sample_images(bundle: Bundle) -> list[np.ndarray]:
     try:
         stack = bundle.extra("sample_images")
     except BundleError:
-        raise BundleError(
-            f"bundle {bundle.root} holds no sample images; pass --images DIR or re-export it"
-        ) from None
+        raise BundleError(f"bundle {bundle.root} holds no sample images; pass --images DIR or re-export it") from None
     return [np.ascontiguousarray(im) for im in stack]
 
 
@@ -87,8 +97,9 @@ def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def compare_outputs(stage: str, out: dict[str, np.ndarray], ref: dict[str, np.ndarray], atol: float,
-                    rtol: float) -> list[OutputCheck]:
+def compare_outputs(
+    stage: str, out: dict[str, np.ndarray], ref: dict[str, np.ndarray], atol: float, rtol: float
+) -> list[OutputCheck]:
     checks = []
     for name, r in ref.items():
         o = np.asarray(out[name], np.float64)
@@ -104,13 +115,25 @@ def compare_outputs(stage: str, out: dict[str, np.ndarray], ref: dict[str, np.nd
 def _worst(a: OutputCheck | None, b: OutputCheck) -> OutputCheck:
     if a is None:
         return b
-    return OutputCheck(b.stage, b.output, max(a.max_abs, b.max_abs), max(a.max_rel, b.max_rel),
-                       a.finite and b.finite, a.passed and b.passed)
+    return OutputCheck(
+        b.stage,
+        b.output,
+        max(a.max_abs, b.max_abs),
+        max(a.max_rel, b.max_rel),
+        a.finite and b.finite,
+        a.passed and b.passed,
+    )
 
 
-def validate(detector: Detector, images: Iterable[np.ndarray], precision: str = "fp32",
-             reference: Detector | None = None, tolerance: dict | None = None,
-             names: list[str] | None = None, progress: bool = False) -> ValidationReport:
+def validate(
+    detector: Detector,
+    images: Iterable[np.ndarray],
+    precision: str = "fp32",
+    reference: Detector | None = None,
+    tolerance: dict | None = None,
+    names: list[str] | None = None,
+    progress: bool = False,
+) -> ValidationReport:
     """Compare ``detector``'s stages and scores with ``reference`` on uint8 RGB ``images``.
 
     The reference (default: ONNX Runtime CPU on the same bundle) runs the pipeline with its

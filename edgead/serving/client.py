@@ -57,8 +57,19 @@ def _transient(exc: Exception) -> bool:
     if isinstance(exc, OSError):
         return True
     text = f"{getattr(exc, 'status', lambda: '')()} {exc}".lower()
-    return any(k in text for k in ("unavailable", "failed to connect", "connection refused", "socket closed",
-                                   "unknown model", "is not ready", "not_found", "deadline"))
+    return any(
+        k in text
+        for k in (
+            "unavailable",
+            "failed to connect",
+            "connection refused",
+            "socket closed",
+            "unknown model",
+            "is not ready",
+            "not_found",
+            "deadline",
+        )
+    )
 
 
 class RemoteDetector:
@@ -70,9 +81,16 @@ class RemoteDetector:
     never used. Without it, a change of the served bundle is reported through ``on_event`` and every Result
     names its bundle."""
 
-    def __init__(self, url: str = "grpc://127.0.0.1:8001", model: str | None = None, timeout_s: float = 60.0,
-                 map_size: int | None = None, reconnect_attempts: int | None = 5,
-                 on_event: Callable[[str], None] | None = None, expect_bundle: str | Path | None = None):
+    def __init__(
+        self,
+        url: str = "grpc://127.0.0.1:8001",
+        model: str | None = None,
+        timeout_s: float = 60.0,
+        map_size: int | None = None,
+        reconnect_attempts: int | None = 5,
+        on_event: Callable[[str], None] | None = None,
+        expect_bundle: str | Path | None = None,
+    ):
         if map_size is not None and map_size < 1:
             raise ConfigError(f"map_size must be >= 1, got {map_size}")
         self.expected_bundle = bundle_pin(expect_bundle) if expect_bundle is not None else None
@@ -87,8 +105,9 @@ class RemoteDetector:
             served = self._call(self._served_models, attempts=0)
             self.model = model or _only(served, url)
             if self.model not in served:
-                raise ServerError(f"the server at {url} serves no model {self.model!r}; it serves: "
-                                  f"{', '.join(served) or 'none'}")
+                raise ServerError(
+                    f"the server at {url} serves no model {self.model!r}; it serves: {', '.join(served) or 'none'}"
+                )
             config = self._call(lambda: self._model_config(self.model), attempts=0)
         except BaseException:
             self.close()
@@ -122,8 +141,9 @@ class RemoteDetector:
     def predict(self, image: np.ndarray | str | Path, color: Color = "bgr", keep_image: bool = True) -> Result:
         return self.predict_batch([image], color=color, keep_image=keep_image)[0]
 
-    def predict_batch(self, images: Sequence[np.ndarray | str | Path], color: Color = "bgr",
-                      keep_image: bool = True) -> list[Result]:
+    def predict_batch(
+        self, images: Sequence[np.ndarray | str | Path], color: Color = "bgr", keep_image: bool = True
+    ) -> list[Result]:
         if color not in ("bgr", "rgb"):
             raise InputError(f"color must be 'bgr' or 'rgb', got {color!r}")
         rgbs = [as_rgb(im, color) for im in images]
@@ -177,30 +197,36 @@ class RemoteDetector:
                 amap = cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR)
             pixel = Stats(**dict(zip(PIXEL_STATS, (float(v) for v in out["pixel_stats"][k]))))
             server_ms = float(out["server_ms"][k, 0])
-            results.append(Result(
-                score=float(out["score"][k, 0]),
-                normalised_score=float(out["normalised_score"][k, 0]),
-                is_anomalous=bool(out["is_anomalous"][k, 0]),
-                anomaly_map=amap,
-                mask=amap > pixel.threshold,
-                threshold=float(out["threshold"][k, 0]),
-                latency_ms={"server": server_ms, "network": max(0.0, rt_ms - server_ms), "total": rt_ms},
-                image=rgb if keep_image else None,
-                pixel_stats=pixel,
-                bundle_id=self.bundle_id,
-            ))
+            results.append(
+                Result(
+                    score=float(out["score"][k, 0]),
+                    normalised_score=float(out["normalised_score"][k, 0]),
+                    is_anomalous=bool(out["is_anomalous"][k, 0]),
+                    anomaly_map=amap,
+                    mask=amap > pixel.threshold,
+                    threshold=float(out["threshold"][k, 0]),
+                    latency_ms={"server": server_ms, "network": max(0.0, rt_ms - server_ms), "total": rt_ms},
+                    image=rgb if keep_image else None,
+                    pixel_stats=pixel,
+                    bundle_id=self.bundle_id,
+                )
+            )
         return results
 
     def _check_bundle(self, ident: str, threshold: float) -> None:
         """Refuse an answer from a bundle other than the pinned one; report a change of the served bundle."""
         if self.expected_bundle is not None and ident != self.expected_bundle:
-            raise BundleMismatch(f"the server at {self.url} (model {self.model}) answered with bundle {ident}, but "
-                                 f"this client expects bundle {self.expected_bundle} (--expect-bundle); its answer was "
-                                 "not used")
+            raise BundleMismatch(
+                f"the server at {self.url} (model {self.model}) answered with bundle {ident}, but "
+                f"this client expects bundle {self.expected_bundle} (--expect-bundle); its answer was "
+                "not used"
+            )
         if self._bundle_id is not None and ident != self._bundle_id:
             self.stats.bundle_changes += 1
-            self.on_event(f"the served bundle of model {self.model} changed: {self._bundle_id} -> {ident} (threshold "
-                          f"{self._threshold:.6g} -> {threshold:.6g}); decisions from here on are the new bundle's")
+            self.on_event(
+                f"the served bundle of model {self.model} changed: {self._bundle_id} -> {ident} (threshold "
+                f"{self._threshold:.6g} -> {threshold:.6g}); decisions from here on are the new bundle's"
+            )
         self._bundle_id, self._threshold = ident, threshold
 
     def _call(self, fn: Callable[[], Any], attempts: int | None = -1) -> Any:
@@ -220,10 +246,14 @@ class RemoteDetector:
                 if limit is not None and tries >= limit:
                     self.stats.gap_s += time.perf_counter() - gap_start
                     model = f" (model {self.model})" if getattr(self, "model", None) else ""
-                    raise ServerError(f"the inference server at {self.url}{model} is unreachable: {_message(exc)}"
-                                      + (f" (gave up after {tries} retries)" if tries else "")) from None
+                    raise ServerError(
+                        f"the inference server at {self.url}{model} is unreachable: {_message(exc)}"
+                        + (f" (gave up after {tries} retries)" if tries else "")
+                    ) from None
                 tries += 1
-                self.on_event(f"inference server {self.url} unreachable ({_message(exc)}); retry {tries} in {delay:.1f} s")
+                self.on_event(
+                    f"inference server {self.url} unreachable ({_message(exc)}); retry {tries} in {delay:.1f} s"
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
@@ -238,8 +268,13 @@ class RemoteDetector:
         tensor = self._tc.InferInput(IMAGE, list(batch.shape), "UINT8")
         tensor.set_data_from_numpy(batch)
         params = {MAP_SIZE: self.map_size} if self.map_size else None
-        r = self._client.infer(self.model, [tensor], outputs=self._outputs, parameters=params,
-                               **({"client_timeout": self.timeout_s} if self._protocol == "grpc" else {}))
+        r = self._client.infer(
+            self.model,
+            [tensor],
+            outputs=self._outputs,
+            parameters=params,
+            **({"client_timeout": self.timeout_s} if self._protocol == "grpc" else {}),
+        )
         return {name: r.as_numpy(name) for name in OUTPUT_NAMES}
 
     def _model_config(self, name: str) -> dict:
@@ -255,8 +290,10 @@ class RemoteDetector:
 
 def _only(served: list[str], url: str) -> str:
     if len(served) != 1:
-        raise ConfigError(f"the server at {url} serves {len(served)} models ({', '.join(served) or 'none'}); "
-                          "name one (model=... or --model)")
+        raise ConfigError(
+            f"the server at {url} serves {len(served)} models ({', '.join(served) or 'none'}); "
+            "name one (model=... or --model)"
+        )
     return served[0]
 
 
@@ -274,8 +311,9 @@ def _open_client(protocol: str, address: str, timeout_s: float):
 
         module = importlib.import_module(f"tritonclient.{protocol}")
     except ImportError as exc:
-        raise MissingDependencyError(f"the Triton client is not installed ({exc}); install it with: "
-                                     'pip install "edgead[client]"') from None
+        raise MissingDependencyError(
+            f'the Triton client is not installed ({exc}); install it with: pip install "edgead[client]"'
+        ) from None
     if protocol == "grpc":
         return module, module.InferenceServerClient(address)
     return module, module.InferenceServerClient(address, connection_timeout=timeout_s, network_timeout=timeout_s)

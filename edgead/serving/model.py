@@ -39,8 +39,10 @@ def check_request(request: Request) -> None:
     check_judgeable(x[0], "'image' frame")
     limit = max_image_pixels()
     if h * w > limit:
-        raise InputError(f"frames of {w}x{h} pixels exceed the server's limit of {limit:,} "
-                         f"(edgead serve --max-pixels; {MAX_PIXELS_ENV} for another tritonserver)")
+        raise InputError(
+            f"frames of {w}x{h} pixels exceed the server's limit of {limit:,} "
+            f"(edgead serve --max-pixels; {MAX_PIXELS_ENV} for another tritonserver)"
+        )
     if request.map_size is not None and not (isinstance(request.map_size, int) and request.map_size >= 1):
         raise InputError(f"parameter 'map_size' must be a whole number >= 1, got {request.map_size!r}")
     unknown = sorted(set(request.outputs or ()) - set(OUTPUT_NAMES))
@@ -103,8 +105,12 @@ class ServedModel:
             scores = scored.scores[rows]
             bad = np.flatnonzero(~np.isfinite(scores))
             if len(bad):  # never a pass: the whole request is refused, the others are answered
-                out.append(InputError(f"the anomaly score of frame {bad[0]} is not finite ({scores[bad[0]]}): the "
-                                      "model produced an invalid map for it, so it was not judged"))
+                out.append(
+                    InputError(
+                        f"the anomaly score of frame {bad[0]} is not finite ({scores[bad[0]]}): the "
+                        "model produced an invalid map for it, so it was not judged"
+                    )
+                )
                 continue
             n = len(scores)
             wanted = set(r.outputs or OUTPUT_NAMES)

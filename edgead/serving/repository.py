@@ -63,8 +63,9 @@ def plan_models(bundles: list[str | Path], names: list[str] | None = None) -> li
     seen: dict[str, Path] = {}
     for m in planned:
         if m.name in seen:
-            raise ConfigError(f"two models would be named {m.name!r} ({seen[m.name]} and {m.bundle}); "
-                              "give each bundle a --name")
+            raise ConfigError(
+                f"two models would be named {m.name!r} ({seen[m.name]} and {m.bundle}); give each bundle a --name"
+            )
         seen[m.name] = m.bundle
     return planned
 
@@ -79,14 +80,23 @@ def _model_name(folder: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", stem) or "model"
 
 
-def config_pbtxt(model: ServedBundle, batching: Batching, bundle_param: str, backend: str = "auto",
-                 threads: int | None = None) -> str:
+def config_pbtxt(
+    model: ServedBundle, batching: Batching, bundle_param: str, backend: str = "auto", threads: int | None = None
+) -> str:
     outputs = ",\n".join(
         f'  {{ name: "{o.name}" data_type: TYPE_{"STRING" if o.triton_type == "BYTES" else o.triton_type} '
-        f'dims: [ {", ".join(map(str, o.dims))} ] }}' for o in OUTPUTS)
-    params = {"bundle": bundle_param, "bundle_id": model.bundle_id, "backend": backend, "product": model.product or "",
-              "threads": "" if threads is None else str(threads), "edgead_method": model.method,
-              "edgead_version": __version__}
+        f"dims: [ {', '.join(map(str, o.dims))} ] }}"
+        for o in OUTPUTS
+    )
+    params = {
+        "bundle": bundle_param,
+        "bundle_id": model.bundle_id,
+        "backend": backend,
+        "product": model.product or "",
+        "threads": "" if threads is None else str(threads),
+        "edgead_method": model.method,
+        "edgead_version": __version__,
+    }
     parameters = ",\n".join(f'  {{ key: "{k}" value: {{ string_value: {_quote(v)} }} }}' for k, v in params.items())
     return (
         f'name: "{model.name}"\n'
@@ -103,7 +113,7 @@ def config_pbtxt(model: ServedBundle, batching: Batching, bundle_param: str, bac
 def with_bundle_id(config: str, ident: str) -> str:
     """A model configuration (``config_pbtxt``) naming another bundle id: Triton reloads a model whose
     configuration changed, and the model refuses any bundle but this one."""
-    new, n = re.subn(r'(key: "bundle_id" value: \{ string_value: )"[^"]*"', rf'\g<1>{_quote(ident)}', config)
+    new, n = re.subn(r'(key: "bundle_id" value: \{ string_value: )"[^"]*"', rf"\g<1>{_quote(ident)}", config)
     if n != 1:
         raise ConfigError("the model configuration has no bundle_id parameter (not written by edgead serve)")
     return new
@@ -113,16 +123,23 @@ def is_repository(path: Path) -> bool:
     """A folder edgead wrote: every entry a model whose configuration carries edgead's parameters."""
     entries = list(path.iterdir())
     return bool(entries) and all(
-        (e / "config.pbtxt").is_file() and "edgead_method" in (e / "config.pbtxt").read_text() for e in entries)
+        (e / "config.pbtxt").is_file() and "edgead_method" in (e / "config.pbtxt").read_text() for e in entries
+    )
 
 
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_repository(out: str | Path, models: list[ServedBundle], batching: Batching = Batching(),
-                     backend: str = "auto", threads: int | None = None, copy_bundles: bool = True,
-                     overwrite: bool = False) -> Path:
+def write_repository(
+    out: str | Path,
+    models: list[ServedBundle],
+    batching: Batching = Batching(),
+    backend: str = "auto",
+    threads: int | None = None,
+    copy_bundles: bool = True,
+    overwrite: bool = False,
+) -> Path:
     """``copy_bundles``: the repository holds the bundles (movable, for a stock tritonserver); otherwise its
     models point at the bundles' absolute paths."""
     if batching.max_batch < 1 or batching.instances < 1 or batching.queue_delay_us < 0:

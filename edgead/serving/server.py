@@ -61,21 +61,25 @@ def _bundled_tritonserver() -> tuple[Path, Path, Path]:
     try:
         from pytriton.utils.distribution import get_libs_path, get_root_module_path, get_stub_path
     except ImportError:
-        raise MissingDependencyError('serving needs Triton Inference Server: pip install "edgead[serve]" '
-                                     "(or give --tritonserver PATH of an installed tritonserver)") from None
+        raise MissingDependencyError(
+            'serving needs Triton Inference Server: pip install "edgead[serve]" '
+            "(or give --tritonserver PATH of an installed tritonserver)"
+        ) from None
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
     stub = get_stub_path(version)
     binary = get_root_module_path() / "tritonserver" / "bin" / "tritonserver"
     if not binary.is_file() or not Path(stub).is_file():
-        raise ServeError(f"the nvidia-pytriton install has no tritonserver or no Python-backend stub for Python "
-                         f"{version} ({binary}); reinstall it")
+        raise ServeError(
+            f"the nvidia-pytriton install has no tritonserver or no Python-backend stub for Python "
+            f"{version} ({binary}); reinstall it"
+        )
     return binary, Path(get_libs_path()), Path(stub)
 
 
 def load_error(text: str) -> str:
     """A model's load error without Triton's wrapping and the Python stack: 'edgead: ...' where edgead said it."""
     text = text.split("\\n\\nAt:")[0].split("\n\nAt:")[0].rstrip('"')
-    return text[text.index("edgead: "):] if "edgead: " in text else text
+    return text[text.index("edgead: ") :] if "edgead: " in text else text
 
 
 def _in_triton_child() -> None:
@@ -122,8 +126,10 @@ def check_ports_free(endpoints: Endpoints) -> None:
             try:
                 s.bind((endpoints.host, port))
             except OSError as exc:
-                raise ServeError(f"cannot listen on {endpoints.host}:{port} (--{kind}-port): {exc.strerror}; "
-                                 "another server uses it, give another port") from None
+                raise ServeError(
+                    f"cannot listen on {endpoints.host}:{port} (--{kind}-port): {exc.strerror}; "
+                    "another server uses it, give another port"
+                ) from None
 
 
 class TritonServer:
@@ -135,9 +141,16 @@ class TritonServer:
     Triton refuses every load and unload request of a client.
     """
 
-    def __init__(self, repository: Path, endpoints: Endpoints = Endpoints(), tritonserver: str | None = None,
-                 log_file: Path | None = None, startup_timeout_s: float = 180.0, env: dict[str, str] | None = None,
-                 poll_every_s: float | None = None):
+    def __init__(
+        self,
+        repository: Path,
+        endpoints: Endpoints = Endpoints(),
+        tritonserver: str | None = None,
+        log_file: Path | None = None,
+        startup_timeout_s: float = 180.0,
+        env: dict[str, str] | None = None,
+        poll_every_s: float | None = None,
+    ):
         """``env``: variables for the server (and edgead inside it) on top of this process's; never a secret
         (another user cannot read a process's environment, but its children inherit it)."""
         self.repository, self.endpoints, self.env = Path(repository), endpoints, dict(env or {})
@@ -177,11 +190,22 @@ class TritonServer:
             control = ["--model-control-mode=poll", f"--repository-poll-secs={max(1, math.ceil(self.poll_every_s))}"]
         closed = f"{CLOSED_APIS}:{CLOSED_HEADER}={_UNSENDABLE}"
         command = [
-            str(binary), f"--model-repository={self.repository}", *backend_args,
-            f"--http-address={e.host}", f"--http-port={e.http}", f"--grpc-address={e.host}", f"--grpc-port={e.grpc}",
-            f"--metrics-address={e.host}", f"--metrics-port={e.metrics}",
-            *control, "--exit-on-error=true", "--strict-readiness=true", "--log-verbose=0", "--exit-timeout-secs=10",
-            f"--http-restricted-api={closed}", f"--grpc-restricted-protocol={closed}",
+            str(binary),
+            f"--model-repository={self.repository}",
+            *backend_args,
+            f"--http-address={e.host}",
+            f"--http-port={e.http}",
+            f"--grpc-address={e.host}",
+            f"--grpc-port={e.grpc}",
+            f"--metrics-address={e.host}",
+            f"--metrics-port={e.metrics}",
+            *control,
+            "--exit-on-error=true",
+            "--strict-readiness=true",
+            "--log-verbose=0",
+            "--exit-timeout-secs=10",
+            f"--http-restricted-api={closed}",
+            f"--grpc-restricted-protocol={closed}",
         ]
         return command, env
 
@@ -191,8 +215,14 @@ class TritonServer:
         log.info("starting %s", " ".join(command))
         out = open(self.log_file, "ab")
         try:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True, preexec_fn=_in_triton_child)
+            self.process = subprocess.Popen(
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_in_triton_child,
+            )
         except OSError as exc:
             raise ServeError(f"cannot start {command[0]}: {exc}") from None
         finally:
@@ -219,8 +249,10 @@ class TritonServer:
     def _why_down(self) -> str:
         """What the log says went wrong: each model's load error, or the server's own."""
         text = self.log_file.read_text(errors="replace") if self.log_file.is_file() else ""
-        reasons = [f"model {m.group(1)} did not load: {load_error(m.group(2))}"
-                   for m in re.finditer(r"failed to load '([^']+)' version \d+: (.*)", text)]
+        reasons = [
+            f"model {m.group(1)} did not load: {load_error(m.group(2))}"
+            for m in re.finditer(r"failed to load '([^']+)' version \d+: (.*)", text)
+        ]
         if not reasons:
             reasons = [m.group(1).strip().rstrip('"') for m in re.finditer(r'^E\S+ \S+ \d+ \S+\] "(.*)$', text, re.M)]
         if not reasons:  # an option Triton refused: its usage text, then the reason on the last line

@@ -32,9 +32,11 @@ def _check_numpy_exchange(pb) -> None:
     probe = np.arange(4, dtype=np.float64)
     back = pb.Tensor("probe", probe).as_numpy()
     if back.shape != probe.shape or not np.array_equal(back, probe):
-        raise RuntimeError(f"this Triton Python backend cannot exchange numpy {np.__version__} arrays (outputs "
-                           "would arrive empty); install numpy<2 in the serving environment "
-                           '(pip install "edgead[serve]" pins it)')
+        raise RuntimeError(
+            f"this Triton Python backend cannot exchange numpy {np.__version__} arrays (outputs "
+            "would arrive empty); install numpy<2 in the serving environment "
+            '(pip install "edgead[serve]" pins it)'
+        )
 
 
 def model_settings(args: dict) -> dict[str, str]:
@@ -59,18 +61,26 @@ class TritonPythonModel:
         params = model_settings(args)
         threads = int(params["threads"]) if params.get("threads") else None
         try:
-            detector = Detector.load(params["bundle"], backend=params.get("backend") or "auto", threads=threads,
-                                     product=params.get("product") or None)
+            detector = Detector.load(
+                params["bundle"],
+                backend=params.get("backend") or "auto",
+                threads=threads,
+                product=params.get("product") or None,
+            )
             self.model = ServedModel(detector)
             expected = params.get("bundle_id")
             if expected and self.model.bundle_id != expected:  # what was checked is what is served
                 self.model.close()
-                raise EdgeadError(f"bundle {params['bundle']} is {self.model.bundle_id}, expected {expected} (it "
-                                  "changed while the model loaded)")
+                raise EdgeadError(
+                    f"bundle {params['bundle']} is {self.model.bundle_id}, expected {expected} (it "
+                    "changed while the model loaded)"
+                )
         except EdgeadError as exc:  # Triton reports the load failure with this one line
             raise RuntimeError(f"edgead: {exc}") from None
-        pb.Logger.log_info(f"edgead: {params['bundle']} ({detector.method}, bundle {self.model.bundle_id}) "
-                           f"on {detector.backend_name}: {detector.choice.reason}")
+        pb.Logger.log_info(
+            f"edgead: {params['bundle']} ({detector.method}, bundle {self.model.bundle_id}) "
+            f"on {detector.backend_name}: {detector.choice.reason}"
+        )
 
     def execute(self, requests: list) -> list:
         pb = _pb()

@@ -39,8 +39,16 @@ def _fingerprint(root: Path) -> tuple:
 
 
 class BundleWatcher:
-    def __init__(self, models: list[ServedBundle], repository: Path, http_url: str, every_s: float,
-                 echo: Callable[[str], None] = print, log_file: Path | None = None, load_timeout_s: float = 600.0):
+    def __init__(
+        self,
+        models: list[ServedBundle],
+        repository: Path,
+        http_url: str,
+        every_s: float,
+        echo: Callable[[str], None] = print,
+        log_file: Path | None = None,
+        load_timeout_s: float = 600.0,
+    ):
         """``repository``: the model repository Triton polls (serve's own); ``log_file``: Triton's log, where a
         reload that failed says why."""
         self.every_s, self.echo, self.http_url = every_s, echo, http_url
@@ -89,8 +97,9 @@ class BundleWatcher:
             self._reload([m.name for m in self.groups[root]], current)
         except (EdgeadError, OSError) as exc:
             self.refused[root] = fingerprint
-            message = (f"bundle {root} changed on disk but was refused ({exc}); "
-                       f"still serving bundle {self.serving[root]}")
+            message = (
+                f"bundle {root} changed on disk but was refused ({exc}); still serving bundle {self.serving[root]}"
+            )
             self.echo(message)
             return message
         old, self.serving[root] = self.serving[root], current
@@ -116,8 +125,9 @@ class BundleWatcher:
                 if failed:
                     raise EdgeadError("; ".join(f"model {n} did not load it: {why}" for n, why in failed.items()))
                 if waiting and time.monotonic() > deadline:
-                    raise EdgeadError(f"model {', '.join(sorted(waiting))} did not load it within "
-                                      f"{self.load_timeout_s:.0f} s")
+                    raise EdgeadError(
+                        f"model {', '.join(sorted(waiting))} did not load it within {self.load_timeout_s:.0f} s"
+                    )
                 if waiting and self._stop.wait(0.2):
                     raise EdgeadError("serve is stopping")
         except BaseException:
@@ -145,7 +155,7 @@ class BundleWatcher:
         found = {}
         for name in models:
             began = re.search(rf'"loading: {re.escape(name)}:\d+"', text)
-            failed = began and re.search(rf"failed to load '{re.escape(name)}' version \d+: (.*)", text[began.end():])
+            failed = began and re.search(rf"failed to load '{re.escape(name)}' version \d+: (.*)", text[began.end() :])
             if failed:
                 found[name] = load_error(failed.group(1))
         return found

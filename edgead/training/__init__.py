@@ -15,8 +15,9 @@ from ..core.errors import ConfigError
 from .budget import plan
 
 
-def train(config: ExperimentConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
-          stage: str = "all") -> dict:
+def train(
+    config: ExperimentConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, stage: str = "all"
+) -> dict:
     """Train ``config.method`` into ``run_dir`` through the method registry.
 
     ``stage``: one of the method's training stages (``MethodSpec.train_stages``), or all of them.
@@ -35,8 +36,15 @@ def train(config: ExperimentConfig, run_dir: str | Path, resume: bool = False, p
 
     joined = distributed.setup(config.train.device)  # under torchrun: one of several training processes
     progress = progress and distributed.is_main()
-    budget = plan(config.train.max_minutes, spec.budget, spec.budget_reserve, stage, _complete_stages(Path(run_dir)),
-                  fill=config.train.fill_budget, fixed=spec.budget_fixed)
+    budget = plan(
+        config.train.max_minutes,
+        spec.budget,
+        spec.budget_reserve,
+        stage,
+        _complete_stages(Path(run_dir)),
+        fill=config.train.fill_budget,
+        fixed=spec.budget_fixed,
+    )
     from .checkpoint import CONFIG_FILE, record_continuation
 
     if (Path(run_dir) / CONFIG_FILE).is_file() and (resume or stage != "all"):
@@ -53,8 +61,12 @@ def train(config: ExperimentConfig, run_dir: str | Path, resume: bool = False, p
     if joined:
         summary = {**summary, "processes": int(os.environ["WORLD_SIZE"])}
     if budget is not None:
-        summary = {**summary, "budget_minutes": config.train.max_minutes, "budget_filled": budget.fill,
-                   "budget_used_minutes": round((budget.seconds - budget.left()) / 60.0, 2)}
+        summary = {
+            **summary,
+            "budget_minutes": config.train.max_minutes,
+            "budget_filled": budget.fill,
+            "budget_used_minutes": round((budget.seconds - budget.left()) / 60.0, 2),
+        }
     return summary
 
 
@@ -77,5 +89,7 @@ def _check_run_folder(run_dir: Path) -> None:
         raise ConfigError(f"--out {run_dir} is a file; give a folder for the training run")
     others = [e.name for e in run_dir.iterdir() if e.name != "train_log.jsonl"] if run_dir.is_dir() else []
     if others and not (run_dir / CONFIG_FILE).is_file():  # a log alone: a start that failed early
-        raise ConfigError(f"--out {run_dir} holds other files and no training run; train into a new or empty "
-                          "folder (nothing was changed)")
+        raise ConfigError(
+            f"--out {run_dir} holds other files and no training run; train into a new or empty "
+            "folder (nothing was changed)"
+        )

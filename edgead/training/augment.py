@@ -17,8 +17,9 @@ def _where(pick: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
     return torch.where(pick.view(-1, *([1] * (a.dim() - 1))), a, b)
 
 
-def geometric(x: torch.Tensor, fg: torch.Tensor | None, mode: str,
-              g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+def geometric(
+    x: torch.Tensor, fg: torch.Tensor | None, mode: str, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """[B, C, H, W] images (and [B, 1, H, W] foregrounds) flipped and turned at random, each sample its own way."""
     if mode == "none":
         return x, fg

@@ -20,11 +20,20 @@ from ..core.errors import EdgeadError, require
 # (kernel, stride, expand ratio, out channels) per block, EfficientNet-Lite0
 LITE0_BLOCKS = (
     (3, 1, 1, 16),
-    (3, 2, 6, 24), (3, 1, 6, 24),
-    (5, 2, 6, 40), (5, 1, 6, 40),
-    (3, 2, 6, 80), (3, 1, 6, 80), (3, 1, 6, 80),
-    (5, 1, 6, 112), (5, 1, 6, 112), (5, 1, 6, 112),
-    (5, 2, 6, 192), (5, 1, 6, 192), (5, 1, 6, 192), (5, 1, 6, 192),
+    (3, 2, 6, 24),
+    (3, 1, 6, 24),
+    (5, 2, 6, 40),
+    (5, 1, 6, 40),
+    (3, 2, 6, 80),
+    (3, 1, 6, 80),
+    (3, 1, 6, 80),
+    (5, 1, 6, 112),
+    (5, 1, 6, 112),
+    (5, 1, 6, 112),
+    (5, 2, 6, 192),
+    (5, 1, 6, 192),
+    (5, 1, 6, 192),
+    (5, 1, 6, 192),
     (3, 1, 6, 320),
 )
 FEATURE_BLOCKS = (2, 4, 10)
@@ -39,8 +48,15 @@ class SameConv(nn.Conv2d):
         k, s = self.kernel_size[0], self.stride[0]
         total = max(k - s, 0)
         lo = total // 2
-        return F.conv2d(F.pad(x, (lo, total - lo, lo, total - lo)), self.weight, self.bias, self.stride,
-                        0, self.dilation, self.groups)
+        return F.conv2d(
+            F.pad(x, (lo, total - lo, lo, total - lo)),
+            self.weight,
+            self.bias,
+            self.stride,
+            0,
+            self.dilation,
+            self.groups,
+        )
 
 
 def _bn(c: int) -> nn.BatchNorm2d:
@@ -121,8 +137,9 @@ PATCH_LAYERS = (1, 2)
 PATCH_NEIGHBOURHOOD = 3
 
 
-def aggregate_patches(feats: list[torch.Tensor], neighbourhood: int = PATCH_NEIGHBOURHOOD,
-                      aggregation: str = "upsample_first") -> torch.Tensor:
+def aggregate_patches(
+    feats: list[torch.Tensor], neighbourhood: int = PATCH_NEIGHBOURHOOD, aggregation: str = "upsample_first"
+) -> torch.Tensor:
     """PatchCore's local patch descriptor from maps at several strides, on the first (finest) map's grid.
 
     ``upsample_first``: every map brought to the finest grid (bilinear), concatenated, then averaged over a
@@ -138,8 +155,9 @@ def aggregate_patches(feats: list[torch.Tensor], neighbourhood: int = PATCH_NEIG
     grid = feats[0].shape[-2:]
     if aggregation == "pool_first":
         feats = [pool(f) for f in feats]
-    out = [f if f.shape[-2:] == grid else F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
-           for f in feats]
+    out = [
+        f if f.shape[-2:] == grid else F.interpolate(f, size=grid, mode="bilinear", align_corners=False) for f in feats
+    ]
     joined = torch.cat(out, dim=1)
     return pool(joined) if aggregation == "upsample_first" else joined
 
@@ -149,8 +167,13 @@ class FeatureStages(nn.Module):
     the ``feature_extractor`` stage of D3AD (8, 16) and DiAD (4, 8, 16). With ``patches`` a last output
     holds the patch descriptors of those scales (``aggregate_patches``), for the patch kNN map."""
 
-    def __init__(self, backbone: nn.Module, stages: tuple[int, ...], patches: tuple[int, ...] = (),
-                 aggregation: str = "upsample_first"):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        stages: tuple[int, ...],
+        patches: tuple[int, ...] = (),
+        aggregation: str = "upsample_first",
+    ):
         super().__init__()
         self.backbone, self.stages, self.patches = backbone, tuple(stages), tuple(patches)
         self.aggregation = aggregation

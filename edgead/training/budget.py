@@ -92,12 +92,20 @@ def budget_deadline() -> float | None:
     return None if budget is None else budget.started + budget.seconds
 
 
-def plan(minutes: float | None, shares: tuple[tuple[str, float], ...], reserve: float, stage: str,
-         complete: set[str], fill: bool = False, fixed: tuple[str, ...] = ()) -> Budget | None:
+def plan(
+    minutes: float | None,
+    shares: tuple[tuple[str, float], ...],
+    reserve: float,
+    stage: str,
+    complete: set[str],
+    fill: bool = False,
+    fixed: tuple[str, ...] = (),
+) -> Budget | None:
     """The budget of one ``edgead train`` invocation: the loop stages it will run (one with ``--stage``;
     on ``--resume`` those not complete yet) share ``minutes``."""
     if minutes is None:
         return None
     running = {s: w for s, w in shares if (stage == "all" or s == stage) and s not in complete}
-    return Budget(minutes * 60.0, running or {stage: 1.0}, reserve if stage == "all" else 0.0, fill=fill,
-                  fixed=frozenset(fixed))
+    return Budget(
+        minutes * 60.0, running or {stage: 1.0}, reserve if stage == "all" else 0.0, fill=fill, fixed=frozenset(fixed)
+    )

@@ -133,8 +133,9 @@ def load_weights(run_dir: Path, name: str, module: torch.nn.Module) -> torch.nn.
     return module
 
 
-def restore_progress(run_dir: Path, state: dict[str, Any] | None, modules: dict[str, torch.nn.Module],
-                     optimiser: torch.optim.Optimizer) -> tuple[int, float]:
+def restore_progress(
+    run_dir: Path, state: dict[str, Any] | None, modules: dict[str, torch.nn.Module], optimiser: torch.optim.Optimizer
+) -> tuple[int, float]:
     """Weights, optimiser and position of an interrupted training; (0, 0.0) when starting fresh."""
     if state is None:
         return 0, 0.0
@@ -169,8 +170,10 @@ def check_run_dir(run_dir: Path, resume: bool, resumable: bool = True) -> bool:
 def check_same_model(run_dir: Path, stored: ExperimentConfig, config: ExperimentConfig) -> None:
     """A run is continued by the method, network and image size that started it."""
     if (stored.method, stored.model, stored.data.image_size) != (config.method, config.model, config.data.image_size):
-        raise EdgeadError(f"{run_dir} holds a run with another method, model or image size; continue it with "
-                          "its own configuration (edgead train --out RUN --resume)")
+        raise EdgeadError(
+            f"{run_dir} holds a run with another method, model or image size; continue it with "
+            "its own configuration (edgead train --out RUN --resume)"
+        )
 
 
 def open_run(run_dir: Path, config: ExperimentConfig, resume: bool) -> dict[str, Any] | None:
@@ -185,8 +188,17 @@ def open_run(run_dir: Path, config: ExperimentConfig, resume: bool) -> dict[str,
     return state
 
 
-RESUMABLE = ("train.steps", "train.max_minutes", "train.fill_budget", "train.device", "train.checkpoint_every",
-             "train.log_every", "train.mixed_precision", "train.channels_last", "train.compile")
+RESUMABLE = (
+    "train.steps",
+    "train.max_minutes",
+    "train.fill_budget",
+    "train.device",
+    "train.checkpoint_every",
+    "train.log_every",
+    "train.mixed_precision",
+    "train.channels_last",
+    "train.compile",
+)
 """Options a resumed run may change: how long and where it trains, not what it learns. Everything else is the
 run's own and may differ only when asked (``--allow-changes``); method, network and image size never."""
 NEVER = ("method", "model.", "data.image_size")
@@ -210,8 +222,10 @@ def _same_data(meta: dict[str, Any], config: ExperimentConfig) -> bool:
     from ..data.datasets import load_dataset
 
     stored = _fingerprints(meta.get("dataset"))
-    given = [load_dataset(p, config.data.validation_fraction, config.data.split_seed).fingerprint()
-             for p in config.data_paths]
+    given = [
+        load_dataset(p, config.data.validation_fraction, config.data.split_seed).fingerprint()
+        for p in config.data_paths
+    ]
     return None not in stored and sorted(stored) == sorted(given)
 
 
@@ -241,16 +255,22 @@ def resume_config(run_dir: str | Path, overrides: list[str], allow_changes: bool
                 apply_overrides(merged, [item])  # the same images elsewhere
                 continue
             if not allow_changes:
-                raise ConfigError(f"--resume: {run_dir} was trained on {old!r}; {new!r} holds other images. Continue "
-                                  "with the run's own data, train into another --out, or pass --allow-changes to "
-                                  "train on with this data (the run's history keeps what it was trained on)")
+                raise ConfigError(
+                    f"--resume: {run_dir} was trained on {old!r}; {new!r} holds other images. Continue "
+                    "with the run's own data, train into another --out, or pass --allow-changes to "
+                    "train on with this data (the run's history keeps what it was trained on)"
+                )
         if key.startswith(NEVER) or key in NEVER:
-            raise ConfigError(f"--resume: {run_dir} was trained with {key}={old!r}, the option gives {new!r}, which "
-                              "would make another model: leave it out, or train into another --out")
+            raise ConfigError(
+                f"--resume: {run_dir} was trained with {key}={old!r}, the option gives {new!r}, which "
+                "would make another model: leave it out, or train into another --out"
+            )
         if not allow_changes:
-            raise ConfigError(f"--resume: {run_dir} was trained with {key}={old!r}, the option gives {new!r}; "
-                              "leave it out to continue the run as it was trained, pass --allow-changes to change it "
-                              "(recorded in the run's history), or train into another --out")
+            raise ConfigError(
+                f"--resume: {run_dir} was trained with {key}={old!r}, the option gives {new!r}; "
+                "leave it out to continue the run as it was trained, pass --allow-changes to change it "
+                "(recorded in the run's history), or train into another --out"
+            )
         apply_overrides(merged, [item])
     return from_dict(ExperimentConfig, merged).validate()
 
@@ -272,8 +292,12 @@ def record_continuation(run_dir: Path, config: ExperimentConfig, how: str) -> No
 
     meta, stored = read_checkpoint_meta(run_dir)
     changed = _differences(to_dict(stored), to_dict(config))
-    entry: dict[str, Any] = {"at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-                             "edgead_version": __version__, "how": how, "changed": changed}
+    entry: dict[str, Any] = {
+        "at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "edgead_version": __version__,
+        "how": how,
+        "changed": changed,
+    }
     if "data.path" in changed:
         entry["trained_on_before"] = meta.get("dataset")
     meta = {**meta, "history": [*(meta.get("history") or []), entry]}

@@ -41,8 +41,9 @@ class DeviceImages:
     product equally likely in a batch, however many images each has.
     """
 
-    def __init__(self, images: np.ndarray, device: torch.device, foreground: bool = False,
-                 products: list[int] | None = None):
+    def __init__(
+        self, images: np.ndarray, device: torch.device, foreground: bool = False, products: list[int] | None = None
+    ):
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
         self._counts = self._starts = None
         if products is not None:
@@ -67,8 +68,9 @@ class DeviceImages:
         within = (torch.rand(n, generator=generator, device=device) * self._counts[p]).long()
         return self._starts[p] + torch.minimum(within, self._counts[p] - 1)
 
-    def draw(self, n: int, generator: torch.Generator,
-             among: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def draw(
+        self, n: int, generator: torch.Generator, among: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``n`` random images as float [n, 3, H, W] in [0, 1], with their foregrounds; ``among``: only these
         (indices on the images' device)."""
         if among is None:

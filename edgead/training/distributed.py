@@ -84,9 +84,11 @@ def data_parallel(compute: Callable[..., dict[str, torch.Tensor]], *modules: nn.
     if not enabled():
         return compute
     device = next(p.device for m in modules for p in m.parameters())
-    return DistributedDataParallel(_Losses(compute, modules),
-                                   device_ids=[device.index] if device.type == "cuda" else None,
-                                   find_unused_parameters=unused)
+    return DistributedDataParallel(
+        _Losses(compute, modules),
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=unused,
+    )
 
 
 def _reduced(value: int, op) -> int:

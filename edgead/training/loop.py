@@ -54,16 +54,21 @@ class LoopResult:
     steps_per_s: float
 
     def summary(self) -> dict:
-        return {"steps": self.steps, "elapsed_s": round(self.elapsed_s, 1),
-                "stopped_by_time_limit": self.stopped_by_time_limit,
-                "steps_per_s": round(self.steps_per_s, 2), **self.losses}
+        return {
+            "steps": self.steps,
+            "elapsed_s": round(self.elapsed_s, 1),
+            "stopped_by_time_limit": self.stopped_by_time_limit,
+            "steps_per_s": round(self.steps_per_s, 2),
+            **self.losses,
+        }
 
 
 class _Progress:
     """tqdm on a terminal, plain lines elsewhere, nothing when disabled."""
 
-    def __init__(self, name: str, start: int, total: int, enabled: bool, line_every_s: float,
-                 run_deadline: float | None = None):
+    def __init__(
+        self, name: str, start: int, total: int, enabled: bool, line_every_s: float, run_deadline: float | None = None
+    ):
         self.name, self.total, self.line_every_s, self.run_deadline = name, total, line_every_s, run_deadline
         self.bar = None
         self.lines = enabled and not sys.stderr.isatty()
@@ -96,8 +101,10 @@ class _Progress:
             if self.run_deadline is not None:  # the whole run ends by its budget
                 run_left = max(self.run_deadline - now(), 0.0)
                 run = f", run ends within {time.strftime('%H:%M:%S', time.gmtime(run_left))} (budget)"
-            sys.stderr.write(f"{self.name}: step {step}/{self.total} ({step / self.total:.1%}) "
-                             f"{rate:.2f} steps/s eta {eta}{run} | {parts}\n")
+            sys.stderr.write(
+                f"{self.name}: step {step}/{self.total} ({step / self.total:.1%}) "
+                f"{rate:.2f} steps/s eta {eta}{run} | {parts}\n"
+            )
             sys.stderr.flush()
             self.last_line = now()
 
@@ -131,14 +138,17 @@ def long_run_warning(name: str, rate: float, remaining: int) -> str | None:
     seconds = remaining / rate if rate > 0 else math.inf
     if seconds <= LONG_RUN_S:
         return None
-    return (f"{name}: at {rate:.3g} steps/s the remaining {remaining} steps take about {seconds / 3600:.1f} h on this "
-            "machine; to finish sooner set a budget (--max-minutes), fewer --steps or a smaller --preset; without a "
-            "GPU, --method d3ad --preset s trains in about half an hour and --method patchcore in a minute "
-            "(README: What trains where)")
+    return (
+        f"{name}: at {rate:.3g} steps/s the remaining {remaining} steps take about {seconds / 3600:.1f} h on this "
+        "machine; to finish sooner set a budget (--max-minutes), fewer --steps or a smaller --preset; without a "
+        "GPU, --method d3ad --preset s trains in about half an hour and --method patchcore in a minute "
+        "(README: What trains where)"
+    )
 
 
-def step_seeding(device: torch.device | str, seed: int, salt: int,
-                 step: int) -> tuple[torch.Generator, Callable[[], None]]:
+def step_seeding(
+    device: torch.device | str, seed: int, salt: int, step: int
+) -> tuple[torch.Generator, Callable[[], None]]:
     """A generator for a stage's batches, noise and synthetic anomalies, and the call that re-seeds it from
     (seed, stage, step) at the start of every step: a run stopped and resumed at any step draws exactly what
     an uninterrupted one draws, so it reaches the same weights."""
@@ -230,8 +240,8 @@ def run_loop(
                 _synchronise()
                 warmup_from = (step, now())
             elif to_plan and distributed.any_process(  # every process plans at the same step
-                    step - warmup_from[0] >= WARMUP_STEPS
-                    and t_after - warmup_from[1] >= min(WARMUP_S, 0.05 * share_s)):
+                step - warmup_from[0] >= WARMUP_STEPS and t_after - warmup_from[1] >= min(WARMUP_S, 0.05 * share_s)
+            ):
                 _synchronise()
                 t_now = now()
                 rate = (step - warmup_from[0]) / max(t_now - warmup_from[1], 1e-9)
@@ -239,8 +249,13 @@ def run_loop(
                 filled = planned = total_steps = distributed.fewest(filled_steps(step, rate, left))
                 to_plan = False
                 bar.replan(total_steps)
-                log.info("%s: %.3g steps/s in the warm-up; its %.0f s of the budget hold %d steps", name, rate,
-                         share_s, total_steps)
+                log.info(
+                    "%s: %.3g steps/s in the warm-up; its %.0f s of the budget hold %d steps",
+                    name,
+                    rate,
+                    share_s,
+                    total_steps,
+                )
             at_end = not to_plan and step == total_steps
             want_log = first or step % log_every == 0 or at_end
             want_line = bar.due()
@@ -250,12 +265,19 @@ def run_loop(
                 values = torch.stack([sums[k] for k in keys]).cpu().tolist()  # the one sync
                 reported = {k: v / n_summed for k, v in zip(keys, values)}
                 if not all(math.isfinite(v) for v in reported.values()):
-                    raise EdgeadError(f"{name} diverged at step {step}: losses {reported}; "
-                                      "lower the learning rate (--set train.learning_rate=...)")
+                    raise EdgeadError(
+                        f"{name} diverged at step {step}: losses {reported}; "
+                        "lower the learning rate (--set train.learning_rate=...)"
+                    )
                 last = reported
                 if want_log and log_file is not None:
-                    record = {"stage": name, "step": step, "elapsed_s": round(t_after - t_run0, 2),
-                              "steps_per_s": round(session_rate, 3), **{k: round(v, 6) for k, v in reported.items()}}
+                    record = {
+                        "stage": name,
+                        "step": step,
+                        "elapsed_s": round(t_after - t_run0, 2),
+                        "steps_per_s": round(session_rate, 3),
+                        **{k: round(v, 6) for k, v in reported.items()},
+                    }
                     log_file.write(json.dumps(record) + "\n")
                     log_file.flush()
                 if want_log:
@@ -265,8 +287,11 @@ def run_loop(
                 if warning:
                     log.warning(warning)
             bar.update(step, session_rate, reported, want_line)
-            if step % checkpoint_every == 0 or at_end or (save_when is not None and not to_plan
-                                                          and save_when(step, total_steps)):
+            if (
+                step % checkpoint_every == 0
+                or at_end
+                or (save_when is not None and not to_plan and save_when(step, total_steps))
+            ):
                 save_fn(step, now() - t_run0, total_steps)
     except KeyboardInterrupt:
         log.warning("%s interrupted at step %d; saving checkpoint", name, step)
@@ -282,8 +307,13 @@ def run_loop(
     if stopped_by_time and total_steps == step and filled:
         log.info("%s: %d of the %d steps planned from the warm-up fitted the budget's share", name, step, filled)
     elif stopped_by_time and total_steps == step:
-        log.warning("%s: the time budget allowed %d of %d steps; the run goes on with them (a run with a larger "
-                    "--max-minutes trains more)", name, step, planned)
+        log.warning(
+            "%s: the time budget allowed %d of %d steps; the run goes on with them (a run with a larger "
+            "--max-minutes trains more)",
+            name,
+            step,
+            planned,
+        )
     elif stopped_by_time:
         log.warning("%s: stopped at step %d/%d by the %.1f-minute limit", name, step, total_steps, max_minutes)
     if stopped_by_time or (step % checkpoint_every != 0 and step != total_steps):

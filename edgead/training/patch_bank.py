@@ -28,8 +28,16 @@ log = logging.getLogger(__name__)
 PATCH_BANK_FILE = "patch_bank.safetensors"
 
 
-def greedy_coreset(x: torch.Tensor, n: int, seed: int = 0, projection_dim: int = 128, progress: bool = False,
-                   deadline: float | None = None, batch: int = 128, pool: int = 8) -> torch.Tensor:
+def greedy_coreset(
+    x: torch.Tensor,
+    n: int,
+    seed: int = 0,
+    projection_dim: int = 128,
+    progress: bool = False,
+    deadline: float | None = None,
+    batch: int = 128,
+    pool: int = 8,
+) -> torch.Tensor:
     """Indices of the greedy k-center coreset (PatchCore §3.2) on a random projection, computed on ``x``'s device.
 
     Exactly the greedy selection (each centre the point farthest from those chosen so far), in rounds that
@@ -56,12 +64,19 @@ def greedy_coreset(x: torch.Tensor, n: int, seed: int = 0, projection_dim: int =
     while len(chosen) < n:
         if deadline is not None and now() > deadline:
             bar.close()
-            log.warning("the time budget ended the greedy coreset at %d of %d patches; the other %d are a random "
-                        "sample (a run with a larger --max-minutes chooses them all)", len(chosen), n, n - len(chosen))
+            log.warning(
+                "the time budget ended the greedy coreset at %d of %d patches; the other %d are a random "
+                "sample (a run with a larger --max-minutes chooses them all)",
+                len(chosen),
+                n,
+                n - len(chosen),
+            )
             rest = torch.ones(total, dtype=torch.bool)
             rest[chosen] = False
             others = torch.nonzero(rest).flatten()
-            return torch.cat([torch.tensor(chosen), others[torch.randperm(len(others), generator=g)[:n - len(chosen)]]])
+            return torch.cat(
+                [torch.tensor(chosen), others[torch.randperm(len(others), generator=g)[: n - len(chosen)]]]
+            )
         size = min(total, batch * pool + 1)
         top = torch.topk(dist, size)
         if size == total:  # every point is a candidate
@@ -87,16 +102,28 @@ def greedy_coreset(x: torch.Tensor, n: int, seed: int = 0, projection_dim: int =
 
 
 @torch.no_grad()
-def extract(model: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, spec: Preprocess,
-            batch: int = 8, device: torch.device | None = None) -> torch.Tensor:
+def extract(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    images: np.ndarray,
+    spec: Preprocess,
+    batch: int = 8,
+    device: torch.device | None = None,
+) -> torch.Tensor:
     """uint8 [N, H, W, 3] images -> the model's output for each (run on ``device``), concatenated on the CPU."""
-    out = [model(numpy_batch(images[i:i + batch], spec).to(device or "cpu")).cpu()
-           for i in range(0, len(images), batch)]
+    out = [
+        model(numpy_batch(images[i : i + batch], spec).to(device or "cpu")).cpu() for i in range(0, len(images), batch)
+    ]
     return torch.cat(out)
 
 
-def fit_memory_bank(patches: torch.Tensor, fraction: float, seed: int = 0, progress: bool = False,
-                    deadline: float | None = None, device: torch.device | None = None) -> torch.Tensor:
+def fit_memory_bank(
+    patches: torch.Tensor,
+    fraction: float,
+    seed: int = 0,
+    progress: bool = False,
+    deadline: float | None = None,
+    device: torch.device | None = None,
+) -> torch.Tensor:
     """[N, C, h, w] patch descriptors -> the coreset memory bank [M, C] on the CPU (M = fraction of all patches);
     the coreset is searched on ``device`` (a GPU does it in seconds)."""
     flat = patches.permute(0, 2, 3, 1).reshape(-1, patches.shape[1])
@@ -105,11 +132,16 @@ def fit_memory_bank(patches: torch.Tensor, fraction: float, seed: int = 0, progr
     return flat[picked].contiguous()
 
 
-
-
-def fit_patch_bank(features: FeatureStages, images: np.ndarray, spec: Preprocess, fraction: float, seed: int = 0,
-                   device: torch.device | None = None, progress: bool = False,
-                   deadline: float | None = None) -> torch.Tensor:
+def fit_patch_bank(
+    features: FeatureStages,
+    images: np.ndarray,
+    spec: Preprocess,
+    fraction: float,
+    seed: int = 0,
+    device: torch.device | None = None,
+    progress: bool = False,
+    deadline: float | None = None,
+) -> torch.Tensor:
     """uint8 [N, H, W, 3] training images -> the coreset of their patch descriptors [M, C]."""
     if not features.patches:
         raise ValueError("the feature stages compute no patch descriptors")
@@ -117,13 +149,28 @@ def fit_patch_bank(features: FeatureStages, images: np.ndarray, spec: Preprocess
     return fit_memory_bank(patches, fraction, seed, progress, deadline, device)
 
 
-def train_patch_bank(run, features: FeatureStages, images: torch.Tensor, spec: Preprocess, fraction: float,
-                     progress: bool, record: dict | None = None) -> torch.Tensor:
+def train_patch_bank(
+    run,
+    features: FeatureStages,
+    images: torch.Tensor,
+    spec: Preprocess,
+    fraction: float,
+    progress: bool,
+    record: dict | None = None,
+) -> torch.Tensor:
     """Fit the bank on the run's training images (uint8 [N, 3, H, W] on the device) and record the stage."""
     t0 = now()
     device = images.device
-    bank = fit_patch_bank(features.to(device), images.permute(0, 2, 3, 1).cpu().numpy(), spec, fraction,
-                          run.config.train.seed, device, progress, deadline=budget_deadline())
+    bank = fit_patch_bank(
+        features.to(device),
+        images.permute(0, 2, 3, 1).cpu().numpy(),
+        spec,
+        fraction,
+        run.config.train.seed,
+        device,
+        progress,
+        deadline=budget_deadline(),
+    )
     save_tensors(run.run_dir / PATCH_BANK_FILE, {"patch_bank": bank})
     run.save("patches", {}, 1, now() - t0, 1, extra={"patch_bank": list(bank.shape), **(record or {})})
     return bank
@@ -132,6 +179,7 @@ def train_patch_bank(run, features: FeatureStages, images: torch.Tensor, spec: P
 def load_patch_bank(run_dir: Path) -> np.ndarray:
     f = Path(run_dir) / PATCH_BANK_FILE
     if not f.is_file():
-        raise EdgeadError(f"{run_dir} has no patch memory bank; fit it with: edgead train --out {run_dir} "
-                          "--stage patches")
+        raise EdgeadError(
+            f"{run_dir} has no patch memory bank; fit it with: edgead train --out {run_dir} --stage patches"
+        )
     return load_file(str(f))["patch_bank"].numpy().astype(np.float32)

@@ -34,8 +34,9 @@ MAX_PERLIN_RES = 32
 
 
 # ------------------------------------------------------------------------------------ masks
-def perlin_noise(batch: int, size: int, res_y: torch.Tensor, res_x: torch.Tensor,
-                 generator: torch.Generator) -> torch.Tensor:
+def perlin_noise(
+    batch: int, size: int, res_y: torch.Tensor, res_x: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
     """2-D gradient noise (Perlin 1985) in about [-1, 1]: [B, size, size], ``res_*`` cells per sample."""
     dev = res_y.device
     n = MAX_PERLIN_RES + 1
@@ -73,8 +74,15 @@ def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def perlin_masks(batch: int, size: int, generator: torch.Generator, device: torch.device,
-                 foreground: torch.Tensor | None = None, tries: int = 4, threshold: float = 0.5) -> torch.Tensor:
+def perlin_masks(
+    batch: int,
+    size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    foreground: torch.Tensor | None = None,
+    tries: int = 4,
+    threshold: float = 0.5,
+) -> torch.Tensor:
     """Irregular blob masks [B, 1, H, W] (0/1): Perlin noise at random scales, rotated, thresholded.
 
     ``tries`` candidates are drawn per sample and the first one that is not empty (inside the
@@ -82,7 +90,7 @@ def perlin_masks(batch: int, size: int, generator: torch.Generator, device: torc
     """
     n = batch * tries
     scales = torch.randint(0, int(math.log2(MAX_PERLIN_RES)) + 1, (2, n), generator=generator, device=device)
-    res = 2 ** scales
+    res = 2**scales
     noise = perlin_noise(n, size, res[0], res[1], generator)
     degrees = torch.rand(n, generator=generator, device=device) * 180.0 - 90.0
     masks = (rotate(noise[:, None], degrees) > threshold).float().view(batch, tries, size, size)
@@ -249,8 +257,12 @@ class AnomalySynthesizer:
     mask_tries: int = 4
 
     @classmethod
-    def from_folder(cls, size: int, textures: str | Path | None, device: torch.device | str = "cpu",
-                    ) -> AnomalySynthesizer:
+    def from_folder(
+        cls,
+        size: int,
+        textures: str | Path | None,
+        device: torch.device | str = "cpu",
+    ) -> AnomalySynthesizer:
         if textures is None:
             return cls(size, None)
         folder = Path(textures)
@@ -263,8 +275,9 @@ class AnomalySynthesizer:
         stack = np.stack([resize(_center_square(read_image(p)), spec) for p in files])
         return cls(size, torch.from_numpy(stack).permute(0, 3, 1, 2).contiguous().to(device))
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator,
-                 foreground: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, images: torch.Tensor, generator: torch.Generator, foreground: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``images`` float [B, 3, H, W] in [0, 1] -> (anomalous in [0, 1], mask [B, 1, H, W] 0/1)."""
         b, _, h, w = images.shape
         if (h, w) != (self.size, self.size):
@@ -297,4 +310,4 @@ def _center_square(img: np.ndarray) -> np.ndarray:
     h, w = img.shape[:2]
     s = min(h, w)
     y, x = (h - s) // 2, (w - s) // 2
-    return img[y:y + s, x:x + s]
+    return img[y : y + s, x : x + s]

@@ -10,9 +10,16 @@ time of the 4-level ``s`` preset for one batch of two), so the middle block foll
 from __future__ import annotations
 
 
-def build_unet(sample_size: int, in_channels: int, out_channels: int, block_out_channels: tuple[int, ...],
-               layers_per_block: int, attention_resolutions: tuple[int, ...], attention_head_dim: int,
-               norm_num_groups: int):
+def build_unet(
+    sample_size: int,
+    in_channels: int,
+    out_channels: int,
+    block_out_channels: tuple[int, ...],
+    layers_per_block: int,
+    attention_resolutions: tuple[int, ...],
+    attention_head_dim: int,
+    norm_num_groups: int,
+):
     from diffusers import UNet2DModel
 
     down = []

@@ -28,8 +28,13 @@ class DummyParams:
 
 
 SPEC = MethodSpec(
-    name="dummy", summary="test-only method", config=DummyConfig, params=DummyParams,
-    stages=("feature_extractor",), extras=("reference",),
-    trainer="tests.dummy_method.train:train", exporter="tests.dummy_method.export:DummyExport",
+    name="dummy",
+    summary="test-only method",
+    config=DummyConfig,
+    params=DummyParams,
+    stages=("feature_extractor",),
+    extras=("reference",),
+    trainer="tests.dummy_method.train:train",
+    exporter="tests.dummy_method.export:DummyExport",
     pipeline="tests.dummy_method.pipeline:DummyPipeline",
 )

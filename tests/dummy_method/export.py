@@ -14,7 +14,9 @@ from . import DummyParams
 
 class DummyExport(MethodExport):
     def stages(self):
-        return {"feature_extractor": (torch.nn.AvgPool2d(8), feature_extractor_contract(self.config.data.image_size, 3, 8))}
+        return {
+            "feature_extractor": (torch.nn.AvgPool2d(8), feature_extractor_contract(self.config.data.image_size, 3, 8))
+        }
 
     def extras(self):
         return {"reference": load_file(str(self.run_dir / "reference.safetensors"))["reference"].numpy()}

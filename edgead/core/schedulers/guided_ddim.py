@@ -40,9 +40,17 @@ class GuidedDDIMScheduler:
     start_offset: int = 0
 
     @classmethod
-    def from_schedule(cls, num_train_timesteps: int, beta_start: float, beta_end: float, beta_schedule: str,
-                      guidance_w: float = 4.0, num_steps: int = 10, offset: int = 0,
-                      start_offset: int = 0) -> GuidedDDIMScheduler:
+    def from_schedule(
+        cls,
+        num_train_timesteps: int,
+        beta_start: float,
+        beta_end: float,
+        beta_schedule: str,
+        guidance_w: float = 4.0,
+        num_steps: int = 10,
+        offset: int = 0,
+        start_offset: int = 0,
+    ) -> GuidedDDIMScheduler:
         ab = alphas_cumprod(num_train_timesteps, beta_start, beta_end, beta_schedule)
         return cls(tuple(float(a) for a in ab), float(guidance_w), int(num_steps), offset, start_offset)
 

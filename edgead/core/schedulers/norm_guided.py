@@ -63,13 +63,21 @@ class NormGuidedOneStepScheduler:
 
     def step(self, x_ts: Any, x_tb: Any, eps_s: Any, eps_b: Any) -> Any:
         """Norm-guided reconstruction x^_{0_g} from both noised inputs and predicted noises."""
-        return self.guided_step(x_ts, x_tb, eps_s, eps_b, self.alpha_bar_s, self.alpha_bar_b,
-                                self.guidance_w, self.clip_sample)
+        return self.guided_step(
+            x_ts, x_tb, eps_s, eps_b, self.alpha_bar_s, self.alpha_bar_b, self.guidance_w, self.clip_sample
+        )
 
     @classmethod
     def guided_step(
-        cls, x_ts: Any, x_tb: Any, eps_s: Any, eps_b: Any, ab_s: Any, ab_b: Any,
-        guidance_w: float = 1.0, clip_sample: bool = True,
+        cls,
+        x_ts: Any,
+        x_tb: Any,
+        eps_s: Any,
+        eps_b: Any,
+        ab_s: Any,
+        ab_b: Any,
+        guidance_w: float = 1.0,
+        clip_sample: bool = True,
     ) -> Any:
         """The step with per-sample alpha-bars (training draws t_s and t_b per sample)."""
         n = cls.predict_x0(x_tb, eps_b, ab_b)  # eq. (6) from t_b
@@ -79,5 +87,3 @@ class NormGuidedOneStepScheduler:
         eps_g = eps_s - (1.0 - ab_s) ** 0.5 * guidance_w * (n_ts - x_ts)  # eq. (7)
         x0_hat = cls.predict_x0(x_ts, eps_g, ab_s)  # eq. (8)
         return x0_hat.clip(-1.0, 1.0) if clip_sample else x0_hat
-
-

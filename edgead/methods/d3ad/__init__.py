@@ -57,8 +57,10 @@ class D3ADConfig:
         self.autoencoder.check(f"{where}.autoencoder")
         self.knn.check(f"{where}.knn")
         if not 1 <= self.num_steps <= self.max_t < self.schedule.num_train_timesteps:
-            raise ConfigError(f"{where} needs 1 <= num_steps <= max_t < num_train_timesteps, got "
-                              f"{self.num_steps}, {self.max_t}, {self.schedule.num_train_timesteps}")
+            raise ConfigError(
+                f"{where} needs 1 <= num_steps <= max_t < num_train_timesteps, got "
+                f"{self.num_steps}, {self.max_t}, {self.schedule.num_train_timesteps}"
+            )
         if self.knn_k < 1 or self.bins < 2 or self.prior_pool < 1:
             raise ConfigError(f"{where} needs knn_k >= 1, bins >= 2, prior_pool >= 1")
         if not 0 <= self.latent_weight <= 1:
@@ -86,8 +88,9 @@ class D3ADParams:
 def sampler(settings: D3ADConfig | D3ADParams) -> GuidedDDIMScheduler:
     """The guided DDIM of training's model selection and of the runtime, from the config or the manifest."""
     s = settings.schedule
-    return GuidedDDIMScheduler.from_schedule(s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule,
-                                             settings.guidance_w, settings.num_steps)
+    return GuidedDDIMScheduler.from_schedule(
+        s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule, settings.guidance_w, settings.num_steps
+    )
 
 
 SPEC = MethodSpec(

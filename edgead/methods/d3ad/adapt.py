@@ -34,9 +34,19 @@ def flat_cosine_distance(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.
     return sum(torch.mean(1 - nn.functional.cosine_similarity(x.flatten(1), y.flatten(1))) for x, y in zip(a, b))
 
 
-def adapt_backbone(run: StagedRun, backbone: nn.Module, encoder: nn.Module, unet: nn.Module, decoder: nn.Module,
-                   scheduler: GuidedDDIMScheduler, data: DeviceImages, spec: Preprocess, settings,
-                   batch: int, progress: bool) -> nn.Module:
+def adapt_backbone(
+    run: StagedRun,
+    backbone: nn.Module,
+    encoder: nn.Module,
+    unet: nn.Module,
+    decoder: nn.Module,
+    scheduler: GuidedDDIMScheduler,
+    data: DeviceImages,
+    spec: Preprocess,
+    settings,
+    batch: int,
+    progress: bool,
+) -> nn.Module:
     tc = run.config.train
     device = data.images.device
     frozen = copy.deepcopy(backbone).eval().requires_grad_(False)
@@ -54,17 +64,22 @@ def adapt_backbone(run: StagedRun, backbone: nn.Module, encoder: nn.Module, unet
         feats_x = adapted(x)
         loss_rec = flat_cosine_distance(adapted(x_hat), feats_x)  # both sides train, as the reference
         loss_reg = flat_cosine_distance(feats_x, target)
-        return {"total": loss_rec + settings.adapt_regulariser * loss_reg, "reconstruction": loss_rec,
-                "regulariser": loss_reg}
+        return {
+            "total": loss_rec + settings.adapt_regulariser * loss_reg,
+            "reconstruction": loss_rec,
+            "regulariser": loss_reg,
+        }
 
     forward = distributed.data_parallel(losses, adapted)
 
     def step_fn():
         nonlocal order
         if not order:
-            order = torch.randperm(len(data), generator=torch.Generator().manual_seed(int(rng.integers(1 << 31)))).tolist()
+            order = torch.randperm(
+                len(data), generator=torch.Generator().manual_seed(int(rng.integers(1 << 31)))
+            ).tolist()
         idx = torch.tensor([order.pop() for _ in range(min(batch, len(order)))], device=device)
-        idx = idx[distributed.rank()::distributed.world_size()]  # this process's part of the batch
+        idx = idx[distributed.rank() :: distributed.world_size()]  # this process's part of the batch
         x = to_model_input(data.images[idx], spec)
         with torch.no_grad():
             z0 = encoder(x)
@@ -81,6 +96,17 @@ def adapt_backbone(run: StagedRun, backbone: nn.Module, encoder: nn.Module, unet
     def save_fn(at: int, seconds: float, steps: int) -> None:
         run.save("adapt", {"feature_extractor": adapted}, at, seconds, steps, planned=total)
 
-    run_loop("adapt features", step_fn, save_fn, 0, total, 0.0, run.run_dir / "train_log.jsonl",
-             checkpoint_every=total, log_every=max(1, n_batches // 4), progress=progress, stage="adapt")
+    run_loop(
+        "adapt features",
+        step_fn,
+        save_fn,
+        0,
+        total,
+        0.0,
+        run.run_dir / "train_log.jsonl",
+        checkpoint_every=total,
+        log_every=max(1, n_batches // 4),
+        progress=progress,
+        stage="adapt",
+    )
     return adapted.eval().requires_grad_(False)

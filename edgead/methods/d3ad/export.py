@@ -55,16 +55,28 @@ class D3ADExport(MethodExport):
         encoder, decoder = latent_contracts(size)
         return {
             "encoder": (self.encoder, encoder),
-            "denoiser_step": (DenoiserStep(self.unet), denoiser_step_contract(latent_size(size), channels=LATENT_CHANNELS)),
+            "denoiser_step": (
+                DenoiserStep(self.unet),
+                denoiser_step_contract(latent_size(size), channels=LATENT_CHANNELS),
+            ),
             "decoder": (self.decoder, decoder),
-            "feature_extractor": (self.features, features_contract(
-                size, self.features.stages, "EfficientNet-Lite0 (domain-adapted) at strides 8, 16; patch descriptors",
-                patches=self.features.patches)),
+            "feature_extractor": (
+                self.features,
+                features_contract(
+                    size,
+                    self.features.stages,
+                    "EfficientNet-Lite0 (domain-adapted) at strides 8, 16; patch descriptors",
+                    patches=self.features.patches,
+                ),
+            ),
         }
 
     def extras(self):
-        out = {"memory_bank": self.prior["memory_bank"].astype(np.float32), "bin_edges": self.prior["bin_edges"],
-               "patch_bank": self.patch_bank}
+        out = {
+            "memory_bank": self.prior["memory_bank"].astype(np.float32),
+            "bin_edges": self.prior["bin_edges"],
+            "patch_bank": self.patch_bank,
+        }
         if self.config.d3ad.start == "noised":  # fixed per bundle: the same frame always gets the same score
             out["noise"] = latent_noise(self.config.data.image_size, self.config.d3ad.noise_seed)
         return out
@@ -84,10 +96,11 @@ class D3ADExport(MethodExport):
         ranges = {"latent_map": [np.inf, -np.inf], "feature_map": [np.inf, -np.inf]}
         with Detector(bundle, backend="onnxruntime-cpu", require_calibration=False) as det:
             for i in range(0, len(images), 4):
-                parts = det.score_batch([read_image(p) for p in images[i:i + 4]]).components
+                parts = det.score_batch([read_image(p) for p in images[i : i + 4]]).components
                 for k, r in ranges.items():
                     r[0], r[1] = min(r[0], float(parts[k].min())), max(r[1], float(parts[k].max()))
         bundle.manifest.params.latent_range = ranges["latent_map"]
         bundle.manifest.params.feature_range = ranges["feature_map"]
-        bundle.manifest.provenance["export"]["fusion"] = fit_fusion(bundle, images, self.config.d3ad.knn,
-                                                                    self.config.data.foreground)
+        bundle.manifest.provenance["export"]["fusion"] = fit_fusion(
+            bundle, images, self.config.d3ad.knn, self.config.data.foreground
+        )

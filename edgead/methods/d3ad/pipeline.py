@@ -44,13 +44,16 @@ class D3ADPipeline(Pipeline):
         except ValueError as exc:
             raise BundleError(f"bundle {bundle.root}: {exc}") from None
         if len(self.prior.edges) != p.bins + 1:
-            raise BundleError(f"bundle {bundle.root}: {len(self.prior.edges)} bin edges, the manifest declares "
-                              f"{p.bins} bins")
+            raise BundleError(
+                f"bundle {bundle.root}: {len(self.prior.edges)} bin edges, the manifest declares {p.bins} bins"
+            )
         features = bundle.manifest.stage("feature_extractor").outputs[0].shape[1]
         if self.prior.bank.shape[1] != features * p.prior_pool**2:
-            raise BundleError(f"bundle {bundle.root}: the memory bank has {self.prior.bank.shape[1]} columns, "
-                              f"{features} channels pooled to {p.prior_pool}x{p.prior_pool} give "
-                              f"{features * p.prior_pool**2}")
+            raise BundleError(
+                f"bundle {bundle.root}: the memory bank has {self.prior.bank.shape[1]} columns, "
+                f"{features} channels pooled to {p.prior_pool}x{p.prior_pool} give "
+                f"{features * p.prior_pool**2}"
+            )
         self.knn = PatchKnnMap(bundle, p.fusion)
         self.noise = None
         if p.start == "noised":
@@ -84,12 +87,23 @@ class D3ADPipeline(Pipeline):
         names = ("features8", "features16")
         feature = feature_distance_map([feats[k] for k in names], [feats_hat[k] for k in names], size)
         (lmin, lmax), (fmin, fmax) = p.latent_range, p.feature_range
-        recon = (p.latent_weight * (latent - lmin) / max(lmax - lmin, 1e-12)
-                 + (1 - p.latent_weight) * (feature - fmin) / max(fmax - fmin, 1e-12))
+        recon = p.latent_weight * (latent - lmin) / max(lmax - lmin, 1e-12) + (1 - p.latent_weight) * (
+            feature - fmin
+        ) / max(fmax - fmin, 1e-12)
         timings["orchestration"] = sampling + (time.perf_counter() - t2) * 1e3
         t3 = time.perf_counter()
         knn = self.knn(feats[PATCHES], size)
         timings["knn"] = (time.perf_counter() - t3) * 1e3
-        return PipelineOutput(fuse(recon, knn, p.fusion), x_hat, timings,
-                              {"latent_map": latent, "feature_map": feature, "reconstruction_map": recon,
-                               "knn_map": knn, "t_max": t_max, "prior_distance": distance})
+        return PipelineOutput(
+            fuse(recon, knn, p.fusion),
+            x_hat,
+            timings,
+            {
+                "latent_map": latent,
+                "feature_map": feature,
+                "reconstruction_map": recon,
+                "knn_map": knn,
+                "t_max": t_max,
+                "prior_distance": distance,
+            },
+        )

@@ -19,16 +19,21 @@ from .features import PRIOR_STAGE, prior_features
 
 
 @torch.no_grad()
-def fit_prior(backbone: nn.Module, data: DeviceImages, spec: Preprocess, k: int, bins: int, pool: int,
-              batch: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fit_prior(
+    backbone: nn.Module, data: DeviceImages, spec: Preprocess, k: int, bins: int, pool: int, batch: int = 8
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(memory bank [N, D] float32, bin edges [bins + 1] float64, leave-one-out distances [N])."""
     n = len(data)
     if n < k + 1:
-        raise DataError(f"the kNN prior needs at least {k + 1} training images for k = {k} neighbours "
-                        f"(each image's distance to its {k} nearest others), got {n}; add good images or "
-                        f"lower d3ad.knn_k")
-    feats = [prior_features(backbone(to_model_input(data.images[i:i + batch], spec))[PRIOR_STAGE], pool)
-             for i in range(0, n, batch)]
+        raise DataError(
+            f"the kNN prior needs at least {k + 1} training images for k = {k} neighbours "
+            f"(each image's distance to its {k} nearest others), got {n}; add good images or "
+            f"lower d3ad.knn_k"
+        )
+    feats = [
+        prior_features(backbone(to_model_input(data.images[i : i + batch], spec))[PRIOR_STAGE], pool)
+        for i in range(0, n, batch)
+    ]
     bank = torch.cat(feats).double().cpu()
     d = torch.cdist(bank, bank, p=1)
     d.fill_diagonal_(float("inf"))

@@ -1,10 +1,10 @@
 """D3AD training in five stages, each resumable and runnable alone (``--stage``):
 
-    autoencoder   KL autoencoder on the good images (shared with DiAD)
-    denoiser      latent UNet, eps-MSE, linear beta 0.0015 -> 0.0195
-    adapt         domain-adapted copy of the EfficientNet-Lite0 features (skipped with d3ad.adapt=false)
-    prior         kNN memory of pooled features and the histogram of training distances
-    patches       memory bank of patch descriptors for the kNN map fused with the reconstruction map
+autoencoder   KL autoencoder on the good images (shared with DiAD)
+denoiser      latent UNet, eps-MSE, linear beta 0.0015 -> 0.0195
+adapt         domain-adapted copy of the EfficientNet-Lite0 features (skipped with d3ad.adapt=false)
+prior         kNN memory of pooled features and the histogram of training distances
+patches       memory bank of patch descriptors for the kNN map fused with the reconstruction map
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ IMAGENET_PRIOR_FILE = "prior_imagenet.safetensors"
 """The prior on the frozen ImageNet features, for exports with d3ad.adapt=false (the ablation)."""
 
 
-def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progress: bool = True,
-          stage: str = "all") -> dict:
+def train(
+    config: ExperimentConfig, run_dir: Path, resume: bool = False, progress: bool = True, stage: str = "all"
+) -> dict:
     d = config.d3ad
     lr = open_latent_run(config, run_dir, resume, stage, STAGES)
     run, data, spec = lr.run, lr.data, lr.spec
@@ -51,8 +52,19 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progres
     if d.adapt and lr.wants("adapt", "prior", "patches"):
         run.require("adapt", "autoencoder", "denoiser")
         if lr.pending("adapt"):
-            adapt_backbone(run, backbone, encoder, unet, decoder, sampler(config.d3ad), data, spec, d,
-                           lr.batch("adapt_batch"), progress)
+            adapt_backbone(
+                run,
+                backbone,
+                encoder,
+                unet,
+                decoder,
+                sampler(config.d3ad),
+                data,
+                spec,
+                d,
+                lr.batch("adapt_batch"),
+                progress,
+            )
         if run.complete("adapt"):
             load_weights(lr.run_dir, "feature_extractor", backbone)
     if lr.pending("prior"):
@@ -60,20 +72,43 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progres
         bank, edges, distances = fit_prior(backbone, data, spec, d.knn_k, d.bins, d.prior_pool)
         save_prior(lr.run_dir / PRIOR_FILE, bank, edges, distances)
         if d.adapt:
-            save_prior(lr.run_dir / IMAGENET_PRIOR_FILE, *fit_prior(load_backbone(config.backbone.weights).to(lr.device),
-                                                                    data, spec, d.knn_k, d.bins, d.prior_pool))
-        run.save("prior", {}, 1, 0.0, 1, extra={"memory_bank": list(bank.shape),
-                                                "bin_counts": np.histogram(distances, edges)[0].tolist()})
+            save_prior(
+                lr.run_dir / IMAGENET_PRIOR_FILE,
+                *fit_prior(
+                    load_backbone(config.backbone.weights).to(lr.device), data, spec, d.knn_k, d.bins, d.prior_pool
+                ),
+            )
+        run.save(
+            "prior",
+            {},
+            1,
+            0.0,
+            1,
+            extra={"memory_bank": list(bank.shape), "bin_counts": np.histogram(distances, edges)[0].tolist()},
+        )
     if lr.pending("patches"):
         run.require("patches", *(["adapt"] if d.adapt else []))
-        train_patch_bank(run, FeatureStages(backbone, MAP_STAGES, PATCH_LAYERS, d.knn.aggregation), data.images, spec,
-                         d.knn.coreset_fraction, progress, {"adapted": d.adapt})
+        train_patch_bank(
+            run,
+            FeatureStages(backbone, MAP_STAGES, PATCH_LAYERS, d.knn.aggregation),
+            data.images,
+            spec,
+            d.knn.coreset_fraction,
+            progress,
+            {"adapted": d.adapt},
+        )
     return lr.summary()
 
 
 def save_prior(path: Path, bank: np.ndarray, edges: np.ndarray, distances: np.ndarray) -> None:
-    save_tensors(path, {"memory_bank": torch.from_numpy(bank), "bin_edges": torch.from_numpy(edges),
-                        "train_distances": torch.from_numpy(distances)})
+    save_tensors(
+        path,
+        {
+            "memory_bank": torch.from_numpy(bank),
+            "bin_edges": torch.from_numpy(edges),
+            "train_distances": torch.from_numpy(distances),
+        },
+    )
 
 
 def load_prior(run_dir: Path, adapted: bool = True) -> dict[str, np.ndarray] | None:
@@ -97,8 +132,9 @@ def imagenet_prior(config: ExperimentConfig) -> dict[str, np.ndarray]:
     d = config.d3ad
     spec = Preprocess.for_size(config.data.image_size)
     data = DeviceImages(_training_images(config), torch.device("cpu"))
-    bank, edges, distances = fit_prior(load_backbone(config.backbone.weights), data, spec, d.knn_k, d.bins,
-                                       d.prior_pool)
+    bank, edges, distances = fit_prior(
+        load_backbone(config.backbone.weights), data, spec, d.knn_k, d.bins, d.prior_pool
+    )
     return {"memory_bank": bank, "bin_edges": edges, "train_distances": distances}
 
 
@@ -108,5 +144,6 @@ def patch_bank_for(run_dir: Path, config: ExperimentConfig, stages: dict, featur
     if bool(stages["patches"].get("adapted", True)) == config.d3ad.adapt:
         return load_patch_bank(run_dir)
     spec = Preprocess.for_size(config.data.image_size)
-    return fit_patch_bank(features, _training_images(config), spec, config.d3ad.knn.coreset_fraction,
-                          config.train.seed).numpy()
+    return fit_patch_bank(
+        features, _training_images(config), spec, config.d3ad.knn.coreset_fraction, config.train.seed
+    ).numpy()

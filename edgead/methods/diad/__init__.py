@@ -71,8 +71,16 @@ def sampler(settings: DiADConfig | DiADParams) -> GuidedDDIMScheduler:
     """DDIM, eta 0, no guidance, LDM's uniform discretisation (start at T_start - 1, steps 901 ... 1),
     for training's model selection and the runtime alike."""
     s = settings.schedule
-    return GuidedDDIMScheduler.from_schedule(s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule,
-                                             guidance_w=0.0, num_steps=settings.num_steps, offset=1, start_offset=-1)
+    return GuidedDDIMScheduler.from_schedule(
+        s.num_train_timesteps,
+        s.beta_start,
+        s.beta_end,
+        s.beta_schedule,
+        guidance_w=0.0,
+        num_steps=settings.num_steps,
+        offset=1,
+        start_offset=-1,
+    )
 
 
 SPEC = MethodSpec(

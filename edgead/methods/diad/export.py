@@ -42,8 +42,12 @@ class DiADExport(MethodExport):
         size = self.config.data.image_size
         h = latent_size(size)
         encoder, decoder = latent_contracts(size)
-        hint = StageContract("hint_encoder", (image_spec("image", size),), (image_spec("hint", h, self.hint_channels),),
-                             "C(x0): the image on the latent grid (DiAD's conditioning), once per image")
+        hint = StageContract(
+            "hint_encoder",
+            (image_spec("image", size),),
+            (image_spec("hint", h, self.hint_channels),),
+            "C(x0): the image on the latent grid (DiAD's conditioning), once per image",
+        )
         denoiser = StageContract(
             "denoiser_step",
             (image_spec("x_t", h, 4), TensorSpec("t", "float32", ["batch"]), image_spec("hint", h, self.hint_channels)),
@@ -56,9 +60,16 @@ class DiADExport(MethodExport):
             "denoiser_step": (self.denoiser, denoiser),
             "decoder": (self.decoder, decoder),
             # the input and its reconstruction in one call: two samples per frame
-            "feature_extractor": (self.features, features_contract(
-                size, self.features.stages, "EfficientNet-Lite0 (ImageNet) at strides 4, 8, 16; patch descriptors",
-                batch_factor=2, patches=self.features.patches)),
+            "feature_extractor": (
+                self.features,
+                features_contract(
+                    size,
+                    self.features.stages,
+                    "EfficientNet-Lite0 (ImageNet) at strides 4, 8, 16; patch descriptors",
+                    batch_factor=2,
+                    patches=self.features.patches,
+                ),
+            ),
         }
 
     def extras(self):
@@ -72,5 +83,6 @@ class DiADExport(MethodExport):
         return Scoring("pooled_max", self.config.diad.smoothing_sigma, pool=self.config.diad.pool)
 
     def fit_statistics(self, bundle: Bundle, images: list[Path], progress: bool = False) -> None:
-        bundle.manifest.provenance["export"]["fusion"] = fit_fusion(bundle, images, self.config.diad.knn,
-                                                                    self.config.data.foreground)
+        bundle.manifest.provenance["export"]["fusion"] = fit_fusion(
+            bundle, images, self.config.diad.knn, self.config.data.foreground
+        )

@@ -37,9 +37,13 @@ def _time_embedding(unet: nn.Module, timesteps: torch.Tensor, sample: torch.Tens
     return unet.time_embedding(unet.time_proj(t).to(dtype=sample.dtype))
 
 
-def unet_forward(unet: nn.Module, sample: torch.Tensor, timesteps: torch.Tensor,
-                 mid_residual: torch.Tensor | None = None,
-                 deep_residuals: list[torch.Tensor] | None = None) -> torch.Tensor:
+def unet_forward(
+    unet: nn.Module,
+    sample: torch.Tensor,
+    timesteps: torch.Tensor,
+    mid_residual: torch.Tensor | None = None,
+    deep_residuals: list[torch.Tensor] | None = None,
+) -> torch.Tensor:
     """diffusers UNet2DModel.forward (no class labels, no skip_conv blocks) with ControlNet-style residuals."""
     emb = _time_embedding(unet, timesteps, sample)
     sample = unet.conv_in(sample)
@@ -55,7 +59,7 @@ def unet_forward(unet: nn.Module, sample: torch.Tensor, timesteps: torch.Tensor,
     if mid_residual is not None:
         sample = sample + mid_residual
     for block in unet.up_blocks:
-        res, skips = skips[-len(block.resnets):], skips[: -len(block.resnets)]
+        res, skips = skips[-len(block.resnets) :], skips[: -len(block.resnets)]
         sample = block(sample, res, emb)
     return unet.conv_out(unet.conv_act(unet.conv_norm_out(sample)))
 
@@ -81,16 +85,25 @@ class SemanticGuidedNetwork(nn.Module):
         self.zero_convs = nn.ModuleList(zero_module(nn.Conv2d(c, c, 1)) for c in channels)
         self.mid_out = zero_module(nn.Conv2d(widths[-1], widths[-1], 1))
         self.group = layers + 1  # skip connections per decoder level
-        deep, prev = channels[-self.group:], channels[-2 * self.group:-self.group]
-        self.sff = nn.ModuleList(
-            nn.ModuleList(nn.Sequential(nn.Conv2d(cp, cd, 3, stride=2, padding=1, bias=False),
-                                        nn.InstanceNorm2d(cd), nn.SiLU()) for cp in prev)
-            for cd in deep
-        ) if sff and len(widths) > 1 else None
+        deep, prev = channels[-self.group :], channels[-2 * self.group : -self.group]
+        self.sff = (
+            nn.ModuleList(
+                nn.ModuleList(
+                    nn.Sequential(
+                        nn.Conv2d(cp, cd, 3, stride=2, padding=1, bias=False), nn.InstanceNorm2d(cd), nn.SiLU()
+                    )
+                    for cp in prev
+                )
+                for cd in deep
+            )
+            if sff and len(widths) > 1
+            else None
+        )
         self.silu = nn.SiLU()
 
-    def forward(self, x_t: torch.Tensor, hint: torch.Tensor, timesteps: torch.Tensor
-                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(
+        self, x_t: torch.Tensor, hint: torch.Tensor, timesteps: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(middle residual, deepest-level residuals); ``hint`` is C(x0) (the hint_encoder stage)."""
         emb = _time_embedding(self, timesteps, x_t)
         h = self.conv_in(x_t) + hint
@@ -99,7 +112,7 @@ class SemanticGuidedNetwork(nn.Module):
             h, res = block(hidden_states=h, temb=emb)
             outs += list(res)
         outs = [zc(o) for zc, o in zip(self.zero_convs, outs)]
-        deep, prev = outs[-self.group:], outs[-2 * self.group:-self.group]
+        deep, prev = outs[-self.group :], outs[-2 * self.group : -self.group]
         if self.sff is not None:
             deep = [self.silu(d + sum(down(p) for down, p in zip(row, prev))) for d, row in zip(deep, self.sff)]
         mid = self.mid_out(self.mid_block(h, emb))

@@ -61,5 +61,6 @@ class DiADPipeline(Pipeline):
         t2 = time.perf_counter()
         knn = self.knn(feats[PATCHES][:b], size)
         timings["knn"] = (time.perf_counter() - t2) * 1e3
-        return PipelineOutput(fuse(recon, knn, self.params.fusion), x_hat, timings,
-                              {"reconstruction_map": recon, "knn_map": knn})
+        return PipelineOutput(
+            fuse(recon, knn, self.params.fusion), x_hat, timings, {"reconstruction_map": recon, "knn_map": knn}
+        )

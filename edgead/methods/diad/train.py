@@ -55,8 +55,9 @@ def fixed_noise(config: ExperimentConfig) -> torch.Tensor:
     return torch.from_numpy(latent_noise(config.data.image_size, config.diad.noise_seed))
 
 
-def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progress: bool = True,
-          stage: str = "all") -> dict:
+def train(
+    config: ExperimentConfig, run_dir: Path, resume: bool = False, progress: bool = True, stage: str = "all"
+) -> dict:
     d = config.diad
     lr = open_latent_run(config, run_dir, resume, stage, STAGES, foreground=config.data.foreground)
     run = lr.run
@@ -68,12 +69,22 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progres
         unet = lr.denoiser(ae, scale, d.schedule, progress)
     if d.sg and lr.pending("guidance"):
         run.require("guidance", "autoencoder", "denoiser")
-        _train_guidance(run, unet, ae, scale, lr.data, lr.spec,
-                        or_default(d.guidance_steps, lr.steps("guidance_steps")), lr.batch("denoiser_batch"),
-                        or_default(d.guidance_learning_rate, lr.learning_rate()), progress)
+        _train_guidance(
+            run,
+            unet,
+            ae,
+            scale,
+            lr.data,
+            lr.spec,
+            or_default(d.guidance_steps, lr.steps("guidance_steps")),
+            lr.batch("denoiser_batch"),
+            or_default(d.guidance_learning_rate, lr.learning_rate()),
+            progress,
+        )
     if lr.pending("patches"):
-        train_patch_bank(run, map_features(config, patches=True), lr.data.images, lr.spec, d.knn.coreset_fraction,
-                         progress)
+        train_patch_bank(
+            run, map_features(config, patches=True), lr.data.images, lr.spec, d.knn.coreset_fraction, progress
+        )
     if lr.pending("select"):
         run.require("select", "autoencoder", "denoiser", *(["guidance"] if d.sg else []))
         _select(run, ae, scale, lr.datasets, lr.spec)
@@ -82,12 +93,23 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progres
 
 def map_features(config: ExperimentConfig, patches: bool = False) -> FeatureStages:
     """The frozen ImageNet features of the map (strides 4, 8, 16), with the patch descriptors if asked."""
-    return FeatureStages(load_backbone(config.backbone.weights), MAP_STAGES, PATCH_LAYERS if patches else (),
-                         config.diad.knn.aggregation)
+    return FeatureStages(
+        load_backbone(config.backbone.weights), MAP_STAGES, PATCH_LAYERS if patches else (), config.diad.knn.aggregation
+    )
 
 
-def _train_guidance(run: StagedRun, unet, ae, scale: float, data: DeviceImages, spec: Preprocess, steps: int,
-                    batch: int, lr: float, progress: bool) -> None:
+def _train_guidance(
+    run: StagedRun,
+    unet,
+    ae,
+    scale: float,
+    data: DeviceImages,
+    spec: Preprocess,
+    steps: int,
+    batch: int,
+    lr: float,
+    progress: bool,
+) -> None:
     """Stage B: SG network + UNet decoder, eps-MSE; ``snapshots`` evenly spaced checkpoints kept."""
     tc, d = run.config.train, run.config.diad
     device = data.images.device
@@ -101,8 +123,11 @@ def _train_guidance(run: StagedRun, unet, ae, scale: float, data: DeviceImages, 
     from ...core.schedulers import alphas_cumprod
 
     s = d.schedule
-    ab = torch.tensor(alphas_cumprod(s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule),
-                      dtype=torch.float32, device=device)
+    ab = torch.tensor(
+        alphas_cumprod(s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule),
+        dtype=torch.float32,
+        device=device,
+    )
     gen, reseed = step_seeding(device, tc.seed, 4, step)
     batch = distributed.local_batch(batch, "the guidance stage's batch size")
     layout = precision.memory_format(tc, device)
@@ -147,13 +172,25 @@ def _train_guidance(run: StagedRun, unet, ae, scale: float, data: DeviceImages, 
             for name in ("sg", "denoiser_guided"):
                 shutil.copy(run.run_dir / f"{name}.safetensors", run.run_dir / f"snapshot{at}_{name}.safetensors")
 
-    run_loop("train guidance", step_fn, save_fn, step, steps, elapsed,
-             run.run_dir / "train_log.jsonl", checkpoint_every=tc.checkpoint_every, log_every=tc.log_every,
-             progress=progress, stage="guidance", save_when=snapshot)
+    run_loop(
+        "train guidance",
+        step_fn,
+        save_fn,
+        step,
+        steps,
+        elapsed,
+        run.run_dir / "train_log.jsonl",
+        checkpoint_every=tc.checkpoint_every,
+        log_every=tc.log_every,
+        progress=progress,
+        stage="guidance",
+        save_when=snapshot,
+    )
 
 
-def load_guided(run_dir: Path, config: ExperimentConfig, net: LatentNetworkConfig,
-                prefix: str = "") -> tuple[GuidedDenoiser, HintEncoder]:
+def load_guided(
+    run_dir: Path, config: ExperimentConfig, net: LatentNetworkConfig, prefix: str = ""
+) -> tuple[GuidedDenoiser, HintEncoder]:
     unet = build_latent_unet(net, config.data.image_size)
     if not config.diad.sg:
         load_weights(run_dir, "denoiser", unet)
@@ -172,9 +209,14 @@ def _select(run: StagedRun, ae, scale: float, sets, spec: Preprocess) -> None:
         raise EdgeadError("DiAD's selection needs held-out good images (validation/good or data.validation_fraction)")
     if len(held_out) < MIN_SELECTION_IMAGES:
         n = len(held_out)
-        log.warning("DiAD's selection has only %d held-out good images (%d or more recommended): it ranks the "
-                    "candidates on %d good/synthetic pairs, so the snapshot and start step it keeps are close to a "
-                    "guess; put more anomaly-free images in validation/good", n, MIN_SELECTION_IMAGES, n * n)
+        log.warning(
+            "DiAD's selection has only %d held-out good images (%d or more recommended): it ranks the "
+            "candidates on %d good/synthetic pairs, so the snapshot and start step it keeps are close to a "
+            "guess; put more anomaly-free images in validation/good",
+            n,
+            MIN_SELECTION_IMAGES,
+            n * n,
+        )
     device = next(ae.parameters()).device  # the training device: on a GPU this stage takes seconds, not minutes
     data = DeviceImages(load_images(held_out, spec), torch.device("cpu"), config.data.foreground)
     x, labels = synthetic_set(data, spec)
@@ -182,31 +224,54 @@ def _select(run: StagedRun, ae, scale: float, sets, spec: Preprocess) -> None:
     features = map_features(config).to(device)
     net = run_network(run.meta, config)
     if d.sg:
-        steps = sorted(int(p.name.split("_")[0][len("snapshot"):]) for p in run.run_dir.glob("snapshot*_sg.safetensors"))
+        steps = sorted(
+            int(p.name.split("_")[0][len("snapshot") :]) for p in run.run_dir.glob("snapshot*_sg.safetensors")
+        )
         loaded = {s: load_guided(run.run_dir, config, net, f"snapshot{s}_") for s in steps}
     else:
         loaded = {0: load_guided(run.run_dir, config, net)}
     candidates = {s: g.to(device) for s, (g, _) in loaded.items()}
     hints = {s: (h if h is not None else _zero_hint(net)).to(device) for s, (_, h) in loaded.items()}
     starts = [d.start_step] if d.start_step is not None else list(d.start_candidates)
-    rows = score_candidates(candidates, starts, x.to(device), labels, encoder, hints, decoder, features,
-                            sampler(config.diad), fixed_noise(config).to(device), d.smoothing_sigma, d.pool,
-                            deadline=budget_deadline())
+    rows = score_candidates(
+        candidates,
+        starts,
+        x.to(device),
+        labels,
+        encoder,
+        hints,
+        decoder,
+        features,
+        sampler(config.diad),
+        fixed_noise(config).to(device),
+        d.smoothing_sigma,
+        d.pool,
+        deadline=budget_deadline(),
+    )
     unscored = {"snapshot": max(candidates), "start_step": starts[0]}  # when the budget left time for none
     if len(rows) < len(candidates) * len(starts):
-        log.warning("DiAD's selection: the time budget left time to score %d of its %d candidates (the latest "
-                    "snapshot first)%s; a larger --max-minutes scores them all", len(rows),
-                    len(candidates) * len(starts),
-                    "" if rows else ", so it keeps snapshot {snapshot} and start step {start_step} unscored"
-                    .format(**unscored))
+        log.warning(
+            "DiAD's selection: the time budget left time to score %d of its %d candidates (the latest "
+            "snapshot first)%s; a larger --max-minutes scores them all",
+            len(rows),
+            len(candidates) * len(starts),
+            "" if rows else ", so it keeps snapshot {snapshot} and start step {start_step} unscored".format(**unscored),
+        )
     chosen = best(rows) if rows else unscored
     if d.sg and distributed.is_main():
         for name in ("sg", "denoiser_guided"):
-            shutil.copy(run.run_dir / f"snapshot{chosen['snapshot']}_{name}.safetensors",
-                        run.run_dir / f"{name}.safetensors")
+            shutil.copy(
+                run.run_dir / f"snapshot{chosen['snapshot']}_{name}.safetensors", run.run_dir / f"{name}.safetensors"
+            )
     log.info("DiAD selection on %d held-out good images and their synthetic anomalies: %s", len(held_out), rows)
-    run.save("select", {}, 1, now() - started, 1,
-             extra={"start_step": chosen["start_step"], "snapshot": chosen["snapshot"], "candidates": rows})
+    run.save(
+        "select",
+        {},
+        1,
+        now() - started,
+        1,
+        extra={"start_step": chosen["start_step"], "snapshot": chosen["snapshot"], "candidates": rows},
+    )
 
 
 def _zero_hint(net: LatentNetworkConfig):

@@ -54,8 +54,9 @@ class DiffusionADConfig:
         self.schedule.check(f"{where}.schedule")
         T = self.schedule.num_train_timesteps
         if not 0 <= self.t_s < self.t_b < T:
-            raise ConfigError(f"{where} needs 0 <= t_s < t_b < num_train_timesteps ({T}), "
-                              f"got t_s={self.t_s}, t_b={self.t_b}")
+            raise ConfigError(
+                f"{where} needs 0 <= t_s < t_b < num_train_timesteps ({T}), got t_s={self.t_s}, t_b={self.t_b}"
+            )
         if not 0 < self.tau < T:
             raise ConfigError(f"{where}.tau must be in (0, {T}), got {self.tau}")
         if self.top_k < 1:

@@ -29,8 +29,10 @@ class DiffusionADExport(MethodExport):
     def stages(self):
         size = self.config.data.image_size
         # the pipeline feeds [x_ts; x_tb]: two denoiser samples per frame
-        return {"denoiser_step": (DenoiserStep(self.model.denoiser), denoiser_step_contract(size, batch_factor=2)),
-                "segmenter": (self.model.segmenter, segmenter_contract(size))}
+        return {
+            "denoiser_step": (DenoiserStep(self.model.denoiser), denoiser_step_contract(size, batch_factor=2)),
+            "segmenter": (self.model.segmenter, segmenter_contract(size)),
+        }
 
     def extras(self):
         # fixed noise e1, e2 (seeded): the same frame always gets the same score
@@ -43,8 +45,14 @@ class DiffusionADExport(MethodExport):
         d = self.config.diffusionad
         s = d.schedule
         ab = alphas_cumprod(s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule)
-        return DiffusionADParams(t_s=d.t_s, t_b=d.t_b, alpha_bar_s=float(ab[d.t_s]), alpha_bar_b=float(ab[d.t_b]),
-                                 guidance_w=d.guidance_w, schedule=s)
+        return DiffusionADParams(
+            t_s=d.t_s,
+            t_b=d.t_b,
+            alpha_bar_s=float(ab[d.t_s]),
+            alpha_bar_b=float(ab[d.t_b]),
+            guidance_w=d.guidance_w,
+            schedule=s,
+        )
 
     def scoring(self) -> Scoring:
         d = self.config.diffusionad

@@ -67,8 +67,16 @@ def resolve_network(model: ModelConfig, image_size: int) -> DiffusionADNetworkCo
 
 
 def build_denoiser(cfg: DiffusionADNetworkConfig, image_size: int):
-    return build_unet(image_size, 3, 3, cfg.block_out_channels, cfg.layers_per_block, cfg.attention_resolutions,
-                      cfg.attention_head_dim, cfg.norm_num_groups)
+    return build_unet(
+        image_size,
+        3,
+        3,
+        cfg.block_out_channels,
+        cfg.layers_per_block,
+        cfg.attention_resolutions,
+        cfg.attention_head_dim,
+        cfg.norm_num_groups,
+    )
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:

@@ -1,9 +1,9 @@
 """DiffusionAD at run time: norm-guided one-step reconstruction, then the segmentation network.
 
-    x_ts, x_tb = add_noise(x0, e1, t_s), add_noise(x0, e2, t_b)   fixed noise from the bundle
-    eps        = denoiser_step([x_ts; x_tb], [t_s; t_b])          one batched call
-    x0_hat     = norm-guided step (edgead.core.schedulers.norm_guided)
-    map        = segmenter(x0, x0_hat)[:, 0]
+x_ts, x_tb = add_noise(x0, e1, t_s), add_noise(x0, e2, t_b)   fixed noise from the bundle
+eps        = denoiser_step([x_ts; x_tb], [t_s; t_b])          one batched call
+x0_hat     = norm-guided step (edgead.core.schedulers.norm_guided)
+map        = segmenter(x0, x0_hat)[:, 0]
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ class DiffusionADPipeline(Pipeline):
         self.noise_b = bundle.extra("noise_b").astype(np.float32)
         for name, noise in (("noise_s", self.noise_s), ("noise_b", self.noise_b)):
             if noise.shape != (1, 3, h, w):
-                raise BundleError(f"bundle {bundle.root}: extra {name} has shape {noise.shape}, "
-                                  f"the manifest's image size needs (1, 3, {h}, {w})")
+                raise BundleError(
+                    f"bundle {bundle.root}: extra {name} has shape {noise.shape}, "
+                    f"the manifest's image size needs (1, 3, {h}, {w})"
+                )
 
     def run(self, x: np.ndarray) -> PipelineOutput:
         timings: dict[str, float] = {}

@@ -120,8 +120,10 @@ def fixed_noise(config: ExperimentConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """The inference noise e1, e2, seeded as the bundle's (export writes the same arrays)."""
     size = config.data.image_size
     rng = np.random.default_rng(config.diffusionad.noise_seed)
-    return (torch.from_numpy(rng.standard_normal((1, 3, size, size)).astype(np.float32)),
-            torch.from_numpy(rng.standard_normal((1, 3, size, size)).astype(np.float32)))
+    return (
+        torch.from_numpy(rng.standard_normal((1, 3, size, size)).astype(np.float32)),
+        torch.from_numpy(rng.standard_normal((1, 3, size, size)).astype(np.float32)),
+    )
 
 
 def split_for_segmenter(n: int, share: float, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -161,14 +163,20 @@ class DiffusionADTrainer:
         data = DeviceImages(load_images([s.path for s in dataset.train], spec), self.device, cfg.data.foreground)
         synth = AnomalySynthesizer.from_folder(size, cfg.data.textures, self.device)
         d = cfg.diffusionad
-        for_denoiser, for_segmenter = (None if i is None else i.to(self.device)  # once, not every step
-                                       for i in split_for_segmenter(len(data), d.segmenter_holdout, tc.seed))
+        for_denoiser, for_segmenter = (
+            None if i is None else i.to(self.device)  # once, not every step
+            for i in split_for_segmenter(len(data), d.segmenter_holdout, tc.seed)
+        )
         selector = Selector(self, dataset, spec, state) if d.select_every else None
 
         denoiser = build_denoiser(self.net, size).to(self.device)
         segmenter = build_segmenter(self.net).to(self.device)
         params = list(denoiser.parameters()) + list(segmenter.parameters())
-        steps, batch, lr = or_default(tc.steps, 20000), or_default(tc.batch_size, 16), or_default(tc.learning_rate, 1e-4)
+        steps, batch, lr = (
+            or_default(tc.steps, 20000),
+            or_default(tc.batch_size, 16),
+            or_default(tc.learning_rate, 1e-4),
+        )
         optimiser = torch.optim.Adam(params, lr=lr, fused=cuda)
         step, elapsed = restore_progress(self.run_dir, state, {"denoiser": denoiser, "segmenter": segmenter}, optimiser)
         if state is not None:
@@ -180,15 +188,20 @@ class DiffusionADTrainer:
         if tc.compile and cuda:
             run_denoiser, run_segmenter = torch.compile(denoiser), torch.compile(segmenter)
         s = cfg.diffusionad.schedule
-        ab = torch.tensor(alphas_cumprod(s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule),
-                          dtype=torch.float32, device=self.device)
+        ab = torch.tensor(
+            alphas_cumprod(s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule),
+            dtype=torch.float32,
+            device=self.device,
+        )
         # one generator for batches, synthesis, timesteps and noise, re-seeded at every step
         gen, reseed = step_seeding(self.device, tc.seed, 0, step)
         amp = precision.bf16(tc, self.device)
         half = distributed.local_batch(batch, "train.batch_size") // 2  # this process's normal and anomalous halves
         if half < 1:
-            raise ConfigError(f"train.batch_size {batch} gives each of the {distributed.world_size()} training "
-                              "processes less than one normal and one anomalous image; give at least 2 per process")
+            raise ConfigError(
+                f"train.batch_size {batch} gives each of the {distributed.world_size()} training "
+                "processes less than one normal and one anomalous image; give at least 2 per process"
+            )
         extra = {"dataset": dataset.provenance()}
         denoiser.train()
         segmenter.train()
@@ -198,8 +211,9 @@ class DiffusionADTrainer:
             x, fg = augment.geometric(x, fg, d.augment, gen)
             return augment.photometric(x, d.photometric, gen), fg
 
-        forward = distributed.data_parallel(functools.partial(self._step, run_denoiser, run_segmenter),
-                                            denoiser, segmenter)
+        forward = distributed.data_parallel(
+            functools.partial(self._step, run_denoiser, run_segmenter), denoiser, segmenter
+        )
 
         def step_fn() -> dict[str, torch.Tensor]:
             reseed()
@@ -221,16 +235,34 @@ class DiffusionADTrainer:
             if selector is not None and (at % d.select_every == 0 or at == total):
                 selector.consider(at, denoiser, segmenter, (run_denoiser, run_segmenter))
             save_checkpoint(
-                self.run_dir, cfg, self.net, {"denoiser": denoiser, "segmenter": segmenter},
+                self.run_dir,
+                cfg,
+                self.net,
+                {"denoiser": denoiser, "segmenter": segmenter},
                 {"optimiser": optimiser.state_dict(), "step": at, "elapsed_s": seconds},
-                {**extra, "steps_done": at, "steps": total, "planned_steps": steps, "train_seconds": round(seconds, 1),
-                 **({"selected": selector.best} if selector is not None and selector.best else {})},
+                {
+                    **extra,
+                    "steps_done": at,
+                    "steps": total,
+                    "planned_steps": steps,
+                    "train_seconds": round(seconds, 1),
+                    **({"selected": selector.best} if selector is not None and selector.best else {}),
+                },
             )
 
         every = tc.checkpoint_every if not d.select_every else math.gcd(tc.checkpoint_every, d.select_every)
         result = run_loop(
-            "train diffusionad", step_fn, save_fn, step, steps, elapsed, self.run_dir / "train_log.jsonl",
-            checkpoint_every=every, log_every=tc.log_every, progress=progress, stage="diffusionad",
+            "train diffusionad",
+            step_fn,
+            save_fn,
+            step,
+            steps,
+            elapsed,
+            self.run_dir / "train_log.jsonl",
+            checkpoint_every=every,
+            log_every=tc.log_every,
+            progress=progress,
+            stage="diffusionad",
         )
         summary = result.summary()
         if selector is not None and selector.best:
@@ -257,7 +289,7 @@ class DiffusionADTrainer:
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                 out = denoiser(torch.cat([x_ts, x_tb]), torch.cat([t_s, t_b]).float()).sample
             out = out.float()
-            return out[: x_ts.shape[0]], out[x_ts.shape[0]:]
+            return out[: x_ts.shape[0]], out[x_ts.shape[0] :]
 
         step = NormGuidedOneStepScheduler.guided_step
         # normal half: noise loss (eq. 9) and a detached reconstruction
@@ -294,11 +326,16 @@ class Selector:
 
         held_out = [s.path for s in dataset.validation]
         if not held_out:
-            raise ConfigError("diffusionad.select_every needs validation images (validation/good, or "
-                              "data.validation_fraction > 0)")
+            raise ConfigError(
+                "diffusionad.select_every needs validation images (validation/good, or data.validation_fraction > 0)"
+            )
         if len(held_out) < MIN_SELECTION_IMAGES:
-            log.warning("diffusionad.select_every: only %d held-out good images (%d or more recommended); the "
-                        "snapshot it keeps is close to a guess", len(held_out), MIN_SELECTION_IMAGES)
+            log.warning(
+                "diffusionad.select_every: only %d held-out good images (%d or more recommended); the "
+                "snapshot it keeps is close to a guess",
+                len(held_out),
+                MIN_SELECTION_IMAGES,
+            )
         self.trainer, self.run_dir = trainer, trainer.run_dir
         cfg = trainer.config
         data = DeviceImages(load_images(held_out, spec), torch.device("cpu"), cfg.data.foreground)
@@ -319,7 +356,7 @@ class Selector:
         model.eval()
         scores = []
         for i in range(0, len(self.x), 8):
-            mask, _ = model.predict_mask(self.x[i:i + 8].to(device), *(n.to(device) for n in self.noise))
+            mask, _ = model.predict_mask(self.x[i : i + 8].to(device), *(n.to(device) for n in self.noise))
             scores.append(top_k_mean(mask[:, 0].float().cpu().numpy(), self.trainer.config.diffusionad.top_k))
         if was_training:
             denoiser.train()

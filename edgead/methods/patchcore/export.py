@@ -19,15 +19,17 @@ class PatchCoreExport(MethodExport):
 
         bank_file = self.run_dir / "memory_bank.safetensors"
         if not bank_file.is_file():
-            raise EdgeadError(f"{self.run_dir} has no memory_bank.safetensors; fit it with "
-                              "'edgead train --method patchcore'")
+            raise EdgeadError(
+                f"{self.run_dir} has no memory_bank.safetensors; fit it with 'edgead train --method patchcore'"
+            )
         self.bank = load_file(str(bank_file))["memory_bank"].numpy().astype(np.float32)
         self.model = build_patch_features(self.config)
 
     def stages(self):
         size = self.config.data.image_size
-        return {"feature_extractor": (self.model, feature_extractor_contract(size, self.model.channels,
-                                                                             self.model.stride))}
+        return {
+            "feature_extractor": (self.model, feature_extractor_contract(size, self.model.channels, self.model.stride))
+        }
 
     def extras(self):
         return {"memory_bank": self.bank}

@@ -19,8 +19,10 @@ class PatchCorePipeline(Pipeline):
         bank = bundle.extra("memory_bank")
         channels = bundle.manifest.stage("feature_extractor").outputs[0].shape[1]
         if bank.ndim != 2 or bank.shape != (self.params.memory_bank_size, channels):
-            raise BundleError(f"bundle {bundle.root}: memory bank has shape {bank.shape}, the manifest "
-                              f"declares ({self.params.memory_bank_size}, {channels})")
+            raise BundleError(
+                f"bundle {bundle.root}: memory bank has shape {bank.shape}, the manifest "
+                f"declares ({self.params.memory_bank_size}, {channels})"
+            )
         self.scorer = NearestNeighbourScorer(bank)
         self.size = tuple(bundle.manifest.preprocess.image_size)
 

@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 class PatchFeatures(nn.Module):
     """Images in [-1, 1] -> patch descriptors [B, C, H/s, W/s] (s = finest chosen stride)."""
 
-    def __init__(self, backbone: nn.Module, layers: tuple[int, ...], neighbourhood: int = 3,
-                 aggregation: str = "upsample_first"):
+    def __init__(
+        self, backbone: nn.Module, layers: tuple[int, ...], neighbourhood: int = 3, aggregation: str = "upsample_first"
+    ):
         super().__init__()
         self.backbone, self.layers, self.k = backbone, tuple(sorted(layers)), neighbourhood
         self.aggregation = aggregation
@@ -73,7 +74,10 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progres
     bank = fit_memory_bank(feats, config.patchcore.coreset_fraction, config.train.seed, progress)
     seconds = now() - t0
     save_checkpoint(
-        run, config, None, {},
+        run,
+        config,
+        None,
+        {},
         extra={"dataset": ds.provenance(), "train_seconds": round(seconds, 1), "steps_done": 0},
     )
     save_tensors(run / "memory_bank.safetensors", {"memory_bank": bank})

@@ -36,12 +36,16 @@ class BackendKind:
     """``open(bundle, stage, threads, device)`` -> the stage's backend."""
 
 
-BACKENDS: Registry[BackendKind] = Registry("backend", {
-    "tensorrt": "edgead.runtime.backends.tensorrt:NATIVE_TENSORRT",
-    "onnxruntime-tensorrt": "edgead.runtime.backends.onnxruntime:ORT_TENSORRT",
-    "onnxruntime-cuda": "edgead.runtime.backends.onnxruntime:ORT_CUDA",
-    "onnxruntime-cpu": "edgead.runtime.backends.onnxruntime:ORT_CPU",
-}, BackendKind)
+BACKENDS: Registry[BackendKind] = Registry(
+    "backend",
+    {
+        "tensorrt": "edgead.runtime.backends.tensorrt:NATIVE_TENSORRT",
+        "onnxruntime-tensorrt": "edgead.runtime.backends.onnxruntime:ORT_TENSORRT",
+        "onnxruntime-cuda": "edgead.runtime.backends.onnxruntime:ORT_CUDA",
+        "onnxruntime-cpu": "edgead.runtime.backends.onnxruntime:ORT_CPU",
+    },
+    BackendKind,
+)
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,8 @@ def choose_backend(requested: str, bundle: Bundle) -> BackendChoice:
             continue
         return BackendChoice(kind.name, reason + (f" (skipped {', '.join(skipped)}; -v says why)" if skipped else ""))
     raise BackendError(
-        "no inference backend available: install ONNX Runtime with pip install \"edgead[cpu]\" "
-        "(or \"edgead[gpu]\" on an NVIDIA machine)" + (f"; tried {', '.join(skipped)} (-v says why)" if skipped else "")
+        'no inference backend available: install ONNX Runtime with pip install "edgead[cpu]" '
+        '(or "edgead[gpu]" on an NVIDIA machine)' + (f"; tried {', '.join(skipped)} (-v says why)" if skipped else "")
     )
 
 
@@ -114,8 +118,9 @@ class _Borrowed(Backend):
         return self.inner._run(feeds)
 
 
-def open_stage(choice: BackendChoice, bundle: Bundle, stage: str, threads: int | None = None,
-               device: int = 0) -> Backend:
+def open_stage(
+    choice: BackendChoice, bundle: Bundle, stage: str, threads: int | None = None, device: int = 0
+) -> Backend:
     pool = _pool.get()
     if pool is None:
         return BACKENDS.get(choice.name).open(bundle, stage, threads, device)
@@ -126,5 +131,13 @@ def open_stage(choice: BackendChoice, bundle: Bundle, stage: str, threads: int |
     return _Borrowed(pool[key])
 
 
-__all__ = ["BACKENDS", "Backend", "BackendChoice", "BackendKind", "backend_names", "choose_backend", "open_stage",
-           "reuse_backends"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendChoice",
+    "BackendKind",
+    "backend_names",
+    "choose_backend",
+    "open_stage",
+    "reuse_backends",
+]

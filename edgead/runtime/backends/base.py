@@ -49,18 +49,12 @@ class Backend(ABC):
     def _check(self, feeds: dict[str, np.ndarray]) -> None:
         expected = {s.name: s for s in self.inputs}
         if set(feeds) != set(expected):
-            raise BackendError(
-                f"{self.path.name}: received inputs {sorted(feeds)}, expected {sorted(expected)}"
-            )
+            raise BackendError(f"{self.path.name}: received inputs {sorted(feeds)}, expected {sorted(expected)}")
         for name, spec in expected.items():
             a = feeds[name]
             if a.dtype != np.dtype(spec.dtype):
-                raise BackendError(
-                    f"{self.path.name}: input {name!r} has dtype {a.dtype}, expected {spec.dtype}"
-                )
-            if a.ndim != len(spec.shape) or any(
-                isinstance(d, int) and d != n for d, n in zip(spec.shape, a.shape)
-            ):
+                raise BackendError(f"{self.path.name}: input {name!r} has dtype {a.dtype}, expected {spec.dtype}")
+            if a.ndim != len(spec.shape) or any(isinstance(d, int) and d != n for d, n in zip(spec.shape, a.shape)):
                 raise BackendError(
                     f"{self.path.name}: input {name!r} has shape {tuple(a.shape)}, expected {tuple(spec.shape)}"
                 )

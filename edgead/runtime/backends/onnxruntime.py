@@ -25,16 +25,23 @@ PROVIDERS = {
 }
 
 
-ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
-             "tensor(int32)": "int32", "tensor(uint8)": "uint8"}
+ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(uint8)": "uint8",
+}
 
 
 def check_contract(path: Path, graph: list[tuple[str, str, list]], contract: list[TensorSpec], kind: str) -> None:
     """The graph's inputs or outputs against the manifest's stage contract: names, dtypes, ranks, fixed dims."""
     names = [g[0] for g in graph]
     if names != [c.name for c in contract]:
-        raise BackendError(f"{path.name}: the graph's {kind}s are {names}, the bundle's contract says "
-                           f"{[c.name for c in contract]} (graph and manifest do not belong together; re-export)")
+        raise BackendError(
+            f"{path.name}: the graph's {kind}s are {names}, the bundle's contract says "
+            f"{[c.name for c in contract]} (graph and manifest do not belong together; re-export)"
+        )
     for (name, dtype, shape), spec in zip(graph, contract):
         if ORT_TYPES.get(dtype, dtype) != spec.dtype:
             raise BackendError(f"{path.name}: {kind} {name!r} is {dtype} in the graph, {spec.dtype} in the contract")
@@ -42,8 +49,9 @@ def check_contract(path: Path, graph: list[tuple[str, str, list]], contract: lis
         if len(shape) != len(spec.shape) or any(
             isinstance(want, int) and have is not None and have != want for have, want in zip(fixed, spec.shape)
         ):
-            raise BackendError(f"{path.name}: {kind} {name!r} has shape {list(shape)} in the graph, "
-                               f"{spec.shape} in the contract")
+            raise BackendError(
+                f"{path.name}: {kind} {name!r} has shape {list(shape)} in the graph, {spec.shape} in the contract"
+            )
 
 
 def ort_module():
@@ -64,8 +72,10 @@ def require_provider(provider: Provider) -> str:
         raise BackendError(f"provider must be one of {', '.join(PROVIDERS)}; got {provider!r}")
     wanted, have = PROVIDERS[provider], available_providers()  # no ONNX Runtime at all: the install command
     if wanted not in have:
-        raise BackendError(f"ONNX Runtime has no {wanted} here (available: {', '.join(have)}); install "
-                           "onnxruntime-gpu (pip install \"edgead[gpu]\") on a machine with CUDA")
+        raise BackendError(
+            f"ONNX Runtime has no {wanted} here (available: {', '.join(have)}); install "
+            'onnxruntime-gpu (pip install "edgead[gpu]") on a machine with CUDA'
+        )
     return wanted
 
 
@@ -129,16 +139,23 @@ def _provider_open(provider: Provider) -> Callable[[Bundle, str, int | None, int
             root = Path(os.environ.get("EDGEAD_CACHE_DIR", Path.home() / ".cache" / "edgead"))
             cache = root / "ort-tensorrt" / entry.sha256[:16]
             cache.mkdir(parents=True, exist_ok=True)
-        return OnnxRuntimeBackend(bundle.path(entry.file), entry.inputs, entry.outputs, provider=provider,
-                                  threads=threads, cache_dir=cache)
+        return OnnxRuntimeBackend(
+            bundle.path(entry.file), entry.inputs, entry.outputs, provider=provider, threads=threads, cache_dir=cache
+        )
+
     return open_stage
 
 
 def _kind(provider: Provider, priority: int) -> BackendKind:
     from . import BackendKind
 
-    return BackendKind(f"onnxruntime-{provider}", "onnxruntime", priority,
-                       lambda bundle: f"{require_provider(provider)} available", _provider_open(provider))
+    return BackendKind(
+        f"onnxruntime-{provider}",
+        "onnxruntime",
+        priority,
+        lambda bundle: f"{require_provider(provider)} available",
+        _provider_open(provider),
+    )
 
 
 ORT_TENSORRT = _kind("tensorrt", 10)

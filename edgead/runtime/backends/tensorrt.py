@@ -45,10 +45,14 @@ def find_engine_set(bundle: Bundle, precision: str | None = None, device: int = 
     flavours = {t.flavour: t.version for t in _installed()}
     gpu = local_gpu(device)
     matches = [
-        es for es in bundle.manifest.engines
-        if flavours.get(es.flavour) == es.tensorrt_version and (precision is None or es.precision == precision)
-        and ((es.flavour == "tensorrt" and es.gpu == gpu.name and es.compute_capability == gpu.compute_capability)
-             or (es.flavour == "rtx" and (not es.targets or gpu.compute_capability in es.targets)))
+        es
+        for es in bundle.manifest.engines
+        if flavours.get(es.flavour) == es.tensorrt_version
+        and (precision is None or es.precision == precision)
+        and (
+            (es.flavour == "tensorrt" and es.gpu == gpu.name and es.compute_capability == gpu.compute_capability)
+            or (es.flavour == "rtx" and (not es.targets or gpu.compute_capability in es.targets))
+        )
     ]
     if not matches:
         have = ", ".join(es.directory for es in bundle.manifest.engines) or "none"
@@ -72,8 +76,11 @@ class RuntimeCache:
 
         self.cache = runtime_config.create_runtime_cache()
         beside = Path(engine_path).with_suffix(RUNTIME_CACHE_SUFFIX)
-        fallback = Path(os.environ.get("EDGEAD_CACHE_DIR", Path.home() / ".cache" / "edgead")) / "rtx" / (
-            hashlib.sha256(str(Path(engine_path).resolve()).encode()).hexdigest()[:16] + RUNTIME_CACHE_SUFFIX)
+        fallback = (
+            Path(os.environ.get("EDGEAD_CACHE_DIR", Path.home() / ".cache" / "edgead"))
+            / "rtx"
+            / (hashlib.sha256(str(Path(engine_path).resolve()).encode()).hexdigest()[:16] + RUNTIME_CACHE_SUFFIX)
+        )
         self.path = beside if os.access(beside.parent, os.W_OK) else fallback
         if self.path.is_file():
             try:
@@ -166,8 +173,11 @@ class TensorRTBackend(Backend):
             if cuda_graph:
                 runtime_config.cuda_graph_strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
                 cuda_graph = False  # TensorRT-RTX captures and replays by itself
-        self.context = (self.engine.create_execution_context(runtime_config) if runtime_config is not None
-                        else self.engine.create_execution_context())
+        self.context = (
+            self.engine.create_execution_context(runtime_config)
+            if runtime_config is not None
+            else self.engine.create_execution_context()
+        )
         if self.context is None:
             raise BackendError(f"TensorRT could not create an execution context for {path}")
         self.stream = cuda.Stream()
@@ -273,8 +283,14 @@ def _open(bundle: Bundle, stage: str, threads: int | None, device: int) -> Backe
     entry = bundle.manifest.stage(stage)
     engine_set = find_engine_set(bundle, device=device)
     file = next(f for f in engine_set.files if f.stage == stage)
-    return TensorRTBackend(bundle.path(file.file), entry.inputs, entry.outputs, device=device,
-                           bundle_root=bundle.root, flavour=engine_set.flavour)
+    return TensorRTBackend(
+        bundle.path(file.file),
+        entry.inputs,
+        entry.outputs,
+        device=device,
+        bundle_root=bundle.root,
+        flavour=engine_set.flavour,
+    )
 
 
 def _kind():

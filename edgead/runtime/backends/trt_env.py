@@ -36,7 +36,7 @@ Flavour = Literal["tensorrt", "rtx"]
 MODULES: dict[str, str] = {"tensorrt": "tensorrt", "rtx": "tensorrt_rtx"}
 INSTALL: dict[str, str] = {
     "tensorrt": 'pip install "edgead[gpu]" on x86-64 with CUDA (or use the TensorRT of JetPack on Jetson; '
-                "see the README's GPU deployment section)",
+    "see the README's GPU deployment section)",
     "rtx": 'pip install "edgead[rtx]" (TensorRT for RTX: GeForce/RTX GPUs of compute 7.5 and newer except 9.x)',
 }
 RTX_TARGETS = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
@@ -114,7 +114,9 @@ def local_gpu(device: int = 0) -> GpuInfo:
 
         lib = cuda.wrapper().handle
     except ImportError as exc:
-        raise MissingDependencyError(f"Polygraphy is not installed ({exc}); install it: {INSTALL['tensorrt']}") from None
+        raise MissingDependencyError(
+            f"Polygraphy is not installed ({exc}); install it: {INSTALL['tensorrt']}"
+        ) from None
     except Exception as exc:  # Polygraphy raises when libcudart cannot be found
         raise BackendError(f"no CUDA runtime found: {exc}") from None
     major, minor = ctypes.c_int(), ctypes.c_int()
@@ -162,32 +164,37 @@ def read_engine(path: Path) -> tuple[EngineHeader, bytes]:
     data = Path(path).read_bytes()
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
         raise BackendError(f"{path} is not an edgead TensorRT engine (missing header)")
-    (n,) = struct.unpack("<I", data[len(MAGIC):len(MAGIC) + 4])
+    (n,) = struct.unpack("<I", data[len(MAGIC) : len(MAGIC) + 4])
     start = len(MAGIC) + 4
     try:
-        header = EngineHeader(**json.loads(data[start:start + n]))
+        header = EngineHeader(**json.loads(data[start : start + n]))
     except (ValueError, TypeError) as exc:
         raise BackendError(f"{path} has a corrupt engine header: {exc}") from None
-    return header, data[start + n:]
+    return header, data[start + n :]
 
 
-def check_engine_header(header: EngineHeader, path: Path, bundle_root: Path, gpu: GpuInfo, version: str,
-                        flavour: Flavour = "tensorrt") -> None:
+def check_engine_header(
+    header: EngineHeader, path: Path, bundle_root: Path, gpu: GpuInfo, version: str, flavour: Flavour = "tensorrt"
+) -> None:
     """Refuse an engine built for another flavour, version or GPU, naming the rebuild command."""
     rebuild = f"rebuild on this device with: edgead export {bundle_root} --engine {header.precision}"
     if header.flavour != flavour:
         names = {"tensorrt": "TensorRT", "rtx": "TensorRT-RTX"}
-        raise BackendError(f"{path} was built with {names[header.flavour]}, this machine runs {names[flavour]}; "
-                           f"{rebuild} --trt {flavour}")
+        raise BackendError(
+            f"{path} was built with {names[header.flavour]}, this machine runs {names[flavour]}; "
+            f"{rebuild} --trt {flavour}"
+        )
     if header.tensorrt_version != version:
         raise BackendError(
             f"{path} was built with TensorRT {header.tensorrt_version}, this machine has {version}; {rebuild}"
         )
     if flavour == "rtx":
         if header.targets and gpu.compute_capability not in header.targets:
-            raise BackendError(f"{path} was built for compute capabilities {', '.join(header.targets)}; this GPU "
-                               f"is {gpu.name} (compute {gpu.compute_capability}); {rebuild} --sm "
-                               f"{gpu.compute_capability.replace('.', '')}")
+            raise BackendError(
+                f"{path} was built for compute capabilities {', '.join(header.targets)}; this GPU "
+                f"is {gpu.name} (compute {gpu.compute_capability}); {rebuild} --sm "
+                f"{gpu.compute_capability.replace('.', '')}"
+            )
         return
     if header.gpu != gpu.name or header.compute_capability != gpu.compute_capability:
         raise BackendError(

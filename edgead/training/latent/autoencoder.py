@@ -67,8 +67,16 @@ def _random_crop(x: torch.Tensor, crop: int, g: torch.Generator) -> torch.Tensor
     return x.index_select(-2, top + span).index_select(-1, left + span)
 
 
-def train_autoencoder(run: StagedRun, net: LatentNetworkConfig, data: DeviceImages, spec: Preprocess,
-                      settings, device: torch.device, progress: bool, backbone_weights=None) -> nn.Module:
+def train_autoencoder(
+    run: StagedRun,
+    net: LatentNetworkConfig,
+    data: DeviceImages,
+    spec: Preprocess,
+    settings,
+    device: torch.device,
+    progress: bool,
+    backbone_weights=None,
+) -> nn.Module:
     """Stage ``autoencoder``: returns the trained AutoencoderKL and records the latent scale."""
     tc = run.config.train
     size = spec.image_size[0]
@@ -94,8 +102,12 @@ def train_autoencoder(run: StagedRun, net: LatentNetworkConfig, data: DeviceImag
         l1 = (rec - x).abs().mean()
         perceptual = perceptual.float()
         kl = posterior.kl().float().mean()
-        return {"total": l1 + settings.perceptual_weight * perceptual + settings.kl_weight * kl, "l1": l1,
-                "perceptual": perceptual, "kl": kl}
+        return {
+            "total": l1 + settings.perceptual_weight * perceptual + settings.kl_weight * kl,
+            "l1": l1,
+            "perceptual": perceptual,
+            "kl": kl,
+        }
 
     forward = distributed.data_parallel(losses, ae)
 
@@ -113,16 +125,34 @@ def train_autoencoder(run: StagedRun, net: LatentNetworkConfig, data: DeviceImag
     def save_fn(at: int, seconds: float, total: int) -> None:
         run.save("autoencoder", {"autoencoder": ae}, at, seconds, total, optimiser, planned=settings.steps)
 
-    run_loop("train autoencoder", step_fn, save_fn, step, settings.steps, elapsed,
-             run.run_dir / "train_log.jsonl", checkpoint_every=tc.checkpoint_every, log_every=tc.log_every,
-             progress=progress, stage="autoencoder")
+    run_loop(
+        "train autoencoder",
+        step_fn,
+        save_fn,
+        step,
+        settings.steps,
+        elapsed,
+        run.run_dir / "train_log.jsonl",
+        checkpoint_every=tc.checkpoint_every,
+        log_every=tc.log_every,
+        progress=progress,
+        stage="autoencoder",
+    )
     ae.eval()
     if run.complete("autoencoder") and "latent_scale" not in run.progress["autoencoder"]:
         mean, _ = posterior_moments(ae, data, spec)
         scale = float(1.0 / mean.std().clamp_min(1e-6))
         done = run.progress["autoencoder"]  # as the loop left it (a budget may have shortened it)
-        run.save("autoencoder", {"autoencoder": ae}, done["steps_done"], done["seconds"], done["steps"], None,
-                 {"latent_scale": scale}, planned=done.get("planned_steps"))
+        run.save(
+            "autoencoder",
+            {"autoencoder": ae},
+            done["steps_done"],
+            done["seconds"],
+            done["steps"],
+            None,
+            {"latent_scale": scale},
+            planned=done.get("planned_steps"),
+        )
     return ae
 
 
@@ -131,7 +161,7 @@ def posterior_moments(ae: nn.Module, data: DeviceImages, spec: Preprocess, batch
     """Posterior mean and std of every training image (unscaled), on the data's device."""
     means, stds = [], []
     for i in range(0, len(data), batch):
-        dist = ae.encode(to_model_input(data.images[i:i + batch], spec)).latent_dist
+        dist = ae.encode(to_model_input(data.images[i : i + batch], spec)).latent_dist
         means.append(dist.mean)
         stds.append(dist.std)
     return torch.cat(means), torch.cat(stds)
@@ -142,13 +172,14 @@ RECONSTRUCTION_GAP = 2.0
 
 
 @torch.no_grad()
-def reconstruction_error(encoder: LatentEncoder, decoder: LatentDecoder, images_u8, spec: Preprocess,
-                         batch: int = 8) -> float:
+def reconstruction_error(
+    encoder: LatentEncoder, decoder: LatentDecoder, images_u8, spec: Preprocess, batch: int = 8
+) -> float:
     """Mean absolute encode-decode error, in [0, 1] units, of uint8 [N, H, W, 3] images."""
     device = next(encoder.parameters(), torch.zeros(())).device
     total = 0.0
     for i in range(0, len(images_u8), batch):
-        x = numpy_batch(images_u8[i:i + batch], spec).to(device)
+        x = numpy_batch(images_u8[i : i + batch], spec).to(device)
         total += float((decoder(encoder(x)) - x).abs().mean(dim=(1, 2, 3)).sum()) / 2
     return total / len(images_u8)
 
@@ -158,9 +189,11 @@ def reconstruction_gap(errors: dict[str, float]) -> str | None:
     best, worst = min(errors, key=errors.get), max(errors, key=errors.get)
     if errors[worst] <= RECONSTRUCTION_GAP * errors[best]:
         return None
-    return (f"the shared autoencoder reproduces {worst} {errors[worst] / max(errors[best], 1e-9):.1f}x worse than "
-            f"{best} (mean absolute error {errors[worst]:.3f} against {errors[best]:.3f} on held-out good images), "
-            f"so one model will map {worst} poorly; train one model per product, or a larger preset")
+    return (
+        f"the shared autoencoder reproduces {worst} {errors[worst] / max(errors[best], 1e-9):.1f}x worse than "
+        f"{best} (mean absolute error {errors[worst]:.3f} against {errors[best]:.3f} on held-out good images), "
+        f"so one model will map {worst} poorly; train one model per product, or a larger preset"
+    )
 
 
 def latent_scale(run: StagedRun) -> float:
@@ -172,7 +205,8 @@ def load_codec(run_dir, config, meta: dict) -> tuple[LatentEncoder, LatentDecode
     from .networks import run_network
 
     size = config.data.image_size
-    ae = load_weights(run_dir, "autoencoder", build_autoencoder(run_network(meta, config), size,
-                                                                   config.backbone.weights))
+    ae = load_weights(
+        run_dir, "autoencoder", build_autoencoder(run_network(meta, config), size, config.backbone.weights)
+    )
     scale = float(meta["stages"]["autoencoder"]["latent_scale"])
     return LatentEncoder(ae.eval(), scale), LatentDecoder(ae.eval(), scale)

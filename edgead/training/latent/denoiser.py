@@ -20,18 +20,31 @@ from ..loop import run_loop, step_seeding
 from ..staged import StagedRun
 
 
-def train_latent_denoiser(run: StagedRun, unet: nn.Module, means: torch.Tensor, stds: torch.Tensor, scale: float,
-                          schedule: ScheduleConfig, steps: int, batch: int, lr: float, progress: bool,
-                          indices: Callable[[int, torch.Generator], torch.Tensor],
-                          name: str = "denoiser") -> nn.Module:
+def train_latent_denoiser(
+    run: StagedRun,
+    unet: nn.Module,
+    means: torch.Tensor,
+    stds: torch.Tensor,
+    scale: float,
+    schedule: ScheduleConfig,
+    steps: int,
+    batch: int,
+    lr: float,
+    progress: bool,
+    indices: Callable[[int, torch.Generator], torch.Tensor],
+    name: str = "denoiser",
+) -> nn.Module:
     tc = run.config.train
     device = means.device
     unet.to(device)
     optimiser = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
     state = run.start(name)
     step, elapsed = restore_progress(run.run_dir, state, {name: unet}, optimiser)
-    ab = torch.tensor(alphas_cumprod(schedule.num_train_timesteps, schedule.beta_start, schedule.beta_end,
-                                     schedule.beta_schedule), dtype=torch.float32, device=device)
+    ab = torch.tensor(
+        alphas_cumprod(schedule.num_train_timesteps, schedule.beta_start, schedule.beta_end, schedule.beta_schedule),
+        dtype=torch.float32,
+        device=device,
+    )
     gen, reseed = step_seeding(device, tc.seed, 2, step)
     batch = distributed.local_batch(batch, f"the {name}'s batch size")
     layout = precision.memory_format(tc, device)
@@ -64,7 +77,17 @@ def train_latent_denoiser(run: StagedRun, unet: nn.Module, means: torch.Tensor, 
     def save_fn(at: int, seconds: float, total: int) -> None:
         run.save(name, {name: unet}, at, seconds, total, optimiser, planned=steps)
 
-    run_loop(f"train {name}", step_fn, save_fn, step, steps, elapsed,
-             run.run_dir / "train_log.jsonl", checkpoint_every=tc.checkpoint_every, log_every=tc.log_every,
-             progress=progress, stage=name)
+    run_loop(
+        f"train {name}",
+        step_fn,
+        save_fn,
+        step,
+        steps,
+        elapsed,
+        run.run_dir / "train_log.jsonl",
+        checkpoint_every=tc.checkpoint_every,
+        log_every=tc.log_every,
+        progress=progress,
+        stage=name,
+    )
     return unet.eval()

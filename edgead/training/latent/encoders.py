@@ -51,7 +51,9 @@ class PretrainedLatentEncoder(nn.Module):
         c4, c8 = FEATURE_CHANNELS[0], FEATURE_CHANNELS[1]
         self.down = nn.Conv2d(c4, c4, 3, stride=2, padding=1)
         self.head = nn.Sequential(
-            nn.Conv2d(c4 + c8, width, 3, padding=1), nn.GroupNorm(groups, width), nn.SiLU(),
+            nn.Conv2d(c4 + c8, width, 3, padding=1),
+            nn.GroupNorm(groups, width),
+            nn.SiLU(),
             nn.Conv2d(width, 2 * latent_channels, 3, padding=1),
         )
 
@@ -72,10 +74,15 @@ class HalfResolutionDecoder(nn.Module):
         super().__init__()
         from diffusers.models.autoencoders.vae import Decoder
 
-        self.decoder = Decoder(in_channels=LATENT_CHANNELS, out_channels=3,
-                               up_block_types=("UpDecoderBlock2D",) * len(channels), block_out_channels=tuple(channels),
-                               layers_per_block=layers, norm_num_groups=groups,
-                               mid_block_add_attention=mid_block_add_attention)
+        self.decoder = Decoder(
+            in_channels=LATENT_CHANNELS,
+            out_channels=3,
+            up_block_types=("UpDecoderBlock2D",) * len(channels),
+            block_out_channels=tuple(channels),
+            layers_per_block=layers,
+            norm_num_groups=groups,
+            mid_block_add_attention=mid_block_add_attention,
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return F.interpolate(self.decoder(z), scale_factor=2, mode="bilinear", align_corners=False)

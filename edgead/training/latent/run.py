@@ -66,18 +66,26 @@ class LatentRun:
         """Trained when due; None while it is unfinished (a later stage asked for is then an error)."""
         trained_now = self.pending("autoencoder")
         if trained_now:
-            settings = replace(settings, steps=or_default(settings.steps, self.defaults["autoencoder_steps"]),
-                               batch_size=or_default(settings.batch_size, self.defaults["autoencoder_batch"]),
-                               crop=or_default(settings.crop, self.defaults["autoencoder_crop"]))
-            train_autoencoder(self.run, self.net, self.data, self.spec, settings, self.device, progress,
-                              self.config.backbone.weights)
+            settings = replace(
+                settings,
+                steps=or_default(settings.steps, self.defaults["autoencoder_steps"]),
+                batch_size=or_default(settings.batch_size, self.defaults["autoencoder_batch"]),
+                crop=or_default(settings.crop, self.defaults["autoencoder_crop"]),
+            )
+            train_autoencoder(
+                self.run, self.net, self.data, self.spec, settings, self.device, progress, self.config.backbone.weights
+            )
         if not self.run.complete("autoencoder"):
             later = [s for s in self.todo if s != "autoencoder"]
             if later:
                 self.run.require(later[0], "autoencoder")
             return None
         size = self.spec.image_size[0]
-        ae = load_weights(self.run_dir, "autoencoder", build_autoencoder(self.net, size, self.config.backbone.weights)).to(self.device).eval()
+        ae = (
+            load_weights(self.run_dir, "autoencoder", build_autoencoder(self.net, size, self.config.backbone.weights))
+            .to(self.device)
+            .eval()
+        )
         scale = float(self.run.progress["autoencoder"]["latent_scale"])
         encoder, decoder = LatentEncoder(ae, scale), LatentDecoder(ae, scale)
         if trained_now and len(self.datasets) > 1:
@@ -86,11 +94,17 @@ class LatentRun:
 
     def _check_products(self, encoder: LatentEncoder, decoder: LatentDecoder) -> None:
         """One model for several products: say so when its autoencoder cannot reproduce some of them."""
-        errors = {ds.name: reconstruction_error(encoder, decoder, load_images([s.path for s in ds.validation],
-                                                                              self.spec), self.spec)
-                  for ds in self.datasets if ds.validation}
-        log.info("autoencoder reconstruction error per product (held-out good images): %s",
-                 {k: round(v, 4) for k, v in errors.items()})
+        errors = {
+            ds.name: reconstruction_error(
+                encoder, decoder, load_images([s.path for s in ds.validation], self.spec), self.spec
+            )
+            for ds in self.datasets
+            if ds.validation
+        }
+        log.info(
+            "autoencoder reconstruction error per product (held-out good images): %s",
+            {k: round(v, 4) for k, v in errors.items()},
+        )
         warning = reconstruction_gap(errors) if len(errors) > 1 else None
         if warning:
             log.warning(warning)
@@ -100,8 +114,19 @@ class LatentRun:
         unet = build_latent_unet(self.net, self.spec.image_size[0])
         if self.pending("denoiser"):
             means, stds = posterior_moments(ae, self.data, self.spec)
-            train_latent_denoiser(self.run, unet, means, stds, scale, schedule, self.steps("denoiser_steps"),
-                                  self.batch("denoiser_batch"), self.learning_rate(), progress, self.data.indices)
+            train_latent_denoiser(
+                self.run,
+                unet,
+                means,
+                stds,
+                scale,
+                schedule,
+                self.steps("denoiser_steps"),
+                self.batch("denoiser_batch"),
+                self.learning_rate(),
+                progress,
+                self.data.indices,
+            )
         elif self.run.complete("denoiser"):
             load_weights(self.run_dir, "denoiser", unet)
         return unet.to(self.device).eval()
@@ -120,8 +145,9 @@ class LatentRun:
         return {"stages": {k: {kk: v[kk] for kk in keys if kk in v} for k, v in self.run.progress.items()}}
 
 
-def open_latent_run(config: ExperimentConfig, run_dir: Path, resume: bool, stage: str, stages: tuple[str, ...],
-                    foreground: bool = False) -> LatentRun:
+def open_latent_run(
+    config: ExperimentConfig, run_dir: Path, resume: bool, stage: str, stages: tuple[str, ...], foreground: bool = False
+) -> LatentRun:
     """Check the run folder, load every product's training images onto the device, record provenance."""
     if stage not in ("all", *stages):
         raise EdgeadError(f"--stage must be one of all, {', '.join(stages)}; got {stage!r}")
@@ -142,5 +168,14 @@ def open_latent_run(config: ExperimentConfig, run_dir: Path, resume: bool, stage
     data = DeviceImages(load_images([s.path for ds in sets for s in ds.train], spec), device, foreground, products)
     run = StagedRun(run_dir, config, resume, stages, network=net)
     run.record("dataset", [ds.provenance() for ds in sets] if len(sets) > 1 else sets[0].provenance())
-    return LatentRun(config, run, stages if stage == "all" else (stage,), device, spec, net,
-                     training_defaults(config.model.preset), sets, data)
+    return LatentRun(
+        config,
+        run,
+        stages if stage == "all" else (stage,),
+        device,
+        spec,
+        net,
+        training_defaults(config.model.preset),
+        sets,
+        data,
+    )
