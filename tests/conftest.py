@@ -127,3 +127,39 @@ def method_bundle(demo_data, tmp_path_factory, request):
         return cache[name]
 
     return build
+
+
+SLOW_FIXTURE_METHODS = ("d3ad", "diad")
+"""Methods whose tiny bundle trains five stages and fits a fusion weight before a test can use it."""
+
+
+def _strings(code) -> set[str]:
+    """The string constants of a function, nested functions included."""
+    found = set()
+    for c in code.co_consts:
+        if isinstance(c, str):
+            found.add(c)
+        elif hasattr(c, "co_consts"):
+            found |= _strings(c)
+    return found
+
+
+def _uses_latent_bundle(item) -> bool:
+    """A test that builds a latent method's tiny bundle: parametrised by one, or asking for it by name."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if any(v in SLOW_FIXTURE_METHODS for v in params.values() if isinstance(v, str)):
+        return True
+    code = getattr(getattr(item, "function", None), "__code__", None)
+    return (
+        code is not None
+        and "method_bundle" in getattr(item, "fixturenames", ())
+        and bool(_strings(code) & set(SLOW_FIXTURE_METHODS))
+    )
+
+
+def pytest_collection_modifyitems(items):
+    """The inner loop (``pytest -m "not slow"``) leaves out the tests that build a latent method's bundle, besides
+    the ones marked slow where they are written (servers, browsers, engine builds, several processes, real data)."""
+    for item in items:
+        if _uses_latent_bundle(item):
+            item.add_marker(pytest.mark.slow)

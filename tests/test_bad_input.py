@@ -182,6 +182,7 @@ def test_overwrite_replaces_only_the_named_bundle(tiny_run, tiny_bundle, tmp_pat
 
 
 # 6 ------------------------------------------------------------- --resume keeps the run's config
+@pytest.mark.slow
 def test_resume_with_a_conflicting_option(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -204,6 +205,7 @@ def test_resume_with_a_conflicting_option(tiny_run, tmp_path):
     assert meta["config"]["data"]["image_size"] == 64  # not the 256-px default
 
 
+@pytest.mark.slow
 def test_resume_with_other_data_is_refused_unless_asked_and_the_record_keeps_its_history(tiny_run, demo_data, tmp_path):
     """Data given again with the same images (moved) continues; other images are refused with nothing changed;
     --allow-changes trains on and the run's history names what it was trained on before and what changed."""

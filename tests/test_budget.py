@@ -15,6 +15,8 @@ from edgead.training.loop import run_loop
 
 from .conftest import TINY, edgead_cli
 
+pytestmark = pytest.mark.slow  # the inner loop, pytest -m "not slow", leaves these out
+
 
 class Ticking:
     """A clock that advances by ``tick`` seconds each time it is read: budgets, loops and deadlines then see the

@@ -121,6 +121,7 @@ def edgead(*args):
     return edgead_cli(*args)
 
 
+@pytest.mark.slow
 def test_stages_run_alone_and_resume(demo_data, tmp_path):
     run = tmp_path / "run"
     base = [

@@ -100,6 +100,7 @@ def edgead(*args):
     return edgead_cli(*args)
 
 
+@pytest.mark.slow
 def test_multi_product_cli(tmp_path):
     from edgead.data.demo import make_demo_dataset
 

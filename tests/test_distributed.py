@@ -10,6 +10,8 @@ import sys
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # the inner loop, pytest -m "not slow", leaves these out
+
 COMMON = [
     "--preset",
     "tiny",

@@ -14,6 +14,8 @@ import pytest
 
 from .conftest import shared_dataset
 
+pytestmark = pytest.mark.slow  # the inner loop, pytest -m "not slow", leaves these out
+
 
 @pytest.mark.slow
 def test_d3ad_on_real_images_clears_floors_and_matches_pytorch(tmp_path):

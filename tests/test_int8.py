@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import edgead_cli
 
+pytestmark = pytest.mark.slow  # the inner loop, pytest -m "not slow", leaves these out
+
 pytest.importorskip("onnxruntime.quantization")
 
 

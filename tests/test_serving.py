@@ -24,6 +24,8 @@ import pytest
 from edgead.serving.server import free_ports
 from tests.conftest import edgead_cli
 
+pytestmark = pytest.mark.slow  # the inner loop, pytest -m "not slow", leaves these out
+
 
 def _frames(demo_data: Path, n: int) -> list[np.ndarray]:
     import cv2

@@ -46,6 +46,7 @@ def test_segmenter_holdout_splits_without_overlap():
         split_for_segmenter(1, 0.5, 0)
 
 
+@pytest.mark.slow
 def test_small_set_training_keeps_the_best_snapshot_and_exports_it(demo_data, tmp_path):
     from safetensors.torch import load_file
 

@@ -31,6 +31,7 @@ def test_checkpoint_round_trip_gives_same_outputs(tiny_run):
     assert log[-1]["step"] == 30 and np.isfinite(log[-1]["total"])
 
 
+@pytest.mark.slow
 def test_refuses_to_overwrite_and_resumes(tiny_run, demo_data, tmp_path):
     cfg = load_config(None, [f"data.path={demo_data}", "train.steps=30", *TINY])
     with pytest.raises(EdgeadError, match="already holds a training run; pass --resume"):
@@ -47,6 +48,7 @@ def test_refuses_to_overwrite_and_resumes(tiny_run, demo_data, tmp_path):
         DiffusionADTrainer(other, run, resume=True).fit(progress=False)
 
 
+@pytest.mark.slow
 def test_training_reduces_the_losses(demo_data, tmp_path):
     cfg = load_config(None, [f"data.path={demo_data}", "train.steps=60", *TINY])
     train(cfg, tmp_path / "r", progress=False)

@@ -234,6 +234,7 @@ def test_a_busy_port_is_one_error_line(tiny_bundle, demo_data):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (CI installs the distribution's package)")
 def test_the_line_view_in_a_real_browser(line_bundle, demo_data, tmp_path):
     """`edgead run --source VIDEO --loop --web`: a headless Chromium loads the page, its script fills in
