@@ -130,3 +130,23 @@ def test_writer_never_overwrites_silently(tmp_path):
         tmp = w.tmp
         assert tmp.exists()
     assert not tmp.exists() and (out / "keep.txt").exists()  # abandoned writer leaves nothing
+
+
+def test_a_bundle_from_a_newer_edgead_says_which_edgead_reads_it(tiny_bundle, tmp_path):
+    import hashlib
+    import shutil
+
+    import yaml
+
+    from edgead.core.bundle import INTEGRITY
+    from edgead.core.errors import BundleError
+
+    b = tmp_path / "b.edgead"
+    shutil.copytree(tiny_bundle, b)
+    body = (b / "manifest.yaml").read_text().rpartition(INTEGRITY)[0]
+    raw = yaml.safe_load(body)
+    raw["edgead_version"], raw["calibration"]["drift_guard"] = "9.1.0", 0.5  # a field this edgead does not know
+    text = yaml.safe_dump(raw, sort_keys=False)
+    (b / "manifest.yaml").write_text(text + INTEGRITY + hashlib.sha256(text.encode()).hexdigest() + "\n")
+    with pytest.raises(BundleError, match=r"written by edgead 9.1.0, newer than this edgead .* update edgead to 9.1.0"):
+        load_bundle(b)

@@ -331,3 +331,26 @@ def test_a_stream_of_refused_frames_gives_up_instead_of_running_on(detector):
     )
     with pytest.raises(SourceError, match=f"the first {NOTHING_JUDGED_AFTER} frames of tiny frames were all refused"):
         run_stream(detector, src, [], echo=lambda m: None)
+
+
+def test_loop_repeats_an_image_folder_and_is_refused_for_a_live_source(tiny_bundle, demo_data, tmp_path):
+    files = sorted((demo_data / "test" / "good").glob("*.png"))
+    src = open_source(str(demo_data / "test" / "good"), loop=True)
+    frames = []
+    for frame in src.frames():
+        frames.append(frame)
+        if len(frames) == 2 * len(files) + 1:
+            src.interrupt()
+    assert [f.index for f in frames] == list(range(2 * len(files) + 1))
+    assert [Path(f.source).name for f in frames[: len(files)]] == [Path(f.source).name for f in frames[len(files) : -1]]
+    r = edgead_cli("run", tiny_bundle, "--camera", "97", "--loop")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    hole = sorted((demo_data / "test" / "hole").glob("*.png"))[1]
+    with Detector.load(tiny_bundle, backend="onnxruntime-cpu") as det:
+        result = det.predict(hole)
+    result.is_anomalous, result.frame_index = True, 7  # judged anomalous, the 8th frame of a folder source
+    saver = AnomalySaver(tmp_path / "bad")
+    saver.write(result)
+    assert sorted(p.name for p in (tmp_path / "bad").iterdir()) == [
+        f"00000007_{hole.stem}_{kind}.png" for kind in ("frame", "mask", "overlay")
+    ]  # the source file's name kept

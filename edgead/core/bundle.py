@@ -265,6 +265,17 @@ def check_values(m: Manifest) -> None:
         _in_range(c.synthetic_miss_rate, 0, 1, f"{where}.synthetic_miss_rate", optional=True)
 
 
+def _newer(version: str, than: str) -> bool:
+    """Whether the release ``version`` (X.Y.Z) is later than ``than``; False for anything else."""
+
+    def parts(v: str) -> tuple[int, ...] | None:
+        numbers = v.split("+")[0].split(".")
+        return tuple(int(n) for n in numbers) if all(n.isdigit() for n in numbers) and numbers[0] else None
+
+    a, b = parts(version), parts(than)
+    return a is not None and b is not None and a > b
+
+
 def load_bundle(path: str | Path, verify: bool = True, trusted_keys: list[Path] | None = None) -> Bundle:
     """Open a bundle directory, check its manifest, schema and (by default) every file's sha256.
 
@@ -295,6 +306,12 @@ def load_bundle(path: str | Path, verify: bool = True, trusted_keys: list[Path] 
         manifest.params = from_dict(spec.params, raw_params, "manifest.params")
         check_values(manifest)
     except ConfigError as exc:
+        written = str(raw.get("edgead_version", ""))
+        if _newer(written, __version__):
+            raise BundleError(
+                f"{mf.parent} was written by edgead {written}, newer than this edgead {__version__}, "
+                f"and holds what this one cannot read ({exc}); update edgead to {written} or later"
+            ) from None
         raise BundleError(f"{mf} is invalid: {exc}") from None
     stages = [s.name for s in manifest.stages]
     if stages != list(spec.stages):

@@ -28,7 +28,7 @@ import numpy as np
 from ..core.errors import ConfigError
 from ..core.outputs import check_new_dir, check_new_file
 from ..core.registry import Registry
-from ..data.io import write_image
+from ..data.io import IMAGE_SUFFIXES, write_image
 
 if TYPE_CHECKING:
     from ..runtime.result import Result
@@ -134,6 +134,8 @@ class AnomalySaver(Sink):
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         stem = f"{result.frame_index if result.frame_index is not None else self.saved:08d}"
+        if result.source and Path(result.source).suffix.lower() in IMAGE_SUFFIXES:  # which file it was
+            stem += f"_{Path(result.source).stem}"
         write_image(self.folder / f"{stem}_frame.png", result.image)
         write_image(self.folder / f"{stem}_overlay.png", result.overlay(color="rgb"))
         write_image(self.folder / f"{stem}_mask.png", result.mask.astype(np.uint8) * 255)

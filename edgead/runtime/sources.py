@@ -108,22 +108,35 @@ def _checked_rgb(frame: Any) -> np.ndarray | None:
 
 
 class ImageFilesSource(FrameSource):
-    def __init__(self, files: list[Path], name: str):
+    """Image files in order; with ``loop`` the list starts again at its end (frame indices keep counting up)."""
+
+    def __init__(self, files: list[Path], name: str, loop: bool = False):
         super().__init__(name)
         if not files:
             raise SourceError(f"no images found for {name}")
-        self.files = files
+        self.files, self.loop = files, loop
+        self._stop = False
 
     def frames(self) -> Iterator[Frame]:
-        for i, f in enumerate(self.files):
-            try:
-                rgb = read_image(f)
-            except DataError as exc:
-                self.stats.bad_frame(str(exc))
-                log.warning("skipping frame %d: %s", i, exc)
-                continue
-            self.stats.frames_read += 1
-            yield Frame(i, rgb, time.time(), str(f))
+        offset = 0
+        while True:
+            for i, f in enumerate(self.files):
+                if self._stop:
+                    return
+                try:
+                    rgb = read_image(f)
+                except DataError as exc:
+                    self.stats.bad_frame(str(exc))
+                    log.warning("skipping frame %d: %s", offset + i, exc)
+                    continue
+                self.stats.frames_read += 1
+                yield Frame(offset + i, rgb, time.time(), str(f))
+            if not self.loop or self.stats.frames_read == 0:  # nothing readable: looping would spin
+                return
+            offset += len(self.files)
+
+    def interrupt(self) -> None:
+        self._stop = True
 
 
 class VideoFileSource(FrameSource):
@@ -468,7 +481,7 @@ IMAGES = SourceKind(
         or Path(s).is_dir()
         or (Path(s).is_file() and Path(s).suffix.lower() in IMAGE_SUFFIXES)
     ),
-    lambda s, o: ImageFilesSource(expand_images([s]), s),
+    lambda s, o: ImageFilesSource(expand_images([s]), s, loop=o.loop),
     "an image, folder or glob",
 )
 VIDEO = SourceKind(
@@ -506,7 +519,14 @@ def open_source(
     kinds = sorted(SOURCES.all(), key=lambda k: (k.priority, k.name))
     for kind in kinds:
         if kind.accepts(s):
-            return kind.open(s, options)
+            source = kind.open(s, options)
+            if loop and source.live:
+                source.close()
+                raise SourceError(
+                    f"--loop starts a file source (video, images) again at its end; {source.name} is "
+                    "live and runs until it is stopped"
+                )
+            return source
     raise SourceError(f"source {s!r} is not {', '.join(k.describes for k in kinds[:-1])} or {kinds[-1].describes}")
 
 
