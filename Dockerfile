@@ -11,7 +11,7 @@
 # Run on a camera (engines are built once, on the device, into the mounted bundle):
 #   docker run --rm --gpus all -v $PWD/tire.edgead:/bundle edgead edgead export /bundle --engine fp16
 #   docker run --rm --gpus all --device /dev/video0 -v $PWD/tire.edgead:/bundle -v $PWD/out:/out \
-#       edgead edgead run --bundle /bundle --camera 0 --jsonl /out/events.jsonl --save-anomalies /out/anomalies
+#       edgead edgead run /bundle --camera 0 --jsonl /out/events.jsonl --save-anomalies /out/anomalies
 # (on Jetson use --runtime nvidia instead of --gpus all)
 
 ARG BASE=nvcr.io/nvidia/tensorrt:24.08-py3
