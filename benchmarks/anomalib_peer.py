@@ -127,7 +127,6 @@ def run(data_root: Path, name: str, model: str, normalisation: str) -> dict:
         accelerator="cpu",
         devices=1,
         logger=False,
-        enable_checkpointing=False,
         default_root_dir=str(Path("/tmp") / f"anomalib-{name}-{model}"),
         enable_progress_bar=False,
     )

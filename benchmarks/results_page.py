@@ -25,8 +25,9 @@ SETS = ("tire", "grid", "hazelnut_toy")
 METHODS = {
     "patchcore": "PatchCore, 10% coreset",
     "d3ad": "D3AD `s`",
-    "diad": "DiAD `s`, 16-min budget",
+    "d3ad-imagenet": "D3AD `s` with ImageNet features (`--set d3ad.adapt=false` at export)",
     "d3ad-scratch": "D3AD `s`, from-scratch autoencoder",
+    "diad": "DiAD `s`, 16-minute budget",
 }
 VARIANTS = {"": "fused", "w0": "reconstruction only", "w1": "kNN only"}
 ANOMALIB = {"patchcore": "anomalib PatchCore, 10% coreset", "padim": "anomalib PaDiM"}
