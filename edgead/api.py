@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.errors import ConfigError, require
-from .core.progress import ProgressCallback, listening
+from .core.progress import ProgressCallback, listening, on_terminal
 
 __all__ = [
     "CalibrationResult",
@@ -152,7 +152,7 @@ def export(
             overwrite=overwrite,
             data=[data] if isinstance(data, str) else data,
             parity_images=parity_images,
-            progress=progress is None and _terminal(),
+            progress=progress is None and on_terminal(),
             overrides=list(overrides),
         )
     if sign_key:
@@ -323,7 +323,7 @@ def evaluate(
             ds = load_dataset(root, validation_fraction=0.0)
             name = product or (ds.name if b.manifest.products else None)
             with Detector(b, backend=backend, product=name, int8=int8) as det:
-                done = run(det, ds, progress=progress is None and _terminal())
+                done = run(det, ds, progress=progress is None and on_terminal())
                 if sheet:
                     picture = "sheet.png" if len(roots) == 1 else f"{ds.name}.png"
                     done.report["sheets"] = [str(p) for p in save_sheets(det, done, Path(sheet), name=picture)]
@@ -381,7 +381,7 @@ def calibrate(
             cfg,
             backend=backend,
             max_frames=max_frames,
-            progress=progress is None and _terminal(),
+            progress=progress is None and on_terminal(),
             sign_key=sign_key,
             product=product,
             keep_suspects=keep_suspects,
@@ -409,10 +409,3 @@ def calibrate(
         report,
         dropped,
     )
-
-
-def _terminal() -> bool:
-    """Bars and status lines where a person watches a terminal (the CLI); silence for applications."""
-    import sys
-
-    return sys.stderr.isatty()

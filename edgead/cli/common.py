@@ -90,10 +90,6 @@ int8_option = click.option(
 )
 
 
-def progress() -> bool:
-    return sys.stderr.isatty()
-
-
 def resigned(dropped: bool, bundle) -> None:
     if dropped:
         click.echo(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import progress
+from ..core.progress import on_terminal
 
 
 # -------------------------------------------------------------------------------------- demo
@@ -18,4 +18,4 @@ def demo(out, steps, overwrite) -> None:
     """Generate a small product data set, train, export, detect and evaluate, all on this CPU."""
     from ..demo import run_demo
 
-    run_demo(Path(out), steps=steps, overwrite=overwrite, progress=progress(), echo=click.echo)
+    run_demo(Path(out), steps=steps, overwrite=overwrite, progress=on_terminal(), echo=click.echo)

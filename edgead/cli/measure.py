@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from .common import backend_option, int8_option, progress
+from ..core.progress import on_terminal
+from .common import backend_option, int8_option
 
 
 # ---------------------------------------------------------------------------------- evaluate
@@ -88,7 +89,7 @@ def benchmark(bundle, backend, int8, batch, runs, checkpoint, images, out, overw
         runs,
         reference=reference,
         images=images,
-        progress=progress(),
+        progress=on_terminal(),
         product=product,
         int8=int8,
     )

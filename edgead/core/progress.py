@@ -45,6 +45,13 @@ def listening(callback: ProgressCallback | None) -> Iterator[None]:
         _listener.reset(token)
 
 
+def on_terminal() -> bool:
+    """Whether a person watches a terminal: bars and status lines then (the CLI), silence for applications."""
+    import sys
+
+    return sys.stderr.isatty()
+
+
 def report(task: str, done: int, total: int | None = None, detail: str = "") -> None:
     callback = _listener.get()
     if callback is not None:
