@@ -129,10 +129,11 @@ def test_a_source_and_a_sink_are_one_entry_each(tiny_bundle, registered, tmp_pat
     assert [(label, i) for label, i, _ in ListSink.results] == [("line-1", 0), ("line-1", 1), ("line-1", 2)]
     written = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [w["score"] for w in written] == [round(s, 6) for _, _, s in ListSink.results]
-    r = CliRunner().invoke(main, ["run", "--bundle", str(tiny_bundle), "--source", "countdown:1", "--sink", "mqtt=x"])
+    r = CliRunner().invoke(main, ["run", "--bundle", str(tiny_bundle), "--source", "countdown:1", "--sink", "plc=x"])
     assert r.exit_code == 2
     assert r.output.strip().splitlines()[-1] == (
-        "error: unknown sink 'mqtt'; registered sinks: anomalies, jsonl, list, video, web, window"
+        "error: unknown sink 'plc'; registered sinks: anomalies, events, jsonl, list, metrics, mqtt, opcua, video, "
+        "web, window"
     )
 
 

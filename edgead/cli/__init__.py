@@ -1,7 +1,7 @@
 """The ``edgead`` command: one module per group of commands, each a click command added here.
 
     train.py     train, methods              export.py    export
-    line.py      run, predict                measure.py   evaluate, benchmark, validate
+    line.py      run, station, predict       measure.py   evaluate, benchmark, validate
     bundles.py   calibrate, keygen, sign, verify          demo.py      demo
     serve.py     serve (Triton Inference Server)
 
@@ -67,6 +67,7 @@ for _command in (
     train.methods,
     export.export,
     line.run,
+    line.station,
     line.predict,
     measure.evaluate,
     measure.benchmark,

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import click
 
-from ..core.bundle import bundle_pin
-from ..core.errors import BundleError, ConfigError
+from ..core.errors import ConfigError
 from .common import backend_option, int8_option
 
 
@@ -67,7 +65,33 @@ from .common import backend_option, int8_option
 @click.option("--save-fps", type=float, default=10.0, show_default=True, help="Frame rate of --save.")
 @click.option("--jsonl", type=click.Path(dir_okay=False), help="One JSON line per processed frame.")
 @click.option(
-    "--save-anomalies", type=click.Path(file_okay=False), help="Save frame, overlay and mask of anomalous frames."
+    "--save-anomalies",
+    type=click.Path(file_okay=False),
+    help="Save frame, overlay and mask of anomalous frames (with --smoothing: of each event's best frame).",
+)
+@click.option(
+    "--metrics",
+    metavar="[HOST:]PORT",
+    help="Serve Prometheus metrics at /metrics (frames, anomalies, events, parts, latency, reconnects, sinks' "
+    "queues); PORT alone binds to 127.0.0.1.",
+)
+@click.option(
+    "--mqtt",
+    metavar="URL",
+    help="Publish events and part decisions to an MQTT broker: mqtt://HOST[:PORT]/TOPIC/PREFIX[?qos=1&frames=1...] "
+    "(mqtts:// for TLS; options in docs/line.md; a password comes from password_file=PATH or $EDGEAD_MQTT_PASSWORD).",
+)
+@click.option(
+    "--smoothing",
+    metavar="KEY=VALUE,...",
+    help="Decide over time instead of frame by frame: ema=W (newest frame's weight in an exponential average), "
+    "votes=K/N (K of the last N frames above), enter=L and leave=L (hysteresis, normalised levels: 0.5 is the "
+    "threshold), part_frames=N (one decision per part of N frames). E.g. ema=0.5,votes=2/3,leave=0.45.",
+)
+@click.option(
+    "--events",
+    type=click.Path(dir_okay=False),
+    help="One JSON line per anomaly event (first and last frame, peak score, best frame) and per part decision.",
 )
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many processed frames.")
 @click.option("--loop", is_flag=True, help="Restart a video file at its end.")
@@ -126,6 +150,10 @@ def run(
     save_fps,
     jsonl,
     save_anomalies,
+    metrics,
+    mqtt,
+    smoothing,
+    events,
     max_frames,
     loop,
     reconnect_attempts,
@@ -146,108 +174,98 @@ def run(
     edgead run --server grpc://inference-box:8001 --model tire --camera 0 --jsonl events.jsonl
     """
     bundle = one_bundle(bundle, bundle_option)
-    from ..line.runner import run_stream
-    from ..line.sinks import SinkOptions, open_sinks
-    from ..runtime.detector import Detector
-    from ..runtime.sources import open_source
-    from ..runtime.stream import Roi
+    from ..line.sinks import SinkOptions
+    from ..line.station import CameraSpec, failure, open_camera, sink_requests, summary
+    from ..runtime.temporal import Smoothing
 
-    if (camera is None) == (source is None):
-        raise ConfigError("give exactly one of --camera N or --source SPEC")
-    if (bundle is None) == (server is None):
-        raise ConfigError("give exactly one of BUNDLE or --server URL")
-    if server is not None and product is not None:
-        raise ConfigError("--product picks thresholds of a local bundle; a served product is its own --model")
-    if server is not None and int8:
-        raise ConfigError("--int8 chooses a local bundle's graphs; the server decides what it runs")
-    if server is None and model is not None:
-        raise ConfigError("--model names a served model; it goes with --server")
-    region = Roi.parse(roi)
     named = [
         ("jsonl", jsonl),
+        ("events", events),
+        ("mqtt", mqtt),
+        ("metrics", metrics),
         ("video", save),
         ("anomalies", save_anomalies),
         ("web", web),
         ("window", "" if show else None),
     ]  # the named options are short for --sink NAME=ARG
-    requests = [(name, arg) for name, arg in named if arg is not None]
-    requests += [(spec.partition("=")[0], spec.partition("=")[2]) for spec in sink_specs]
+    spec = CameraSpec(
+        bundle=bundle,
+        server=server,
+        model=model,
+        camera=camera,
+        source=source,
+        backend=backend,
+        int8=int8,
+        product=product,
+        stride=stride,
+        roi=roi,
+        smoothing=Smoothing.parse(smoothing),
+        sinks=sink_requests(named, sink_specs),
+        expect_bundle=expect_bundle,
+        reconnect_attempts=reconnect_attempts,
+        loop=loop,
+        max_frames=max_frames,
+        max_unjudged=max_unjudged,
+        pipeline=pipeline,
+    )
+    spec.check()
+    echo = lambda m: click.echo(m, err=True)
     options = SinkOptions(
         overwrite=overwrite,
         fps=save_fps,
         token=web_token,
         web_public=web_public,
-        echo=lambda m: click.echo(m, err=True),
+        echo=echo,
         title=(Path(bundle).name if bundle else model or server) + (f" / {product}" if product else ""),
     )
-    sinks = open_sinks(requests, options)  # outputs are checked here, before anything loads
-    det = None
-    try:
-        if server is not None:
-            from ..serving.client import RemoteDetector
-
-            det = RemoteDetector(
-                server,
-                model=model,
-                reconnect_attempts=reconnect_attempts,
-                on_event=lambda m: click.echo(m, err=True),
-                expect_bundle=expect_bundle,
-            )
-        else:
-            det = Detector.load(bundle, backend=backend, product=product, int8=int8)
-            if expect_bundle is not None and bundle_pin(expect_bundle) != det.bundle_id:
-                raise BundleError(
-                    f"bundle {bundle} is {det.bundle_id}, not the expected {bundle_pin(expect_bundle)} "
-                    "(--expect-bundle)"
-                )
-        src = open_source(camera if camera is not None else source, reconnect_attempts=reconnect_attempts, loop=loop)
-    except BaseException:
-        for s in sinks:
-            s.close()
-        if det is not None:
-            det.close()
-        raise
-    click.echo(f"running {det.method} on {src.name} with {det.backend_name} ({det.choice.reason})", err=True)
-    with det:
-        stats = run_stream(
-            det,
-            src,
-            sinks,
-            stride=stride,
-            roi=region,
-            max_frames=max_frames,
-            status_every_s=status_every,
-            echo=lambda m: click.echo(m, err=True),
-            stop=options.stop,
-            pipeline=pipeline,
-        )
+    opened = open_camera(spec, options, echo, connect_served)
+    det = opened.detector
+    click.echo(f"running {det.method} on {opened.source.name} with {det.backend_name} ({det.choice.reason})", err=True)
+    stats = opened.run(status_every, echo)
     click.echo(stats.status_line(), err=True)
-    click.echo(
-        json.dumps(
-            {
-                "stopped_by": stats.stopped_by,
-                "frames": stats.frames,
-                "anomalies": stats.anomalies,
-                "unjudged": stats.unjudged,
-                "bundle_id": det.bundle_id,
-                "threshold": None if det.bundle_id is None else det.threshold,
-                "fps": round(stats.fps, 2),
-                "latency_ms": stats.latency_ms,
-                "source": stats.source,
-                **({"server": asdict(det.stats)} if server is not None else {}),
-            }
-        )
-    )
-    lost = stats.source.get("lost_frames", 0)
-    if lost and not src.live:
-        click.echo(
-            f"error: {lost} frames of {src.name} could not be decoded (damaged file); the others were processed",
-            err=True,
-        )
+    click.echo(json.dumps(summary(opened, stats)))
+    why = failure(opened, stats)
+    if why:
+        click.echo(f"error: {why}", err=True)
         sys.exit(1)
-    failure = stats.failure(max_unjudged)
-    if failure:
-        click.echo(f"error: {failure}", err=True)
+
+
+# ------------------------------------------------------------------------------------------- station
+@click.command()
+@click.argument("station_file", type=click.Path(dir_okay=False))
+@click.option("--check", is_flag=True, help="Check the station file and exit (nothing is opened).")
+def station(station_file, check) -> None:
+    """Run every camera of a station file (YAML) until SIGTERM or Ctrl-C; each camera has its bundle or served
+    model, source, smoothing and sinks (docs/line.md has an example and a systemd unit).
+
+    \b
+    edgead station station.yaml --check     # errors name the key: station.yaml: cameras[1].smoothing: ...
+    edgead station station.yaml
+
+    JSON lines are appended to, the anomalies of each start go to a folder of their own: a restart keeps
+    everything of the runs before. Prints one JSON line per camera at the end; exits 1 when any camera failed.
+    """
+    import os
+
+    from ..line.station import load_station, run_station, summary
+
+    specs, status_every = load_station(station_file)
+    if check:
+        click.echo(f"{station_file}: {len(specs)} cameras: {', '.join(s.name for s in specs)}", err=True)
+        return
+    token = os.environ.get("EDGEAD_WEB_TOKEN")
+    outcomes = run_station(
+        specs, status_every, lambda m: click.echo(m, err=True), web_token=token, connect=connect_served
+    )
+    failed = []
+    for camera, stats, why in outcomes:
+        if stats is not None:
+            click.echo(json.dumps(summary(camera, stats)))
+        if why:
+            failed.append(f"camera {camera.spec.name}: {why}")
+    for line in failed:
+        click.echo(f"error: {line}", err=True)
+    if failed:
         sys.exit(1)
 
 
@@ -335,6 +353,20 @@ def _overlay_names(files: list[Path]) -> dict[Path, str]:
         used.add(name)
         names[f] = name
     return names
+
+
+def connect_served(spec, echo):
+    """A camera's served model (``server``, ``model``): the fleet's client, which the line application leaves to
+    the commands."""
+    from ..serving.client import RemoteDetector
+
+    return RemoteDetector(
+        spec.server,
+        model=spec.model,
+        reconnect_attempts=spec.reconnect_attempts,
+        on_event=echo,
+        expect_bundle=spec.expect_bundle,
+    )
 
 
 def one_bundle(argument: str | None, option: str | None) -> str | None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..runtime.sources import FrameSource, SourceStats
 from ..runtime.stream import stream_results
+from ..runtime.temporal import PartDecision, Smoothing, TemporalDecider
 from .sinks import Sink, WindowSink
 
 if TYPE_CHECKING:
@@ -37,12 +38,19 @@ class RunStats:
     frames: int = 0
     """Frames judged (a verdict each)."""
     anomalies: int = 0
+    """Frames whose own verdict was anomalous."""
+    events: int = 0
+    """Anomaly events (stretches of anomalous line state) when the run is smoothed over time."""
+    parts: int = 0
+    rejected_parts: int = 0
     unjudged: int = 0
     """Frames of the source that got no verdict (refused, unreadable or lost)."""
     elapsed_s: float = 0.0
     fps: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
+    sinks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """What sinks with a connection say of it (``Sink.status``), by sink name."""
     stopped_by: str = "end of source"
 
     def status_line(self) -> str:
@@ -51,7 +59,9 @@ class RunStats:
         return (
             f"{self.fps:6.1f} fps | latency p50 {lat.get('p50', 0):.1f} p90 {lat.get('p90', 0):.1f} "
             f"p99 {lat.get('p99', 0):.1f} ms | frames {self.frames} | anomalies {self.anomalies} | "
-            f"bad frames {src.get('bad_frames', 0)} | lost frames {src.get('lost_frames', 0)} | "
+            + (f"events {self.events} | " if self.events else "")
+            + (f"parts {self.parts} | rejected {self.rejected_parts} | " if self.parts else "")
+            + f"bad frames {src.get('bad_frames', 0)} | lost frames {src.get('lost_frames', 0)} | "
             f"reconnects {src.get('reconnects', 0)}"
             + (f" | refused {src['refused_frames']}" if src.get("refused_frames") else "")
             # a live source keeps only its newest frame: those replaced before the detector was free
@@ -59,6 +69,11 @@ class RunStats:
                 f" | skipped (slower than the camera) {src['dropped_live_frames']}"
                 if src.get("dropped_live_frames")
                 else ""
+            )
+            + "".join(
+                f" | {name} {'connected' if s.get('connected') else 'DISCONNECTED'}, queued {s.get('queued', 0)}, "
+                f"dropped {s.get('dropped', 0)}"
+                for name, s in self.sinks.items()
             )
         )
 
@@ -93,18 +108,17 @@ class _SinkThread:
         self.thread.start()
 
     def _work(self) -> None:
-        while (result := self.queue.get()) is not None:
+        while (item := self.queue.get()) is not None:
             if self.error is None:
                 try:
-                    for sink in self.sinks:
-                        sink.write(result)
+                    _deliver(self.sinks, *item)
                 except BaseException as exc:  # handed to the stream's thread
                     self.error = exc
 
-    def write(self, result) -> None:
+    def write(self, result, outputs) -> None:
         if self.error is not None:
             raise self.error
-        self.queue.put(result)
+        self.queue.put((result, outputs))
 
     def finish(self) -> None:
         """Write what is queued, then stop; re-raises a sink's error."""
@@ -112,6 +126,19 @@ class _SinkThread:
         self.thread.join()
         if self.error is not None:
             raise self.error
+
+
+def _sink_name(sink: Sink) -> str:
+    return type(sink).__name__.removesuffix("Sink").lower()
+
+
+def _deliver(sinks: list[Sink], result, outputs) -> None:
+    """A frame's result, then the events and part decisions that ended at it, to every sink in order."""
+    for sink in sinks:
+        if result is not None:
+            sink.write(result)
+        for out in outputs:
+            sink.write_event(out)
 
 
 def run_stream(
@@ -125,9 +152,12 @@ def run_stream(
     echo: Callable[[str], None] = print,
     stop: threading.Event | None = None,
     pipeline: bool = False,
+    smoothing: Smoothing | None = None,
 ) -> RunStats:
-    """``pipeline``: sinks other than the window write on a thread of their own (see _SinkThread)."""
+    """``pipeline``: sinks other than the window write on a thread of their own (see _SinkThread).
+    ``smoothing``: decisions over time (events, parts; runtime/temporal.py); None decides every frame alone."""
     stop = stop or threading.Event()
+    decider = TemporalDecider(smoothing) if smoothing is not None and smoothing.active else None
     latencies: collections.deque[float] = collections.deque(maxlen=2000)  # bounded: flat memory
     stats = RunStats()
     window = [s for s in sinks if isinstance(s, WindowSink)]
@@ -148,16 +178,27 @@ def run_stream(
     t0 = last_status = time.perf_counter()
     frames_at_status = 0
 
-    def refresh(now: float) -> None:
+    def count(outputs) -> None:
+        for out in outputs:
+            if isinstance(out, PartDecision):
+                stats.parts += 1
+                stats.rejected_parts += out.is_anomalous
+            else:
+                stats.events += 1
+
+    def refresh(now: float, tell_sinks: bool = True) -> None:
         stats.elapsed_s = now - t0
         stats.fps = stats.frames / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
         if latencies:
             a = np.fromiter(latencies, float)
             stats.latency_ms = {f"p{q}": float(np.percentile(a, q)) for q in (50, 90, 99)}
+        stats.sinks = {_sink_name(s): st for s in sinks if (st := s.status()) is not None}
         if isinstance(source.stats, SourceStats):
             stats.source, stats.unjudged = asdict(source.stats), source.stats.unjudged
         else:
             stats.source = {}
+        for sink in sinks if tell_sinks else ():
+            sink.on_status(stats)
 
     try:
         for result in stream_results(
@@ -172,10 +213,11 @@ def run_stream(
             stats.frames += 1
             stats.anomalies += result.is_anomalous
             latencies.append(result.latency_ms.get("total", 0.0))
-            for sink in direct:
-                sink.write(result)
+            outputs = decider.update(result) if decider is not None else []
+            count(outputs)
+            _deliver(direct, result, outputs)
             if behind is not None:
-                behind.write(result)
+                behind.write(result, outputs)
             now = time.perf_counter()
             if now - last_status >= status_every_s:
                 refresh(now)
@@ -194,13 +236,20 @@ def run_stream(
         stats.stopped_by = "Ctrl-C"
     finally:
         try:
+            if decider is not None:  # the open event and the unfinished part are decided, not lost
+                outputs = decider.flush()
+                count(outputs)
+                _deliver(direct, None, outputs)
+                if behind is not None:
+                    behind.write(None, outputs)
             if behind is not None:
                 behind.finish()  # every result reaches the sinks before they close
+            refresh(time.perf_counter())  # the sinks see the final counts (metrics) before they close
         finally:
             for sink in sinks:
                 sink.close()
         source.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    refresh(time.perf_counter())
+    refresh(time.perf_counter(), tell_sinks=False)  # what the closed sinks say last (messages left unsent)
     return stats

@@ -29,9 +29,11 @@ from ..core.errors import ConfigError
 from ..core.outputs import check_new_dir, check_new_file
 from ..core.registry import Registry
 from ..data.io import IMAGE_SUFFIXES, write_image
+from ..runtime.temporal import AnomalyEvent
 
 if TYPE_CHECKING:
     from ..runtime.result import Result
+    from ..runtime.temporal import LineOutput
 
 FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "FFV1", ".mov": "mp4v"}
 
@@ -40,19 +42,50 @@ class Sink(ABC):
     @abstractmethod
     def write(self, result: Result) -> None: ...
 
+    def write_event(self, event: LineOutput) -> None:  # noqa: B027 - optional for subclasses
+        """An anomaly event or a part decision, when the run decides over time (runtime/temporal.py)."""
+
+    def on_status(self, stats) -> None:  # noqa: B027 - optional for subclasses
+        """The run's counts (``RunStats``), refreshed with every status line and at the end."""
+
+    def status(self) -> dict | None:
+        """What the status line and the run's summary say of this sink (a connection's state); None: nothing."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional for subclasses
         """Flush and close files or windows."""
 
 
 class JsonlSink(Sink):
-    """One JSON object per processed frame, written line by line (unbuffered, whole lines only)."""
+    """One JSON object per processed frame, written line by line (unbuffered, whole lines only).
+    ``events=True``: one per anomaly event and part decision instead (``"type": "event" | "part"``)."""
 
-    def __init__(self, path: str | Path, overwrite: bool = False):
-        self.path = check_new_file(path, overwrite, "JSON-lines file")
-        self.mode = "a" if overwrite else "x"  # never truncate a file that appeared after the check
+    def __init__(self, path: str | Path, overwrite: bool = False, events: bool = False, append: bool = False):
+        self.path = check_new_file(path, overwrite or append, "JSON-lines file")
+        self.mode = "a" if overwrite or append else "x"  # never truncate a file that appeared after the check
+        self.append = append
         self.file = None
+        self.events = events
 
     def write(self, result: Result) -> None:
+        if self.events:
+            return
+        self._open()
+        d = result.to_dict()
+        ts = result.timestamp
+        d["time"] = _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat() if ts else None
+        self._write_line(d)
+
+    def write_event(self, event: LineOutput) -> None:
+        if not self.events:
+            return
+        self._open()
+        d = event.to_dict()
+        ts = event.best.timestamp if event.best is not None else None
+        d["time"] = _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat() if ts else None
+        self._write_line(d)
+
+    def _open(self) -> None:
         if self.file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -68,10 +101,10 @@ class JsonlSink(Sink):
                 self.file.close()
                 self.file = None
                 raise ConfigError(f"JSON-lines file {self.path} is being written by another edgead run") from None
-            self.file.truncate(0)  # --overwrite: replaced, once this run is its only writer
-        d = result.to_dict()
-        ts = result.timestamp
-        d["time"] = _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat() if ts else None
+            if not self.append:
+                self.file.truncate(0)  # --overwrite: replaced, once this run is its only writer
+
+    def _write_line(self, d: dict) -> None:
         line = (json.dumps(d) + "\n").encode()
         at = self.file.seek(0, os.SEEK_END)  # where this line starts (append mode writes at the end)
         try:
@@ -123,17 +156,26 @@ class VideoSink(Sink):
 
 
 class AnomalySaver(Sink):
-    """For each anomalous frame: the frame, its overlay and its mask as PNG files."""
+    """For each anomalous frame: the frame, its overlay and its mask as PNG files. When the run decides over time,
+    once per anomaly event instead: its best frame (``event00003_00000412_...``)."""
 
     def __init__(self, folder: str | Path, overwrite: bool = False):
         self.folder = check_new_dir(folder, overwrite, "anomaly folder")
         self.saved = 0
 
     def write(self, result: Result) -> None:
-        if not result.is_anomalous or result.image is None:
+        if result.line is None and result.is_anomalous:
+            self._save(result, "")
+
+    def write_event(self, event: LineOutput) -> None:
+        if isinstance(event, AnomalyEvent):
+            self._save(event.best, f"event{event.index:05d}_")
+
+    def _save(self, result: Result, prefix: str) -> None:
+        if result.image is None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        stem = f"{result.frame_index if result.frame_index is not None else self.saved:08d}"
+        stem = prefix + f"{result.frame_index if result.frame_index is not None else self.saved:08d}"
         if result.source and Path(result.source).suffix.lower() in IMAGE_SUFFIXES:  # which file it was
             stem += f"_{Path(result.source).stem}"
         write_image(self.folder / f"{stem}_frame.png", result.image)
@@ -183,6 +225,9 @@ class SinkOptions:
     """What a sink may need besides its own argument (the run's options)."""
 
     overwrite: bool = False
+    append: bool = False
+    """A station restarted by its service manager: JSON lines are appended to, anomalies of each start saved in
+    a folder of their own (nothing of an earlier run is replaced)."""
     fps: float = 10.0
     """Frame rate of a written video."""
     token: str | None = None
@@ -201,7 +246,11 @@ SinkFactory = Callable[[str, SinkOptions], Sink]
 
 
 def jsonl_sink(path: str, options: SinkOptions) -> Sink:
-    return JsonlSink(path, options.overwrite)
+    return JsonlSink(path, options.overwrite, append=options.append)
+
+
+def events_sink(path: str, options: SinkOptions) -> Sink:
+    return JsonlSink(path, options.overwrite, events=True, append=options.append)
 
 
 def video_sink(path: str, options: SinkOptions) -> Sink:
@@ -209,6 +258,8 @@ def video_sink(path: str, options: SinkOptions) -> Sink:
 
 
 def anomaly_sink(folder: str, options: SinkOptions) -> Sink:
+    if options.append:  # this start's own folder: frame numbers start at 0 again after a restart
+        folder = str(Path(folder) / _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ"))
     return AnomalySaver(folder, options.overwrite)
 
 
@@ -220,10 +271,14 @@ SINKS: Registry[SinkFactory] = Registry(
     "sink",
     {
         "jsonl": "edgead.line.sinks:jsonl_sink",
+        "events": "edgead.line.sinks:events_sink",
         "video": "edgead.line.sinks:video_sink",
         "anomalies": "edgead.line.sinks:anomaly_sink",
         "window": "edgead.line.sinks:window_sink",
         "web": "edgead.line.web:web_sink",
+        "mqtt": "edgead.line.mqtt:mqtt_sink",
+        "metrics": "edgead.line.metrics:metrics_sink",
+        "opcua": "edgead.line.opcua:opcua_sink",
     },
 )
 """A new sink (a PLC output, an MQTT topic) is a factory plus one entry, or the ``edgead.sinks`` entry-point group."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
@@ -11,6 +11,9 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.manifest import Stats
 from .overlay import draw_overlay
+
+if TYPE_CHECKING:
+    from .temporal import LineState
 
 Color = Literal["bgr", "rgb"]
 
@@ -39,6 +42,8 @@ class Result:
     pixel_stats: Stats | None = field(default=None, repr=False)
     bundle_id: str | None = None
     """The bundle that judged the frame (``Bundle.id``): with ``threshold``, what a decision is traced to."""
+    line: LineState | None = None
+    """The line's decision at this frame when the stream is smoothed over time (``runtime.temporal``)."""
     _overlays: dict[tuple[float, bool], np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def overlay(self, color: Color = "bgr", alpha: float = 0.6, text: bool = True) -> np.ndarray:
@@ -65,4 +70,5 @@ class Result:
             "bundle_id": self.bundle_id,
             "anomalous_pixels": int(self.mask.sum()),
             "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
+            **({"line": self.line.to_dict()} if self.line is not None else {}),
         }
