@@ -115,6 +115,42 @@ def test_line_view_serves_frames_scores_and_anomalies(detector, demo_data):
         urllib.request.urlopen(view.url, timeout=2)
 
 
+def test_the_view_shows_parts_yield_and_the_connections_of_the_run(detector, demo_data):
+    from edgead.runtime.temporal import Smoothing
+
+    class Open(_Open):
+        def write_event(self, event):
+            self.view.write_event(event)
+
+        def on_status(self, stats):
+            self.view.on_status(stats)
+
+    class Broker(Sink):  # a sink with a connection, as the MQTT sink reports it
+        def write(self, result):
+            pass
+
+        def status(self):
+            return {"connected": False, "queued": 7, "dropped": 2}
+
+    files = sorted(demo_data.glob("test/*/*.png"))
+    view = WebView("127.0.0.1:0")
+    try:
+        stats = run_stream(
+            detector,
+            ImageFilesSource(files, "test"),
+            [Open(view), Broker()],
+            echo=lambda m: None,
+            smoothing=Smoothing(part_frames=3),
+        )
+        s = json.loads(_get(view.url + "stats.json")[1])
+        assert (s["parts"], s["rejected_parts"], s["events"]) == (stats.parts, stats.rejected_parts, stats.events)
+        assert s["parts"] == -(-len(files) // 3) and s["rejected_parts"] > 0
+        assert s["connections"] == {"broker": {"connected": False, "queued": 7, "dropped": 2}}
+        assert b'id="yield"' in _get(view.url)[1]
+    finally:
+        view.close()
+
+
 def test_a_token_with_url_characters_opens_the_view_it_printed(detector, demo_data):
     """A token with '+', '&' or '%' works with the URL the view prints (it is encoded there)."""
     token = "a+b&c=d%e f/g"

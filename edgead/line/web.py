@@ -30,6 +30,7 @@ import numpy as np
 
 from ..core.errors import ConfigError
 from ..runtime.overlay import heat_map
+from ..runtime.temporal import LineOutput, PartDecision
 from .sinks import Sink, SinkOptions
 from .web_page import PAGE
 
@@ -119,7 +120,8 @@ class WebView(Sink):
         self.scores: deque[tuple[float, float, bool]] = deque(maxlen=history)
         self.gallery: deque[dict] = deque(maxlen=gallery)
         self.images: dict[str, bytes] = {}
-        self.counts = {"frames": 0, "anomalies": 0}
+        self.counts = {"frames": 0, "anomalies": 0, "events": 0, "parts": 0, "rejected_parts": 0}
+        self.connections: dict[str, dict] = {}
         self.latency: deque[float] = deque(maxlen=100)
         self.times: deque[float] = deque(maxlen=50)
         self.started = time.time()
@@ -168,6 +170,20 @@ class WebView(Sink):
                 )
             self.changed.notify_all()
 
+    def write_event(self, event: LineOutput) -> None:
+        with self.changed:
+            if isinstance(event, PartDecision):
+                self.counts["parts"] += 1
+                self.counts["rejected_parts"] += bool(event.is_anomalous)
+            else:
+                self.counts["events"] += 1
+
+    def on_status(self, stats) -> None:
+        with self.changed:  # the sinks with a connection (MQTT): connected, queued, dropped
+            self.connections = {
+                name: {k: s.get(k) for k in ("connected", "queued", "dropped")} for name, s in stats.sinks.items()
+            }
+
     def stats(self) -> dict:
         with self.changed:
             lat = np.asarray(self.latency) if self.latency else np.zeros(1)
@@ -176,6 +192,10 @@ class WebView(Sink):
                 "title": self.title,
                 "frames": self.counts["frames"],
                 "anomalies": self.counts["anomalies"],
+                "events": self.counts["events"],
+                "parts": self.counts["parts"],
+                "rejected_parts": self.counts["rejected_parts"],
+                "connections": self.connections,
                 "fps": round((len(self.times) - 1) / span, 2) if span > 0 else 0.0,
                 "latency_ms": {f"p{q}": round(float(np.percentile(lat, q)), 2) for q in (50, 90, 99)},
                 "threshold": 0.5,  # scores are normalised: the bundle's threshold sits at 0.5

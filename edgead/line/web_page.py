@@ -25,6 +25,8 @@ PAGE = """<!doctype html>
    <div>frames<b id="frames">0</b></div><div>anomalies<b id="anomalies">0</b></div><div>fps<b id="fps">0</b></div>
    <div>latency p50<b id="p50">-</b></div><div>p90<b id="p90">-</b></div><div>p99<b id="p99">-</b></div>
   </div>
+  <div class="card" id="line" hidden>parts <b id="parts">0</b> · rejected <b id="rejected_parts">0</b> ·
+   yield <b id="yield">-</b> · events <b id="events">0</b><div id="connections"></div></div>
   <div class="card">score over time <small>(normalised: the threshold is the dashed line at 0.5)</small>
    <canvas id="chart" width="600" height="160"></canvas></div>
  </section>
@@ -55,6 +57,14 @@ async function tick() {
     for (const k of ["frames", "anomalies", "fps"]) document.getElementById(k).textContent = s[k];
     for (const k of ["p50", "p90", "p99"]) document.getElementById(k).textContent = s.latency_ms[k] + " ms";
     document.getElementById("uptime").textContent = "up " + Math.round(s.uptime_s) + " s";
+    const conns = Object.entries(s.connections);
+    document.getElementById("line").hidden = !(s.parts || s.events || conns.length);
+    for (const k of ["parts", "rejected_parts", "events"]) document.getElementById(k).textContent = s[k];
+    document.getElementById("yield").textContent =
+      s.parts ? (100 * (1 - s.rejected_parts / s.parts)).toFixed(1) + "%" : "-";
+    document.getElementById("connections").innerHTML = conns.map(([name, c]) =>
+      `<span class="${c.connected ? "ok" : "bad"}">${name} ${c.connected ? "connected" : "DISCONNECTED"}</span> ` +
+      `<small>queued ${c.queued}, dropped ${c.dropped}</small>`).join("<br>");
     const last = s.scores[s.scores.length - 1], v = document.getElementById("verdict");
     if (last) { v.textContent = (last[2] ? "ANOMALY " : "OK ") + last[1].toFixed(2); v.className = last[2] ? "bad" : "ok"; }
     draw(s.scores, s.threshold);
