@@ -36,7 +36,7 @@ class Broker:
         self.conf = folder / "mosquitto.conf"
         self.conf.write_text(
             f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {folder}/\nautosave_interval 1\n"
+            f"persistence_location {folder}/\nautosave_interval 1\nuser root\n"  # root: may write its folder
         )
         self.process = None
 
@@ -253,3 +253,52 @@ def test_a_run_publishes_parts_and_serves_metrics(broker, tiny_bundle, demo_data
     assert f'edgead_bundle_info{{bundle_id="{det.bundle_id}"' in text
     with pytest.raises(OSError):  # closed with the run
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def test_tls_and_credentials_from_a_private_file(tmp_path):
+    """mqtts:// with the broker's CA, a user and a password file; a wrong password is refused and said."""
+    if MOSQUITTO is None or shutil.which("openssl") is None or shutil.which("mosquitto_passwd") is None:
+        pytest.skip("needs Mosquitto, mosquitto_passwd and openssl")
+    ca, key = tmp_path / "ca.crt", tmp_path / "server.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(ca)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    users = tmp_path / "users"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(users), "line1", "right horse"], check=True)
+    port = free_port()
+    conf = tmp_path / "tls.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\ncertfile {ca}\nkeyfile {key}\nallow_anonymous false\npassword_file {users}\n"
+        "user root\n"  # started by root, Mosquitto would drop to its own user, who cannot read the test's files
+    )
+    broker = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 10)
+        secret = tmp_path / "pw"
+        secret.write_text("right horse\n")
+        secret.chmod(0o600)
+        said: list[str] = []
+        url = f"mqtts://127.0.0.1:{port}/tls?ca={ca}&username=line1&password_file={secret}"
+        sink = SINKS.get("mqtt")(url, SinkOptions(echo=said.append))
+        try:
+            assert wait_for(lambda: sink.status()["connected"]), said
+            decider = TemporalDecider(Smoothing(part_frames=1))
+            for r in frames([0.9]):
+                for out in decider.update(r):
+                    sink.write_event(out)
+            assert wait_for(lambda: sink.status()["queued"] == 0) and sink.status()["published"] == 2
+        finally:
+            sink.close()
+        secret.write_text("wrong horse\n")
+        said = []
+        sink = SINKS.get("mqtt")(url + "&drain=0", SinkOptions(echo=said.append))
+        try:
+            assert wait_for(lambda: any("refused the connection" in m for m in said))
+            assert not sink.status()["connected"] and "right horse" not in " ".join(said)
+        finally:
+            sink.close()
+    finally:
+        broker.terminate()
+        broker.wait(10)

@@ -413,14 +413,32 @@ def test_a_client_whose_frames_are_all_refused_fails(served, tmp_path):
 
 
 @pytest.mark.slow
-def test_health_and_metrics(served):
+def test_health_and_metrics(served, demo_data):
+    """Triton's metrics, and edgead's decisions per served model and bundle beside them."""
+    from edgead import RemoteDetector
+
     server, _ = served
+
+    def scrape() -> tuple[str, dict[str, float]]:
+        with urllib.request.urlopen(server.info["metrics"], timeout=5) as r:
+            text = r.read().decode()
+        counts = {"pass": 0.0, "reject": 0.0}
+        for line in text.splitlines():
+            if line.startswith("edgead_decisions_total{") and 'model="patchcore"' in line:
+                counts[line.split('decision="')[1].split('"')[0]] += float(line.rsplit(" ", 1)[1])
+        return text, counts
+
     for kind in ("live", "ready"):
         with urllib.request.urlopen(server.info["health"][kind], timeout=5) as r:
             assert r.status == 200
-    with urllib.request.urlopen(server.info["metrics"], timeout=5) as r:
-        metrics = r.read().decode()
+    _, before = scrape()
+    with RemoteDetector(server.grpc, model="patchcore") as remote:
+        results = [remote.predict(f) for f in sorted(demo_data.glob("test/*/*.png"))]
+    metrics, after = scrape()
     assert 'nv_inference_count{model="patchcore",version="1"}' in metrics
+    rejected = sum(r.is_anomalous for r in results)
+    assert 0 < rejected < len(results)
+    assert (after["pass"] - before["pass"], after["reject"] - before["reject"]) == (len(results) - rejected, rejected)
     with urllib.request.urlopen(f"{server.http}/v2/models/diffusionad/ready", timeout=5) as r:
         assert r.status == 200
 

@@ -5,7 +5,7 @@ the requests batched with it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -58,6 +58,8 @@ class ServedModel:
             raise EdgeadError(f"bundle {detector.bundle.root} is not calibrated; serve a calibrated bundle")
         self.detector = detector
         self.bundle_id = detector.bundle.id
+        self.on_decisions: Callable[[int, int], None] | None = None
+        """Told (passed, rejected) for every answered request: Triton's custom metrics count decisions with it."""
         stats = detector.calibration.pixel
         self._pixel_stats = np.array([getattr(stats, k) for k in PIXEL_STATS], np.float64)
 
@@ -113,6 +115,9 @@ class ServedModel:
                 )
                 continue
             n = len(scores)
+            if self.on_decisions is not None:
+                rejected = int(anomalous[rows].sum())
+                self.on_decisions(n - rejected, rejected)
             wanted = set(r.outputs or OUTPUT_NAMES)
             values = {
                 "score": lambda: scores.astype(np.float64)[:, None],

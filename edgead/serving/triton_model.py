@@ -77,10 +77,36 @@ class TritonPythonModel:
                 )
         except EdgeadError as exc:  # Triton reports the load failure with this one line
             raise RuntimeError(f"edgead: {exc}") from None
+        self._count_decisions(pb, args.get("model_name", ""))
         pb.Logger.log_info(
             f"edgead: {params['bundle']} ({detector.method}, bundle {self.model.bundle_id}) "
             f"on {detector.backend_name}: {detector.choice.reason}"
         )
+
+    _decisions = None
+
+    def _count_decisions(self, pb, model: str) -> None:
+        """``edgead_decisions_total{model, bundle_id, decision}`` on Triton's metrics port, beside its own request
+        and latency metrics (a Triton without custom metrics in its Python backend goes without)."""
+        family = getattr(pb, "MetricFamily", None)
+        if family is None:
+            return
+        decisions = family(
+            name="edgead_decisions_total",
+            description="Images judged by the served bundle, by decision",
+            kind=family.COUNTER,
+        )
+        self._decisions = decisions  # Triton deletes a family's metrics with it: it lives as long as the model
+        labels = {"model": model, "bundle_id": self.model.bundle_id}
+        passed, rejected = (decisions.Metric(labels={**labels, "decision": d}) for d in ("pass", "reject"))
+
+        def count(n_pass: int, n_reject: int) -> None:
+            if n_pass:
+                passed.increment(n_pass)
+            if n_reject:
+                rejected.increment(n_reject)
+
+        self.model.on_decisions = count
 
     def execute(self, requests: list) -> list:
         pb = _pb()
@@ -106,6 +132,8 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         if getattr(self, "model", None) is not None:
+            self.model.on_decisions = None  # the metrics go before their family (Triton's rule)
+            self._decisions = None
             self.model.close()
 
 
