@@ -163,3 +163,45 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if _uses_latent_bundle(item):
             item.add_marker(pytest.mark.slow)
+
+
+def scored_frame(i: int, normalised: float, bundle_id: str = "b"):
+    """A judged frame whose raw score is its normalised score (threshold 0.5), for decisions over time."""
+    import numpy as np
+
+    from edgead.runtime.result import Result
+
+    return Result(
+        score=normalised,
+        normalised_score=normalised,
+        is_anomalous=normalised > 0.5,
+        anomaly_map=np.zeros((4, 4), np.float32),
+        mask=np.zeros((4, 4), bool),
+        threshold=0.5,
+        latency_ms={},
+        image=np.zeros((4, 4, 3), np.uint8),
+        frame_index=i,
+        bundle_id=bundle_id,
+    )
+
+
+def status_probe(probe):
+    """A sink that calls ``probe(stats)`` at every status of a run; the last comes before the run's sinks close,
+    so it reads what a connected sink (metrics, OPC UA) serves while it still serves it."""
+    from edgead.line.sinks import Sink
+
+    class Probe(Sink):
+        def write(self, result):
+            pass
+
+        def on_status(self, stats):
+            probe(stats)
+
+    return Probe()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (for a broker or a sink's server)."""
+    from edgead.serving.server import free_ports
+
+    return free_ports(1)[0]

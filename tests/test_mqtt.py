@@ -9,23 +9,17 @@ import subprocess
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from edgead.core.errors import ConfigError
 from edgead.line.sinks import SINKS, SinkOptions
-from edgead.runtime.result import Result
 from edgead.runtime.temporal import Smoothing, TemporalDecider
+
+from .conftest import free_port, scored_frame, status_probe
 
 mqtt = pytest.importorskip("paho.mqtt.client", reason='the mqtt sink needs paho-mqtt (pip install "edgead[line]")')
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Broker:
@@ -107,17 +101,7 @@ def wait_for(predicate, timeout=20.0):
 
 def frames(scores, start=0):
     for i, s in enumerate(scores, start):
-        yield Result(
-            score=s,
-            normalised_score=s,
-            is_anomalous=s > 0.5,
-            anomaly_map=np.zeros((2, 2), np.float32),
-            mask=np.zeros((2, 2), bool),
-            threshold=0.5,
-            latency_ms={},
-            frame_index=i,
-            bundle_id="abc",
-        )
+        yield scored_frame(i, s, bundle_id="abc")
 
 
 def test_parts_reach_the_broker_across_a_broker_restart(broker):
@@ -212,28 +196,15 @@ def test_a_run_publishes_parts_and_serves_metrics(broker, tiny_bundle, demo_data
     sinks = open_sinks([("mqtt", f"mqtt://127.0.0.1:{broker.port}/st"), ("metrics", str(port))], options)
     scraped = {}
 
-    class Scrape:  # reads /metrics while the run is still serving it (before the sinks close)
-        def write(self, result):
-            pass
-
-        def write_event(self, event):
-            pass
-
-        def status(self):
-            return None
-
-        def on_status(self, stats):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                scraped["text"] = r.read().decode()
-
-        def close(self):
-            pass
+    def scrape(stats):  # reads /metrics while the run still serves it
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            scraped["text"] = r.read().decode()
 
     with Detector.load(tiny_bundle, backend="onnxruntime-cpu") as det:
         stats = run_stream(
             det,
             open_source(str(demo_data / "test" / "*" / "*.png")),
-            sinks + [Scrape()],
+            sinks + [status_probe(scrape)],
             echo=lambda m: None,
             smoothing=Smoothing(part_frames=2),
             status_every_s=0.0,

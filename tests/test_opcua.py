@@ -11,14 +11,10 @@ from edgead.line.sinks import SINKS, SinkOptions
 from edgead.runtime.sources import open_source
 from edgead.runtime.temporal import Smoothing
 
+from .conftest import free_port, status_probe
+
 asyncua = pytest.importorskip("asyncua", reason='the opcua sink needs asyncua (pip install "edgead[line]")')
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_plc_reads_the_station_state_and_cannot_change_it(tiny_bundle, demo_data):
@@ -29,37 +25,24 @@ def test_a_plc_reads_the_station_state_and_cannot_change_it(tiny_bundle, demo_da
     sink = SINKS.get("opcua")(str(port), SinkOptions())
     read = {}
 
-    class Plc:  # reads the nodes while the run still serves them (its final status comes before the sinks close)
-        def write(self, result):
-            pass
-
-        def write_event(self, event):
-            pass
-
-        def status(self):
-            return None
-
-        def on_status(self, stats):
-            with Client(f"opc.tcp://127.0.0.1:{port}/edgead/") as client:
-                idx = client.get_namespace_index("urn:edgead")
-                node = {
-                    name: client.get_node(ua.NodeId(f"edgead.{name}", idx))
-                    for name in ("Frames", "Parts", "RejectedParts", "LastScore", "Heartbeat", "BundleId", "Threshold")
-                }
-                read.update({name: n.read_value() for name, n in node.items()})
-                with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
-                    node["RejectedParts"].write_value(ua.Variant(0, ua.VariantType.Int64))
-                with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
-                    client.nodes.objects.add_variable(idx, "Injected", 1.0)
-
-        def close(self):
-            pass
+    def plc(stats):  # reads the nodes while the run still serves them
+        with Client(f"opc.tcp://127.0.0.1:{port}/edgead/") as client:
+            idx = client.get_namespace_index("urn:edgead")
+            node = {
+                name: client.get_node(ua.NodeId(f"edgead.{name}", idx))
+                for name in ("Frames", "Parts", "RejectedParts", "LastScore", "Heartbeat", "BundleId", "Threshold")
+            }
+            read.update({name: n.read_value() for name, n in node.items()})
+            with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
+                node["RejectedParts"].write_value(ua.Variant(0, ua.VariantType.Int64))
+            with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
+                client.nodes.objects.add_variable(idx, "Injected", 1.0)
 
     with Detector.load(tiny_bundle, backend="onnxruntime-cpu") as det:
         stats = run_stream(
             det,
             open_source(str(demo_data / "test" / "*" / "*.png")),
-            [sink, Plc()],
+            [sink, status_probe(plc)],
             echo=lambda m: None,
             smoothing=Smoothing(part_frames=2),
             status_every_s=1e9,  # only the final status, after the last frame

@@ -9,11 +9,11 @@ from edgead import Detector
 from edgead.core.errors import ConfigError
 from edgead.line.runner import run_stream
 from edgead.line.sinks import AnomalySaver, JsonlSink
-from edgead.runtime.result import Result
 from edgead.runtime.sources import open_source
 from edgead.runtime.temporal import AnomalyEvent, PartDecision, Smoothing, TemporalDecider
 
 from .conftest import edgead_cli
+from .conftest import scored_frame as frame
 
 
 @pytest.fixture(scope="module")
@@ -25,22 +25,6 @@ def detector_for_runs(tiny_bundle):
 @pytest.fixture
 def video_frames(demo_data):
     return open_source(str(demo_data / "test" / "*" / "*.png"))
-
-
-def frame(i: int, normalised: float) -> Result:
-    """A frame whose raw score is its normalised score (threshold 0.5)."""
-    return Result(
-        score=normalised,
-        normalised_score=normalised,
-        is_anomalous=normalised > 0.5,
-        anomaly_map=np.zeros((4, 4), np.float32),
-        mask=np.zeros((4, 4), bool),
-        threshold=0.5,
-        latency_ms={},
-        image=np.zeros((4, 4, 3), np.uint8),
-        frame_index=i,
-        bundle_id="b",
-    )
 
 
 def decide(scores, smoothing: Smoothing):
