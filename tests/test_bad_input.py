@@ -649,6 +649,8 @@ def test_calibration_screens_its_good_images(method_bundle, demo_data, tmp_path)
     for i in range(5):  # one image given five times counts once
         shutil.copy(good[0], same / f"copy{i}.png")
     r = edgead("calibrate", bundle, "--good", same, "--good", good[1], "--good", good[2])
+    assert r.returncode == 1 and "the images that raise it most: all 3 (too few to leave one out)" in r.stderr
+    r = edgead("calibrate", bundle, "--good", same, "--good", good[1], "--good", good[2], "--accept-misses")
     assert r.returncode == 0, r.stderr
     assert "counted 4 repeated images once" in r.stderr and json.loads(r.stdout)["images"] == 3
     defect = tmp_path / "mixed"

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -121,3 +123,43 @@ def test_patchcore_fit_export_predict(demo_data, tmp_path):
         hole = det.predict(next((demo_data / "test" / "hole").iterdir()))
         good = det.predict(next((demo_data / "test" / "good").iterdir()))
     assert hole.score > good.score
+
+
+def test_rows_left_out_of_the_bank_are_not_found():
+    bank = np.array([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]], np.float32)
+    scorer = NearestNeighbourScorer(bank)
+    q = np.zeros((1, 2, 1, 1), np.float32)  # row 0 itself
+    assert scorer.distances(q)[0, 0, 0] == pytest.approx(0.0, abs=1e-3)
+    scorer.exclude = np.array([True, False, False])
+    assert scorer.distances(q)[0, 0, 0] == pytest.approx(5.0, abs=1e-3)
+
+
+def test_the_default_threshold_rests_on_training_images_left_out_of_the_bank(demo_data, tmp_path):
+    """Export scores every training image against the bank without the rows it gave (as if unseen): never lower
+    than against the whole bank, and the threshold rests on them and the held-out images, not the 6 held out
+    alone (whose tolerance limit passed every defect of hazelnut_toy)."""
+    from edgead import Detector
+    from edgead.core.config import load_config
+    from edgead.data.io import read_image
+    from edgead.export.flow import export_run, method_export
+    from edgead.training import train
+
+    cfg = load_config(None, ["method=patchcore", f"data.path={demo_data}", "data.image_size=64"])
+    train(cfg, tmp_path / "pc", progress=False)
+    crossed, _ = export_run(tmp_path / "pc", tmp_path / "crossed.edgead", parity_images=None, progress=False)
+    plain, _ = export_run(
+        tmp_path / "pc",
+        tmp_path / "plain.edgead",
+        parity_images=None,
+        progress=False,
+        overrides=["calibration.cross_fit=false"],
+    )
+    cal, held_out = crossed.manifest.calibration, plain.manifest.calibration
+    assert held_out.n_images == 6 and cal.n_images == 6 + 16
+    assert "16 training images, each left out of the memory bank" in cal.source
+    assert cal.image.threshold < held_out.image.threshold
+    more = method_export(tmp_path / "pc").more_good_scores(crossed, demo_data)
+    with Detector(crossed, backend="onnxruntime-cpu", require_calibration=False) as det:
+        names = json.loads((tmp_path / "pc" / "memory_bank_images.json").read_text())
+        whole = np.array([det.score_batch([read_image(demo_data / n)]).scores[0] for n in names])
+    assert np.all(more.scores >= whole - 1e-4) and np.any(more.scores > whole + 1e-3)

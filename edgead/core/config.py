@@ -132,6 +132,9 @@ class CalibrationConfig:
     k_sigma: float = 3.0
     min_images: int = 20
     """Below this many good images the threshold is flagged as uncertain."""
+    cross_fit: bool = True
+    """At export, also score the training images as unseen where the method can (PatchCore: each left out of
+    the memory bank in turn), so the default threshold rests on many good images, not the few held out."""
     outliers: Literal["warn", "refuse"] = "warn"
     """Good images scoring far above the others (robust z over OUTLIER_Z, perhaps defective parts among
     --good): warn and use them, or refuse to calibrate."""

@@ -18,6 +18,10 @@ class NearestNeighbourScorer:
         self.bank_sq = (self.bank.astype(np.float64) ** 2).sum(1).astype(np.float32)
         self.chunk = chunk
 
+    exclude: np.ndarray | None = None
+    """Rows of the bank to leave out (bool [N]): export scores a training image against the bank without the rows
+    it contributed, as if it were unseen (cross-fitted calibration). None at run time."""
+
     def distances(self, features: np.ndarray) -> np.ndarray:
         """features [B, C, h, w] -> Euclidean nearest-neighbour distances [B, h, w]."""
         b, c, h, w = features.shape
@@ -25,9 +29,10 @@ class NearestNeighbourScorer:
             raise ValueError(f"features have {c} channels, the memory bank {self.bank.shape[1]}")
         q = features.transpose(0, 2, 3, 1).reshape(-1, c).astype(np.float32)
         out = np.empty(q.shape[0], np.float32)
+        bank_sq = self.bank_sq if self.exclude is None else np.where(self.exclude, np.inf, self.bank_sq)
         for i in range(0, q.shape[0], self.chunk):
             part = q[i : i + self.chunk]
-            d2 = (part**2).sum(1, keepdims=True) - 2.0 * part @ self.bank.T + self.bank_sq[None]
+            d2 = (part**2).sum(1, keepdims=True) - 2.0 * part @ self.bank.T + bank_sq[None]
             out[i : i + self.chunk] = np.sqrt(np.maximum(d2.min(1), 0.0))
         return out.reshape(b, h, w)
 

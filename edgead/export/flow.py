@@ -34,7 +34,7 @@ from ..data.datasets import AnomalyDataset, load_dataset
 from ..data.io import read_image
 from ..methods import get_method
 from ..runtime.backends import Backend, reuse_backends
-from ..runtime.calibration import calibrate
+from ..runtime.calibration import MoreGood, calibrate
 from ..training.checkpoint import read_checkpoint_meta
 from .onnx_export import OPSET, export_stage
 from .parity import check_parity
@@ -74,6 +74,11 @@ class MethodExport(ABC):
 
         Runs on the staged bundle through the runtime; updates ``bundle.manifest.params``.
         """
+
+    def more_good_scores(self, bundle: Bundle, data_root: Path, progress: bool = False) -> MoreGood | None:
+        """Good scores besides the held-out images' for the default threshold, where the method can score its
+        own training images as unseen (PatchCore: each left out of the memory bank in turn). Default: none."""
+        return None
 
     def torch_modules(self) -> dict[str, torch.nn.Module]:
         return {name: module for name, (module, _) in self.stages().items()}
@@ -301,8 +306,15 @@ def export_run(
         for k, ds in enumerate(sets):  # thresholds per product (DiAD serves several with one model)
             step(len(stages) + 1 + k, f"calibration of {ds.name} on its good images, synthetic anomalies")
             validation = [s.path for s in ds.validation]
+            cross_fit = config.calibration.cross_fit and not spec.multi_product
+            more = hooks.more_good_scores(w.open_staged(manifest), ds.root, progress) if cross_fit else None
             cal, good = calibrate(
-                w.open_staged(manifest), validation, config.calibration, ds.validation_source, progress=progress
+                w.open_staged(manifest),
+                validation,
+                config.calibration,
+                ds.validation_source,
+                progress=progress,
+                more=more,
             )
             if spec.multi_product:
                 manifest.products[ds.name] = cal

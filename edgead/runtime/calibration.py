@@ -248,6 +248,18 @@ def run_images(
     return np.concatenate(maps), np.concatenate(scores)
 
 
+@dataclass
+class MoreGood:
+    """Scores of anomaly-free images computed another way: export's training images, each scored against a
+    memory bank without the patches it contributed (cross-fitted), so that they count as unseen good parts."""
+
+    scores: np.ndarray
+    map_maxima: np.ndarray
+    map_min: float
+    names: list[str]
+    source: str
+
+
 def calibrate(
     bundle: Bundle,
     images: list[Path] | Iterable[np.ndarray],
@@ -257,19 +269,27 @@ def calibrate(
     progress: bool = False,
     total: int | None = None,
     names: list[str] | None = None,
+    more: MoreGood | None = None,
 ) -> tuple[Calibration, np.ndarray]:
     """The calibration and the good images' image scores it was fitted on (``names``: the images' names in
-    order, for warnings; it may be filled while ``images`` is consumed)."""
+    order, for warnings; it may be filled while ``images`` is consumed; ``more``: good scores from elsewhere)."""
     det = Detector(bundle, backend=backend, require_calibration=False)  # maps and scores need no thresholds
     try:
         maps, scores = run_images(det, images, progress=progress, desc="calibrate", total=total)
     finally:
         det.close()
     maxima = maps.reshape(len(maps), -1).max(axis=1)
+    lowest = float(maps.min())
     if names is None and isinstance(images, list):
         names = [str(p) if isinstance(p, (str, Path)) else f"image {i + 1}" for i, p in enumerate(images)]
+    if more is not None and len(more.scores):
+        scores = np.concatenate([scores, more.scores])
+        maxima = np.concatenate([maxima, more.map_maxima])
+        lowest = min(lowest, more.map_min)
+        names = None if names is None else [*names, *more.names]
+        source = f"{source} + {more.source}"
     return calibration_from_scores(
-        scores, maxima, float(maps.min()), config, source, bundle.manifest.scoring.unit_interval, names
+        scores, maxima, lowest, config, source, bundle.manifest.scoring.unit_interval, names
     ), scores
 
 
@@ -405,6 +425,8 @@ def _caught(synthetic: list[float], threshold: float) -> float:
 
 def _raising_most(scores: np.ndarray, names: list[str], config: CalibrationConfig, transform: str, n: int = 3) -> str:
     """The images whose removal lowers the threshold most (leave-one-out), for a message."""
+    if config.rule == "tolerance" and len(scores) <= MIN_TOLERANCE_IMAGES:  # one fewer is too few for the rule
+        return f"all {len(scores)} (too few to leave one out)"
     full = _rule_threshold(scores, config, transform)[0]
     drops = [(full - _rule_threshold(np.delete(scores, i), config, transform)[0], i) for i in range(len(scores))]
     top = [i for d, i in sorted(drops, reverse=True)[:n] if d > 0]

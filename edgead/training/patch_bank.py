@@ -126,10 +126,24 @@ def fit_memory_bank(
 ) -> torch.Tensor:
     """[N, C, h, w] patch descriptors -> the coreset memory bank [M, C] on the CPU (M = fraction of all patches);
     the coreset is searched on ``device`` (a GPU does it in seconds)."""
+    return fit_memory_bank_with_sources(patches, fraction, seed, progress, deadline, device)[0]
+
+
+def fit_memory_bank_with_sources(
+    patches: torch.Tensor,
+    fraction: float,
+    seed: int = 0,
+    progress: bool = False,
+    deadline: float | None = None,
+    device: torch.device | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The coreset memory bank [M, C] and, for each row, the index of the image it came from [M] (int32): what
+    leaving one training image out of the bank needs (export's cross-fitted calibration scores)."""
     flat = patches.permute(0, 2, 3, 1).reshape(-1, patches.shape[1])
     n = max(1, int(round(flat.shape[0] * fraction)))
     picked = greedy_coreset(flat.to(device or "cpu"), n, seed=seed, progress=progress, deadline=deadline)
-    return flat[picked].contiguous()
+    per_image = patches.shape[2] * patches.shape[3]
+    return flat[picked].contiguous(), (picked // per_image).to(torch.int32)
 
 
 def fit_patch_bank(

@@ -38,11 +38,12 @@ SETTINGS = {
     ],
 }
 OLD_DESCRIPTOR = {
-    "patchcore": ["patchcore.aggregation=pool_first"],
+    "patchcore": ["patchcore.aggregation=pool_first", "calibration.cross_fit=false"],
     "d3ad": ["d3ad.knn.aggregation=pool_first"],
     "diad": ["diad.knn.aggregation=pool_first"],
 }
-"""What edgead 0.9 needs to be told to describe patches as 0.8 did (0.8 knows no such key: it only did this)."""
+"""What edgead 0.9 needs to be told to describe patches as 0.8 did, and 0.10 to calibrate PatchCore on the held-out
+images alone (0.8 knows no such keys: it only did this)."""
 
 
 def scores(out: Path) -> dict:

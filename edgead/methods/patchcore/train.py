@@ -10,6 +10,7 @@ The same bank and scorer give D3AD its kNN prior.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from ...training.backbone import (
 from ...training.budget import now
 from ...training.checkpoint import check_run_dir, save_checkpoint, save_tensors
 from ...training.data import load_images
-from ...training.patch_bank import extract, fit_memory_bank
+from ...training.patch_bank import extract, fit_memory_bank_with_sources
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progres
     spec = Preprocess.for_size(config.data.image_size)
     images = load_images([s.path for s in ds.train], spec)
     feats = extract(model, images, spec)  # [N, C, h, w]
-    bank = fit_memory_bank(feats, config.patchcore.coreset_fraction, config.train.seed, progress)
+    bank, sources = fit_memory_bank_with_sources(feats, config.patchcore.coreset_fraction, config.train.seed, progress)
     seconds = now() - t0
     save_checkpoint(
         run,
@@ -80,7 +81,10 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progres
         {},
         extra={"dataset": ds.provenance(), "train_seconds": round(seconds, 1), "steps_done": 0},
     )
-    save_tensors(run / "memory_bank.safetensors", {"memory_bank": bank})
+    # which training image each row came from: export leaves each image out of the bank in turn to score it as
+    # unseen (cross-fitted calibration), the paths in the same order as the images
+    save_tensors(run / "memory_bank.safetensors", {"memory_bank": bank, "memory_bank_source": sources})
+    (run / "memory_bank_images.json").write_text(json.dumps([str(s.path.relative_to(ds.root)) for s in ds.train]))
     patches = feats.shape[0] * feats.shape[2] * feats.shape[3]
     log.info("memory bank %s from %d patches in %.1f s", tuple(bank.shape), patches, seconds)
     return {"memory_bank": list(bank.shape), "patches": int(patches), "seconds": round(seconds, 1)}
