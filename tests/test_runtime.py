@@ -196,3 +196,26 @@ def test_the_overlay_is_drawn_once_however_many_sinks_ask(tiny_bundle, monkeypat
     assert len(drawn) == 1 and np.array_equal(bgr, r.overlay(color="rgb")[..., ::-1])
     r.overlay(alpha=0.3)
     assert len(drawn) == 2
+
+
+def test_the_sheet_shows_misses_and_false_rejects_beside_right_verdicts(tiny_bundle, demo_data, tmp_path, monkeypatch):
+    from edgead import Detector
+    from edgead.data.datasets import load_dataset
+    from edgead.evaluation import report
+    from edgead.evaluation.evaluate import evaluate, save_sheets
+
+    shown = []
+    monkeypatch.setattr(report, "sample_sheet", lambda det, run, indices, path: shown.extend(indices) or path)
+    with Detector.load(tiny_bundle, backend="onnxruntime-cpu") as det:
+        run = evaluate(det, load_dataset(demo_data), progress=False)
+        save_sheets(det, run, tmp_path)
+        flagged = run.scores > det.threshold
+    labels = np.array([s.label for s in run.samples])
+    for label in (0, 1):
+        ids = np.flatnonzero(labels == label)
+        chosen = [i for i in shown if labels[i] == label]
+        wrong, right = ids[flagged[ids] != bool(label)], ids[flagged[ids] == bool(label)]
+        assert len(chosen) == min(3, len(ids))
+        assert bool(set(chosen) & set(wrong)) == bool(len(wrong))  # a wrong verdict is shown when there is one
+        if len(wrong) and len(right):  # both kinds, side by side
+            assert set(chosen) & set(right)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -199,11 +200,19 @@ def format_table(report: dict) -> str:
 def save_sheets(
     detector: Detector, run: EvaluationRun, out_dir: Path, per_class: int = 3, name: str = "sheet.png"
 ) -> list[Path]:
-    """Input / reconstruction / map / predicted mask / ground truth rows for a few images."""
+    """Input / reconstruction / map / predicted mask / ground truth rows for a few images: of the good and of the
+    defective images each, the wrong verdicts (false rejects, misses) and the right ones alternately, so the
+    sheet shows what the threshold gets wrong as well as what it gets right."""
     from .report import sample_sheet
 
-    good = [i for i, s in enumerate(run.samples) if s.label == 0][:per_class]
-    bad = [i for i, s in enumerate(run.samples) if s.label == 1]
-    step = max(1, len(bad) // per_class)
-    chosen = good + bad[::step][:per_class]
-    return [sample_sheet(detector, run, chosen, out_dir / name)]
+    threshold = detector.threshold
+
+    def pick(label: int) -> list[int]:
+        ids = [i for i, s in enumerate(run.samples) if s.label == label]
+        wrong = [i for i in ids if (run.scores[i] > threshold) != bool(label)]
+        right = [i for i in ids if i not in wrong]
+        right = right[:: max(1, len(right) // per_class)]  # spread over the defect types
+        mixed = [i for pair in itertools.zip_longest(wrong, right) for i in pair if i is not None]
+        return sorted(mixed[:per_class])
+
+    return [sample_sheet(detector, run, pick(0) + pick(1), out_dir / name)]
