@@ -182,3 +182,21 @@ def test_the_python_api_trains_exports_evaluates_and_calibrates(demo_data, tmp_p
     cal = api.calibrate(done.bundle, [demo_data / "test" / "good"], target_frr=0.05, backend="onnxruntime-cpu")
     assert cal.images == 6 and cal.previous_image_threshold == done.image_threshold
     assert cal.report["image_threshold"] == cal.image_threshold
+
+
+@pytest.mark.slow
+def test_plain_train_on_a_cpu_trains_what_a_cpu_can_and_says_so_first(demo_data, tmp_path):
+    """No --method: D3AD on a CPU (DiffusionAD needs a GPU), and a plan line before the first step."""
+    from edgead.api import default_method
+
+    assert default_method("cpu") == "d3ad"
+    r = edgead_cli(
+        "train", "--data", demo_data, "--out", tmp_path / "run", "--image-size", "64", "--preset", "tiny",
+        "--steps", "1", "--stage", "autoencoder",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    first = r.stderr.strip().splitlines()[0]
+    assert first.startswith("training d3ad (preset tiny, 64 px, batch of the preset) on cpu, no time budget")
+    assert "method: d3ad" in (tmp_path / "run" / "config.yaml").read_text()
+    r = edgead_cli("train", "--data", demo_data, "--out", tmp_path / "r2", "--set", "method=patchcore")
+    assert r.returncode == 0 and r.stderr.startswith("training patchcore"), r.stderr

@@ -20,7 +20,11 @@ import click
     "repeat it for a method that serves several products (diad).",
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder for checkpoints.")
-@click.option("--method", metavar="NAME", help="Method (default diffusionad); 'edgead methods' lists them.")
+@click.option(
+    "--method",
+    metavar="NAME",
+    help="Method; 'edgead methods' lists them. Default: diffusionad where a CUDA GPU trains, d3ad on a CPU.",
+)
 @click.option("--preset", type=click.Choice(["tiny", "s", "m", "paper"]), help="Network size (default s).")
 @click.option("--image-size", type=int, help="Training resolution, a multiple of 32 (default 256).")
 @click.option("--steps", type=int, help="Optimiser steps (default 20000).")
@@ -97,6 +101,10 @@ def train(
     from .. import api
 
     # a bar on a terminal, a progress line every few seconds in a log file
+    def said(e) -> None:  # the plan, before a first step that can take minutes
+        if e.task == "train" and os.environ.get("RANK", "0") == "0":
+            click.echo(e.detail, err=True)
+
     result = api.train(
         list(data) or None,
         out,
@@ -115,6 +123,7 @@ def train(
         stage=stage,
         config=config_path,
         overrides=sets,
+        progress=said,
     )
     if os.environ.get("RANK", "0") == "0":  # one summary, from training process 0
         click.echo(json.dumps({"run": str(out), **result.summary}, default=str))

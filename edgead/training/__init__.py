@@ -32,7 +32,10 @@ def train(
         valid = ", ".join(("all", *spec.train_stages))
         raise ConfigError(f"--stage must be one of {valid} for {spec.name}; got {stage!r}")
     trainer = spec.load("trainer")
+    from ..core.progress import report
     from . import distributed
+
+    report("train", 0, None, _plan_line(config, spec, stage))
 
     joined = distributed.setup(config.train.device)  # under torchrun: one of several training processes
     progress = progress and distributed.is_main()
@@ -68,6 +71,21 @@ def train(
             "budget_used_minutes": round((budget.seconds - budget.left()) / 60.0, 2),
         }
     return summary
+
+
+def _plan_line(config: ExperimentConfig, spec, stage: str) -> str:
+    """What is about to happen, said before the first step (which can take minutes on a CPU)."""
+    from .data import pick_device
+
+    t = config.train
+    budget = f"a {t.max_minutes:g}-minute budget" if t.max_minutes else "no time budget"
+    stages = ", ".join(spec.train_stages) if stage == "all" else stage
+    return (
+        f"training {spec.name} (preset {config.model.preset}, {config.data.image_size} px, batch "
+        f"{t.batch_size or 'of the preset'}) "
+        f"on {pick_device(t.device)}, {budget}; stages: {stages or 'one'}. Each stage shows its progress and time "
+        "left once it has run a few steps; Ctrl-C stops after the step in hand and keeps a checkpoint"
+    )
 
 
 def _complete_stages(run_dir: Path) -> set[str]:
