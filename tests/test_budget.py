@@ -89,7 +89,7 @@ def test_a_budget_counts_only_the_stages_this_invocation_runs():
     assert one.shares == {"denoiser": 0.5} and one.stage_seconds("denoiser") == pytest.approx(120, rel=1e-3)
 
 
-def test_the_lost_run_ends_exportable_inside_its_budget(demo_data, tmp_path):
+def test_the_lost_run_ends_exportable_inside_its_budget(demo_data, tmp_path, caplog):
     """The issue's case: steps far beyond the budget used to stop the autoencoder unfinished and lose the run. The
     run's clock ticks each time it is read, so the steps a share holds do not depend on the machine's load."""
     from edgead.export.flow import export_run
@@ -115,8 +115,15 @@ def test_the_lost_run_ends_exportable_inside_its_budget(demo_data, tmp_path):
         assert stages[s]["planned_steps"] == 100000 and 0 < stages[s]["steps"] == stages[s]["steps_done"] < 100000
     assert sum(stages[s]["seconds"] for s in ("autoencoder", "denoiser", "adapt")) <= budget_s * 0.8 + 3.0
     assert summary["budget_minutes"] == budget_s / 60
+    cuts = summary["cut_by_budget"]  # said loudly: complete, but far below the plan
+    assert {s: cuts[s]["planned"] for s in ("autoencoder", "denoiser")} == {"autoencoder": 100000, "denoiser": 100000}
+    barely = [r.message for r in caplog.records if "barely trained" in r.message]
+    assert any("stage autoencoder to" in m and "of its 100000 planned steps" in m for m in barely)
+    caplog.clear()
     bundle, parity = export_run(tmp_path / "run", tmp_path / "b.edgead", parity_images=2, progress=False)
     assert parity["passed"] and bundle.manifest.calibration is not None
+    assert bundle.manifest.provenance["training"]["cut_by_budget"] == cuts  # the bundle keeps it
+    assert any("barely trained" in r.message for r in caplog.records)  # and export says it again
 
 
 def test_a_run_stopped_early_resumes_to_the_uninterrupted_result(demo_data, tmp_path, monkeypatch):

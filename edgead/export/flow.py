@@ -35,6 +35,7 @@ from ..data.io import read_image
 from ..methods import get_method
 from ..runtime.backends import Backend, reuse_backends
 from ..runtime.calibration import MoreGood, calibrate
+from ..training import warn_cuts
 from ..training.checkpoint import read_checkpoint_meta
 from .onnx_export import OPSET, export_stage
 from .parity import check_parity
@@ -267,6 +268,7 @@ def export_run(
     def step(done: int, what: str) -> None:
         report("export", done, steps, what)
 
+    warn_cuts(hooks.meta.get("cut_by_budget") or {}, f"the run {run_dir}")  # said again where the bundle is made
     with BundleWriter(out, overwrite) as w, reuse_backends():  # one ONNX Runtime session per graph
         for i, (module, contract) in enumerate(stages.values()):
             step(i, f"ONNX graph of stage {contract.name}")
@@ -295,6 +297,7 @@ def export_run(
                     "steps": hooks.meta.get("steps_done"),
                     "train_seconds": hooks.meta.get("train_seconds"),
                     "trained_with": hooks.meta.get("edgead_version"),
+                    **({"cut_by_budget": cuts} if (cuts := hooks.meta.get("cut_by_budget")) else {}),
                 },
                 "dataset": hooks.meta.get("dataset", {}),
                 "calibration_data": [str(ds.root) for ds in sets] if spec.multi_product else str(sets[0].root),

@@ -7,12 +7,15 @@ the ImageNet backbone); each method's networks and trainer live in a folder of t
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 
 from ..core.config import ExperimentConfig
 from ..core.errors import ConfigError
 from .budget import plan
+
+log = logging.getLogger(__name__)
 
 
 def train(
@@ -70,7 +73,31 @@ def train(
             "budget_filled": budget.fill,
             "budget_used_minutes": round((budget.seconds - budget.left()) / 60.0, 2),
         }
+        if budget.cuts:
+            from .checkpoint import record_budget_cuts
+
+            record_budget_cuts(Path(run_dir), budget.cuts)
+            summary["cut_by_budget"] = budget.cuts
+            warn_cuts(budget.cuts, "this run")
     return summary
+
+
+BARELY_TRAINED = 0.5
+"""A stage the budget cut below this share of its planned steps is said to be barely trained."""
+
+
+def warn_cuts(cuts: dict[str, dict[str, int]], what: str) -> list[str]:
+    """One loud line per stage the budget cut far below its plan (training's summary and export say it)."""
+    lines = [
+        f"{what}: the time budget cut stage {stage} to {c['steps']} of its {c['planned']} planned steps "
+        f"({c['steps'] / max(c['planned'], 1):.0%}): its network is barely trained and its maps may be noise; "
+        "train with a larger --max-minutes (or without one)"
+        for stage, c in cuts.items()
+        if c["steps"] < BARELY_TRAINED * c["planned"]
+    ]
+    for line in lines:
+        log.warning(line)
+    return lines
 
 
 def _plan_line(config: ExperimentConfig, spec, stage: str) -> str:

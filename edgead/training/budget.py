@@ -55,6 +55,8 @@ class Budget:
     """...except these, whose steps are the method's (MethodSpec.budget_fixed): only shortened to fit."""
     started: float = field(default_factory=now)
     done: set[str] = field(default_factory=set)
+    cuts: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Stage -> the steps the budget allowed and the steps planned, where it allowed fewer."""
 
     def fills(self, stage: str) -> bool:
         return self.fill and stage in self.shares and stage not in self.fixed
@@ -72,6 +74,9 @@ class Budget:
 
     def finish(self, stage: str) -> None:
         self.done.add(stage)
+
+    def cut(self, stage: str, steps: int, planned: int) -> None:
+        self.cuts[stage] = {"steps": int(steps), "planned": int(planned)}
 
     @contextmanager
     def active(self) -> Iterator[Budget]:

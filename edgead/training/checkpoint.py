@@ -303,3 +303,12 @@ def record_continuation(run_dir: Path, config: ExperimentConfig, how: str) -> No
     meta = {**meta, "history": [*(meta.get("history") or []), entry]}
     if distributed.is_main():
         atomic_write(Path(run_dir) / CONFIG_FILE, to_yaml(meta))
+
+
+def record_budget_cuts(run_dir: Path, cuts: dict[str, dict[str, int]]) -> None:
+    """Keep in the run's record which stages the time budget cut below their plan (export copies it into the
+    bundle and says so): a stage cut to 2 of 450 steps is complete, but barely trained."""
+    meta, _ = read_checkpoint_meta(run_dir)
+    meta = {**meta, "cut_by_budget": {**(meta.get("cut_by_budget") or {}), **cuts}}
+    if distributed.is_main():
+        atomic_write(Path(run_dir) / CONFIG_FILE, to_yaml(meta))

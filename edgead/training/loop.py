@@ -307,6 +307,8 @@ def run_loop(
     if stopped_by_time and total_steps == step and filled:
         log.info("%s: %d of the %d steps planned from the warm-up fitted the budget's share", name, step, filled)
     elif stopped_by_time and total_steps == step:
+        if budget is not None and stage is not None:
+            budget.cut(stage, step, planned)
         log.warning(
             "%s: the time budget allowed %d of %d steps; the run goes on with them (a run with a larger "
             "--max-minutes trains more)",
