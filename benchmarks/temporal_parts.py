@@ -27,7 +27,7 @@ import numpy as np
 
 from edgead import Detector
 from edgead.core.config import CalibrationConfig
-from edgead.core.scoring import normalise
+from edgead.core.scoring import normalise_score
 from edgead.data.io import read_image
 from edgead.runtime.calibration import fit
 from edgead.runtime.temporal import PartDecision, Smoothing, TemporalDecider
@@ -112,7 +112,7 @@ def main() -> None:
                 for image in part_frames(read_image(path), a.frames_per_part, sigma, glitch, rng):
                     result = detector.predict_rgb([image], keep_image=False)[0]
                     result.frame_index, result.threshold = len(frames), stats.threshold
-                    result.normalised_score = float(normalise(result.score, stats))
+                    result.normalised_score = float(normalise_score(result.score, stats))
                     result.is_anomalous = result.score > stats.threshold
                     frames.append((k, defective, result))
             frame_alarms = [r.is_anomalous for _, d, r in frames if not d]

@@ -5,7 +5,7 @@ import pytest
 from edgead import Detector, load_bundle
 from edgead.core.config import CalibrationConfig
 from edgead.core.errors import BackendError, ConfigError, InputError
-from edgead.core.scoring import image_scores, normalise, pooled_max, smooth, top_k_mean
+from edgead.core.scoring import image_scores, normalise, normalise_score, pooled_max, smooth, top_k_mean
 from edgead.runtime.backends import choose_backend
 from edgead.runtime.calibration import fit
 
@@ -139,7 +139,11 @@ def test_scoring_golden_numbers():
     np.testing.assert_allclose(pooled_max(ramp, 2), [(28 + 29 + 34 + 35) / 4])
     np.testing.assert_allclose(image_scores(ramp, "pooled_max", pool=6), [ramp.mean()])
     assert normalise(s.threshold, s) == pytest.approx(0.5)
-    assert normalise(1e9, s) == 1.0 and normalise(-1e9, s) == 0.0
+    assert normalise(1e9, s) == 1.0 and normalise(-1e9, s) == 0.0  # pixel maps: clipped, for colours
+    span = s.max - s.min
+    far = normalise_score(s.threshold + np.array([-1, -0.75, -0.5, 0, 0.5, 0.75, 1]) * span, s)
+    assert far[3] == pytest.approx(0.5) and np.all(np.diff(far) > 0) and far[0] > 0 and far[-1] < 1  # never flat
+    assert normalise_score(1e9, s) == 1.0 and normalise_score(-1e9, s) == 0.0  # no overflow
     impulse = np.zeros((1, 21, 21), np.float32)
     impulse[0, 10, 10] = 1
     blurred = smooth(impulse, 2.0)

@@ -354,3 +354,20 @@ def test_loop_repeats_an_image_folder_and_is_refused_for_a_live_source(tiny_bund
     assert sorted(p.name for p in (tmp_path / "bad").iterdir()) == [
         f"00000007_{hole.stem}_{kind}.png" for kind in ("frame", "mask", "overlay")
     ]  # the source file's name kept
+
+
+def test_a_run_whose_first_frames_all_score_high_says_it_may_be_another_setup(method_bundle, demo_data, tmp_path):
+    """Frames unlike the calibration images (here: noise) are most of them anomalous from the start: said once,
+    with what to do; a run of the calibration's kind of frames says nothing."""
+    rng = np.random.default_rng(0)
+    for i in range(32):
+        cv2.imwrite(str(tmp_path / f"{i:02d}.png"), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    said = []
+    with Detector.load(method_bundle("patchcore")[0], backend="onnxruntime-cpu") as det:
+        run_stream(det, open_source(str(tmp_path)), [], echo=said.append, status_every_s=1e9)
+        warned = [m for m in said if "of the first 30 frames" in m]
+        assert len(warned) == 1 and "edgead calibrate BUNDLE --good SOURCE" in warned[0]
+        said.clear()
+        good = str(demo_data / "train" / "good")
+        run_stream(det, open_source(good, loop=True), [], echo=said.append, status_every_s=1e9, max_frames=30)
+        assert not [m for m in said if "of the first" in m]

@@ -2,11 +2,13 @@
 normalised scores, decisions and pixel masks, all from the bundle manifest's ``scoring`` and
 ``calibration`` sections. ``Detector`` holds no method knowledge: it asks a ``PostProcessor``.
 
-Normalisation follows anomalib's min-max convention so that the threshold maps to 0.5:
+Image scores are normalised so that the threshold maps to 0.5, with a logistic curve that never saturates:
 
-    normalised = clip((score - threshold) / span + 0.5, 0, 1),  span = max(max, threshold) - min(min, threshold)
+    normalised = 1 / (1 + exp(-4 (score - threshold) / span)),  span = max(max, threshold) - min(min, threshold)
 
-with min, max and threshold measured on anomaly-free validation images.
+with min, max and threshold measured on anomaly-free images. Its slope at the threshold is anomalib's min-max
+convention's (1 / span), but scores far from it keep their order (a clipped min-max put good parts and defects
+alike at 0.000 or 1.000). Pixel maps keep the clipped min-max for their colours (``normalise``).
 """
 
 from __future__ import annotations
@@ -89,6 +91,13 @@ def normalise(values: np.ndarray | float, stats: Stats) -> np.ndarray:
     return np.clip((np.asarray(values, np.float64) - stats.threshold) / span + 0.5, 0.0, 1.0)
 
 
+def normalise_score(values: np.ndarray | float, stats: Stats) -> np.ndarray:
+    """Image scores -> (0, 1), the threshold at 0.5, ordered everywhere (see the module's docstring)."""
+    span = max(max(stats.max, stats.threshold) - min(stats.min, stats.threshold), 1e-12)
+    z = np.clip(4.0 * (np.asarray(values, np.float64) - stats.threshold) / span, -700.0, 700.0)
+    return 1.0 / (1.0 + np.exp(-z))
+
+
 class PostProcessor:
     """Maps -> smoothed maps and image scores; scores -> normalised scores and decisions."""
 
@@ -107,7 +116,7 @@ class PostProcessor:
         return float("nan") if self.calibration is None else self.calibration.image.threshold
 
     def normalised(self, scores: np.ndarray) -> np.ndarray:
-        return normalise(scores, self._cal().image)
+        return normalise_score(scores, self._cal().image)
 
     def is_anomalous(self, scores: np.ndarray) -> np.ndarray:
         return np.asarray(scores) > self._cal().image.threshold

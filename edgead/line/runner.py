@@ -31,6 +31,24 @@ NOTHING_JUDGED_AFTER = 100
 """A run stops when its first this-many frames all got no verdict (refused by the model or the server): it would
 judge nothing however long it ran."""
 USER_STOPS = ("SIGTERM", "Ctrl-C", "stop request (q)")
+START_CHECK_FRAMES = 30
+"""The first this-many frames are checked against the calibration once (``start_check``)."""
+START_CHECK_FLAGGED = 0.8
+
+
+def start_check(normalised: list[float], source: str) -> str | None:
+    """A warning when most of a run's first frames score above the threshold: frames from this source likely
+    differ from the calibration images (video compression, light, camera, another product) rather than every
+    part being defective. None when they look like the calibration."""
+    flagged = sum(n > 0.5 for n in normalised) / max(len(normalised), 1)
+    if flagged < START_CHECK_FLAGGED:
+        return None
+    return (
+        f"warning: {flagged:.0%} of the first {len(normalised)} frames of {source} score above the threshold "
+        f"(median normalised score {float(np.median(normalised)):.2f}): frames from this source may differ from "
+        "the images the bundle was calibrated on (video compression, light, camera). If these parts are good, "
+        "calibrate on this source's own frames: edgead calibrate BUNDLE --good SOURCE --max-frames 200"
+    )
 
 
 @dataclass
@@ -175,6 +193,7 @@ def run_stream(
             source.interrupt()
 
         previous = signal.signal(signal.SIGTERM, on_term)
+    first: list[float] = []  # the first frames' normalised scores, for the start check
     t0 = last_status = time.perf_counter()
     frames_at_status = 0
 
@@ -212,6 +231,10 @@ def run_stream(
         ):
             stats.frames += 1
             stats.anomalies += result.is_anomalous
+            if len(first) < START_CHECK_FRAMES:
+                first.append(float(result.normalised_score))
+                if len(first) == START_CHECK_FRAMES and (warning := start_check(first, source.name)):
+                    echo(warning)
             latencies.append(result.latency_ms.get("total", 0.0))
             outputs = decider.update(result) if decider is not None else []
             count(outputs)

@@ -25,7 +25,8 @@ class Result:
     score: float
     """Raw image score in the method's units (compare with ``threshold``)."""
     normalised_score: float
-    """Score mapped to [0, 1] with the calibrated threshold at 0.5."""
+    """Score mapped to (0, 1) with the calibrated threshold at 0.5 (a logistic curve: ordered everywhere,
+    never stuck at 0 or 1; edgead.core.scoring)."""
     is_anomalous: bool
     anomaly_map: np.ndarray
     """float32 HxW, raw pixel scores."""
