@@ -97,6 +97,8 @@ def test_line_view_serves_frames_scores_and_anomalies(detector, demo_data):
         base = view.url.split("?")[0]
         s = json.loads(_get(f"{base}stats.json?token={TOKEN}")[1])
         assert s["frames"] == len(files) == stats.frames and s["anomalies"] == stats.anomalies > 0
+        assert s["bundle_id"] == detector.bundle_id and s["raw_threshold"] == pytest.approx(detector.threshold)
+        assert s["source"] == files[-1].name  # the file's name, never its path
         assert len(s["scores"]) == len(files) and s["threshold"] == 0.5 and s["fps"] > 0
         assert [a for _, _, a in s["scores"]].count(True) == stats.anomalies and s["latency_ms"]["p50"] > 0
         frame = cv2.imdecode(np.frombuffer(_get(f"{base}frame.jpg?token={TOKEN}")[1], np.uint8), cv2.IMREAD_COLOR)
@@ -330,6 +332,8 @@ def test_the_line_view_in_a_real_browser(line_bundle, demo_data, tmp_path):
         assert frames and int(frames.group(1)) > 0, dom[-2000:]
         assert re.search(r'id="fps">[0-9.]+<', dom) and 'figure data-id="' in dom  # the anomaly gallery
         assert 'src="stream.mjpg?token=' in dom
+        assert re.search(r'id="judged">[^<]* · bundle [0-9a-f]+ · threshold [0-9.]+<', dom), dom[:3000]
+        assert re.search(r'id="t1">[^<]+<', dom)  # the chart's time axis
         subprocess.run([*browser, f"--screenshot={shot}", url], capture_output=True, timeout=120)
         assert shot.is_file() and cv2.imread(str(shot)).shape[:2] == (800, 1100)
         if os.environ.get("EDGEAD_SCREENSHOT"):  # docs/line-view.png is made this way

@@ -121,6 +121,8 @@ class WebView(Sink):
         self.gallery: deque[dict] = deque(maxlen=gallery)
         self.images: dict[str, bytes] = {}
         self.counts = {"frames": 0, "anomalies": 0, "events": 0, "parts": 0, "rejected_parts": 0}
+        self.judged_by: dict[str, object] = {}
+        """The bundle, raw threshold and source of the latest frame (shown in the page's header)."""
         self.connections: dict[str, dict] = {}
         self.latency: deque[float] = deque(maxlen=100)
         self.times: deque[float] = deque(maxlen=50)
@@ -147,6 +149,11 @@ class WebView(Sink):
             self.frame, self.frame_id = jpeg, self.frame_id + 1
             self.counts["frames"] += 1
             self.counts["anomalies"] += bool(result.is_anomalous)
+            self.judged_by = {
+                "bundle_id": result.bundle_id,
+                "raw_threshold": round(float(result.threshold), 6),
+                "source": public_name(result.source),
+            }
             self.scores.append((now, float(result.normalised_score), bool(result.is_anomalous)))
             self.latency.append(float(result.latency_ms.get("total", 0.0)))
             self.times.append(time.monotonic())
@@ -196,6 +203,7 @@ class WebView(Sink):
                 "parts": self.counts["parts"],
                 "rejected_parts": self.counts["rejected_parts"],
                 "connections": self.connections,
+                **self.judged_by,
                 "fps": round((len(self.times) - 1) / span, 2) if span > 0 else 0.0,
                 "latency_ms": {f"p{q}": round(float(np.percentile(lat, q)), 2) for q in (50, 90, 99)},
                 "threshold": 0.5,  # scores are normalised: the bundle's threshold sits at 0.5

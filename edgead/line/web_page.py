@@ -17,7 +17,8 @@ PAGE = """<!doctype html>
  #gallery img{width:49%;} small{color:#9aa}
 </style></head>
 <body>
-<header><h1>__TITLE__</h1><span id="verdict">waiting for frames</span><small id="uptime"></small></header>
+<header><h1>__TITLE__</h1><span id="verdict">waiting for frames</span><small id="judged"></small>
+<small id="uptime"></small><button id="pause">pause</button><button id="reset">reset counts</button></header>
 <main>
  <section><img id="live" alt="live annotated frame"></section>
  <section>
@@ -28,7 +29,8 @@ PAGE = """<!doctype html>
   <div class="card" id="line" hidden>parts <b id="parts">0</b> · rejected <b id="rejected_parts">0</b> ·
    yield <b id="yield">-</b> · events <b id="events">0</b><div id="connections"></div></div>
   <div class="card">score over time <small>(normalised: the threshold is the dashed line at 0.5)</small>
-   <canvas id="chart" width="600" height="160"></canvas></div>
+   <canvas id="chart" width="600" height="160"></canvas>
+   <div style="display:flex;justify-content:space-between"><small id="t0"></small><small id="t1"></small></div></div>
  </section>
 </main>
 <section class="card" style="margin:0 12px 12px"><div>latest anomalies <small>(overlay, map)</small></div>
@@ -50,11 +52,25 @@ function draw(scores, threshold) {
   g.fillStyle = "#ff5a4e";
   scores.forEach((s, i) => { if (s[2]) g.fillRect(c.width * i / Math.max(1, scores.length - 1) - 2, y(s[1]) - 2, 4, 4); });
 }
-let shown = "";
+let shown = "", paused = false, base = {};
+const counted = ["frames", "anomalies", "parts", "rejected_parts", "events"];
+document.getElementById("pause").onclick = (e) => { paused = !paused; e.target.textContent = paused ? "resume" : "pause"; };
+document.getElementById("reset").onclick = () => { base = {...latest}; };  // this page's counts only
+let latest = {};
 async function tick() {
+  if (paused) return;
   try {
     const s = await (await fetch(url("stats.json"), {cache: "no-store"})).json();
+    latest = {...s};
+    for (const k of counted) s[k] -= (base[k] || 0);
     for (const k of ["frames", "anomalies", "fps"]) document.getElementById(k).textContent = s[k];
+    document.getElementById("judged").textContent = s.bundle_id ?
+      `${s.source || ""} · bundle ${s.bundle_id} · threshold ${s.raw_threshold}` : "";
+    if (s.scores.length) {
+      const t = (x) => new Date(x * 1000).toLocaleTimeString();
+      document.getElementById("t0").textContent = t(s.scores[0][0]);
+      document.getElementById("t1").textContent = t(s.scores[s.scores.length - 1][0]);
+    }
     for (const k of ["p50", "p90", "p99"]) document.getElementById(k).textContent = s.latency_ms[k] + " ms";
     document.getElementById("uptime").textContent = "up " + Math.round(s.uptime_s) + " s";
     const conns = Object.entries(s.connections);
