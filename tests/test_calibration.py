@@ -81,9 +81,11 @@ def test_calibrate_on_a_live_source_needs_a_frame_count(tiny_bundle, tmp_path):
 
 
 def test_evaluation_leaves_out_training_images(demo_data, tmp_path, caplog):
-    """Plain folder layout: good/ holds the training images too; they must not count as test images."""
+    """Plain folder layout: good/ holds the training and calibration images too; they must not count as test
+    images (the calibration images' false-reject rate is the one the threshold was fitted to give)."""
     from edgead import Detector
     from edgead.core.config import load_config
+    from edgead.core.errors import DataError
     from edgead.data.datasets import load_dataset
     from edgead.evaluation.evaluate import evaluate
     from edgead.export.flow import export_run
@@ -104,13 +106,20 @@ def test_evaluation_leaves_out_training_images(demo_data, tmp_path, caplog):
     )
     train(cfg, tmp_path / "run", progress=False)
     bundle, _ = export_run(tmp_path / "run", tmp_path / "pc.edgead", parity_images=2, progress=False)
-    ds = load_dataset(folder, validation_fraction=0.0)
     with Detector.load(bundle.root, backend="onnxruntime-cpu") as det:
-        report = evaluate(det, ds, progress=False).report
-    n_train = len(load_dataset(folder, validation_fraction=0.25).train)
-    assert report["excluded_training_images"] == n_train
-    assert report["test_images"]["good"] == 16 - n_train
-    assert f"{n_train} of 19 test images were training images" in caplog.text
+        with pytest.raises(DataError, match="the others trained the model or set its threshold"):
+            evaluate(det, load_dataset(folder, validation_fraction=0.0), progress=False)  # every good one was used
+        wider = tmp_path / "wider"  # the same folder and six good parts the model never saw
+        shutil.copytree(folder, wider)
+        for f in (demo_data / "test" / "good").glob("*.png"):
+            shutil.copy(f, wider / "good" / f"new_{f.name}")
+        report = evaluate(det, load_dataset(wider, validation_fraction=0.0), progress=False).report
+    split = load_dataset(folder, validation_fraction=0.25)
+    n_train, n_val = len(split.train), len(split.validation)
+    assert report["excluded_training_images"] == n_train and report["excluded_calibration_images"] == n_val
+    assert report["test_images"]["good"] == 6
+    assert f"{n_train} of 25 test images were training images" in caplog.text
+    assert f"{n_val} of {25 - n_train} test images set the threshold" in caplog.text
 
 
 def _calibrated(good):

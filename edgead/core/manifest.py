@@ -179,11 +179,12 @@ class Manifest:
             raise BundleError(f"unknown product {product!r}; this bundle knows: {', '.join(self.products)}")
         return self.products[product]
 
-    def training_hashes(self) -> set[str]:
-        """Content hashes of the model's training images (``data.datasets.content_hash``), every product's."""
+    def training_hashes(self, key: str = "train_hashes") -> set[str]:
+        """Content hashes of the model's training images (``data.datasets.content_hash``), every product's;
+        ``key="validation_hashes"``: of the held-out images its threshold was calibrated on."""
         recorded = self.provenance.get("dataset", {})
         sets = recorded if isinstance(recorded, list) else [recorded]  # one entry per product (DiAD)
-        return {h for ds in sets if isinstance(ds, dict) for h in ds.get("train_hashes", []) if isinstance(h, str)}
+        return {h for ds in sets if isinstance(ds, dict) for h in ds.get(key, []) if isinstance(h, str)}
 
     def stage(self, name: str) -> StageEntry:
         for s in self.stages:

@@ -62,8 +62,9 @@ class AnomalyDataset:
         return h.hexdigest()
 
     def provenance(self) -> dict:
-        """What a training run records about its data: evaluation uses ``train_hashes`` to keep
-        training images out of the test metrics, whatever their names or folders."""
+        """What a training run records about its data: evaluation uses ``train_hashes`` and
+        ``validation_hashes`` to keep training and calibration images out of the test metrics, whatever their names
+        or folders."""
         return {
             "root": str(self.root),
             "layout": self.layout,
@@ -72,6 +73,7 @@ class AnomalyDataset:
             "validation_images": len(self.validation),
             "validation_source": self.validation_source,
             "train_hashes": sorted(content_hash(s.path) for s in self.train),
+            "validation_hashes": sorted(content_hash(s.path) for s in self.validation),
         }
 
     def describe(self) -> str:

@@ -31,9 +31,10 @@ class EvaluationRun:
     """The method reconstructs (sheets then show the reconstruction)."""
 
 
-def training_images_among(samples: list[Sample], detector: Detector) -> list[Sample]:
-    """Test samples whose bytes equal a training image of the bundle's model."""
-    trained = detector.manifest.training_hashes()
+def training_images_among(samples: list[Sample], detector: Detector, key: str = "train_hashes") -> list[Sample]:
+    """Test samples whose bytes equal a training image of the bundle's model (``key="validation_hashes"``: a
+    held-out image its threshold was calibrated on)."""
+    trained = detector.manifest.training_hashes(key)
     return [s for s in samples if trained and content_hash(s.path) in trained]
 
 
@@ -49,9 +50,18 @@ def evaluate(detector: Detector, dataset: AnomalyDataset, batch: int = 4, progre
             len(samples),
         )
         samples = [s for s in samples if s not in seen]
+    calibrated_on = training_images_among(samples, detector, "validation_hashes")
+    if calibrated_on:  # their false-reject rate is the one the threshold was fitted to give: not a measurement
+        log.warning(
+            "%d of %d test images set the threshold (held-out calibration images); they are left out of the metrics",
+            len(calibrated_on),
+            len(samples),
+        )
+        samples = [s for s in samples if s not in calibrated_on]
     labels = np.array([s.label for s in samples])
     if labels.all() or not labels.any():
-        raise DataError(f"{dataset.root}: evaluation needs both good and anomalous test images")
+        why = " (the others trained the model or set its threshold)" if seen or calibrated_on else ""
+        raise DataError(f"{dataset.root}: evaluation needs both good and anomalous test images{why}")
     h, w = detector.image_size
     maps, scores = [], []
     reconstructs = False
@@ -93,6 +103,7 @@ def evaluate(detector: Detector, dataset: AnomalyDataset, batch: int = 4, progre
             "synthetic_miss_rate": cal.synthetic_miss_rate if cal else None,
         },
         "excluded_training_images": len(seen),
+        "excluded_calibration_images": len(calibrated_on),
         "per_defect_auroc": {},
         "seconds_per_image": seconds / len(samples),
     }
