@@ -67,7 +67,8 @@ from .common import backend_option, int8_option
 @click.option(
     "--save-anomalies",
     type=click.Path(file_okay=False),
-    help="Save frame, overlay and mask of anomalous frames (with --smoothing: of each event's best frame).",
+    help="Save frame, overlay and mask of anomalous frames (once per event, its best frame, when the run decides "
+    "over time: --smoothing, --events or --mqtt).",
 )
 @click.option(
     "--metrics",
