@@ -196,7 +196,7 @@ def test_plain_train_on_a_cpu_trains_what_a_cpu_can_and_says_so_first(demo_data,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     first = r.stderr.strip().splitlines()[0]
-    assert first.startswith("training d3ad (preset tiny, 64 px, batch of the preset) on cpu, no time budget")
+    assert first.startswith("training d3ad (preset tiny, 64 px, batch of the preset) on cpu from 16 training images")
     assert "method: d3ad" in (tmp_path / "run" / "config.yaml").read_text()
     r = edgead_cli("train", "--data", demo_data, "--out", tmp_path / "r2", "--set", "method=patchcore")
     assert r.returncode == 0 and r.stderr.startswith("training patchcore"), r.stderr

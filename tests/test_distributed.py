@@ -43,7 +43,9 @@ def _log(run):
 def test_two_processes_see_the_samples_of_one_and_learn_alike(tiny_run, demo_data, tmp_path):
     from edgead.export.flow import export_run
 
-    two = _train("--data", demo_data, "--out", tmp_path / "two", "--steps", 30, *COMMON, "--nproc", 2)
+    two = _train(
+        "--method", "diffusionad", "--data", demo_data, "--out", tmp_path / "two", "--steps", 30, *COMMON, "--nproc", 2
+    )
     assert two.returncode == 0, two.stderr[-2000:]
     summary = json.loads(two.stdout)  # one summary: process 0's
     assert summary["processes"] == 2 and summary["steps"] == 30
@@ -90,6 +92,8 @@ def test_a_latent_method_trains_every_stage_on_two_processes(demo_data, tmp_path
 def test_two_processes_fill_a_budget_with_one_plan(demo_data, tmp_path):
     """Each process times its own warm-up; they must plan the same steps at the same step, or DDP hangs."""
     r = _train(
+        "--method",
+        "diffusionad",
         "--data",
         demo_data,
         "--out",

@@ -38,7 +38,7 @@ def train(
     from ..core.progress import report
     from . import distributed
 
-    report("train", 0, None, _plan_line(config, spec, stage))
+    report("train", 0, None, _plan_line(config, spec, stage))  # after the checks above and the data's
 
     joined = distributed.setup(config.train.device)  # under torchrun: one of several training processes
     progress = progress and distributed.is_main()
@@ -101,16 +101,21 @@ def warn_cuts(cuts: dict[str, dict[str, int]], what: str) -> list[str]:
 
 
 def _plan_line(config: ExperimentConfig, spec, stage: str) -> str:
-    """What is about to happen, said before the first step (which can take minutes on a CPU)."""
+    """What is about to happen, said before the first step (which can take minutes on a CPU); reading the data's
+    layout first, a missing folder is one error line, not a plan and then an error."""
+    from ..data.datasets import load_dataset
     from .data import pick_device
 
+    roots = config.data.path if isinstance(config.data.path, list) else [config.data.path]
+    images = sum(len(load_dataset(r, config.data.validation_fraction, config.data.split_seed).train) for r in roots)
     t = config.train
     budget = f"a {t.max_minutes:g}-minute budget" if t.max_minutes else "no time budget"
     stages = ", ".join(spec.train_stages) if stage == "all" else stage
     return (
         f"training {spec.name} (preset {config.model.preset}, {config.data.image_size} px, batch "
         f"{t.batch_size or 'of the preset'}) "
-        f"on {pick_device(t.device)}, {budget}; stages: {stages or 'one'}. Each stage shows its progress and time "
+        f"on {pick_device(t.device)} from {images} training images, {budget}; stages: {stages or 'one'}. Each stage "
+        "shows its progress and time "
         "left once it has run a few steps; Ctrl-C stops after the step in hand and keeps a checkpoint"
     )
 
