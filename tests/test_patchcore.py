@@ -11,7 +11,7 @@ def test_knn_against_brute_force():
     rng = np.random.default_rng(0)
     bank = rng.normal(size=(50, 7)).astype(np.float32)
     feats = rng.normal(size=(2, 7, 3, 4)).astype(np.float32)
-    got = NearestNeighbourScorer(bank, chunk=5).distances(feats)
+    got = NearestNeighbourScorer(bank, chunk=5, block=7).distances(feats)  # blocks of both that do not divide
     q = feats.transpose(0, 2, 3, 1).reshape(-1, 7)
     ref = np.sqrt(((q[:, None] - bank[None]) ** 2).sum(-1)).min(1).reshape(2, 3, 4)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
