@@ -197,3 +197,22 @@ def test_bundle_with_mismatching_prior_is_refused(method_bundle, tmp_path):
     _rewrite(copy, data)
     with pytest.raises(BundleError, match="11 bin edges, the manifest declares 7 bins"):
         Detector(load_bundle(copy), backend="onnxruntime-cpu")
+
+
+def test_the_default_threshold_also_rests_on_training_images_left_out_of_the_patch_bank(method_bundle, tmp_path):
+    """D3AD's kNN term scores each training image without its own bank rows (its reconstruction has seen it);
+    with cross_fit=false the threshold comes from the held-out images alone, as before 0.10."""
+    from edgead import load_bundle
+    from edgead.export.flow import export_run
+
+    root, _ = method_bundle("d3ad")
+    cal = load_bundle(root).manifest.calibration
+    assert cal.n_images == 6 + 16 and "16 training images, each left out of the memory bank" in cal.source
+    plain, _ = export_run(
+        root.parent / "run",
+        tmp_path / "plain.edgead",
+        parity_images=2,
+        progress=False,
+        overrides=["calibration.cross_fit=false"],
+    )
+    assert plain.manifest.calibration.n_images == 6

@@ -8,6 +8,7 @@ patch output of its own feature_extractor stage.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from .data import numpy_batch
 
 log = logging.getLogger(__name__)
 PATCH_BANK_FILE = "patch_bank.safetensors"
+PATCH_BANK_IMAGES = "patch_bank_images.json"
 
 
 def greedy_coreset(
@@ -157,10 +159,24 @@ def fit_patch_bank(
     deadline: float | None = None,
 ) -> torch.Tensor:
     """uint8 [N, H, W, 3] training images -> the coreset of their patch descriptors [M, C]."""
+    return fit_patch_bank_with_sources(features, images, spec, fraction, seed, device, progress, deadline)[0]
+
+
+def fit_patch_bank_with_sources(
+    features: FeatureStages,
+    images: np.ndarray,
+    spec: Preprocess,
+    fraction: float,
+    seed: int = 0,
+    device: torch.device | None = None,
+    progress: bool = False,
+    deadline: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The coreset [M, C] and each row's image index [M] (``fit_memory_bank_with_sources``)."""
     if not features.patches:
         raise ValueError("the feature stages compute no patch descriptors")
     patches = extract(lambda x: features(x)[-1], images, spec, device=device)
-    return fit_memory_bank(patches, fraction, seed, progress, deadline, device)
+    return fit_memory_bank_with_sources(patches, fraction, seed, progress, deadline, device)
 
 
 def train_patch_bank(
@@ -171,11 +187,14 @@ def train_patch_bank(
     fraction: float,
     progress: bool,
     record: dict | None = None,
+    names: list[str] | None = None,
 ) -> torch.Tensor:
-    """Fit the bank on the run's training images (uint8 [N, 3, H, W] on the device) and record the stage."""
+    """Fit the bank on the run's training images (uint8 [N, 3, H, W] on the device) and record the stage.
+    ``names``: the images' paths relative to the data set, in order; with each row's image index they let export
+    score every training image against the bank without its own rows (cross-fitted calibration)."""
     t0 = now()
     device = images.device
-    bank = fit_patch_bank(
+    bank, sources = fit_patch_bank_with_sources(
         features.to(device),
         images.permute(0, 2, 3, 1).cpu().numpy(),
         spec,
@@ -185,9 +204,23 @@ def train_patch_bank(
         progress,
         deadline=budget_deadline(),
     )
-    save_tensors(run.run_dir / PATCH_BANK_FILE, {"patch_bank": bank})
+    save_tensors(run.run_dir / PATCH_BANK_FILE, {"patch_bank": bank, "patch_bank_source": sources})
+    if names is not None:
+        (run.run_dir / PATCH_BANK_IMAGES).write_text(json.dumps(names))
     run.save("patches", {}, 1, now() - t0, 1, extra={"patch_bank": list(bank.shape), **(record or {})})
     return bank
+
+
+def load_patch_bank_sources(run_dir: Path) -> tuple[np.ndarray, list[str]] | None:
+    """Each bank row's training image and the images' names (relative to the data set), when the run recorded them
+    (trained with edgead 0.10 or later, on one data set)."""
+    f, names = Path(run_dir) / PATCH_BANK_FILE, Path(run_dir) / PATCH_BANK_IMAGES
+    if not f.is_file() or not names.is_file():
+        return None
+    tensors = load_file(str(f))
+    if "patch_bank_source" not in tensors:
+        return None
+    return tensors["patch_bank_source"].numpy(), json.loads(names.read_text())
 
 
 def load_patch_bank(run_dir: Path) -> np.ndarray:

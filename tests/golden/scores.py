@@ -39,7 +39,7 @@ SETTINGS = {
 }
 OLD_DESCRIPTOR = {
     "patchcore": ["patchcore.aggregation=pool_first", "calibration.cross_fit=false"],
-    "d3ad": ["d3ad.knn.aggregation=pool_first"],
+    "d3ad": ["d3ad.knn.aggregation=pool_first", "calibration.cross_fit=false"],
     "diad": ["diad.knn.aggregation=pool_first"],
 }
 """What edgead 0.9 needs to be told to describe patches as 0.8 did, and 0.10 to calibrate PatchCore on the held-out

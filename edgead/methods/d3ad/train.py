@@ -96,8 +96,17 @@ def train(
             d.knn.coreset_fraction,
             progress,
             {"adapted": d.adapt},
+            names=_bank_image_names(lr.datasets),
         )
     return lr.summary()
+
+
+def _bank_image_names(datasets) -> list[str] | None:
+    """The training images' paths relative to their data set, in the order the bank's sources index them (one data
+    set only: export cross-fits single-product bundles)."""
+    if len(datasets) != 1:
+        return None
+    return [str(s.path.relative_to(datasets[0].root)) for s in datasets[0].train]
 
 
 def save_prior(path: Path, bank: np.ndarray, edges: np.ndarray, distances: np.ndarray) -> None:

@@ -12,12 +12,10 @@ from safetensors.torch import load_file
 from ...core.bundle import Bundle
 from ...core.errors import EdgeadError
 from ...core.manifest import Scoring
-from ...core.progress import tracked
-from ...data.io import read_image
+from ...export.cross_fit import cross_fitted_scores
 from ...export.flow import MethodExport
 from ...export.stages import feature_extractor_contract
 from ...runtime.calibration import MoreGood
-from ...runtime.detector import Detector
 from . import PatchCoreParams
 
 log = logging.getLogger(__name__)
@@ -54,43 +52,12 @@ class PatchCoreExport(MethodExport):
         return Scoring("max", self.config.patchcore.smoothing_sigma)
 
     def more_good_scores(self, bundle: Bundle, data_root: Path, progress: bool = False) -> MoreGood | None:
-        """Every training image scored by the exported graph against the memory bank without the rows it
-        contributed: as if unseen. Three held-out images alone put the tolerance limit far above good parts
-        (the threshold passed every defect of hazelnut_toy); with the training images it rests on hundreds."""
+        """Every training image scored against the memory bank without the rows it contributed: as if unseen.
+        Three held-out images alone put the tolerance limit far above good parts (the threshold passed every
+        defect of hazelnut_toy); with the training images it rests on hundreds."""
         names_file = self.run_dir / "memory_bank_images.json"
         if self.sources is None or not names_file.is_file():
             log.info("the run records no memory-bank sources (trained before edgead 0.10): held-out images only")
             return None
         names = json.loads(names_file.read_text())
-        paths = [Path(data_root) / n for n in names]
-        missing = [p for p in paths if not p.is_file()]
-        if missing or len(paths) < 2 or int(self.sources.max(initial=-1)) >= len(paths):
-            log.warning(
-                "the training images of the memory bank are not all under %s (%s): the threshold comes from the "
-                "held-out images only",
-                data_root,
-                missing[0] if missing else "another set",
-            )
-            return None
-        det = Detector(bundle, backend="onnxruntime-cpu", require_calibration=False)
-        scorer = det.pipeline.scorer
-        scores, maxima, lowest = [], [], np.inf
-        try:
-            for i, path in enumerate(tracked(paths, "cross-fit", len(paths), bar=progress, unit="image")):
-                scorer.exclude = self.sources == i
-                if scorer.exclude.all():
-                    continue
-                out = det.score_batch([read_image(path)])
-                scores.append(float(out.scores[0]))
-                maxima.append(float(out.maps[0].max()))
-                lowest = min(lowest, float(out.maps[0].min()))
-        finally:
-            scorer.exclude = None
-            det.close()
-        return MoreGood(
-            np.asarray(scores),
-            np.asarray(maxima),
-            float(lowest),
-            [f"{n} (left out of the bank)" for n in names[: len(scores)]],
-            f"{len(scores)} training images, each left out of the memory bank",
-        )
+        return cross_fitted_scores(bundle, data_root, names, self.sources, lambda p: p.scorer, progress)
