@@ -125,19 +125,6 @@ def fit_memory_bank(
     progress: bool = False,
     deadline: float | None = None,
     device: torch.device | None = None,
-) -> torch.Tensor:
-    """[N, C, h, w] patch descriptors -> the coreset memory bank [M, C] on the CPU (M = fraction of all patches);
-    the coreset is searched on ``device`` (a GPU does it in seconds)."""
-    return fit_memory_bank_with_sources(patches, fraction, seed, progress, deadline, device)[0]
-
-
-def fit_memory_bank_with_sources(
-    patches: torch.Tensor,
-    fraction: float,
-    seed: int = 0,
-    progress: bool = False,
-    deadline: float | None = None,
-    device: torch.device | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The coreset memory bank [M, C] and, for each row, the index of the image it came from [M] (int32): what
     leaving one training image out of the bank needs (export's cross-fitted calibration scores)."""
@@ -157,26 +144,13 @@ def fit_patch_bank(
     device: torch.device | None = None,
     progress: bool = False,
     deadline: float | None = None,
-) -> torch.Tensor:
-    """uint8 [N, H, W, 3] training images -> the coreset of their patch descriptors [M, C]."""
-    return fit_patch_bank_with_sources(features, images, spec, fraction, seed, device, progress, deadline)[0]
-
-
-def fit_patch_bank_with_sources(
-    features: FeatureStages,
-    images: np.ndarray,
-    spec: Preprocess,
-    fraction: float,
-    seed: int = 0,
-    device: torch.device | None = None,
-    progress: bool = False,
-    deadline: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The coreset [M, C] and each row's image index [M] (``fit_memory_bank_with_sources``)."""
+    """uint8 [N, H, W, 3] training images -> the coreset of their patch descriptors [M, C] and each row's image
+    index [M] (``fit_memory_bank``)."""
     if not features.patches:
         raise ValueError("the feature stages compute no patch descriptors")
     patches = extract(lambda x: features(x)[-1], images, spec, device=device)
-    return fit_memory_bank_with_sources(patches, fraction, seed, progress, deadline, device)
+    return fit_memory_bank(patches, fraction, seed, progress, deadline, device)
 
 
 def train_patch_bank(
@@ -194,7 +168,7 @@ def train_patch_bank(
     score every training image against the bank without its own rows (cross-fitted calibration)."""
     t0 = now()
     device = images.device
-    bank, sources = fit_patch_bank_with_sources(
+    bank, sources = fit_patch_bank(
         features.to(device),
         images.permute(0, 2, 3, 1).cpu().numpy(),
         spec,

@@ -155,4 +155,4 @@ def patch_bank_for(run_dir: Path, config: ExperimentConfig, stages: dict, featur
     spec = Preprocess.for_size(config.data.image_size)
     return fit_patch_bank(
         features, _training_images(config), spec, config.d3ad.knn.coreset_fraction, config.train.seed
-    ).numpy()
+    )[0].numpy()

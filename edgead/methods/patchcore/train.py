@@ -29,7 +29,7 @@ from ...training.backbone import (
 from ...training.budget import now
 from ...training.checkpoint import check_run_dir, save_checkpoint, save_tensors
 from ...training.data import load_images
-from ...training.patch_bank import extract, fit_memory_bank_with_sources
+from ...training.patch_bank import extract, fit_memory_bank
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progres
     spec = Preprocess.for_size(config.data.image_size)
     images = load_images([s.path for s in ds.train], spec)
     feats = extract(model, images, spec)  # [N, C, h, w]
-    bank, sources = fit_memory_bank_with_sources(feats, config.patchcore.coreset_fraction, config.train.seed, progress)
+    bank, sources = fit_memory_bank(feats, config.patchcore.coreset_fraction, config.train.seed, progress)
     seconds = now() - t0
     save_checkpoint(
         run,
