@@ -138,7 +138,11 @@ def test_a_narrower_margin_rechecks_the_int8_stages_and_drops_those_that_no_long
     stages = {q.stage for q in load_bundle(b).manifest.int8.stages}
     good = [str(demo_data / "test" / "good"), str(demo_data / "validation" / "good")]
     _, new, _ = recalibrate(
-        load_bundle(b), good, CalibrationConfig(rule="k_sigma", k_sigma=1e4), backend="onnxruntime-cpu"
+        load_bundle(b),
+        good,
+        CalibrationConfig(rule="k_sigma", k_sigma=1e4),
+        backend="onnxruntime-cpu",
+        accept_misses=True,  # the threshold rises past the synthetic anomalies the bundle catches: allowed here
     )  # a wider margin: the changes matter less
     assert {q.stage for q in load_bundle(b).manifest.int8.stages} == stages
     assert any("re-checked" in w and "kept" in w for w in new.warnings)
