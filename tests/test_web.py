@@ -49,6 +49,13 @@ def test_addresses():
             WebAddress.parse(bad)
     with pytest.raises(ConfigError, match="at least 8 characters"):
         WebView("127.0.0.1:0", token="short")
+    from edgead.line.metrics import parse_address  # the same rule for the servers a plant points at, port 0 refused
+
+    assert parse_address("0.0.0.0:9100", "--metrics") == ("0.0.0.0", 9100)
+    with pytest.raises(ConfigError, match="--metrics '0': give a port number 1-65535"):
+        parse_address("0", "--metrics")
+    with pytest.raises(ConfigError, match="opcua sink 'x': give PORT or HOST:PORT"):
+        parse_address("x", "opcua sink")
 
 
 @pytest.fixture(scope="module")

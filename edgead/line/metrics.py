@@ -14,6 +14,7 @@ from ..core.errors import ConfigError
 from ..runtime.result import Result
 from ..runtime.temporal import LineOutput, PartDecision
 from .sinks import Sink, SinkOptions
+from .web import WebAddress
 
 if TYPE_CHECKING:
     from .runner import RunStats
@@ -21,15 +22,12 @@ if TYPE_CHECKING:
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    try:
-        number = int(port)
-    except ValueError:
-        number = -1
-    if not 0 < number < 65536:
-        raise ConfigError(f"--metrics: give [HOST:]PORT (a port number 1-65535), got {text!r}")
-    return host or "127.0.0.1", number
+def parse_address(text: str, option: str) -> tuple[str, int]:
+    """The line view's ``[HOST:]PORT`` rule, but a port a plant's systems are pointed at: never 0 (any port)."""
+    address = WebAddress.parse(text, option)
+    if address.port == 0:
+        raise ConfigError(f"{option} {text!r}: give a port number 1-65535")
+    return address.host, address.port
 
 
 class MetricsSink(Sink):
@@ -38,7 +36,7 @@ class MetricsSink(Sink):
             import prometheus_client as prom
         except ImportError:
             raise ConfigError('--metrics needs prometheus-client: pip install "edgead[line]"') from None
-        host, port = parse_address(address)
+        host, port = parse_address(address, "--metrics")
         self.registry = registry = prom.CollectorRegistry()
         self.frames = prom.Counter("edgead_frames", "Frames judged", registry=registry)
         self.anomalous = prom.Counter(

@@ -85,7 +85,7 @@ class OpcUaSink(Sink):
             from asyncua.sync import Server
         except ImportError:
             raise ConfigError('the opcua sink needs asyncua: pip install "edgead[line]"') from None
-        host, port = parse_address(address.removeprefix("opc.tcp://").split("/", 1)[0])
+        host, port = parse_address(address.removeprefix("opc.tcp://").split("/", 1)[0], "opcua sink")
         self.ua = ua
         self.server = Server()
         self.url = f"opc.tcp://{host}:{port}/edgead/"

@@ -47,8 +47,9 @@ class WebAddress:
     port: int
 
     @classmethod
-    def parse(cls, text: str) -> WebAddress:
-        """``PORT`` (loopback), ``HOST:PORT`` or ``[IPv6]:PORT``."""
+    def parse(cls, text: str, option: str = "--web") -> WebAddress:
+        """``PORT`` (loopback), ``HOST:PORT`` or ``[IPv6]:PORT`` of a server the run opens (``option`` names it in
+        the error: the line view, the metrics, the OPC UA server)."""
         host, sep, port = text.rpartition(":") if ":" in text else ("", "", text)
         host = host.strip("[]")
         try:
@@ -56,7 +57,7 @@ class WebAddress:
         except ValueError:
             number = -1
         if not 0 <= number <= 65535 or (sep and not host):
-            raise ConfigError(f"--web {text!r}: give PORT or HOST:PORT, e.g. 127.0.0.1:8080")
+            raise ConfigError(f"{option} {text!r}: give PORT or HOST:PORT, e.g. 127.0.0.1:8080")
         return cls(host or "127.0.0.1", number)
 
     @property

@@ -232,7 +232,7 @@ class TemporalDecider:
         self._state = voted or (self._state and self._smoothed >= leave)
         out: list[LineOutput] = []
         if self._part is None and s.part_frames is not None:
-            self._part = self._new_part(result)
+            self._part = self._new_part()
         if self._state:
             if self._event is None:
                 self._event = {"first": result.frame_index, "frames": 0, "best": result}
@@ -258,10 +258,10 @@ class TemporalDecider:
             out += self.end_part()
         return out
 
-    def begin_part(self, result: Result | None = None) -> None:
+    def begin_part(self) -> None:
         """A trigger says a new part starts (parts not on a fixed pitch); frames until ``end_part`` belong to it."""
         if self._part is None:
-            self._part = self._new_part(result)
+            self._part = self._new_part()
 
     def end_part(self) -> list[LineOutput]:
         """A trigger says the current part has left: close its open event and decide it. The smoothing starts
@@ -299,9 +299,9 @@ class TemporalDecider:
             out += self.end_part()
         return out
 
-    def _new_part(self, result: Result | None) -> dict[str, Any]:
+    def _new_part(self) -> dict[str, Any]:
         return {
-            "first": None if result is None else result.frame_index,
+            "first": None,  # the first frame update() counts in it
             "last": None,
             "frames": 0,
             "anomalous_frames": 0,
