@@ -185,16 +185,26 @@ def train_patch_bank(
     return bank
 
 
-def load_patch_bank_sources(run_dir: Path) -> tuple[np.ndarray, list[str]] | None:
+def bank_image_names(datasets) -> list[str] | None:
+    """The training images' paths relative to their data set, in the order a bank's sources index them (one data
+    set only: export cross-fits single-product bundles)."""
+    if len(datasets) != 1:
+        return None
+    return [str(s.path.relative_to(datasets[0].root)) for s in datasets[0].train]
+
+
+def load_bank_sources(
+    run_dir: Path, file: str = PATCH_BANK_FILE, key: str = "patch_bank_source", names_file: str = PATCH_BANK_IMAGES
+) -> tuple[np.ndarray, list[str]] | None:
     """Each bank row's training image and the images' names (relative to the data set), when the run recorded them
-    (trained with edgead 0.10 or later, on one data set)."""
-    f, names = Path(run_dir) / PATCH_BANK_FILE, Path(run_dir) / PATCH_BANK_IMAGES
+    (trained with edgead 0.10 or later, on one data set). PatchCore's memory bank keeps them under its own names."""
+    f, names = Path(run_dir) / file, Path(run_dir) / names_file
     if not f.is_file() or not names.is_file():
         return None
     tensors = load_file(str(f))
-    if "patch_bank_source" not in tensors:
+    if key not in tensors:
         return None
-    return tensors["patch_bank_source"].numpy(), json.loads(names.read_text())
+    return tensors[key].numpy(), json.loads(names.read_text())
 
 
 def load_patch_bank(run_dir: Path) -> np.ndarray:

@@ -22,7 +22,7 @@ from ...export.stages import (
     latent_contracts,
 )
 from ...runtime.calibration import MoreGood
-from ...training.patch_bank import load_patch_bank_sources
+from ...training.patch_bank import load_bank_sources
 from . import D3ADParams
 
 
@@ -54,7 +54,7 @@ class D3ADExport(MethodExport):
         self.patch_bank = patch_bank_for(self.run_dir, self.config, stages, self.features)
         # which training image each bank row came from, when the bank exported is the run's own
         fitted_now = bool(stages["patches"].get("adapted", True)) != self.config.d3ad.adapt
-        self.bank_sources = None if fitted_now else load_patch_bank_sources(self.run_dir)
+        self.bank_sources = None if fitted_now else load_bank_sources(self.run_dir)
 
     def stages(self):
         size = self.config.data.image_size

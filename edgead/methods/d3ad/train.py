@@ -24,7 +24,7 @@ from ...training.backbone import PATCH_LAYERS, FeatureStages, load_backbone
 from ...training.checkpoint import load_weights, save_tensors
 from ...training.data import DeviceImages, load_images
 from ...training.latent.run import open_latent_run
-from ...training.patch_bank import fit_patch_bank, load_patch_bank, train_patch_bank
+from ...training.patch_bank import bank_image_names, fit_patch_bank, load_patch_bank, train_patch_bank
 from . import SPEC, sampler
 from .adapt import adapt_backbone
 from .features import MAP_STAGES
@@ -96,17 +96,9 @@ def train(
             d.knn.coreset_fraction,
             progress,
             {"adapted": d.adapt},
-            names=_bank_image_names(lr.datasets),
+            names=bank_image_names(lr.datasets),
         )
     return lr.summary()
-
-
-def _bank_image_names(datasets) -> list[str] | None:
-    """The training images' paths relative to their data set, in the order the bank's sources index them (one data
-    set only: export cross-fits single-product bundles)."""
-    if len(datasets) != 1:
-        return None
-    return [str(s.path.relative_to(datasets[0].root)) for s in datasets[0].train]
 
 
 def save_prior(path: Path, bank: np.ndarray, edges: np.ndarray, distances: np.ndarray) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from ...export.cross_fit import cross_fitted_scores
 from ...export.flow import MethodExport
 from ...export.stages import feature_extractor_contract
 from ...runtime.calibration import MoreGood
+from ...training.patch_bank import load_bank_sources
 from . import PatchCoreParams
 
 log = logging.getLogger(__name__)
@@ -24,16 +24,14 @@ log = logging.getLogger(__name__)
 class PatchCoreExport(MethodExport):
     def __init__(self, *args):
         super().__init__(*args)
-        from .train import build_patch_features
+        from .train import BANK_FILE, build_patch_features
 
-        bank_file = self.run_dir / "memory_bank.safetensors"
+        bank_file = self.run_dir / BANK_FILE
         if not bank_file.is_file():
             raise EdgeadError(
                 f"{self.run_dir} has no memory_bank.safetensors; fit it with 'edgead train --method patchcore'"
             )
-        tensors = load_file(str(bank_file))
-        self.bank = tensors["memory_bank"].numpy().astype(np.float32)
-        self.sources = tensors["memory_bank_source"].numpy() if "memory_bank_source" in tensors else None
+        self.bank = load_file(str(bank_file))["memory_bank"].numpy().astype(np.float32)
         self.model = build_patch_features(self.config)
 
     def stages(self):
@@ -55,9 +53,11 @@ class PatchCoreExport(MethodExport):
         """Every training image scored against the memory bank without the rows it contributed: as if unseen.
         Three held-out images alone put the tolerance limit far above good parts (the threshold passed every
         defect of hazelnut_toy); with the training images it rests on hundreds."""
-        names_file = self.run_dir / "memory_bank_images.json"
-        if self.sources is None or not names_file.is_file():
+        from .train import BANK_FILE, BANK_IMAGES, BANK_SOURCE
+
+        recorded = load_bank_sources(self.run_dir, BANK_FILE, BANK_SOURCE, BANK_IMAGES)
+        if recorded is None:
             log.info("the run records no memory-bank sources (trained before edgead 0.10): held-out images only")
             return None
-        names = json.loads(names_file.read_text())
-        return cross_fitted_scores(bundle, data_root, names, self.sources, lambda p: p.scorer, progress)
+        sources, names = recorded
+        return cross_fitted_scores(bundle, data_root, names, sources, lambda p: p.scorer, progress)

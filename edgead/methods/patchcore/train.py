@@ -29,9 +29,11 @@ from ...training.backbone import (
 from ...training.budget import now
 from ...training.checkpoint import check_run_dir, save_checkpoint, save_tensors
 from ...training.data import load_images
-from ...training.patch_bank import extract, fit_memory_bank
+from ...training.patch_bank import bank_image_names, extract, fit_memory_bank
 
 log = logging.getLogger(__name__)
+BANK_FILE, BANK_SOURCE, BANK_IMAGES = "memory_bank.safetensors", "memory_bank_source", "memory_bank_images.json"
+"""The run's memory bank, each row's training image in it, and the images' names (export's cross-fit reads them)."""
 
 
 class PatchFeatures(nn.Module):
@@ -83,8 +85,8 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, progres
     )
     # which training image each row came from: export leaves each image out of the bank in turn to score it as
     # unseen (cross-fitted calibration), the paths in the same order as the images
-    save_tensors(run / "memory_bank.safetensors", {"memory_bank": bank, "memory_bank_source": sources})
-    (run / "memory_bank_images.json").write_text(json.dumps([str(s.path.relative_to(ds.root)) for s in ds.train]))
+    save_tensors(run / BANK_FILE, {"memory_bank": bank, BANK_SOURCE: sources})
+    (run / BANK_IMAGES).write_text(json.dumps(bank_image_names([ds])))
     patches = feats.shape[0] * feats.shape[2] * feats.shape[3]
     log.info("memory bank %s from %d patches in %.1f s", tuple(bank.shape), patches, seconds)
     return {"memory_bank": list(bank.shape), "patches": int(patches), "seconds": round(seconds, 1)}
