@@ -273,3 +273,37 @@ def test_tls_and_credentials_from_a_private_file(tmp_path):
     finally:
         broker.terminate()
         broker.wait(10)
+
+
+def test_an_acknowledgement_arriving_while_a_part_is_published_does_not_block_the_line():
+    """paho calls on_publish holding its own message lock, which publish() takes as well: a sink that published
+    under its own lock waited on paho while paho's thread waited on the sink (the line stopped for good)."""
+    from edgead.line.mqtt import MqttSink
+
+    mutex, acking = threading.Lock(), threading.Event()
+
+    class Client:  # paho's order of locks: the network thread holds its message lock while it calls on_publish
+        def publish(self, topic, payload, qos):
+            acking.set()
+            time.sleep(0.2)  # the network thread takes its lock first
+            with mutex:
+                return type("Info", (), {"rc": 0, "mid": 7})()
+
+    sink = object.__new__(MqttSink)
+    sink.client, sink.prefix, sink.qos = Client(), "edgead", 1
+    sink.published = sink.dropped = 0
+    sink._pending, sink._acked, sink._lock = set(), {}, threading.RLock()
+
+    def network_thread():
+        acking.wait(5)
+        with mutex:
+            sink._on_publish(None, None, 7, None, None)
+
+    ack = threading.Thread(target=network_thread, daemon=True)
+    ack.start()
+    line = threading.Thread(target=sink._publish, args=("part", {"type": "part"}), daemon=True)
+    line.start()
+    line.join(5)
+    ack.join(5)
+    assert not line.is_alive() and not ack.is_alive(), "the sink and paho's thread wait on each other"
+    assert sink.published == 1 and sink._pending == set() and sink._acked == {}

@@ -93,7 +93,7 @@ class MqttSink(Sink):
         self.published = self.dropped = self.reconnects = 0
         self._pending: set[int] = set()
         self._acked: dict[int, bool] = {}
-        self._lock = threading.RLock()  # held while publishing: paho may acknowledge before publish() returns
+        self._lock = threading.RLock()  # the counts and the ids sent but not acknowledged (paho may acknowledge first)
         self._ever_connected = False
         self._last_error: str | None = None
 
@@ -151,8 +151,9 @@ class MqttSink(Sink):
     def _publish(self, kind: str, payload: dict[str, Any]) -> None:
         import paho.mqtt.client as mqtt
 
+        # not under self._lock: paho calls _on_publish holding its own message lock, which publish() takes too
+        info = self.client.publish(f"{self.prefix}/{kind}", json.dumps(payload), qos=self.qos)
         with self._lock:
-            info = self.client.publish(f"{self.prefix}/{kind}", json.dumps(payload), qos=self.qos)
             lost = info.rc == mqtt.MQTT_ERR_QUEUE_SIZE or (self.qos == 0 and info.rc != mqtt.MQTT_ERR_SUCCESS)
             if lost:
                 self.dropped += 1
