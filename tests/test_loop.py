@@ -109,3 +109,50 @@ def test_a_stage_that_would_take_hours_says_so_early(tmp_path, caplog):
     assert line.startswith("train denoiser: at ") and "--max-minutes" in line and "--method d3ad --preset s" in line
     assert long_run_warning("x", rate=10.0, remaining=30_000) is None  # 50 minutes: no warning
     assert "about 2.0 h" in long_run_warning("x", rate=1.0, remaining=7200)
+
+
+_LONG_STEP = """
+import pathlib, sys, torch
+from edgead.training.loop import run_loop
+torch.set_num_threads(1)
+a = torch.randn(7000, 7000)
+marker = pathlib.Path(sys.argv[1])
+def step():
+    marker.write_text("in step")
+    torch.mm(a, a)  # one call into PyTorch (minutes of work): no Python signal handler runs inside it
+    marker.write_text("step done")
+    return {"loss": torch.tensor(1.0)}
+run_loop("autoencoder", step, lambda s, e, t: None, 0, 5, 0.0, pathlib.Path(sys.argv[2]), progress=False)
+"""
+
+
+def test_ctrl_c_inside_a_long_step_is_answered_at_once_and_a_second_quits(tmp_path):
+    """A Ctrl-C that lands inside one long PyTorch call was silent until the call ended (2.5 minutes for a 256-px
+    DiffusionAD step on a CPU): the first is acknowledged while the call still runs, the second ends the process."""
+    import signal
+    import subprocess
+    import sys
+
+    marker = tmp_path / "marker"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _LONG_STEP, str(marker), str(tmp_path / "log.jsonl")],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (marker.is_file() and marker.read_text() == "in step"):
+            assert time.monotonic() < deadline and child.poll() is None, "the step never started"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        child.send_signal(signal.SIGINT)
+        said = child.stderr.readline() + child.stderr.readline()
+        assert "stopping once the step in hand ends" in said
+        assert marker.read_text() == "in step"  # answered while the call still runs
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=30) == 130
+        assert marker.read_text() == "in step"  # it quit inside the call, not after it
+        assert "quitting at once" in child.stderr.read()
+    finally:
+        child.kill()
+        child.wait()

@@ -18,7 +18,8 @@ stalled by the host.
 - After a few steps, a stage whose estimate passes ``LONG_RUN_S`` says so once, with the options
   that finish sooner (a 256-px DiffusionAD on a CPU would otherwise run for weeks in silence).
 - Ctrl-C and SIGTERM (a service manager, ``kill``, a batch scheduler's time limit) both save the
-  checkpoint of the last finished step before the process ends.
+  checkpoint of the last finished step before the process ends; they are acknowledged at once even inside a
+  long step, and a second one quits at once (training/interrupt.py).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from ..core.errors import EdgeadError
 from ..core.progress import report
 from . import distributed
 from .budget import active_budget, budget_deadline, now
+from .interrupt import heard_at_once
 
 log = logging.getLogger(__name__)
 
@@ -217,92 +219,93 @@ def run_loop(
         """The stage's steps for its record; before a filled plan exists, one more than done: unfinished."""
         return max(total_steps, step + 1) if to_plan else total_steps
 
-    try:
-        while to_plan or step < total_steps:
-            t_before = now()
-            if limit_s is not None and recent:
-                expected = sum(recent) / len(recent)
-                if distributed.any_process(t_before - t_session + expected > limit_s):
-                    stopped_by_time = True
-                    if share_s is not None and limit_s == share_s:  # the budget: these steps are the plan
-                        total_steps, to_plan = step, False
-                    break
-            losses = step_fn()
-            step += 1
-            for k, v in losses.items():
-                d = v.detach().float()
-                sums[k] = sums[k] + d if k in sums else d
-            n_summed += 1
-            t_after = now()
-            recent = (recent + [t_after - t_before])[-20:]
-            session_rate = (step - start_step) / max(t_after - t_session, 1e-9)
-            if to_plan and warmup_from is None:
-                _synchronise()
-                warmup_from = (step, now())
-            elif to_plan and distributed.any_process(  # every process plans at the same step
-                step - warmup_from[0] >= WARMUP_STEPS and t_after - warmup_from[1] >= min(WARMUP_S, 0.05 * share_s)
-            ):
-                _synchronise()
-                t_now = now()
-                rate = (step - warmup_from[0]) / max(t_now - warmup_from[1], 1e-9)
-                left = share_s - (t_now - t_session)
-                filled = planned = total_steps = distributed.fewest(filled_steps(step, rate, left))
-                to_plan = False
-                bar.replan(total_steps)
-                log.info(
-                    "%s: %.3g steps/s in the warm-up; its %.0f s of the budget hold %d steps",
-                    name,
-                    rate,
-                    share_s,
-                    total_steps,
-                )
-            at_end = not to_plan and step == total_steps
-            want_log = first or step % log_every == 0 or at_end
-            want_line = bar.due()
-            reported = None
-            if want_log or want_line:
-                keys = list(sums)
-                values = torch.stack([sums[k] for k in keys]).cpu().tolist()  # the one sync
-                reported = {k: v / n_summed for k, v in zip(keys, values)}
-                if not all(math.isfinite(v) for v in reported.values()):
-                    raise EdgeadError(
-                        f"{name} diverged at step {step}: losses {reported}; "
-                        "lower the learning rate (--set train.learning_rate=...)"
+    with heard_at_once(name):
+        try:
+            while to_plan or step < total_steps:
+                t_before = now()
+                if limit_s is not None and recent:
+                    expected = sum(recent) / len(recent)
+                    if distributed.any_process(t_before - t_session + expected > limit_s):
+                        stopped_by_time = True
+                        if share_s is not None and limit_s == share_s:  # the budget: these steps are the plan
+                            total_steps, to_plan = step, False
+                        break
+                losses = step_fn()
+                step += 1
+                for k, v in losses.items():
+                    d = v.detach().float()
+                    sums[k] = sums[k] + d if k in sums else d
+                n_summed += 1
+                t_after = now()
+                recent = (recent + [t_after - t_before])[-20:]
+                session_rate = (step - start_step) / max(t_after - t_session, 1e-9)
+                if to_plan and warmup_from is None:
+                    _synchronise()
+                    warmup_from = (step, now())
+                elif to_plan and distributed.any_process(  # every process plans at the same step
+                    step - warmup_from[0] >= WARMUP_STEPS and t_after - warmup_from[1] >= min(WARMUP_S, 0.05 * share_s)
+                ):
+                    _synchronise()
+                    t_now = now()
+                    rate = (step - warmup_from[0]) / max(t_now - warmup_from[1], 1e-9)
+                    left = share_s - (t_now - t_session)
+                    filled = planned = total_steps = distributed.fewest(filled_steps(step, rate, left))
+                    to_plan = False
+                    bar.replan(total_steps)
+                    log.info(
+                        "%s: %.3g steps/s in the warm-up; its %.0f s of the budget hold %d steps",
+                        name,
+                        rate,
+                        share_s,
+                        total_steps,
                     )
-                last = reported
-                if want_log and log_file is not None:
-                    record = {
-                        "stage": name,
-                        "step": step,
-                        "elapsed_s": round(t_after - t_run0, 2),
-                        "steps_per_s": round(session_rate, 3),
-                        **{k: round(v, 6) for k, v in reported.items()},
-                    }
-                    log_file.write(json.dumps(record) + "\n")
-                    log_file.flush()
-                if want_log:
-                    sums, n_summed, first = {}, 0, False
-            if step - start_step == ESTIMATE_AFTER_STEPS and step < total_steps and share_s is None:
-                warning = long_run_warning(name, session_rate, total_steps - step)
-                if warning:
-                    log.warning(warning)
-            bar.update(step, session_rate, reported, want_line)
-            if (
-                step % checkpoint_every == 0
-                or at_end
-                or (save_when is not None and not to_plan and save_when(step, total_steps))
-            ):
-                save_fn(step, now() - t_run0, total_steps)
-    except KeyboardInterrupt:
-        log.warning("%s interrupted at step %d; saving checkpoint", name, step)
-        save_fn(step, now() - t_run0, recorded_total())
-        raise
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
-        bar.close()
-        if log_file is not None:
-            log_file.close()
+                at_end = not to_plan and step == total_steps
+                want_log = first or step % log_every == 0 or at_end
+                want_line = bar.due()
+                reported = None
+                if want_log or want_line:
+                    keys = list(sums)
+                    values = torch.stack([sums[k] for k in keys]).cpu().tolist()  # the one sync
+                    reported = {k: v / n_summed for k, v in zip(keys, values)}
+                    if not all(math.isfinite(v) for v in reported.values()):
+                        raise EdgeadError(
+                            f"{name} diverged at step {step}: losses {reported}; "
+                            "lower the learning rate (--set train.learning_rate=...)"
+                        )
+                    last = reported
+                    if want_log and log_file is not None:
+                        record = {
+                            "stage": name,
+                            "step": step,
+                            "elapsed_s": round(t_after - t_run0, 2),
+                            "steps_per_s": round(session_rate, 3),
+                            **{k: round(v, 6) for k, v in reported.items()},
+                        }
+                        log_file.write(json.dumps(record) + "\n")
+                        log_file.flush()
+                    if want_log:
+                        sums, n_summed, first = {}, 0, False
+                if step - start_step == ESTIMATE_AFTER_STEPS and step < total_steps and share_s is None:
+                    warning = long_run_warning(name, session_rate, total_steps - step)
+                    if warning:
+                        log.warning(warning)
+                bar.update(step, session_rate, reported, want_line)
+                if (
+                    step % checkpoint_every == 0
+                    or at_end
+                    or (save_when is not None and not to_plan and save_when(step, total_steps))
+                ):
+                    save_fn(step, now() - t_run0, total_steps)
+        except KeyboardInterrupt:
+            log.warning("%s interrupted at step %d; saving checkpoint", name, step)
+            save_fn(step, now() - t_run0, recorded_total())
+            raise
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
+            bar.close()
+            if log_file is not None:
+                log_file.close()
     elapsed = now() - t_run0
     if stopped_by_time and total_steps == step and filled:
         log.info("%s: %d of the %d steps planned from the warm-up fitted the budget's share", name, step, filled)
