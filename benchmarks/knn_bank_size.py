@@ -1,7 +1,8 @@
 """What PatchCore's 10% coreset costs at run time: the nearest-neighbour search of one frame against the bundle's
-memory bank, beside the same search against a 1% bank (every tenth row of the same bank: the size edgead used
-before 0.9), beside edgead 0.9's whole-matrix search and beside the feature extractor, alternated in blocks on the
-same frames.
+memory bank, exact and through the k-means cells export fits for a large bank (edgead 0.11's default, with the
+share of patches whose neighbour it finds exactly), beside the same search against a 1% bank (every tenth row of
+the same bank: the size edgead used before 0.9), beside edgead 0.9's whole-matrix search and beside the feature
+extractor, alternated in blocks on the same frames.
 
     python benchmarks/knn_bank_size.py tire-patchcore.edgead ../shared/data/tire/test/cut \\
         --out benchmarks/results/knn_bank_size_tire_cpu.json
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgead import Detector
-from edgead.core.knn import NearestNeighbourScorer
+from edgead.core.knn import EXACT_BELOW, PROBES, NearestNeighbourScorer, search_cells
 from edgead.core.preprocess import to_batch
 from edgead.data.io import list_images, read_image
 
@@ -52,7 +53,12 @@ def main() -> None:
         bank = detector.bundle.extra("memory_bank")
         frames = [to_batch([read_image(f)], detector.manifest.preprocess) for f in list_images(a.images)[: a.frames]]
         features = [detector.run_stage("feature_extractor", {"image": x})["features"] for x in frames]
-        scorers = {"10%": NearestNeighbourScorer(bank), "1%": NearestNeighbourScorer(bank[::10])}
+        cells, probes = search_cells(bank, min(EXACT_BELOW, len(bank)), PROBES)
+        scorers = {
+            "10%": NearestNeighbourScorer(bank),
+            "10% cells": NearestNeighbourScorer(bank, cells=(cells["centroids"], cells["cells"]), probes=probes),
+            "1%": NearestNeighbourScorer(bank[::10]),
+        }
         parts = {
             "feature_extractor": lambda: [detector.run_stage("feature_extractor", {"image": x}) for x in frames],
             **{f"knn {k}": (lambda s=s: [s.distances(f) for f in features]) for k, s in scorers.items()},
@@ -62,6 +68,11 @@ def main() -> None:
             float(np.max(np.abs(scorers["10%"].distances(f) - whole_matrix_distances(scorers["10%"], f))))
             for f in features
         )
+        exact = [scorers["10%"].distances(f) for f in features]
+        probed = [scorers["10% cells"].distances(f) for f in features]
+        found = float(np.mean([np.isclose(p, e, rtol=1e-4, atol=1e-4).mean() for p, e in zip(probed, exact)]))
+        excess = max(float(np.max((p - e) / np.maximum(e, 1e-6))) for p, e in zip(probed, exact))
+        score_excess = max(float(p.max() / e.max() - 1.0) for p, e in zip(probed, exact))
         for fn in parts.values():  # warm-up
             fn()
         blocks: dict[str, list[float]] = {name: [] for name in parts}
@@ -79,6 +90,14 @@ def main() -> None:
         "knn_10_over_feature_extractor": ms["knn 10%"] / ms["feature_extractor"],
         "whole_matrix_over_blocked": ms["knn 10% whole matrix (0.9)"] / ms["knn 10%"],
         "blocked_vs_whole_max_abs_diff": diff,
+        "cells": {
+            "cells": int(len(cells["centroids"])),
+            "probes": probes,
+            "exact_neighbour_found": found,
+            "max_relative_excess": excess,
+            "max_frame_maximum_excess": score_excess,
+            "exact_over_cells": ms["knn 10%"] / ms["knn 10% cells"],
+        },
     }
     print(json.dumps(report, indent=2))
     if a.out:

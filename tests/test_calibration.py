@@ -270,3 +270,27 @@ def test_a_threshold_that_would_pass_what_the_bundle_catches_is_refused(pc_bundl
     )
     assert any("score above every good image the bundle was calibrated on" in w for w in new.warnings)
     assert new.synthetic_miss_rate > 0.5
+
+
+@pytest.mark.parametrize("method", ["d3ad", "diad"])
+def test_the_default_threshold_also_rests_on_training_images_left_out_of_the_patch_bank(
+    method, method_bundle, tmp_path
+):
+    """The latent methods' kNN term scores each training image without its own bank rows (their reconstruction has
+    seen it); with cross_fit=false the threshold comes from the held-out images alone, as before 0.10."""
+    from edgead.export.flow import export_run
+
+    def calibration(manifest):  # DiAD keeps one per product, also for a bundle of one
+        return manifest.calibration or next(iter(manifest.products.values()))
+
+    root, _ = method_bundle(method)
+    cal = calibration(load_bundle(root).manifest)
+    assert cal.n_images == 6 + 16 and "16 training images, each left out of the memory bank" in cal.source
+    plain, _ = export_run(
+        root.parent / "run",
+        tmp_path / "plain.edgead",
+        parity_images=2,
+        progress=False,
+        overrides=["calibration.cross_fit=false"],
+    )
+    assert calibration(plain.manifest).n_images == 6

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgead.core.knn import NearestNeighbourScorer
+from edgead.core.knn import NearestNeighbourScorer, fit_cells, search_cells
 
 
 def test_knn_against_brute_force():
@@ -19,6 +19,54 @@ def test_knn_against_brute_force():
     assert NearestNeighbourScorer(bank).distances(bank.T.reshape(1, 7, 50, 1)).max() < 5e-3
     with pytest.raises(ValueError, match="features have 3 channels, the memory bank 7"):
         NearestNeighbourScorer(bank).distances(np.zeros((1, 3, 2, 2), np.float32))
+
+
+def _clustered(n_clusters=40, per=60, channels=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4.0, size=(n_clusters, channels))
+    bank = (centres[:, None] + rng.normal(size=(n_clusters, per, channels))).reshape(-1, channels)
+    queries = centres[rng.integers(0, n_clusters, 300)] + rng.normal(size=(300, channels))
+    return bank.astype(np.float32), queries.T.reshape(1, channels, 300, 1).astype(np.float32)
+
+
+def test_the_search_through_cells_finds_the_exact_neighbour_almost_always_and_never_a_nearer_one():
+    bank, feats = _clustered()
+    exact = NearestNeighbourScorer(bank).distances(feats)
+    cells = fit_cells(bank, 40)
+    every = NearestNeighbourScorer(bank, cells=cells, probes=40).distances(feats)  # every cell: the exact search
+    np.testing.assert_allclose(every, exact, rtol=1e-5, atol=1e-4)
+    probed = NearestNeighbourScorer(bank, cells=cells, probes=4).distances(feats)
+    assert np.all(probed >= exact - 1e-4)
+    assert np.mean(np.isclose(probed, exact, rtol=1e-5, atol=1e-4)) >= 0.98
+    one = NearestNeighbourScorer(bank, cells=cells, probes=1).distances(feats)
+    assert np.all(one >= probed - 1e-4) and np.any(one > probed + 1e-3)  # fewer probes miss more
+    with pytest.raises(ValueError, match="probes must be in 1..40"):
+        NearestNeighbourScorer(bank, cells=cells, probes=41)
+
+
+def test_rows_left_out_are_not_found_through_cells_either():
+    bank, feats = _clustered(n_clusters=8, per=20, channels=4)
+    out = np.zeros(len(bank), bool)
+    out[::3] = True
+    scorer = NearestNeighbourScorer(bank, cells=fit_cells(bank, 8), probes=8)
+    scorer.exclude = out
+    np.testing.assert_allclose(
+        scorer.distances(feats), NearestNeighbourScorer(bank[~out]).distances(feats), rtol=1e-5, atol=1e-4
+    )
+    scorer = NearestNeighbourScorer(bank, cells=fit_cells(bank, 8), probes=1)
+    scorer.exclude = np.ones(len(bank), bool)
+    scorer.exclude[0] = False  # the probed cells are empty for most patches: the whole bank is searched
+    np.testing.assert_allclose(
+        scorer.distances(feats), NearestNeighbourScorer(bank[:1]).distances(feats), rtol=1e-5, atol=1e-4
+    )
+
+
+def test_only_a_large_bank_gets_cells():
+    bank, _ = _clustered(n_clusters=10, per=100)
+    assert search_cells(bank, exact_below=1001, probes=8) == ({}, 0)
+    assert search_cells(bank, exact_below=1000, probes=0) == ({}, 0)
+    cells, probes = search_cells(bank, exact_below=1000, probes=8)
+    assert probes == 8 and cells["centroids"].shape == (16, 16) and cells["cells"].shape == (1000,)
 
 
 def test_greedy_coreset_covers_clusters():
@@ -123,6 +171,21 @@ def test_patchcore_fit_export_predict(demo_data, tmp_path):
         hole = det.predict(next((demo_data / "test" / "hole").iterdir()))
         good = det.predict(next((demo_data / "test" / "good").iterdir()))
     assert hole.score > good.score
+    assert m.params.knn_probes == 0 and "memory_bank_cells" not in {e.name for e in m.extras}  # a small bank: exact
+    # a bank searched through cells: every distance at least the exact one, the same verdicts on the test images
+    cells, _ = export_run(
+        tmp_path / "pc",
+        tmp_path / "cells.edgead",
+        parity_images=None,
+        progress=False,
+        overrides=["patchcore.exact_below=1", "patchcore.probes=2"],
+    )
+    assert cells.manifest.params.knn_probes == 2
+    assert {"memory_bank_centroids", "memory_bank_cells"} <= {e.name for e in cells.manifest.extras}
+    images = sorted((demo_data / "test").glob("*/*.png"))
+    with Detector.load(bundle.root) as exact, Detector.load(cells.root) as probed:
+        a, b = (np.array([d.predict(f).score for f in images]) for d in (exact, probed))
+    assert np.all(b >= a - 1e-4) and np.corrcoef(a, b)[0, 1] > 0.95
 
 
 def test_rows_left_out_of_the_bank_are_not_found():

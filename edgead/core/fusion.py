@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 
 from .errors import ConfigError
+from .knn import EXACT_BELOW, PROBES, check_search
 
 
 @dataclass
@@ -35,6 +36,10 @@ class PatchKnnConfig:
     aggregation: Literal["upsample_first", "pool_first"] = "upsample_first"
     """Patch descriptor as the baseline's (``patchcore.aggregation``); runs trained before edgead 0.9 keep
     ``pool_first``."""
+    exact_below: int = EXACT_BELOW
+    """A bank with fewer rows is searched exactly; a larger one through k-means cells fitted at export."""
+    probes: int = PROBES
+    """Cells searched per patch in a large bank (0: always exact)."""
 
     def check(self, where: str) -> None:
         weights = ([] if self.weight is None else [self.weight]) + list(self.candidates)
@@ -45,6 +50,7 @@ class PatchKnnConfig:
             )
         if not 0 < self.coreset_fraction <= 1:
             raise ConfigError(f"{where}.coreset_fraction must be in (0, 1], got {self.coreset_fraction}")
+        check_search(self.exact_below, self.probes, where)
 
 
 @dataclass

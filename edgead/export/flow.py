@@ -309,7 +309,7 @@ def export_run(
         for k, ds in enumerate(sets):  # thresholds per product (DiAD serves several with one model)
             step(len(stages) + 1 + k, f"calibration of {ds.name} on its good images, synthetic anomalies")
             validation = [s.path for s in ds.validation]
-            cross_fit = config.calibration.cross_fit and not spec.multi_product
+            cross_fit = config.calibration.cross_fit and len(sets) == 1  # one product: its bank's rows are its own
             more = hooks.more_good_scores(w.open_staged(manifest), ds.root, progress) if cross_fit else None
             cal, good = calibrate(
                 w.open_staged(manifest),

@@ -14,7 +14,7 @@ import numpy as np
 from ..core.bundle import Bundle
 from ..core.errors import BundleError
 from ..core.fusion import FusionParams
-from ..core.knn import NearestNeighbourScorer, distance_map
+from ..core.knn import bank_scorer, distance_map
 
 PATCHES = "patches"
 """The feature_extractor output holding the patch descriptors."""
@@ -23,7 +23,7 @@ PATCHES = "patches"
 class PatchKnnMap:
     """The bundle's patch memory bank as a map: patch descriptors [B, C, h, w] -> distances [B, H, W]."""
 
-    def __init__(self, bundle: Bundle, fusion: FusionParams):
+    def __init__(self, bundle: Bundle, fusion: FusionParams, probes: int = 0):
         values = [fusion.knn_weight, *fusion.reconstruction, *fusion.knn]
         if (
             len(fusion.reconstruction) != 2
@@ -49,7 +49,7 @@ class PatchKnnMap:
                 f"bundle {bundle.root}: the patch bank has shape {bank.shape}, the feature_extractor's "
                 f"patch descriptors have {channels} channels"
             )
-        self.scorer = NearestNeighbourScorer(bank)
+        self.scorer = bank_scorer(bundle, "patch_bank", bank, probes)
 
     def __call__(self, patches: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return distance_map(self.scorer, patches, size)

@@ -83,6 +83,8 @@ class D3ADParams:
     """[min, max] of the latent distance map over the anomaly-free calibration images."""
     feature_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
     fusion: FusionParams = field(default_factory=FusionParams)
+    knn_probes: int = 0
+    """Cells of the patch bank searched per patch (0: exact search; bundles before edgead 0.11)."""
 
 
 def sampler(settings: D3ADConfig | D3ADParams) -> GuidedDDIMScheduler:

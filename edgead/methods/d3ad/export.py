@@ -10,9 +10,10 @@ import numpy as np
 
 from ...core.bundle import Bundle
 from ...core.contracts import LATENT_CHANNELS, latent_noise, latent_size
+from ...core.knn import search_cells
 from ...core.manifest import Scoring
 from ...core.methods import params_from
-from ...export.cross_fit import cross_fitted_scores
+from ...export.cross_fit import patch_bank_scores
 from ...export.flow import MethodExport
 from ...export.fusion_weight import fit_fusion
 from ...export.stages import (
@@ -52,6 +53,10 @@ class D3ADExport(MethodExport):
         if self.prior is None:  # adapt=false on a run trained with adaptation: the prior of ImageNet features
             self.prior = imagenet_prior(self.config)
         self.patch_bank = patch_bank_for(self.run_dir, self.config, stages, self.features)
+        knn = self.config.d3ad.knn
+        self.cells, self.probes = search_cells(
+            np.asarray(self.patch_bank, np.float32), knn.exact_below, knn.probes, self.config.train.seed
+        )
         # which training image each bank row came from, when the bank exported is the run's own
         fitted_now = bool(stages["patches"].get("adapted", True)) != self.config.d3ad.adapt
         self.bank_sources = None if fitted_now else load_bank_sources(self.run_dir)
@@ -82,6 +87,7 @@ class D3ADExport(MethodExport):
             "memory_bank": self.prior["memory_bank"].astype(np.float32),
             "bin_edges": self.prior["bin_edges"],
             "patch_bank": self.patch_bank,
+            **{f"patch_bank_{k}": v for k, v in self.cells.items()},
         }
         if self.config.d3ad.start == "noised":  # fixed per bundle: the same frame always gets the same score
             out["noise"] = latent_noise(self.config.data.image_size, self.config.d3ad.noise_seed)
@@ -89,7 +95,7 @@ class D3ADExport(MethodExport):
 
     def params(self) -> D3ADParams:
         d = self.config.d3ad
-        return params_from(d, D3ADParams)
+        return params_from(d, D3ADParams, knn_probes=self.probes)
 
     def scoring(self) -> Scoring:
         return Scoring("max", self.config.d3ad.smoothing_sigma)
@@ -112,10 +118,4 @@ class D3ADExport(MethodExport):
         )
 
     def more_good_scores(self, bundle: Bundle, data_root: Path, progress: bool = False) -> MoreGood | None:
-        """The training images scored as unseen by the kNN term (each left out of the patch bank). Their
-        reconstruction term has seen them, so they score a little lower than unseen good parts; the held-out
-        images alone (3 for a small set) put the tolerance limit above every defect (hazelnut_toy: all missed)."""
-        if self.bank_sources is None:
-            return None
-        sources, names = self.bank_sources
-        return cross_fitted_scores(bundle, data_root, names, sources, lambda p: p.knn.scorer, progress)
+        return patch_bank_scores(self.bank_sources, bundle, data_root, progress)

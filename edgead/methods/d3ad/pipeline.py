@@ -54,7 +54,7 @@ class D3ADPipeline(Pipeline):
                 f"{features} channels pooled to {p.prior_pool}x{p.prior_pool} give "
                 f"{features * p.prior_pool**2}"
             )
-        self.knn = PatchKnnMap(bundle, p.fusion)
+        self.knn = PatchKnnMap(bundle, p.fusion, p.knn_probes)
         self.noise = None
         if p.start == "noised":
             latent = bundle.manifest.stage("encoder").outputs[0].shape[1:]

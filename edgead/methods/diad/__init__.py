@@ -65,6 +65,8 @@ class DiADParams:
     sg: bool
     sff: bool
     fusion: FusionParams = field(default_factory=FusionParams)
+    knn_probes: int = 0
+    """Cells of the patch bank searched per patch (0: exact search; bundles before edgead 0.11)."""
 
 
 def sampler(settings: DiADConfig | DiADParams) -> GuidedDDIMScheduler:

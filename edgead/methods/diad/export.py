@@ -6,13 +6,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ...core.bundle import Bundle
 from ...core.contracts import StageContract, TensorSpec, image_spec, latent_size
+from ...core.knn import search_cells
 from ...core.manifest import Scoring
 from ...core.methods import params_from
+from ...export.cross_fit import patch_bank_scores
 from ...export.flow import MethodExport
 from ...export.fusion_weight import fit_fusion
 from ...export.stages import features_contract, latent_contracts
+from ...runtime.calibration import MoreGood
 from . import DiADParams
 
 
@@ -21,7 +26,7 @@ class DiADExport(MethodExport):
         super().__init__(*args)
         from ...training.latent.autoencoder import load_codec
         from ...training.latent.networks import run_network
-        from ...training.patch_bank import load_patch_bank
+        from ...training.patch_bank import load_bank_sources, load_patch_bank
         from ...training.staged import require_complete
         from .train import _zero_hint, fixed_noise, load_guided, map_features
 
@@ -35,6 +40,11 @@ class DiADExport(MethodExport):
         self.hint_channels = net.block_out_channels[0]
         self.features = map_features(self.config, patches=True)
         self.patch_bank = load_patch_bank(self.run_dir)
+        knn = self.config.diad.knn
+        self.cells, self.probes = search_cells(
+            np.asarray(self.patch_bank, np.float32), knn.exact_below, knn.probes, self.config.train.seed
+        )
+        self.bank_sources = load_bank_sources(self.run_dir)  # which training image each bank row came from
         self.noise = fixed_noise(self.config).numpy()
         self.start_step = d.start_step if d.start_step is not None else int(stages["select"]["start_step"])
 
@@ -73,11 +83,15 @@ class DiADExport(MethodExport):
         }
 
     def extras(self):
-        return {"noise": self.noise, "patch_bank": self.patch_bank}
+        return {
+            "noise": self.noise,
+            "patch_bank": self.patch_bank,
+            **{f"patch_bank_{k}": v for k, v in self.cells.items()},
+        }
 
     def params(self) -> DiADParams:
         d = self.config.diad
-        return params_from(d, DiADParams, start_step=self.start_step)
+        return params_from(d, DiADParams, start_step=self.start_step, knn_probes=self.probes)
 
     def scoring(self) -> Scoring:
         return Scoring("pooled_max", self.config.diad.smoothing_sigma, pool=self.config.diad.pool)
@@ -86,3 +100,6 @@ class DiADExport(MethodExport):
         bundle.manifest.provenance["export"]["fusion"] = fit_fusion(
             bundle, images, self.config.diad.knn, self.config.data.foreground
         )
+
+    def more_good_scores(self, bundle: Bundle, data_root: Path, progress: bool = False) -> MoreGood | None:
+        return patch_bank_scores(self.bank_sources, bundle, data_root, progress)

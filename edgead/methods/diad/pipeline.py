@@ -37,7 +37,7 @@ class DiADPipeline(Pipeline):
         if list(self.noise.shape) != [1, *latent]:
             raise BundleError(f"bundle {bundle.root}: extra noise has shape {self.noise.shape}, latents [1, {latent}]")
         self.names = [o.name for o in bundle.manifest.stage("feature_extractor").outputs if o.name != PATCHES]
-        self.knn = PatchKnnMap(bundle, self.params.fusion)
+        self.knn = PatchKnnMap(bundle, self.params.fusion, self.params.knn_probes)
 
     def run(self, x: np.ndarray) -> PipelineOutput:
         timings: dict[str, float] = {}

@@ -38,7 +38,7 @@ from ...training.latent.networks import (
 )
 from ...training.latent.run import open_latent_run
 from ...training.loop import run_loop, step_seeding
-from ...training.patch_bank import train_patch_bank
+from ...training.patch_bank import bank_image_names, train_patch_bank
 from ...training.selection import MIN_SELECTION_IMAGES, synthetic_set
 from ...training.staged import StagedRun
 from . import SPEC, sampler
@@ -83,7 +83,13 @@ def train(
         )
     if lr.pending("patches"):
         train_patch_bank(
-            run, map_features(config, patches=True), lr.data.images, lr.spec, d.knn.coreset_fraction, progress
+            run,
+            map_features(config, patches=True),
+            lr.data.images,
+            lr.spec,
+            d.knn.coreset_fraction,
+            progress,
+            names=bank_image_names(lr.datasets),
         )
     if lr.pending("select"):
         run.require("select", "autoencoder", "denoiser", *(["guidance"] if d.sg else []))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ...core.errors import ConfigError
+from ...core.knn import EXACT_BELOW, PROBES, check_search
 from ...core.methods import MethodSpec
 
 
@@ -25,12 +26,17 @@ class PatchCoreConfig:
     before edgead 0.9 keep ``pool_first``."""
     smoothing_sigma: float = 4.0
     """Gaussian blur of the distance map before the max (PatchCore: sigma 4)."""
+    exact_below: int = EXACT_BELOW
+    """A memory bank with fewer rows is searched exactly; a larger one through k-means cells fitted at export."""
+    probes: int = PROBES
+    """Cells searched per patch in a large bank (0: always exact)."""
 
     def check(self, config, where: str) -> None:
         if not self.layers or any(i not in (0, 1, 2) for i in self.layers):
             raise ConfigError(f"{where}.layers must be a non-empty subset of (0, 1, 2), got {self.layers}")
         if not 0 < self.coreset_fraction <= 1:
             raise ConfigError(f"{where}.coreset_fraction must be in (0, 1], got {self.coreset_fraction}")
+        check_search(self.exact_below, self.probes, where)
         if self.neighbourhood < 1 or self.neighbourhood % 2 == 0:
             raise ConfigError(f"{where}.neighbourhood must be odd and >= 1, got {self.neighbourhood}")
         if self.smoothing_sigma < 0:
@@ -42,6 +48,8 @@ class PatchCoreParams:
     feature_stride: int
     neighbourhood: int
     memory_bank_size: int
+    knn_probes: int = 0
+    """Cells of the memory bank searched per patch (0: exact search; bundles before edgead 0.11)."""
 
 
 SPEC = MethodSpec(

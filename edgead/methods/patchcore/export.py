@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from ...core.bundle import Bundle
 from ...core.errors import EdgeadError
+from ...core.knn import search_cells
 from ...core.manifest import Scoring
 from ...export.cross_fit import cross_fitted_scores
 from ...export.flow import MethodExport
@@ -33,6 +34,8 @@ class PatchCoreExport(MethodExport):
             )
         self.bank = load_file(str(bank_file))["memory_bank"].numpy().astype(np.float32)
         self.model = build_patch_features(self.config)
+        pc = self.config.patchcore
+        self.cells, self.probes = search_cells(self.bank, pc.exact_below, pc.probes, self.config.train.seed)
 
     def stages(self):
         size = self.config.data.image_size
@@ -41,10 +44,12 @@ class PatchCoreExport(MethodExport):
         }
 
     def extras(self):
-        return {"memory_bank": self.bank}
+        return {"memory_bank": self.bank, **{f"memory_bank_{k}": v for k, v in self.cells.items()}}
 
     def params(self) -> PatchCoreParams:
-        return PatchCoreParams(self.model.stride, self.config.patchcore.neighbourhood, int(self.bank.shape[0]))
+        return PatchCoreParams(
+            self.model.stride, self.config.patchcore.neighbourhood, int(self.bank.shape[0]), self.probes
+        )
 
     def scoring(self) -> Scoring:
         return Scoring("max", self.config.patchcore.smoothing_sigma)

@@ -8,7 +8,7 @@ import numpy as np
 
 from ...core.bundle import Bundle
 from ...core.errors import BundleError
-from ...core.knn import NearestNeighbourScorer, distance_map
+from ...core.knn import bank_scorer, distance_map
 from ...runtime.backends import Backend
 from ...runtime.pipeline import Pipeline, PipelineOutput
 
@@ -23,7 +23,7 @@ class PatchCorePipeline(Pipeline):
                 f"bundle {bundle.root}: memory bank has shape {bank.shape}, the manifest "
                 f"declares ({self.params.memory_bank_size}, {channels})"
             )
-        self.scorer = NearestNeighbourScorer(bank)
+        self.scorer = bank_scorer(bundle, "memory_bank", bank, self.params.knn_probes)
         self.size = tuple(bundle.manifest.preprocess.image_size)
 
     def run(self, x: np.ndarray) -> PipelineOutput:
