@@ -27,7 +27,7 @@ METHODS = {
     "d3ad": "D3AD `s`",
     "d3ad-imagenet": "D3AD `s` with ImageNet features (`--set d3ad.adapt=false` at export)",
     "d3ad-scratch": "D3AD `s`, from-scratch autoencoder",
-    "diad": "DiAD `s`, 16-minute budget",
+    "diad": "DiAD `s`, 30-minute budget",
 }
 VARIANTS = {"": "fused", "w0": "reconstruction only", "w1": "kNN only"}
 ANOMALIB = {"patchcore": "anomalib PatchCore, 10% coreset", "padim": "anomalib PaDiM"}
@@ -146,17 +146,37 @@ def budget_points() -> list[dict]:
     return sorted(points, key=lambda p: (p["method"], p["machine"], p["minutes"]))
 
 
+SPEED_PARTS = (
+    "preprocess",
+    "feature_extractor",
+    "prior",
+    "encoder",
+    "hint_encoder",
+    "denoiser_step",
+    "decoder",
+    "segmenter",
+    "knn",
+    "orchestration",
+    "postprocess",
+)
+
+
 def speed_rows() -> list[dict]:
-    study = _load(RESULTS / "latent_speed" / "latent_speed_study.json")
+    """Per-stage medians of ``benchmarks/line_speed.py``: the rows of one file were timed side by side."""
     rows = []
-    for key in ("tire/half 10 steps fp32", "tire/half 5 steps int8"):
-        if key in study["speed"]:
-            rows.append({"label": f"D3AD `s` ({key.split(' ', 1)[1]})", "parts": study["speed"][key]["parts_ms"]})
-    for path, label in ((RESULTS / "benchmark_tire_patchcore_cpu.json", "PatchCore (1% coreset, edgead 0.1)"),):
-        if path.is_file():
-            b = _load(path)
-            parts = b["runtime"]["batch1"]["parts_median_ms"] if "runtime" in b else {}
-            rows.append({"label": label, "parts": {**parts, "total": b["runtime"]["batch1"]["median_ms"]}})
+    for name in ("tire_cpu", "methods_cpu"):
+        path = RESULTS / "line_speed" / f"{name}.json"
+        if not path.is_file():
+            continue
+        for label, b in _load(path)["bundles"].items():
+            if name == "methods_cpu" and label.startswith("D3AD"):
+                continue  # the D3AD of this run is only its reference
+            parts = dict(b["parts_median_ms"])
+            if "sampling_loop" in parts:  # DiAD: the denoiser's share of its loop is denoiser_step
+                parts["orchestration"] = (
+                    parts.get("orchestration", 0.0) + parts.pop("sampling_loop") - parts["denoiser_step"]
+                )
+            rows.append({"label": label, "parts": {**parts, "total": b["median_ms"]}})
     return rows
 
 
@@ -174,7 +194,8 @@ def page(plots: bool) -> str:
         "Trained on 2 CPU cores one after another, exported and evaluated by `benchmarks/strongest_baseline.sh",
         "../shared/data RUNS OUT`; anomalib by `benchmarks/anomalib_peer.py` with the same ImageNet weights,",
         "scored by edgead's metric code. \"False rejects / misses\" are at the bundle's default threshold (from",
-        "its held-out good images, before any `edgead calibrate`).",
+        "its held-out good images and, for PatchCore, D3AD and DiAD, its training images scored as unseen by the",
+        "kNN term; before any `edgead calibrate`). DiAD: one run, on hazelnut_toy.",
         "",
         "![image AUROC and AUPRO per set](results/quality.png)" if plots else "",
         "",
@@ -203,12 +224,17 @@ def page(plots: bool) -> str:
         lines.append("")
     speeds = speed_rows()
     if speeds:
-        parts = [k for k in speeds[0]["parts"] if k != "total"]
+        parts = [k for k in SPEED_PARTS if any(k in r["parts"] for r in speeds)]
         lines += [
             "## Time per stage (2 CPU cores, batch 1, one tire frame)",
             "",
-            "Median milliseconds per part (`edgead benchmark`; D3AD from `benchmarks/latent_speed_study.py`,",
-            "2026-11-27).",
+            "Median milliseconds per part, 2026-12-08: `python benchmarks/line_speed.py LABEL=BUNDLE[:int8] ...",
+            "--images ../shared/data/tire/test/good` loads the bundles in one process and times them alternately on",
+            "the same frames. The first six rows are one such run (PatchCore and D3AD with the 10% bank searched",
+            "exactly and through cells; D3AD with 5 sampler steps and INT8 of the stages export accepts); DiAD",
+            "(trained on hazelnut_toy) and DiffusionAD `s` (2 training steps: the time of its graphs, not its",
+            "quality) are a second run, 1.5x and 3.3x the time of D3AD timed beside them. Quality beside each in",
+            "[studies §17](studies.md).",
             "",
             "![time per stage](results/speed.png)" if plots else "",
             "",
@@ -260,17 +286,19 @@ def draw(path: Path) -> None:
     fig.savefig(path / "budget.png", dpi=90)
     plt.close(fig)
     speeds = speed_rows()
-    fig, ax = plt.subplots(figsize=(8, 2.8))
-    parts = [k for k in speeds[0]["parts"] if k != "total"]
+    fig, ax = plt.subplots(figsize=(9.5, 3.4))
+    parts = [k for k in SPEED_PARTS if any(k in r["parts"] for r in speeds)]
+    colours = dict(zip(parts, plt.get_cmap("tab20").colors))
     for i, s in enumerate(speeds):
         left = 0.0
         for k in parts:
             v = s["parts"].get(k, 0.0)
-            ax.barh(i, v, left=left, label=k if i == 0 else None)
+            ax.barh(i, v, left=left, color=colours[k], label=k if i == 0 else None)
             left += v
     ax.set_yticks(range(len(speeds)), [s["label"] for s in speeds], fontsize=8)
+    ax.invert_yaxis()
     ax.set_xlabel("ms per frame")
-    ax.legend(fontsize=7, ncol=4, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path / "speed.png", dpi=90)
     plt.close(fig)
