@@ -138,6 +138,8 @@ def test_ctrl_c_inside_a_long_step_is_answered_at_once_and_a_second_quits(tmp_pa
         [sys.executable, "-c", _LONG_STEP, str(marker), str(tmp_path / "log.jsonl")],
         stderr=subprocess.PIPE,
         text=True,
+        # as at a terminal: under a CI runner that started the tests in the background, SIGINT arrives ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 60
