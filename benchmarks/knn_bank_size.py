@@ -53,10 +53,11 @@ def main() -> None:
         bank = detector.bundle.extra("memory_bank")
         frames = [to_batch([read_image(f)], detector.manifest.preprocess) for f in list_images(a.images)[: a.frames]]
         features = [detector.run_stage("feature_extractor", {"image": x})["features"] for x in frames]
-        cells, probes = search_cells(bank, min(EXACT_BELOW, len(bank)), PROBES)
+        cells, probes = search_cells("memory_bank", bank, min(EXACT_BELOW, len(bank)), PROBES)
+        centroids, assignment = cells["memory_bank_centroids"], cells["memory_bank_cells"]
         scorers = {
             "10%": NearestNeighbourScorer(bank),
-            "10% cells": NearestNeighbourScorer(bank, cells=(cells["centroids"], cells["cells"]), probes=probes),
+            "10% cells": NearestNeighbourScorer(bank, cells=(centroids, assignment), probes=probes),
             "1%": NearestNeighbourScorer(bank[::10]),
         }
         parts = {
@@ -91,7 +92,7 @@ def main() -> None:
         "whole_matrix_over_blocked": ms["knn 10% whole matrix (0.9)"] / ms["knn 10%"],
         "blocked_vs_whole_max_abs_diff": diff,
         "cells": {
-            "cells": int(len(cells["centroids"])),
+            "cells": int(len(centroids)),
             "probes": probes,
             "exact_neighbour_found": found,
             "max_relative_excess": excess,

@@ -63,10 +63,10 @@ def test_rows_left_out_are_not_found_through_cells_either():
 
 def test_only_a_large_bank_gets_cells():
     bank, _ = _clustered(n_clusters=10, per=100)
-    assert search_cells(bank, exact_below=1001, probes=8) == ({}, 0)
-    assert search_cells(bank, exact_below=1000, probes=0) == ({}, 0)
-    cells, probes = search_cells(bank, exact_below=1000, probes=8)
-    assert probes == 8 and cells["centroids"].shape == (16, 16) and cells["cells"].shape == (1000,)
+    assert search_cells("bank", bank, exact_below=1001, probes=8) == ({}, 0)
+    assert search_cells("bank", bank, exact_below=1000, probes=0) == ({}, 0)
+    cells, probes = search_cells("bank", bank, exact_below=1000, probes=8)
+    assert probes == 8 and cells["bank_centroids"].shape == (16, 16) and cells["bank_cells"].shape == (1000,)
 
 
 def test_greedy_coreset_covers_clusters():

@@ -137,15 +137,23 @@ def check_search(exact_below: int, probes: int, where: str) -> None:
         raise ConfigError(f"{where}.exact_below must be >= 1 and {where}.probes >= 0, got {exact_below}, {probes}")
 
 
-def search_cells(bank: np.ndarray, exact_below: int, probes: int, seed: int = 0) -> tuple[dict[str, np.ndarray], int]:
-    """Export: the cells of an approximate search for a bank of ``exact_below`` rows or more, as bundle extras
-    (``centroids``, ``cells``: each row's cell) and the probes the runtime uses; ({}, 0) for a bank searched
-    exactly."""
+def _cell_extras(name: str) -> tuple[str, str]:
+    """The bundle extras beside the bank ``name`` that hold its cells: the centroids and each row's cell."""
+    return f"{name}_centroids", f"{name}_cells"
+
+
+def search_cells(
+    name: str, bank: np.ndarray, exact_below: int, probes: int, seed: int = 0
+) -> tuple[dict[str, np.ndarray], int]:
+    """Export: the cells of an approximate search for the bank ``name`` when it has ``exact_below`` rows or more, as
+    the bundle extras ``bank_scorer`` reads (``{name}_centroids``, ``{name}_cells``: each row's cell) and the probes
+    the runtime uses; ({}, 0) for a bank searched exactly."""
     if len(bank) < exact_below or probes <= 0:
         return {}, 0
     cells = max(2 * probes, round(math.sqrt(len(bank)) / 2))
     centroids, assignment = fit_cells(bank, cells, seed=seed)
-    return {"centroids": centroids, "cells": assignment}, probes
+    centroids_extra, cells_extra = _cell_extras(name)
+    return {centroids_extra: centroids, cells_extra: assignment}, probes
 
 
 def bank_scorer(bundle: Bundle, name: str, bank: np.ndarray, probes: int) -> NearestNeighbourScorer:
@@ -153,7 +161,7 @@ def bank_scorer(bundle: Bundle, name: str, bank: np.ndarray, probes: int) -> Nea
     (extras ``{name}_centroids`` and ``{name}_cells``, written by export with ``search_cells``)."""
     if not probes:
         return NearestNeighbourScorer(bank)
-    cells = (bundle.extra(f"{name}_centroids"), bundle.extra(f"{name}_cells"))
+    cells = tuple(bundle.extra(extra) for extra in _cell_extras(name))
     try:
         return NearestNeighbourScorer(bank, cells=cells, probes=probes)
     except ValueError as e:

@@ -23,14 +23,18 @@ log = logging.getLogger(__name__)
 def cross_fitted_scores(
     bundle: Bundle,
     data_root: Path,
-    names: list[str],
-    sources: np.ndarray,
+    recorded: tuple[np.ndarray, list[str]] | None,
     scorer_of: Callable[[object], NearestNeighbourScorer],
     progress: bool = False,
 ) -> MoreGood | None:
-    """Every training image (``names``, relative to ``data_root``, in the order ``sources`` indexes them) scored by
-    the exported graphs with its own bank rows left out. ``scorer_of(pipeline)``: the pipeline's patch scorer.
-    None (said) when the images are not all there."""
+    """Every training image scored by the exported graphs with its own bank rows left out. ``recorded``: each bank
+    row's image and the images' names relative to ``data_root`` (``training.patch_bank.load_bank_sources``);
+    ``scorer_of(pipeline)``: the pipeline's patch scorer. None (said) when the run recorded no sources or the
+    images are not all there."""
+    if recorded is None:
+        log.info("the run records no memory-bank sources (trained before edgead 0.10): held-out images only")
+        return None
+    sources, names = recorded
     paths = [Path(data_root) / n for n in names]
     missing = [p for p in paths if not p.is_file()]
     if missing or len(paths) < 2 or int(sources.max(initial=-1)) >= len(paths):
@@ -72,8 +76,4 @@ def patch_bank_scores(
     """The latent methods' training images scored as unseen by their kNN term (each left out of the patch bank).
     Their reconstruction term has seen them, so they score a little lower than unseen good parts; the held-out
     images alone (3 for a small set) put the tolerance limit above every defect (hazelnut_toy: all missed)."""
-    if bank_sources is None:
-        log.info("the run records no patch-bank sources (trained before edgead 0.10): held-out images only")
-        return None
-    sources, names = bank_sources
-    return cross_fitted_scores(bundle, data_root, names, sources, lambda p: p.knn.scorer, progress)
+    return cross_fitted_scores(bundle, data_root, bank_sources, lambda p: p.knn.scorer, progress)

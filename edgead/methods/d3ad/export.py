@@ -55,7 +55,7 @@ class D3ADExport(MethodExport):
         self.patch_bank = patch_bank_for(self.run_dir, self.config, stages, self.features)
         knn = self.config.d3ad.knn
         self.cells, self.probes = search_cells(
-            np.asarray(self.patch_bank, np.float32), knn.exact_below, knn.probes, self.config.train.seed
+            "patch_bank", np.asarray(self.patch_bank, np.float32), knn.exact_below, knn.probes, self.config.train.seed
         )
         # which training image each bank row came from, when the bank exported is the run's own
         fitted_now = bool(stages["patches"].get("adapted", True)) != self.config.d3ad.adapt
@@ -87,7 +87,7 @@ class D3ADExport(MethodExport):
             "memory_bank": self.prior["memory_bank"].astype(np.float32),
             "bin_edges": self.prior["bin_edges"],
             "patch_bank": self.patch_bank,
-            **{f"patch_bank_{k}": v for k, v in self.cells.items()},
+            **self.cells,
         }
         if self.config.d3ad.start == "noised":  # fixed per bundle: the same frame always gets the same score
             out["noise"] = latent_noise(self.config.data.image_size, self.config.d3ad.noise_seed)

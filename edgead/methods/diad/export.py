@@ -42,7 +42,7 @@ class DiADExport(MethodExport):
         self.patch_bank = load_patch_bank(self.run_dir)
         knn = self.config.diad.knn
         self.cells, self.probes = search_cells(
-            np.asarray(self.patch_bank, np.float32), knn.exact_below, knn.probes, self.config.train.seed
+            "patch_bank", np.asarray(self.patch_bank, np.float32), knn.exact_below, knn.probes, self.config.train.seed
         )
         self.bank_sources = load_bank_sources(self.run_dir)  # which training image each bank row came from
         self.noise = fixed_noise(self.config).numpy()
@@ -86,7 +86,7 @@ class DiADExport(MethodExport):
         return {
             "noise": self.noise,
             "patch_bank": self.patch_bank,
-            **{f"patch_bank_{k}": v for k, v in self.cells.items()},
+            **self.cells,
         }
 
     def params(self) -> DiADParams:

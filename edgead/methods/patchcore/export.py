@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,6 @@ from ...runtime.calibration import MoreGood
 from ...training.patch_bank import load_bank_sources
 from . import PatchCoreParams
 
-log = logging.getLogger(__name__)
-
 
 class PatchCoreExport(MethodExport):
     def __init__(self, *args):
@@ -35,7 +32,9 @@ class PatchCoreExport(MethodExport):
         self.bank = load_file(str(bank_file))["memory_bank"].numpy().astype(np.float32)
         self.model = build_patch_features(self.config)
         pc = self.config.patchcore
-        self.cells, self.probes = search_cells(self.bank, pc.exact_below, pc.probes, self.config.train.seed)
+        self.cells, self.probes = search_cells(
+            "memory_bank", self.bank, pc.exact_below, pc.probes, self.config.train.seed
+        )
 
     def stages(self):
         size = self.config.data.image_size
@@ -44,7 +43,7 @@ class PatchCoreExport(MethodExport):
         }
 
     def extras(self):
-        return {"memory_bank": self.bank, **{f"memory_bank_{k}": v for k, v in self.cells.items()}}
+        return {"memory_bank": self.bank, **self.cells}
 
     def params(self) -> PatchCoreParams:
         return PatchCoreParams(
@@ -61,8 +60,4 @@ class PatchCoreExport(MethodExport):
         from .train import BANK_FILE, BANK_IMAGES, BANK_SOURCE
 
         recorded = load_bank_sources(self.run_dir, BANK_FILE, BANK_SOURCE, BANK_IMAGES)
-        if recorded is None:
-            log.info("the run records no memory-bank sources (trained before edgead 0.10): held-out images only")
-            return None
-        sources, names = recorded
-        return cross_fitted_scores(bundle, data_root, names, sources, lambda p: p.scorer, progress)
+        return cross_fitted_scores(bundle, data_root, recorded, lambda p: p.scorer, progress)
